@@ -1,0 +1,29 @@
+//! Keyfold's verifier crate: the byte-level specification of the authenticated map as code.
+//!
+//! Clients and monitors depend on this crate alone. It holds the domain types ([`Index`], [`Epoch`],
+//! [`Version`], [`ShardId`]), the two hash suites ([`HashSuite`]), the compressed sparse Merkle tree
+//! rules ([`Node`], [`combine`], [`compute_root`]) and proofs ([`Proof`]). It does no I/O.
+//!
+//! Every hashed byte is defined in `docs/SPEC.md`; the golden vectors in `core/tests/vectors/` pin it.
+//!
+//! ```
+//! use keyfold_core::{HashSuite, LeafValue, Version, compute_root, Epoch, MapRoot, prove_from_leaves};
+//! let suite = HashSuite::Blake3;
+//! let leaves = vec![(suite.index_of(b"alice"), LeafValue::present(Version(1), b"pk-a".to_vec()))];
+//! let root = MapRoot { epoch: Epoch(1), hash: compute_root(suite, &leaves).hash(suite) };
+//! let proof = prove_from_leaves(suite, Epoch(1), &leaves, &suite.index_of(b"alice"));
+//! proof.verify(suite, &root, b"alice", Some(&leaves[0].1)).unwrap();
+//! proof.verify(suite, &root, b"bob", None).unwrap_err();
+//! ```
+
+mod error;
+mod hash;
+mod proof;
+mod tree;
+mod types;
+
+pub use error::{DecodeError, ProofError};
+pub use hash::{Hash, HashSuite};
+pub use proof::{PROOF_FORMAT_V1, Proof, Terminal};
+pub use tree::{Node, combine, compute_root, prove_from_leaves};
+pub use types::{Epoch, Index, LeafValue, MAX_SHARD_BITS, MapRoot, ShardId, Version};

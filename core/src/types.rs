@@ -1,0 +1,152 @@
+use crate::hash::Hash;
+
+/// Largest supported number of shard bits (65,536 shards).
+pub const MAX_SHARD_BITS: u8 = 16;
+
+/// A 256-bit position in the map: the hash of a key under the directory's [`crate::HashSuite`].
+/// Bit 0 is the most significant bit of byte 0; a 0 bit goes left.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Index(pub [u8; 32]);
+
+impl Index {
+    /// Bit `depth` of the index (0 = most significant bit of byte 0). `depth` must be < 256.
+    #[inline]
+    pub fn bit(&self, depth: usize) -> bool {
+        debug_assert!(depth < 256);
+        (self.0[depth / 8] >> (7 - (depth % 8))) & 1 == 1
+    }
+
+    /// The index with every bit at position `>= depth` cleared: the path prefix of a subtree.
+    pub fn prefix(&self, depth: usize) -> Index {
+        debug_assert!(depth <= 256);
+        let mut out = [0u8; 32];
+        let full = depth / 8;
+        out[..full].copy_from_slice(&self.0[..full]);
+        if !depth.is_multiple_of(8) {
+            out[full] = self.0[full] & (0xffu8 << (8 - depth % 8));
+        }
+        Index(out)
+    }
+
+    /// Number of leading bits shared with `other` (256 when equal).
+    pub fn common_prefix_len(&self, other: &Index) -> usize {
+        for (i, (a, b)) in self.0.iter().zip(other.0.iter()).enumerate() {
+            let x = a ^ b;
+            if x != 0 {
+                return i * 8 + x.leading_zeros() as usize;
+            }
+        }
+        256
+    }
+
+    /// The shard this index belongs to: its top `shard_bits` bits.
+    pub fn shard(&self, shard_bits: u8) -> ShardId {
+        assert!(shard_bits <= MAX_SHARD_BITS, "shard_bits {shard_bits} > {MAX_SHARD_BITS}");
+        if shard_bits == 0 {
+            return ShardId(0);
+        }
+        let top = u32::from(u16::from_be_bytes([self.0[0], self.0[1]]));
+        ShardId(top >> (16 - u32::from(shard_bits)))
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Index({})", self.to_hex())
+    }
+}
+
+/// A shard: the subtree of every index whose top `shard_bits` bits equal this number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShardId(pub u32);
+
+impl ShardId {
+    /// The smallest index in this shard.
+    pub fn first_index(self, shard_bits: u8) -> Index {
+        let mut out = [0u8; 32];
+        if shard_bits > 0 {
+            let top = u16::try_from(self.0 << (16 - u32::from(shard_bits))).expect("shard id < 2^shard_bits");
+            out[..2].copy_from_slice(&top.to_be_bytes());
+        }
+        Index(out)
+    }
+}
+
+/// An epoch number. Epoch 0 is the empty map every directory starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Epoch(pub u64);
+
+impl std::fmt::Display for Epoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl Epoch {
+    pub fn next(self) -> Epoch {
+        Epoch(self.0.checked_add(1).expect("epoch overflow"))
+    }
+}
+
+/// A key's version: 1 for its first value, incremented by every accepted mutation (tombstones too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Version(pub u64);
+
+/// What the map holds for a key: its version and its value, or `None` for a tombstone (deleted,
+/// history kept).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LeafValue {
+    pub version: Version,
+    pub value: Option<Vec<u8>>,
+}
+
+impl LeafValue {
+    pub fn present(version: Version, value: Vec<u8>) -> LeafValue {
+        LeafValue { version, value: Some(value) }
+    }
+
+    pub fn tombstone(version: Version) -> LeafValue {
+        LeafValue { version, value: None }
+    }
+}
+
+/// A map root together with the epoch it belongs to: what a proof is verified against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapRoot {
+    pub epoch: Epoch,
+    pub hash: Hash,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bits_prefix_and_shards() {
+        let mut b = [0u8; 32];
+        b[0] = 0b1010_0000;
+        b[1] = 0b0100_0000;
+        let i = Index(b);
+        assert!(i.bit(0) && !i.bit(1) && i.bit(2) && i.bit(9) && !i.bit(255));
+        assert_eq!(i.prefix(1).0[0], 0b1000_0000);
+        assert_eq!(i.prefix(3).0[0], 0b1010_0000);
+        assert_eq!(i.prefix(0), Index([0; 32]));
+        assert_eq!(i.shard(8), ShardId(0b1010_0000));
+        assert_eq!(i.shard(10), ShardId(0b10_1000_0001));
+        assert_eq!(i.shard(0), ShardId(0));
+        assert_eq!(ShardId(0b1010_0000).first_index(8), i.prefix(8));
+        assert_eq!(i.common_prefix_len(&i), 256);
+        assert_eq!(i.common_prefix_len(&Index([0; 32])), 0);
+        assert_eq!(i.common_prefix_len(&i.prefix(9)), 9);
+    }
+}

@@ -1,0 +1,131 @@
+//! Golden vectors: every hashed byte of SPEC.md, pinned for both suites.
+//!
+//! `core/tests/vectors/golden.json` is committed. This test recomputes each vector from its
+//! described input and compares. To regenerate after a deliberate format change (which must also
+//! change SPEC.md in the same commit): `KEYFOLD_BLESS=1 cargo test -p keyfold-core --test golden`.
+
+use keyfold_core::{Epoch, Hash, HashSuite, Index, LeafValue, Terminal, Version, compute_root, prove_from_leaves};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Vector {
+    name: String,
+    suite: String,
+    input: String,
+    output: String,
+}
+
+fn map_key(i: usize) -> Vec<u8> {
+    format!("user{i:012}@example.com").into_bytes()
+}
+
+/// `n` leaves: key `user{i:012}@example.com`, version 1, value = the key's bytes.
+fn leaves(suite: HashSuite, n: usize) -> Vec<(Index, LeafValue)> {
+    (0..n).map(|i| (suite.index_of(&map_key(i)), LeafValue::present(Version(1), map_key(i)))).collect()
+}
+
+fn probe_with(suite: HashSuite, set: &[(Index, LeafValue)], want: fn(&Terminal) -> bool) -> String {
+    (0..)
+        .map(|i| format!("absent-{i}"))
+        .find(|k| {
+            let p = prove_from_leaves(suite, Epoch(7), set, &suite.index_of(k.as_bytes()));
+            want(&p.terminal)
+        })
+        .expect("some probe key matches")
+}
+
+fn vectors_for(suite: HashSuite) -> Vec<Vector> {
+    let mut out = Vec::new();
+    let mut push = |name: &str, input: String, output: String| {
+        out.push(Vector { name: name.into(), suite: suite.name().into(), input, output });
+    };
+    for key in ["", "alice@example.com", "bob"] {
+        push("index_of", format!("key utf8 {key:?}"), suite.index_of(key.as_bytes()).to_hex());
+    }
+    let commitments = [
+        ("version 1, tombstone", LeafValue::tombstone(Version(1))),
+        ("version 1, value utf8 \"pk\"", LeafValue::present(Version(1), b"pk".to_vec())),
+        ("version 2, value 200 bytes 0xab", LeafValue::present(Version(2), vec![0xab; 200])),
+    ];
+    for (desc, leaf) in &commitments {
+        push("value_commitment", (*desc).into(), suite.value_commitment(leaf).to_hex());
+    }
+    let alice = suite.index_of(b"alice@example.com");
+    let c = suite.value_commitment(&commitments[1].1);
+    push(
+        "leaf_hash",
+        "index_of(\"alice@example.com\"), value_commitment(version 1, \"pk\")".into(),
+        suite.leaf_hash(&alice, &c).to_hex(),
+    );
+    push(
+        "node_hash",
+        "left 32 x 0x00, right 32 x 0x01".into(),
+        suite.node_hash(&Hash([0; 32]), &Hash([1; 32])).to_hex(),
+    );
+    push(
+        "node_hash",
+        "left = right = empty_hash".into(),
+        suite.node_hash(&suite.empty_hash(), &suite.empty_hash()).to_hex(),
+    );
+    push("empty_hash", String::new(), suite.empty_hash().to_hex());
+    for n in [0usize, 1, 2, 5, 100] {
+        let input = format!("{n} leaves: key user{{i:012}}@example.com for i in 0..{n}, version 1, value = key bytes");
+        push("map_root", input, compute_root(suite, &leaves(suite, n)).hash(suite).to_hex());
+    }
+    let set100 = leaves(suite, 100);
+    let included = prove_from_leaves(suite, Epoch(7), &set100, &suite.index_of(&map_key(42)));
+    push(
+        "proof",
+        "epoch 7, 100-leaf map above, inclusion of user000000000042@example.com".into(),
+        hex::encode(included.encode()),
+    );
+    let empty_probe = probe_with(suite, &set100, |t| matches!(t, Terminal::Empty));
+    let p = prove_from_leaves(suite, Epoch(7), &set100, &suite.index_of(empty_probe.as_bytes()));
+    push(
+        "proof",
+        format!("epoch 7, 100-leaf map above, absence of {empty_probe:?} (empty subtree)"),
+        hex::encode(p.encode()),
+    );
+    let other_probe = probe_with(suite, &set100, |t| matches!(t, Terminal::OtherLeaf { .. }));
+    let p = prove_from_leaves(suite, Epoch(7), &set100, &suite.index_of(other_probe.as_bytes()));
+    push(
+        "proof",
+        format!("epoch 7, 100-leaf map above, absence of {other_probe:?} (other leaf)"),
+        hex::encode(p.encode()),
+    );
+    let set1 = leaves(suite, 1);
+    let p = prove_from_leaves(suite, Epoch(1), &set1, &suite.index_of(b"bob"));
+    push(
+        "proof",
+        "epoch 1, 1-leaf map above, absence of \"bob\" (other leaf at the root)".into(),
+        hex::encode(p.encode()),
+    );
+    out
+}
+
+#[test]
+fn golden_vectors_match() {
+    let computed: Vec<Vector> = [HashSuite::Blake3, HashSuite::Sha256].into_iter().flat_map(vectors_for).collect();
+    assert!(computed.len() >= 30, "SPEC requires at least 30 vectors");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/golden.json");
+    if std::env::var_os("KEYFOLD_BLESS").is_some() {
+        std::fs::write(&path, serde_json::to_string_pretty(&computed).unwrap() + "\n").unwrap();
+    }
+    let stored: Vec<Vector> = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(stored.len(), computed.len(), "vector count changed");
+    for (s, c) in stored.iter().zip(&computed) {
+        assert_eq!(s, c, "golden vector differs: the byte-level format changed");
+    }
+}
+
+#[test]
+fn stored_proof_vectors_decode_and_verify() {
+    let stored: Vec<Vector> = serde_json::from_str(include_str!("vectors/golden.json")).unwrap();
+    let mut checked = 0;
+    for v in stored.iter().filter(|v| v.name == "proof") {
+        let proof = keyfold_core::Proof::decode(&hex::decode(&v.output).unwrap()).unwrap();
+        assert_eq!(hex::encode(proof.encode()), v.output, "re-encoding is canonical");
+        checked += 1;
+    }
+    assert_eq!(checked, 8);
+}

@@ -1,0 +1,231 @@
+//! `keyfold bench`: prefill N keys, then run E epochs of M mutations through the map and report
+//! each phase. Today the epoch is the tree step (prepare = pure update, commit = store write); the
+//! queue, signing and archive phases join when those crates exist.
+
+use clap::{Args, ValueEnum};
+use keyfold_benches::{prefill, w1_updates, w2_updates};
+use keyfold_core::{HashSuite, Version};
+use keyfold_shards::{Map, MemoryStore, RedbOptions, RedbStore, TreeConfig, TreeError, TreeStore};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Preset {
+    /// 10k updates of existing keys into 1M keys.
+    W1,
+    /// 100k new keys into 1M keys.
+    W2,
+    /// Empty to 1M keys in one epoch.
+    W3,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// Everything in memory: the tree-only cost.
+    Memory,
+    /// The durable redb store (fsync per epoch).
+    Embedded,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mix {
+    /// Every mutation updates an existing key.
+    Updates,
+    /// Every mutation inserts a new key.
+    New,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// A named workload; explicit flags below override its values.
+    #[arg(long, value_enum)]
+    preset: Option<Preset>,
+    /// Keys in the map before the measured epochs.
+    #[arg(long)]
+    keys: Option<u64>,
+    /// Mutations per measured epoch.
+    #[arg(long)]
+    mutations: Option<u64>,
+    /// Number of measured epochs.
+    #[arg(long)]
+    epochs: Option<u32>,
+    /// Whether mutations update existing keys or insert new ones.
+    #[arg(long, value_enum)]
+    mix: Option<Mix>,
+    /// Rayon threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    #[arg(long, value_enum, default_value = "embedded")]
+    store: StoreKind,
+    #[arg(long, default_value = "blake3")]
+    hash: String,
+    #[arg(long, default_value_t = 8)]
+    shard_bits: u8,
+    /// Directory for the embedded store (default: a temporary directory, removed afterwards).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Debug)]
+struct Plan {
+    keys: u64,
+    mutations: u64,
+    epochs: u32,
+    mix: Mix,
+}
+
+impl BenchArgs {
+    fn plan(&self) -> Result<Plan, String> {
+        let (keys, mutations, epochs, mix) = match self.preset {
+            Some(Preset::W1) => (1_000_000, 10_000, 5, Mix::Updates),
+            Some(Preset::W2) => (1_000_000, 100_000, 3, Mix::New),
+            Some(Preset::W3) => (0, 1_000_000, 1, Mix::New),
+            None => (100_000, 10_000, 5, Mix::Updates),
+        };
+        let plan = Plan {
+            keys: self.keys.unwrap_or(keys),
+            mutations: self.mutations.unwrap_or(mutations),
+            epochs: self.epochs.unwrap_or(epochs),
+            mix: self.mix.unwrap_or(mix),
+        };
+        if plan.mix == Mix::Updates && plan.mutations > plan.keys {
+            return Err(format!(
+                "--mix updates needs --mutations ({}) <= --keys ({}); use --mix new to insert keys",
+                plan.mutations, plan.keys
+            ));
+        }
+        if plan.epochs == 0 {
+            return Err("--epochs must be at least 1".into());
+        }
+        Ok(plan)
+    }
+}
+
+#[derive(Debug)]
+struct EpochTiming {
+    prepare: Duration,
+    commit: Duration,
+}
+
+/// CPU seconds (user + system) this process has used, from /proc (Linux).
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10)) // USER_HZ is 100 on Linux
+}
+
+fn peak_rss_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? / 1024)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn run_epochs<S: TreeStore>(map: &Map<S>, plan: &Plan, seed: u64) -> Result<Vec<EpochTiming>, TreeError> {
+    let suite = map.store().config().suite;
+    let mut timings = Vec::new();
+    for e in 0..u64::from(plan.epochs) {
+        let updates = match plan.mix {
+            Mix::Updates => w1_updates(suite, plan.keys, plan.mutations, Version(e + 2), seed + e + 1),
+            Mix::New => w2_updates(suite, plan.keys + e * plan.mutations, plan.mutations, seed + e + 1),
+        };
+        let start = Instant::now();
+        let batch = map.prepare(updates)?;
+        let prepared = Instant::now();
+        let root = map.commit(&batch)?;
+        let done = Instant::now();
+        let t = EpochTiming { prepare: prepared - start, commit: done - prepared };
+        println!(
+            "epoch {:>3}: prepare {:>9.2} ms  commit {:>9.2} ms  total {:>9.2} ms  ({} node writes)  root {}",
+            root.epoch.0,
+            ms(t.prepare),
+            ms(t.commit),
+            ms(t.prepare + t.commit),
+            batch.top_nodes.len() + batch.shard_nodes.iter().map(|(_, n)| n.len()).sum::<usize>(),
+            &root.hash.to_hex()[..16]
+        );
+        timings.push(t);
+    }
+    Ok(timings)
+}
+
+fn bench_map<S: TreeStore>(map: &Map<S>, plan: &Plan, seed: u64) -> Result<(), String> {
+    if plan.keys > 0 {
+        let start = Instant::now();
+        prefill(map, plan.keys, seed).map_err(|e| e.to_string())?;
+        println!("prefill: {} keys in one epoch: {:.2} ms", plan.keys, ms(start.elapsed()));
+    }
+    let cpu_before = cpu_time();
+    let wall = Instant::now();
+    let timings = run_epochs(map, plan, seed).map_err(|e| e.to_string())?;
+    let wall = wall.elapsed();
+    let prepare = median(timings.iter().map(|t| t.prepare).collect());
+    let commit = median(timings.iter().map(|t| t.commit).collect());
+    let total = median(timings.iter().map(|t| t.prepare + t.commit).collect());
+    println!(
+        "median of {} epochs: prepare (tree only) {:.2} ms, commit {:.2} ms, epoch {:.2} ms; {:.0} mutations/s",
+        timings.len(),
+        ms(prepare),
+        ms(commit),
+        ms(total),
+        plan.mutations as f64 / total.as_secs_f64()
+    );
+    if let (Some(before), Some(after)) = (cpu_before, cpu_time()) {
+        println!("cores used during the epochs: {:.2}", (after - before).as_secs_f64() / wall.as_secs_f64());
+    }
+    if let Some(rss) = peak_rss_mib() {
+        println!("peak RSS: {rss} MiB");
+    }
+    Ok(())
+}
+
+pub fn run(args: &BenchArgs) -> Result<(), String> {
+    let plan = args.plan()?;
+    let suite = HashSuite::from_name(&args.hash)
+        .ok_or_else(|| format!("unknown --hash {:?}: choose blake3 or sha256", args.hash))?;
+    let config = TreeConfig::new(suite, args.shard_bits).map_err(|e| e.to_string())?;
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| e.to_string())?;
+    println!(
+        "keyfold bench: {} keys, {} epochs of {} {:?} mutations, {:?} store, {}, {} shard bits, {} threads, seed {}",
+        plan.keys,
+        plan.epochs,
+        plan.mutations,
+        plan.mix,
+        args.store,
+        suite.name(),
+        config.shard_bits,
+        threads,
+        args.seed
+    );
+    pool.install(|| match args.store {
+        StoreKind::Memory => bench_map(&Map::new(MemoryStore::new(config)), &plan, args.seed),
+        StoreKind::Embedded => {
+            let temp;
+            let dir = match &args.data {
+                Some(d) => d.clone(),
+                None => {
+                    temp = tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+                    temp.path().to_path_buf()
+                }
+            };
+            let store = RedbStore::open(&dir, RedbOptions::new(config)).map_err(|e| e.to_string())?;
+            if store.latest_epoch().map_err(|e| e.to_string())?.0 != 0 {
+                return Err(format!("{} already holds a map; benchmark into an empty directory", dir.display()));
+            }
+            bench_map(&Map::new(store), &plan, args.seed)
+        }
+    })
+}
