@@ -153,7 +153,7 @@ fn run_epochs<S: TreeStore>(map: &Map<S>, plan: &Plan, seed: u64) -> Result<Vec<
             ms(t.prepare),
             ms(t.commit),
             ms(t.prepare + t.commit),
-            batch.top_nodes.len() + batch.shard_nodes.iter().map(|(_, n)| n.len()).sum::<usize>(),
+            batch.node_count(),
             &root.hash.to_hex()[..16]
         );
         timings.push(t);

@@ -6,8 +6,8 @@
 
 use crate::error::TreeError;
 use crate::map::Map;
-use crate::store::{Snapshot, TreeConfig, TreeStore};
-use keyfold_core::{Epoch, HashSuite, Index, LeafValue, MapRoot, Node, Version, compute_root};
+use crate::store::{Child, Snapshot, TreeConfig, TreeStore};
+use keyfold_core::{Epoch, HashSuite, Index, LeafValue, MapRoot, Version, compute_root};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -108,9 +108,8 @@ pub fn empty_store<S: TreeStore>(make: fn(TreeConfig) -> S) {
         let store = make(config(suite, 8));
         assert_eq!(store.latest_epoch().unwrap(), Epoch(0));
         let snap = store.snapshot(Epoch(0)).unwrap();
-        assert_eq!(snap.root().unwrap(), Node::Empty);
-        assert_eq!(snap.shard_roots().unwrap(), vec![Node::Empty; 256]);
-        assert_eq!(snap.leaf(&Index([1; 32])).unwrap(), None);
+        assert_eq!(snap.root().unwrap(), Child::EMPTY);
+        assert_eq!(snap.leaf(&Index([1; 32]), Epoch(0)).unwrap(), None);
         drop(snap);
         assert!(matches!(store.snapshot(Epoch(1)), Err(TreeError::EpochNotCommitted { .. })));
         let map = Map::new(store);

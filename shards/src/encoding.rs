@@ -1,27 +1,31 @@
 //! Storage encodings (big-endian, fixed widths; documented in SPEC.md "Storage records").
 
 use crate::error::TreeError;
-use crate::store::{Children, NodeKey};
+use crate::store::{Child, Children, NodeKey};
 use keyfold_core::{Epoch, Hash, Index, LeafValue, Node, Version};
 
 const TAG_EMPTY: u8 = 0;
 const TAG_LEAF: u8 = 1;
 const TAG_INTERNAL: u8 = 2;
 
-/// Bytes of an encoded node key without the epoch suffix.
-pub(crate) const NODE_KEY_LEN: usize = 33;
+/// `epoch (8) | depth (1) | prefix (32)`.
+pub(crate) const NODE_KEY_LEN: usize = 41;
+/// `epoch (8) | index (32)`.
+pub(crate) const LEAF_KEY_LEN: usize = 40;
 
-pub(crate) fn encode_node(node: &Node, out: &mut Vec<u8>) {
-    match node {
+pub(crate) fn encode_child(child: &Child, out: &mut Vec<u8>) {
+    match child.node {
         Node::Empty => out.push(TAG_EMPTY),
         Node::Leaf { index, hash } => {
             out.push(TAG_LEAF);
             out.extend_from_slice(&index.0);
             out.extend_from_slice(&hash.0);
+            out.extend_from_slice(&child.written.0.to_be_bytes());
         }
         Node::Internal { hash } => {
             out.push(TAG_INTERNAL);
             out.extend_from_slice(&hash.0);
+            out.extend_from_slice(&child.written.0.to_be_bytes());
         }
     }
 }
@@ -36,47 +40,45 @@ fn take<const N: usize>(bytes: &[u8], pos: &mut usize, what: &str) -> Result<[u8
     Ok(slice.try_into().expect("length checked"))
 }
 
-fn decode_node_at(bytes: &[u8], pos: &mut usize) -> Result<Node, TreeError> {
+fn decode_child_at(bytes: &[u8], pos: &mut usize) -> Result<Child, TreeError> {
     let [tag] = take::<1>(bytes, pos, "node")?;
-    match tag {
-        TAG_EMPTY => Ok(Node::Empty),
+    let node = match tag {
+        TAG_EMPTY => return Ok(Child::EMPTY),
         TAG_LEAF => {
             let index = Index(take::<32>(bytes, pos, "node")?);
-            Ok(Node::Leaf { index, hash: Hash(take::<32>(bytes, pos, "node")?) })
+            Node::Leaf { index, hash: Hash(take::<32>(bytes, pos, "node")?) }
         }
-        TAG_INTERNAL => Ok(Node::Internal { hash: Hash(take::<32>(bytes, pos, "node")?) }),
-        _ => Err(corrupt("node")),
-    }
+        TAG_INTERNAL => Node::Internal { hash: Hash(take::<32>(bytes, pos, "node")?) },
+        _ => return Err(corrupt("node")),
+    };
+    Ok(Child { node, written: Epoch(u64::from_be_bytes(take::<8>(bytes, pos, "node")?)) })
 }
 
-pub(crate) fn decode_node(bytes: &[u8]) -> Result<Node, TreeError> {
+pub(crate) fn decode_child(bytes: &[u8]) -> Result<Child, TreeError> {
     let mut pos = 0;
-    let node = decode_node_at(bytes, &mut pos)?;
+    let child = decode_child_at(bytes, &mut pos)?;
     if pos != bytes.len() {
         return Err(corrupt("node"));
     }
-    Ok(node)
+    Ok(child)
 }
 
-pub(crate) fn encode_children(children: &Children) -> Vec<u8> {
-    let mut out = Vec::with_capacity(130);
-    encode_node(&children[0], &mut out);
-    encode_node(&children[1], &mut out);
-    out
+pub(crate) fn encode_children(children: &Children, out: &mut Vec<u8>) {
+    encode_child(&children[0], out);
+    encode_child(&children[1], out);
 }
 
 pub(crate) fn decode_children(bytes: &[u8]) -> Result<Children, TreeError> {
     let mut pos = 0;
-    let left = decode_node_at(bytes, &mut pos)?;
-    let right = decode_node_at(bytes, &mut pos)?;
+    let left = decode_child_at(bytes, &mut pos)?;
+    let right = decode_child_at(bytes, &mut pos)?;
     if pos != bytes.len() {
         return Err(corrupt("children"));
     }
     Ok([left, right])
 }
 
-pub(crate) fn encode_leaf(leaf: &LeafValue) -> Vec<u8> {
-    let mut out = Vec::with_capacity(9 + leaf.value.as_ref().map_or(0, Vec::len));
+pub(crate) fn encode_leaf(leaf: &LeafValue, out: &mut Vec<u8>) {
     out.extend_from_slice(&leaf.version.0.to_be_bytes());
     match &leaf.value {
         None => out.push(0),
@@ -85,7 +87,6 @@ pub(crate) fn encode_leaf(leaf: &LeafValue) -> Vec<u8> {
             out.extend_from_slice(v);
         }
     }
-    out
 }
 
 pub(crate) fn decode_leaf(bytes: &[u8]) -> Result<LeafValue, TreeError> {
@@ -99,28 +100,19 @@ pub(crate) fn decode_leaf(bytes: &[u8]) -> Result<LeafValue, TreeError> {
     }
 }
 
-/// `depth (1) | prefix (32) | epoch (8, big-endian)`: versions of one node sort together, oldest first.
-pub(crate) fn node_key_at(key: &NodeKey, epoch: Epoch) -> [u8; NODE_KEY_LEN + 8] {
-    let mut out = [0u8; NODE_KEY_LEN + 8];
-    out[0] = key.depth;
-    out[1..33].copy_from_slice(&key.prefix.0);
-    out[33..].copy_from_slice(&epoch.0.to_be_bytes());
+/// Records of one epoch sort together, after every earlier epoch's: an epoch's writes append.
+pub(crate) fn node_key(key: &NodeKey, written: Epoch) -> [u8; NODE_KEY_LEN] {
+    let mut out = [0u8; NODE_KEY_LEN];
+    out[..8].copy_from_slice(&written.0.to_be_bytes());
+    out[8] = key.depth;
+    out[9..].copy_from_slice(&key.prefix.0);
     out
 }
 
-/// `index (32) | epoch (8, big-endian)`.
-pub(crate) fn leaf_key_at(index: &Index, epoch: Epoch) -> [u8; 40] {
-    let mut out = [0u8; 40];
-    out[..32].copy_from_slice(&index.0);
-    out[32..].copy_from_slice(&epoch.0.to_be_bytes());
-    out
-}
-
-/// `shard (4, big-endian) | epoch (8, big-endian)`.
-pub(crate) fn shard_key_at(shard: u32, epoch: Epoch) -> [u8; 12] {
-    let mut out = [0u8; 12];
-    out[..4].copy_from_slice(&shard.to_be_bytes());
-    out[4..].copy_from_slice(&epoch.0.to_be_bytes());
+pub(crate) fn leaf_key(index: &Index, written: Epoch) -> [u8; LEAF_KEY_LEN] {
+    let mut out = [0u8; LEAF_KEY_LEN];
+    out[..8].copy_from_slice(&written.0.to_be_bytes());
+    out[8..].copy_from_slice(&index.0);
     out
 }
 
@@ -130,23 +122,33 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let nodes = [
-            Node::Empty,
-            Node::Leaf { index: Index([3; 32]), hash: Hash([4; 32]) },
-            Node::Internal { hash: Hash([5; 32]) },
+        let children = [
+            Child::EMPTY,
+            Child { node: Node::Leaf { index: Index([3; 32]), hash: Hash([4; 32]) }, written: Epoch(7) },
+            Child { node: Node::Internal { hash: Hash([5; 32]) }, written: Epoch(u64::MAX) },
         ];
-        for a in nodes {
-            for b in nodes {
-                assert_eq!(decode_children(&encode_children(&[a, b])).unwrap(), [a, b]);
+        for a in children {
+            for b in children {
+                let mut buf = Vec::new();
+                encode_children(&[a, b], &mut buf);
+                assert_eq!(decode_children(&buf).unwrap(), [a, b]);
             }
             let mut buf = Vec::new();
-            encode_node(&a, &mut buf);
-            assert_eq!(decode_node(&buf).unwrap(), a);
+            encode_child(&a, &mut buf);
+            assert_eq!(decode_child(&buf).unwrap(), a);
+            buf.push(0);
+            assert!(decode_child(&buf).is_err(), "trailing byte");
         }
         for leaf in [LeafValue::tombstone(Version(9)), LeafValue::present(Version(1), b"xyz".to_vec())] {
-            assert_eq!(decode_leaf(&encode_leaf(&leaf)).unwrap(), leaf);
+            let mut buf = Vec::new();
+            encode_leaf(&leaf, &mut buf);
+            assert_eq!(decode_leaf(&buf).unwrap(), leaf);
         }
         assert!(decode_leaf(&[0, 0, 0, 0, 0, 0, 0, 1, 0, 5]).is_err(), "tombstone with value bytes");
         assert!(decode_children(&[2, 1]).is_err());
+        assert!(
+            node_key(&NodeKey { depth: 255, prefix: Index([0xff; 32]) }, Epoch(1))
+                < node_key(&NodeKey { depth: 0, prefix: Index([0; 32]) }, Epoch(2))
+        );
     }
 }

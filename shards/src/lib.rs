@@ -1,6 +1,6 @@
 //! The sharded, epoch-versioned sparse Merkle map.
 //!
-//! * [`update`]: the pure batch update. (snapshot of epoch E, sorted leaf updates) -> [`EpochBatch`]
+//! * `update`: the pure batch update ([`prepare_epoch`], per shard [`update_shard`]). (snapshot of epoch E, sorted leaf updates) -> [`EpochBatch`]
 //!   for epoch E+1: new shard roots, new map root, and every node and leaf to write. Shards are
 //!   computed in parallel on the caller's rayon pool, and big shards fork again inside.
 //! * [`store`]: the [`TreeStore`] trait (snapshots at a committed epoch, atomic epoch commit) and its
@@ -21,5 +21,5 @@ pub use error::{ErrorClass, TreeError};
 pub use map::{Lookup, Map, lookup_in};
 pub use memory::MemoryStore;
 pub use redb_store::{CommitFault, RedbOptions, RedbStore};
-pub use store::{Children, EpochBatch, NodeKey, Snapshot, TreeConfig, TreeStore};
-pub use update::prepare_epoch;
+pub use store::{Child, Children, EpochBatch, NodeKey, ShardUpdate, Snapshot, TreeConfig, TreeStore};
+pub use update::{HashedLeaf, prepare_epoch, update_shard};

@@ -3,7 +3,7 @@
 use crate::error::TreeError;
 use crate::store::{EpochBatch, NodeKey, Snapshot, TreeStore};
 use crate::update::prepare_epoch;
-use keyfold_core::{Epoch, Index, LeafValue, MapRoot, Node, Proof, Terminal};
+use keyfold_core::{Epoch, HashSuite, Index, LeafValue, MapRoot, Node, Proof, Terminal};
 
 /// The answer to a lookup: the key's value at an epoch (if any) and the proof of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +34,7 @@ impl<S: TreeStore> Map<S> {
     /// The map root at `epoch`.
     pub fn root(&self, epoch: Epoch) -> Result<MapRoot, TreeError> {
         let snapshot = self.store.snapshot(epoch)?;
-        Ok(MapRoot { epoch, hash: snapshot.root()?.hash(self.store.config().suite) })
+        Ok(MapRoot { epoch, hash: snapshot.root()?.node.hash(self.store.config().suite) })
     }
 
     /// The batch that the next epoch would write for `updates` (one final value per index). Pure:
@@ -48,7 +48,7 @@ impl<S: TreeStore> Map<S> {
     pub fn commit(&self, batch: &EpochBatch) -> Result<MapRoot, TreeError> {
         self.store.commit(batch)?;
         let root = self.root(batch.epoch)?;
-        let expected = batch.root.hash(self.store.config().suite);
+        let expected = batch.root.node.hash(self.store.config().suite);
         if root.hash != expected {
             return Err(TreeError::Corrupt(format!(
                 "epoch {} committed root {} but the batch computed {}",
@@ -73,39 +73,40 @@ impl<S: TreeStore> Map<S> {
     }
 }
 
-/// A lookup against an open snapshot (callers that serve many lookups reuse one snapshot).
-pub fn lookup_in<T: Snapshot>(
-    snapshot: &T,
-    suite: keyfold_core::HashSuite,
-    index: &Index,
-) -> Result<Lookup, TreeError> {
-    let mut node = snapshot.root()?;
+/// A lookup against an open snapshot (callers that serve many lookups reuse one snapshot): walks
+/// from the committed root along the index's path, collecting sibling hashes.
+pub fn lookup_in<T: Snapshot>(snapshot: &T, suite: HashSuite, index: &Index) -> Result<Lookup, TreeError> {
+    let mut child = snapshot.root()?;
     let mut siblings = Vec::new();
-    let missing_leaf = |i: &Index| TreeError::Corrupt(format!("leaf {} is in the tree but has no value", i.to_hex()));
+    let read_leaf = |i: &Index, written: Epoch| {
+        snapshot.leaf(i, written)?.ok_or_else(|| {
+            TreeError::Corrupt(format!("leaf {} written by epoch {} has no value record", i.to_hex(), written.0))
+        })
+    };
     loop {
         let depth = siblings.len();
-        let terminal = match node {
+        let terminal = match child.node {
             Node::Empty => Terminal::Empty,
             Node::Leaf { index: leaf_index, .. } if leaf_index == *index => {
-                let value = snapshot.leaf(index)?.ok_or_else(|| missing_leaf(index))?;
+                let value = read_leaf(index, child.written)?;
                 let proof = Proof::new(suite, snapshot.epoch(), *index, siblings, Terminal::Included);
                 return Ok(Lookup { value: Some(value), proof });
             }
             Node::Leaf { index: other, .. } => {
-                let value = snapshot.leaf(&other)?.ok_or_else(|| missing_leaf(&other))?;
+                let value = read_leaf(&other, child.written)?;
                 Terminal::OtherLeaf { index: other, commitment: suite.value_commitment(&value) }
             }
             Node::Internal { .. } => {
                 let key = NodeKey::on_path(index, depth);
-                let children = snapshot.node(&key)?.ok_or_else(|| {
+                let children = snapshot.node(&key, child.written)?.ok_or_else(|| {
                     TreeError::Corrupt(format!(
                         "interior node at depth {depth} on the path of {} is missing",
                         index.to_hex()
                     ))
                 })?;
                 let bit = usize::from(index.bit(depth));
-                siblings.push(children[1 - bit].hash(suite));
-                node = children[bit];
+                siblings.push(children[1 - bit].node.hash(suite));
+                child = children[bit];
                 continue;
             }
         };

@@ -1,35 +1,31 @@
-//! The durable embedded store on redb: `meta.redb` (config, committed epoch, map roots, shard roots,
-//! nodes above the shards) and `group-NN.redb` files holding the nodes and leaves of the shards
-//! `s` with `s % groups == NN`. Group files commit in parallel, each with its own writer.
+//! The durable embedded store on redb: `meta.redb` (config, committed epoch, map roots, interior
+//! nodes above the shards) and `group-NNN.redb` files holding the interior nodes and leaf values
+//! of the shards `s` with `s % groups == NNN`. Group files commit in parallel, each with its own
+//! writer.
 //!
-//! Every record key ends with the big-endian epoch that wrote it, so a read "as of epoch E" is one
-//! B-tree seek to the last version <= E, and records of an epoch that was never committed in
-//! `meta.redb` are invisible to every reader.
+//! Every record key *starts* with the big-endian epoch that wrote it, and records are immutable, so
+//! an epoch's writes are one sorted append at the end of each B-tree (pages fill sequentially instead
+//! of dirtying a random page per record), and reads are point lookups that follow the child
+//! pointers from a committed root. Records of an epoch that `meta.redb` does not name are
+//! unreachable, and the next commit of that epoch deletes them first.
 
 use crate::encoding::{
-    NODE_KEY_LEN, decode_children, decode_leaf, decode_node, encode_children, encode_leaf, encode_node, leaf_key_at,
-    node_key_at, shard_key_at,
+    decode_child, decode_children, decode_leaf, encode_child, encode_children, encode_leaf, leaf_key, node_key,
 };
 use crate::error::TreeError;
-use crate::store::{Children, EpochBatch, NodeKey, Snapshot, TreeConfig, TreeStore};
-use keyfold_core::{Epoch, HashSuite, Index, LeafValue, Node};
+use crate::store::{Child, Children, EpochBatch, NodeKey, Snapshot, TreeConfig, TreeStore};
+use keyfold_core::{Epoch, HashSuite, Index, LeafValue};
 use rayon::prelude::*;
-use redb::{Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, TableDefinition};
+use redb::{Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 type BytesTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
-/// A group's share of an epoch: its interior nodes and its leaves.
-type GroupWork<'a> = (Vec<&'a (NodeKey, Children)>, Vec<&'a (Index, LeafValue)>);
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const ROOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("roots");
-const SHARD_ROOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("shard_roots");
 const NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("nodes");
 const LEAVES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("leaves");
-/// Per group: epoch -> the keys that epoch wrote (node keys, then leaf keys). Lets a re-run remove
-/// what an interrupted attempt of the same epoch left behind.
-const EPOCH_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("epoch_log");
 
 const KEY_CONFIG: &str = "config";
 const KEY_LATEST: &str = "latest_epoch";
@@ -74,6 +70,13 @@ fn io(e: impl Into<redb::Error>) -> TreeError {
     TreeError::io(e.into())
 }
 
+/// Records of one group for one epoch, encoded and sorted by key.
+#[derive(Debug, Default)]
+struct GroupRecords {
+    nodes: Vec<([u8; 41], Vec<u8>)>,
+    leaves: Vec<([u8; 40], Vec<u8>)>,
+}
+
 impl RedbStore {
     /// Opens the store in `dir`, creating it (and `dir`) if it holds none.
     pub fn open(dir: &Path, options: RedbOptions) -> Result<RedbStore, TreeError> {
@@ -100,8 +103,8 @@ impl RedbStore {
         &self.dir
     }
 
-    // Recovery if the process dies right after this commit: the store exists with epoch 0 (empty);
-    // if it dies before, `meta.redb` has no config and the next open fails with a clear error.
+    // Recovery if the process dies right after this commit: the store exists at epoch 0 (empty).
+    // If it dies before, meta.redb holds no config and the next open says so.
     fn initialise(meta: &Database, options: &RedbOptions) -> Result<(), TreeError> {
         let mut txn = meta.begin_write().map_err(io)?;
         txn.set_durability(Durability::Immediate).map_err(io)?;
@@ -111,11 +114,9 @@ impl RedbStore {
             let groups = options.groups.to_be_bytes();
             t.insert(KEY_CONFIG, [c.suite.id(), c.shard_bits, groups[0], groups[1]].as_slice()).map_err(io)?;
             t.insert(KEY_LATEST, 0u64.to_be_bytes().as_slice()).map_err(io)?;
-            let mut roots = txn.open_table(ROOTS).map_err(io)?;
             let mut empty = Vec::new();
-            encode_node(&Node::Empty, &mut empty);
-            roots.insert(0u64, empty.as_slice()).map_err(io)?;
-            drop(txn.open_table(SHARD_ROOTS).map_err(io)?);
+            encode_child(&Child::EMPTY, &mut empty);
+            txn.open_table(ROOTS).map_err(io)?.insert(0u64, empty.as_slice()).map_err(io)?;
             drop(txn.open_table(NODES).map_err(io)?);
         }
         txn.commit().map_err(io)
@@ -144,12 +145,27 @@ impl RedbStore {
         Ok((config, u16::from_be_bytes([*g0, *g1])))
     }
 
-    fn group_of_shard(&self, shard: u32) -> usize {
-        shard as usize % self.groups.len()
+    fn group_of(&self, index: &Index) -> usize {
+        index.shard(self.config.shard_bits).0 as usize % self.groups.len()
     }
 
-    fn group_of_index(&self, index: &Index) -> usize {
-        self.group_of_shard(index.shard(self.config.shard_bits).0)
+    fn group_records(&self, batch: &EpochBatch) -> Vec<GroupRecords> {
+        let mut groups: Vec<GroupRecords> = (0..self.groups.len()).map(|_| GroupRecords::default()).collect();
+        let e = batch.epoch;
+        for shard in &batch.shards {
+            let g = &mut groups[shard.shard.0 as usize % self.groups.len()];
+            g.nodes.extend(shard.nodes.iter().map(|(key, children)| {
+                let mut value = Vec::with_capacity(146);
+                encode_children(children, &mut value);
+                (node_key(key, e), value)
+            }));
+        }
+        for (index, leaf) in &batch.leaves {
+            let mut value = Vec::with_capacity(9 + leaf.value.as_ref().map_or(0, Vec::len));
+            encode_leaf(leaf, &mut value);
+            groups[self.group_of(index)].leaves.push((leaf_key(index, e), value));
+        }
+        groups
     }
 
     /// Commits `batch`, stopping at `fault` to simulate a crash. Tests only.
@@ -160,27 +176,21 @@ impl RedbStore {
         if batch.epoch != latest.next() {
             return Err(TreeError::NonSequentialEpoch { expected: latest.next(), got: batch.epoch });
         }
-        let mut per_group: Vec<GroupWork<'_>> = (0..self.groups.len()).map(|_| (Vec::new(), Vec::new())).collect();
-        for (shard, nodes) in &batch.shard_nodes {
-            per_group[self.group_of_shard(shard.0)].0.extend(nodes.iter());
-        }
-        for leaf in &batch.leaves {
-            per_group[self.group_of_index(&leaf.0)].1.push(leaf);
-        }
+        let mut records = self.group_records(batch);
         // Step 1: every group file, in parallel, durably.
         // Recovery if the process dies right after any of these commits: meta.redb still names the
-        // previous epoch, so no reader looks at records of `batch.epoch`; the re-run of the epoch
-        // deletes them through the epoch log and writes the new ones in one transaction.
+        // previous epoch, so no root points at these records and no reader can reach them; the
+        // next commit of this epoch deletes them (step 1 starts by clearing epochs >= batch.epoch).
         self.groups
             .par_iter()
-            .zip(per_group.par_iter())
-            .map(|(db, (nodes, leaves))| write_group(db, batch.epoch, nodes, leaves))
+            .zip(records.par_iter_mut())
+            .map(|(db, records)| write_group(db, batch.epoch, records))
             .collect::<Result<Vec<()>, TreeError>>()?;
         if fault == CommitFault::AfterGroups {
             return Ok(());
         }
-        // Step 2: meta.redb names the new epoch, atomically with its root, shard roots and top nodes.
-        // Recovery if the process dies right after this commit: nothing; the epoch is complete.
+        // Step 2: meta.redb names the new epoch, atomically with its root and top nodes.
+        // Recovery if the process dies right after this commit: nothing to do; the epoch is complete.
         self.write_meta(batch)
     }
 
@@ -190,18 +200,14 @@ impl RedbStore {
         txn.set_durability(Durability::Immediate).map_err(io)?;
         {
             let mut nodes = txn.open_table(NODES).map_err(io)?;
+            let mut buf = Vec::with_capacity(146);
             for (key, children) in &batch.top_nodes {
-                nodes.insert(node_key_at(key, e).as_slice(), encode_children(children).as_slice()).map_err(io)?;
-            }
-            let mut shard_roots = txn.open_table(SHARD_ROOTS).map_err(io)?;
-            let mut buf = Vec::with_capacity(65);
-            for (shard, root) in &batch.shard_roots {
                 buf.clear();
-                encode_node(root, &mut buf);
-                shard_roots.insert(shard_key_at(shard.0, e).as_slice(), buf.as_slice()).map_err(io)?;
+                encode_children(children, &mut buf);
+                nodes.insert(node_key(key, e).as_slice(), buf.as_slice()).map_err(io)?;
             }
             buf.clear();
-            encode_node(&batch.root, &mut buf);
+            encode_child(&batch.root, &mut buf);
             txn.open_table(ROOTS).map_err(io)?.insert(e.0, buf.as_slice()).map_err(io)?;
             txn.open_table(META).map_err(io)?.insert(KEY_LATEST, e.0.to_be_bytes().as_slice()).map_err(io)?;
         }
@@ -209,69 +215,41 @@ impl RedbStore {
     }
 }
 
-fn write_group(
-    db: &Database,
-    epoch: Epoch,
-    nodes: &[&(NodeKey, Children)],
-    leaves: &[&(Index, LeafValue)],
-) -> Result<(), TreeError> {
+/// Writes one group's records of `epoch` in one durable transaction, after deleting whatever an
+/// interrupted attempt at this epoch left behind.
+fn write_group(db: &Database, epoch: Epoch, records: &mut GroupRecords) -> Result<(), TreeError> {
+    records.nodes.sort_unstable_by_key(|r| r.0);
+    records.leaves.sort_unstable_by_key(|r| r.0);
     let mut txn = db.begin_write().map_err(io)?;
     txn.set_durability(Durability::Immediate).map_err(io)?;
+    let from = epoch.0.to_be_bytes();
     {
-        let mut log = txn.open_table(EPOCH_LOG).map_err(io)?;
-        let mut node_table = txn.open_table(NODES).map_err(io)?;
-        let mut leaf_table = txn.open_table(LEAVES).map_err(io)?;
-        let leftover = log.remove(epoch.0).map_err(io)?.map(|v| v.value().to_vec());
-        if let Some(keys) = leftover {
-            remove_logged(&keys, &mut node_table, &mut leaf_table)?;
-        } else if nodes.is_empty() && leaves.is_empty() {
-            return Ok(()); // nothing to write, nothing to roll back: the transaction is dropped
+        let mut nodes = txn.open_table(NODES).map_err(io)?;
+        let mut leaves = txn.open_table(LEAVES).map_err(io)?;
+        let leftover = nodes.range::<&[u8]>(from.as_slice()..).map_err(io)?.next().is_some()
+            || leaves.range::<&[u8]>(from.as_slice()..).map_err(io)?.next().is_some();
+        if leftover {
+            nodes.retain_in::<&[u8], _>(from.as_slice().., |_, _| false).map_err(io)?;
+            leaves.retain_in::<&[u8], _>(from.as_slice().., |_, _| false).map_err(io)?;
+        } else if records.nodes.is_empty() && records.leaves.is_empty() {
+            return Ok(()); // nothing to write, nothing to remove: the transaction is dropped
         }
-        let mut logged = Vec::with_capacity(4 + nodes.len() * (NODE_KEY_LEN + 8) + leaves.len() * 40);
-        logged.extend_from_slice(&u32::try_from(nodes.len()).expect("node count fits u32").to_be_bytes());
-        for (key, children) in nodes {
-            let k = node_key_at(key, epoch);
-            node_table.insert(k.as_slice(), encode_children(children).as_slice()).map_err(io)?;
-            logged.extend_from_slice(&k);
+        for (key, value) in &records.nodes {
+            nodes.insert(key.as_slice(), value.as_slice()).map_err(io)?;
         }
-        for (index, leaf) in leaves {
-            let k = leaf_key_at(index, epoch);
-            leaf_table.insert(k.as_slice(), encode_leaf(leaf).as_slice()).map_err(io)?;
-            logged.extend_from_slice(&k);
+        for (key, value) in &records.leaves {
+            leaves.insert(key.as_slice(), value.as_slice()).map_err(io)?;
         }
-        log.insert(epoch.0, logged.as_slice()).map_err(io)?;
     }
     txn.commit().map_err(io)
 }
 
-fn remove_logged(
-    keys: &[u8],
-    nodes: &mut redb::Table<&[u8], &[u8]>,
-    leaves: &mut redb::Table<&[u8], &[u8]>,
-) -> Result<(), TreeError> {
-    let corrupt = || TreeError::Corrupt("undecodable epoch log record".into());
-    let count = u32::from_be_bytes(keys.get(..4).ok_or_else(corrupt)?.try_into().expect("4 bytes")) as usize;
-    let node_bytes = count.checked_mul(NODE_KEY_LEN + 8).ok_or_else(corrupt)?;
-    let (node_keys, leaf_keys) = keys[4..].split_at_checked(node_bytes).ok_or_else(corrupt)?;
-    if leaf_keys.len() % 40 != 0 {
-        return Err(corrupt());
-    }
-    for k in node_keys.chunks_exact(NODE_KEY_LEN + 8) {
-        nodes.remove(k).map_err(io)?;
-    }
-    for k in leaf_keys.chunks_exact(40) {
-        leaves.remove(k).map_err(io)?;
-    }
-    Ok(())
-}
-
-/// A read view: one redb read transaction per file, all opened at creation.
+/// A read view: one redb read transaction per file, opened together.
 pub struct RedbSnapshot<'a> {
     store: &'a RedbStore,
     epoch: Epoch,
-    meta_nodes: BytesTable,
-    shard_roots: BytesTable,
-    root: Node,
+    root: Child,
+    top_nodes: BytesTable,
     group_nodes: Vec<Option<BytesTable>>,
     group_leaves: Vec<Option<BytesTable>>,
 }
@@ -282,13 +260,9 @@ impl std::fmt::Debug for RedbSnapshot<'_> {
     }
 }
 
-/// The last version <= `hi` of the record whose versions lie in `lo..=hi`.
-fn latest_version(table: &BytesTable, lo: &[u8], hi: &[u8]) -> Result<Option<Vec<u8>>, TreeError> {
-    let mut range = table.range::<&[u8]>(lo..=hi).map_err(io)?;
-    match range.next_back() {
-        None => Ok(None),
-        Some(entry) => Ok(Some(entry.map_err(io)?.1.value().to_vec())),
-    }
+fn get(table: Option<&BytesTable>, key: &[u8]) -> Result<Option<Vec<u8>>, TreeError> {
+    let Some(table) = table else { return Ok(None) };
+    Ok(table.get(key).map_err(io)?.map(|v| v.value().to_vec()))
 }
 
 impl Snapshot for RedbSnapshot<'_> {
@@ -296,37 +270,22 @@ impl Snapshot for RedbSnapshot<'_> {
         self.epoch
     }
 
-    fn root(&self) -> Result<Node, TreeError> {
+    fn root(&self) -> Result<Child, TreeError> {
         Ok(self.root)
     }
 
-    fn shard_roots(&self) -> Result<Vec<Node>, TreeError> {
-        (0..u32::try_from(self.store.config.shard_count()).expect("at most 2^16 shards"))
-            .map(|s| {
-                let found =
-                    latest_version(&self.shard_roots, &shard_key_at(s, Epoch(0)), &shard_key_at(s, self.epoch))?;
-                found.map_or(Ok(Node::Empty), |b| decode_node(&b))
-            })
-            .collect()
-    }
-
-    fn node(&self, key: &NodeKey) -> Result<Option<Children>, TreeError> {
-        let table = if usize::from(key.depth) < usize::from(self.store.config.shard_bits) {
-            Some(&self.meta_nodes)
+    fn node(&self, key: &NodeKey, written: Epoch) -> Result<Option<Children>, TreeError> {
+        let table = if key.depth < self.store.config.shard_bits {
+            Some(&self.top_nodes)
         } else {
-            self.group_nodes[self.store.group_of_index(&key.prefix)].as_ref()
+            self.group_nodes[self.store.group_of(&key.prefix)].as_ref()
         };
-        let Some(table) = table else { return Ok(None) };
-        let found = latest_version(table, &node_key_at(key, Epoch(0)), &node_key_at(key, self.epoch))?;
-        found.map(|b| decode_children(&b)).transpose()
+        get(table, &node_key(key, written))?.map(|b| decode_children(&b)).transpose()
     }
 
-    fn leaf(&self, index: &Index) -> Result<Option<LeafValue>, TreeError> {
-        let Some(table) = self.group_leaves[self.store.group_of_index(index)].as_ref() else {
-            return Ok(None);
-        };
-        let found = latest_version(table, &leaf_key_at(index, Epoch(0)), &leaf_key_at(index, self.epoch))?;
-        found.map(|b| decode_leaf(&b)).transpose()
+    fn leaf(&self, index: &Index, written: Epoch) -> Result<Option<LeafValue>, TreeError> {
+        let table = self.group_leaves[self.store.group_of(index)].as_ref();
+        get(table, &leaf_key(index, written))?.map(|b| decode_leaf(&b)).transpose()
     }
 }
 
@@ -360,9 +319,8 @@ impl TreeStore for RedbStore {
             return Err(TreeError::EpochNotCommitted { requested: at, latest });
         }
         let root_bytes = meta.open_table(ROOTS).map_err(io)?.get(at.0).map_err(io)?.map(|v| v.value().to_vec());
-        let root = decode_node(&root_bytes.ok_or_else(|| TreeError::Corrupt(format!("no root for epoch {}", at.0)))?)?;
-        let meta_nodes = meta.open_table(NODES).map_err(io)?;
-        let shard_roots = meta.open_table(SHARD_ROOTS).map_err(io)?;
+        let root = decode_child(&root_bytes.ok_or_else(|| TreeError::Corrupt(format!("no root for epoch {}", at.0)))?)?;
+        let top_nodes = meta.open_table(NODES).map_err(io)?;
         let mut group_nodes = Vec::with_capacity(self.groups.len());
         let mut group_leaves = Vec::with_capacity(self.groups.len());
         for db in &self.groups {
@@ -370,7 +328,7 @@ impl TreeStore for RedbStore {
             group_nodes.push(open_read_table(&txn, NODES)?);
             group_leaves.push(open_read_table(&txn, LEAVES)?);
         }
-        Ok(RedbSnapshot { store: self, epoch: at, meta_nodes, shard_roots, root, group_nodes, group_leaves })
+        Ok(RedbSnapshot { store: self, epoch: at, root, top_nodes, group_nodes, group_leaves })
     }
 
     fn commit(&self, batch: &EpochBatch) -> Result<(), TreeError> {

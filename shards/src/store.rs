@@ -37,35 +37,63 @@ impl NodeKey {
     }
 }
 
+/// A subtree as its parent stores it: its shape and hash, and the epoch whose records hold it
+/// (the interior node record, or the leaf's value record). Records are immutable once their
+/// epoch is committed, so following these pointers from a committed root reads exactly that
+/// epoch's tree, whatever later epochs have written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Child {
+    pub node: Node,
+    /// The epoch that wrote the record (`Epoch(0)` for `Empty`, which has no record).
+    pub written: Epoch,
+}
+
+impl Child {
+    pub const EMPTY: Child = Child { node: Node::Empty, written: Epoch(0) };
+}
+
 /// An interior node's two children (bit 0, bit 1), as stored.
-pub type Children = [Node; 2];
+pub type Children = [Child; 2];
 
 /// Everything epoch `epoch` writes: the output of the pure update, input to [`TreeStore::commit`].
+/// Every record is new and keyed by `epoch`; nothing of an earlier epoch is modified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EpochBatch {
     pub epoch: Epoch,
     /// The new map root.
-    pub root: Node,
-    /// Shard roots that changed.
-    pub shard_roots: Vec<(ShardId, Node)>,
-    /// Interior nodes at depth >= shard_bits, grouped by shard, shards ascending.
-    pub shard_nodes: Vec<(ShardId, Vec<(NodeKey, Children)>)>,
+    pub root: Child,
+    /// Dirty shards, ascending: each one's new root and interior nodes (depth >= shard_bits).
+    pub shards: Vec<ShardUpdate>,
     /// Interior nodes above the shards (depth < shard_bits) that changed.
     pub top_nodes: Vec<(NodeKey, Children)>,
     /// New leaf values, ascending by index, one per index.
     pub leaves: Vec<(Index, LeafValue)>,
 }
 
-/// A read-only view of the map as committed at one epoch. Readers never see a half-applied epoch.
+impl EpochBatch {
+    /// Interior node records this batch writes.
+    pub fn node_count(&self) -> usize {
+        self.top_nodes.len() + self.shards.iter().map(|s| s.nodes.len()).sum::<usize>()
+    }
+}
+
+/// One shard's part of an epoch: the output of [`crate::update_shard`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardUpdate {
+    pub shard: ShardId,
+    pub root: Child,
+    pub nodes: Vec<(NodeKey, Children)>,
+}
+
+/// A read-only view of the map as committed at one epoch. Readers never see a half-applied epoch:
+/// they start from a committed root and follow child pointers to immutable records.
 pub trait Snapshot: Sync {
     fn epoch(&self) -> Epoch;
-    fn root(&self) -> Result<Node, TreeError>;
-    /// All `2^shard_bits` shard roots.
-    fn shard_roots(&self) -> Result<Vec<Node>, TreeError>;
-    /// The interior node at `key` as of this epoch, `None` if it is not an interior node.
-    fn node(&self, key: &NodeKey) -> Result<Option<Children>, TreeError>;
-    /// The value of the leaf at `index` as of this epoch.
-    fn leaf(&self, index: &Index) -> Result<Option<LeafValue>, TreeError>;
+    fn root(&self) -> Result<Child, TreeError>;
+    /// The interior node at `key` written by epoch `written`.
+    fn node(&self, key: &NodeKey, written: Epoch) -> Result<Option<Children>, TreeError>;
+    /// The leaf value of `index` written by epoch `written`.
+    fn leaf(&self, index: &Index, written: Epoch) -> Result<Option<LeafValue>, TreeError>;
 }
 
 /// A durable (or in-memory) home for the epoch-versioned tree.
@@ -79,6 +107,7 @@ pub trait TreeStore: Send + Sync {
     fn latest_epoch(&self) -> Result<Epoch, TreeError>;
     /// A view at `at`, which must be <= the latest committed epoch.
     fn snapshot(&self, at: Epoch) -> Result<Self::Snapshot<'_>, TreeError>;
-    /// Makes `batch` visible atomically; `batch.epoch` must be latest + 1.
+    /// Makes `batch` visible atomically; `batch.epoch` must be latest + 1. Records a previous,
+    /// interrupted attempt at the same epoch left behind are discarded first.
     fn commit(&self, batch: &EpochBatch) -> Result<(), TreeError>;
 }

@@ -1,142 +1,204 @@
 //! The pure epoch update: (snapshot of epoch E, leaf updates) -> write batch for epoch E+1.
 //!
-//! Nothing here writes. Only dirty paths are touched: a subtree without updates is returned as the
+//! Nothing here writes. Only dirty paths are touched: a subtree without updates is returned as its
 //! parent stored it, so an epoch costs O(M log N) node reads and hashes, never O(N).
+//!
+//! Shape: [`prepare_epoch`] sorts and hashes the updates, then descends the levels above the shards
+//! (forking with `rayon::join` at every level, so dirty shards run in parallel) and calls
+//! [`update_shard`] for each dirty shard; shard roots are then combined back up to the map root.
 
 use crate::error::TreeError;
-use crate::store::{Children, EpochBatch, NodeKey, Snapshot, TreeConfig};
-use keyfold_core::{Hash, HashSuite, Index, LeafValue, Node, ShardId, combine};
+use crate::store::{Child, Children, EpochBatch, NodeKey, ShardUpdate, Snapshot, TreeConfig};
+use keyfold_core::{Epoch, Hash, HashSuite, Index, LeafValue, Node, ShardId, combine};
 use rayon::prelude::*;
 
-/// Below this many updates a subtree is computed on the current thread; above it the two halves
-/// are forked with `rayon::join`. Large enough that a fork costs far less than the work it splits.
+/// Below this many updates a subtree inside a shard is computed on the current thread; above it
+/// the two halves are forked with `rayon::join`.
 const PAR_MIN_UPDATES: usize = 1024;
+
+/// A leaf to place in the tree: its index, leaf hash, and the epoch whose record holds its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashedLeaf {
+    pub index: Index,
+    pub hash: Hash,
+    pub written: Epoch,
+}
 
 type NodeWrites = Vec<(NodeKey, Children)>;
 
 struct Ctx<'a, S: Snapshot> {
     suite: HashSuite,
+    shard_bits: usize,
     snapshot: &'a S,
+    /// The epoch being written.
+    epoch: Epoch,
+}
+
+fn missing(depth: usize, key: &NodeKey, written: Epoch) -> TreeError {
+    TreeError::Corrupt(format!(
+        "interior node at depth {depth}, prefix {}, written by epoch {} is missing",
+        key.prefix.to_hex(),
+        written.0
+    ))
+}
+
+/// Runs `left` and `right`, forked when `parallel`. Left writes precede right writes either way,
+/// so the batch is identical for every thread count.
+fn fork<T: Send, L, R, A: Send, B: Send>(parallel: bool, out: &mut Vec<T>, left: L, right: R) -> (A, B)
+where
+    L: FnOnce(&mut Vec<T>) -> A + Send,
+    R: FnOnce(&mut Vec<T>) -> B + Send,
+{
+    if !parallel {
+        let a = left(out);
+        return (a, right(out));
+    }
+    let mut right_out = Vec::new();
+    let (a, b) = rayon::join(|| left(out), || right(&mut right_out));
+    out.append(&mut right_out);
+    (a, b)
 }
 
 impl<S: Snapshot> Ctx<'_, S> {
-    /// Combines two children and records the parent if it is an interior node.
-    fn join(&self, depth: usize, prefix: &Index, left: Node, right: Node, out: &mut NodeWrites) -> Node {
-        let parent = combine(self.suite, &left, &right);
-        if let Node::Internal { .. } = parent {
-            out.push((NodeKey::on_path(prefix, depth), [left, right]));
-        }
-        parent
-    }
-
-    /// A subtree built from `updates` alone (no prior content).
-    fn build(&self, depth: usize, updates: &[(Index, Hash)], out: &mut NodeWrites) -> Node {
-        match updates {
-            [] => Node::Empty,
-            [(index, hash)] => Node::Leaf { index: *index, hash: *hash },
-            _ => {
-                debug_assert!(depth < 256);
-                let split = updates.partition_point(|(i, _)| !i.bit(depth));
-                let (left_updates, right_updates) = updates.split_at(split);
-                let (left, right) = self.fork(
-                    out,
-                    updates.len(),
-                    |o| self.build(depth + 1, left_updates, o),
-                    |o| self.build(depth + 1, right_updates, o),
-                );
-                self.join(depth, &updates[0].0, left, right, out)
+    /// Combines two children; an interior parent is recorded as written by this epoch.
+    fn join(&self, depth: usize, path: &Index, left: Child, right: Child, out: &mut NodeWrites) -> Child {
+        match combine(self.suite, &left.node, &right.node) {
+            Node::Empty => Child::EMPTY,
+            // A lone leaf is lifted with its record pointer unchanged.
+            Node::Leaf { .. } => {
+                if left.node.is_empty() {
+                    right
+                } else {
+                    left
+                }
+            }
+            parent @ Node::Internal { .. } => {
+                out.push((NodeKey::on_path(path, depth), [left, right]));
+                Child { node: parent, written: self.epoch }
             }
         }
     }
 
-    /// Runs `left` and `right`, in parallel when the subtree is big. Left writes precede right
-    /// writes in `out` either way, so the batch is identical for every thread count.
-    fn fork<L, R, A, B>(&self, out: &mut NodeWrites, size: usize, left: L, right: R) -> (A, B)
-    where
-        L: FnOnce(&mut NodeWrites) -> A + Send,
-        R: FnOnce(&mut NodeWrites) -> B + Send,
-        A: Send,
-        B: Send,
-    {
-        if size < PAR_MIN_UPDATES {
-            let a = left(out);
-            let b = right(out);
-            return (a, b);
-        }
-        let mut right_out = Vec::new();
-        let (a, b) = rayon::join(|| left(out), || right(&mut right_out));
-        out.append(&mut right_out);
-        (a, b)
+    fn read_children(&self, depth: usize, path: &Index, old: Child) -> Result<Children, TreeError> {
+        let key = NodeKey::on_path(path, depth);
+        self.snapshot.node(&key, old.written)?.ok_or_else(|| missing(depth, &key, old.written))
     }
 
-    /// The subtree at `depth` that was `old` at the snapshot, with `updates` applied.
+    /// A subtree holding exactly `leaves`, none of which is stored under it yet.
+    fn build(&self, depth: usize, leaves: &[HashedLeaf], out: &mut NodeWrites) -> Child {
+        match leaves {
+            [] => Child::EMPTY,
+            [leaf] => Child { node: Node::Leaf { index: leaf.index, hash: leaf.hash }, written: leaf.written },
+            _ => {
+                debug_assert!(depth < 256, "distinct indexes differ before depth 256");
+                let split = leaves.partition_point(|l| !l.index.bit(depth));
+                let (l, r) = leaves.split_at(split);
+                let (left, right) = fork(
+                    leaves.len() >= PAR_MIN_UPDATES,
+                    out,
+                    |o| self.build(depth + 1, l, o),
+                    |o| self.build(depth + 1, r, o),
+                );
+                self.join(depth, &leaves[0].index, left, right, out)
+            }
+        }
+    }
+
+    /// The subtree at `depth` that was `old`, with `updates` (sorted, on this path) applied.
     fn update(
         &self,
         depth: usize,
-        old: Node,
-        updates: &[(Index, Hash)],
+        old: Child,
+        updates: &[HashedLeaf],
         out: &mut NodeWrites,
-    ) -> Result<Node, TreeError> {
+    ) -> Result<Child, TreeError> {
         if updates.is_empty() {
             return Ok(old);
         }
-        match old {
+        match old.node {
             Node::Empty => Ok(self.build(depth, updates, out)),
-            Node::Leaf { index, hash } => match updates.binary_search_by(|(i, _)| i.cmp(&index)) {
-                Ok(_) => Ok(self.build(depth, updates, out)),
+            Node::Leaf { index, hash } => match updates.binary_search_by(|u| u.index.cmp(&index)) {
+                Ok(_) => Ok(self.build(depth, updates, out)), // the old leaf is replaced
                 Err(pos) => {
                     let mut merged = Vec::with_capacity(updates.len() + 1);
                     merged.extend_from_slice(&updates[..pos]);
-                    merged.push((index, hash));
+                    merged.push(HashedLeaf { index, hash, written: old.written });
                     merged.extend_from_slice(&updates[pos..]);
                     Ok(self.build(depth, &merged, out))
                 }
             },
             Node::Internal { .. } => {
-                let key = NodeKey::on_path(&updates[0].0, depth);
-                let [old_left, old_right] = self.snapshot.node(&key)?.ok_or_else(|| {
-                    TreeError::Corrupt(format!(
-                        "interior node at depth {depth}, prefix {} is missing",
-                        key.prefix.to_hex()
-                    ))
-                })?;
-                let split = updates.partition_point(|(i, _)| !i.bit(depth));
-                let (left_updates, right_updates) = updates.split_at(split);
-                let (left, right) = self.fork(
+                let [old_left, old_right] = self.read_children(depth, &updates[0].index, old)?;
+                let split = updates.partition_point(|u| !u.index.bit(depth));
+                let (l, r) = updates.split_at(split);
+                let (left, right) = fork(
+                    updates.len() >= PAR_MIN_UPDATES,
                     out,
-                    updates.len(),
-                    |o| self.update(depth + 1, old_left, left_updates, o),
-                    |o| self.update(depth + 1, old_right, right_updates, o),
+                    |o| self.update(depth + 1, old_left, l, o),
+                    |o| self.update(depth + 1, old_right, r, o),
                 );
-                Ok(self.join(depth, &updates[0].0, left?, right?, out))
+                Ok(self.join(depth, &updates[0].index, left?, right?, out))
             }
         }
     }
 
-    /// The tree above the shards: `roots` are all shard roots at depth `shard_bits`. Records the
-    /// interior nodes whose range contains a dirty shard.
+    /// The levels above the shards. Dirty halves fork unconditionally (they hold whole shards);
+    /// at depth `shard_bits` each dirty shard is updated by [`update_shard`].
     fn top(
         &self,
-        shard_bits: u8,
         depth: usize,
-        roots: &[Node],
-        dirty: &[bool],
-        first: u32,
-        out: &mut NodeWrites,
-    ) -> Node {
-        if roots.len() == 1 {
-            return roots[0];
+        old: Child,
+        updates: &[HashedLeaf],
+        shards: &mut Vec<ShardUpdate>,
+        top_out: &mut NodeWrites,
+    ) -> Result<Child, TreeError> {
+        if updates.is_empty() {
+            return Ok(old);
         }
-        let mid = roots.len() / 2;
-        let left = self.top(shard_bits, depth + 1, &roots[..mid], &dirty[..mid], first, out);
-        let half = u32::try_from(mid).expect("shard count fits u32");
-        let right = self.top(shard_bits, depth + 1, &roots[mid..], &dirty[mid..], first + half, out);
-        let parent = combine(self.suite, &left, &right);
-        if matches!(parent, Node::Internal { .. }) && dirty.iter().any(|d| *d) {
-            out.push((NodeKey::on_path(&ShardId(first).first_index(shard_bits), depth), [left, right]));
+        if depth == self.shard_bits {
+            let mut nodes = Vec::new();
+            let root = self.update(depth, old, updates, &mut nodes)?;
+            shards.push(ShardUpdate { shard: updates[0].index.shard(u8::try_from(self.shard_bits).expect("shard_bits <= 16")), root, nodes });
+            return Ok(root);
         }
-        parent
+        let path = updates[0].index;
+        let [old_left, old_right] = match old.node {
+            Node::Empty => [Child::EMPTY, Child::EMPTY],
+            Node::Leaf { index, .. } if index.bit(depth) => [Child::EMPTY, old],
+            Node::Leaf { .. } => [old, Child::EMPTY],
+            Node::Internal { .. } => self.read_children(depth, &path, old)?,
+        };
+        let split = updates.partition_point(|u| !u.index.bit(depth));
+        let (l, r) = updates.split_at(split);
+        let mut right_shards = Vec::new();
+        let mut right_top = Vec::new();
+        let (left, right) = rayon::join(
+            || self.top(depth + 1, old_left, l, shards, top_out),
+            || self.top(depth + 1, old_right, r, &mut right_shards, &mut right_top),
+        );
+        shards.append(&mut right_shards);
+        top_out.append(&mut right_top);
+        Ok(self.join(depth, &path, left?, right?, top_out))
     }
+}
+
+/// The pure per-shard update: the shard whose root was `old_root` in `snapshot`, with `updates`
+/// (sorted by index, all in `shard`, written by `epoch`) applied. Returns the new shard root and
+/// every interior node record to write.
+pub fn update_shard<S: Snapshot>(
+    config: TreeConfig,
+    snapshot: &S,
+    epoch: Epoch,
+    shard: ShardId,
+    old_root: Child,
+    updates: &[HashedLeaf],
+) -> Result<ShardUpdate, TreeError> {
+    assert!(updates.iter().all(|u| u.index.shard(config.shard_bits) == shard), "update outside shard {shard:?}");
+    assert!(updates.windows(2).all(|w| w[0].index < w[1].index), "updates must be sorted and distinct");
+    let ctx = Ctx { suite: config.suite, shard_bits: usize::from(config.shard_bits), snapshot, epoch };
+    let mut nodes = Vec::new();
+    let root = ctx.update(usize::from(config.shard_bits), old_root, updates, &mut nodes)?;
+    Ok(ShardUpdate { shard, root, nodes })
 }
 
 /// Computes the batch that turns `snapshot` (epoch E) into epoch E+1 by setting each index in
@@ -149,48 +211,21 @@ pub fn prepare_epoch<S: Snapshot>(
     mut updates: Vec<(Index, LeafValue)>,
 ) -> Result<EpochBatch, TreeError> {
     let suite = config.suite;
-    let bits = config.shard_bits;
+    let epoch = snapshot.epoch().next();
     updates.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
     if let Some(w) = updates.windows(2).find(|w| w[0].0 == w[1].0) {
         return Err(TreeError::DuplicateIndex(w[0].0.to_hex()));
     }
-    let hashed: Vec<(Index, Hash)> = updates.par_iter().map(|(i, v)| (*i, suite.leaf_hash_of(i, v))).collect();
-
-    // Contiguous runs of one shard (the updates are sorted, and a shard is an index prefix).
-    let mut runs: Vec<(ShardId, &[(Index, Hash)])> = Vec::new();
-    let mut rest: &[(Index, Hash)] = &hashed;
-    while let Some((first, _)) = rest.first() {
-        let shard = first.shard(bits);
-        let len = rest.partition_point(|(i, _)| i.shard(bits) == shard);
-        runs.push((shard, &rest[..len]));
-        rest = &rest[len..];
-    }
-
-    let mut roots = snapshot.shard_roots()?;
-    assert_eq!(roots.len(), config.shard_count(), "store returned the wrong number of shard roots");
-    let ctx = Ctx { suite, snapshot };
-    let shard_results: Vec<Result<(ShardId, Node, NodeWrites), TreeError>> = runs
+    let hashed: Vec<HashedLeaf> = updates
         .par_iter()
-        .map(|(shard, run)| {
-            let mut out = Vec::new();
-            let old = roots[shard.0 as usize];
-            let root = ctx.update(usize::from(bits), old, run, &mut out)?;
-            Ok((*shard, root, out))
-        })
+        .with_min_len(256)
+        .map(|(index, value)| HashedLeaf { index: *index, hash: suite.leaf_hash_of(index, value), written: epoch })
         .collect();
-
-    let mut dirty = vec![false; roots.len()];
-    let mut shard_roots = Vec::with_capacity(runs.len());
-    let mut shard_nodes = Vec::with_capacity(runs.len());
-    for result in shard_results {
-        let (shard, root, nodes) = result?;
-        debug_assert!(nodes.iter().all(|(k, _)| usize::from(k.depth) >= usize::from(bits)));
-        roots[shard.0 as usize] = root;
-        dirty[shard.0 as usize] = true;
-        shard_roots.push((shard, root));
-        shard_nodes.push((shard, nodes));
-    }
+    let ctx = Ctx { suite, shard_bits: usize::from(config.shard_bits), snapshot, epoch };
+    let mut shards = Vec::new();
     let mut top_nodes = Vec::new();
-    let root = ctx.top(bits, 0, &roots, &dirty, 0, &mut top_nodes);
-    Ok(EpochBatch { epoch: snapshot.epoch().next(), root, shard_roots, shard_nodes, top_nodes, leaves: updates })
+    let root = ctx.top(0, snapshot.root()?, &hashed, &mut shards, &mut top_nodes)?;
+    debug_assert!(shards.windows(2).all(|w| w[0].shard < w[1].shard));
+    debug_assert!(top_nodes.iter().all(|(k, _)| usize::from(k.depth) < ctx.shard_bits));
+    Ok(EpochBatch { epoch, root, shards, top_nodes, leaves: updates })
 }
