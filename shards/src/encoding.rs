@@ -10,8 +10,6 @@ const TAG_INTERNAL: u8 = 2;
 
 /// `epoch (8) | depth (1) | prefix (32)`.
 pub(crate) const NODE_KEY_LEN: usize = 41;
-/// `epoch (8) | index (32)`.
-pub(crate) const LEAF_KEY_LEN: usize = 40;
 
 pub(crate) fn encode_child(child: &Child, out: &mut Vec<u8>) {
     match child.node {
@@ -109,10 +107,130 @@ pub(crate) fn node_key(key: &NodeKey, written: Epoch) -> [u8; NODE_KEY_LEN] {
     out
 }
 
-pub(crate) fn leaf_key(index: &Index, written: Epoch) -> [u8; LEAF_KEY_LEN] {
-    let mut out = [0u8; LEAF_KEY_LEN];
+/// Bytes of a child in a shard page: tag, index, hash, epoch; unused fields zero.
+pub(crate) const CHILD_FIXED_LEN: usize = 73;
+/// Bytes of one interior node in a shard page: depth, prefix, left and right child.
+pub(crate) const PAGE_NODE_LEN: usize = 33 + 2 * CHILD_FIXED_LEN;
+/// Bytes of one entry in a leaf page's directory: index, value offset, value length.
+const PAGE_LEAF_ENTRY_LEN: usize = 40;
+
+fn encode_child_fixed(child: &Child, out: &mut [u8]) {
+    debug_assert_eq!(out.len(), CHILD_FIXED_LEN);
+    out.fill(0);
+    match child.node {
+        Node::Empty => out[0] = TAG_EMPTY,
+        Node::Leaf { index, hash } => {
+            out[0] = TAG_LEAF;
+            out[1..33].copy_from_slice(&index.0);
+            out[33..65].copy_from_slice(&hash.0);
+        }
+        Node::Internal { hash } => {
+            out[0] = TAG_INTERNAL;
+            out[33..65].copy_from_slice(&hash.0);
+        }
+    }
+    out[65..].copy_from_slice(&child.written.0.to_be_bytes());
+}
+
+fn decode_child_fixed(bytes: &[u8]) -> Result<Child, TreeError> {
+    let array = |r: std::ops::Range<usize>| -> [u8; 32] { bytes[r].try_into().expect("32 bytes") };
+    let written = Epoch(u64::from_be_bytes(bytes[65..73].try_into().expect("8 bytes")));
+    let node = match bytes[0] {
+        TAG_EMPTY => return Ok(Child::EMPTY),
+        TAG_LEAF => Node::Leaf { index: Index(array(1..33)), hash: Hash(array(33..65)) },
+        TAG_INTERNAL => Node::Internal { hash: Hash(array(33..65)) },
+        _ => return Err(corrupt("page node")),
+    };
+    Ok(Child { node, written })
+}
+
+/// A shard's interior nodes of one epoch as one record: fixed-width entries sorted by
+/// `depth || prefix`, so a node is found by binary search without decoding the page.
+pub(crate) fn encode_node_page(nodes: &[(NodeKey, Children)]) -> Vec<u8> {
+    let mut sorted: Vec<&(NodeKey, Children)> = nodes.iter().collect();
+    sorted.sort_unstable_by_key(|n| &n.0);
+    let mut out = vec![0u8; nodes.len() * PAGE_NODE_LEN];
+    for ((key, children), entry) in sorted.into_iter().zip(out.chunks_exact_mut(PAGE_NODE_LEN)) {
+        entry[0] = key.depth;
+        entry[1..33].copy_from_slice(&key.prefix.0);
+        encode_child_fixed(&children[0], &mut entry[33..33 + CHILD_FIXED_LEN]);
+        encode_child_fixed(&children[1], &mut entry[33 + CHILD_FIXED_LEN..]);
+    }
+    out
+}
+
+/// Finds `key` in a node page.
+pub(crate) fn find_in_node_page(page: &[u8], key: &NodeKey) -> Result<Option<Children>, TreeError> {
+    if page.len() % PAGE_NODE_LEN != 0 {
+        return Err(corrupt("node page"));
+    }
+    let mut wanted = [0u8; 33];
+    wanted[0] = key.depth;
+    wanted[1..].copy_from_slice(&key.prefix.0);
+    let (mut lo, mut hi) = (0, page.len() / PAGE_NODE_LEN);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        let entry = &page[mid * PAGE_NODE_LEN..(mid + 1) * PAGE_NODE_LEN];
+        match entry[..33].cmp(&wanted[..]) {
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+            std::cmp::Ordering::Equal => {
+                let left = decode_child_fixed(&entry[33..33 + CHILD_FIXED_LEN])?;
+                return Ok(Some([left, decode_child_fixed(&entry[33 + CHILD_FIXED_LEN..])?]));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// A shard's leaf values of one epoch as one record: `count (4)`, then `count` directory entries
+/// `index (32) || offset (4) || length (4)` sorted by index, then the encoded values.
+pub(crate) fn encode_leaf_page(leaves: &[&(Index, LeafValue)]) -> Vec<u8> {
+    debug_assert!(leaves.windows(2).all(|w| w[0].0 < w[1].0));
+    let header = 4 + leaves.len() * PAGE_LEAF_ENTRY_LEN;
+    let mut data = Vec::new();
+    let mut out = Vec::with_capacity(header + leaves.len() * 48);
+    out.extend_from_slice(&u32::try_from(leaves.len()).expect("leaf count fits u32").to_be_bytes());
+    for (index, leaf) in leaves {
+        let start = data.len();
+        encode_leaf(leaf, &mut data);
+        out.extend_from_slice(&index.0);
+        out.extend_from_slice(&u32::try_from(start).expect("page under 4 GiB").to_be_bytes());
+        out.extend_from_slice(&u32::try_from(data.len() - start).expect("value under 4 GiB").to_be_bytes());
+    }
+    out.extend_from_slice(&data);
+    out
+}
+
+/// Finds `index` in a leaf page.
+pub(crate) fn find_in_leaf_page(page: &[u8], index: &Index) -> Result<Option<LeafValue>, TreeError> {
+    let count = u32::from_be_bytes(page.get(..4).ok_or_else(|| corrupt("leaf page"))?.try_into().expect("4")) as usize;
+    let header = count.checked_mul(PAGE_LEAF_ENTRY_LEN).and_then(|n| n.checked_add(4)).filter(|h| *h <= page.len());
+    let header = header.ok_or_else(|| corrupt("leaf page"))?;
+    let entries = &page[4..header];
+    let (mut lo, mut hi) = (0, count);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        let entry = &entries[mid * PAGE_LEAF_ENTRY_LEN..(mid + 1) * PAGE_LEAF_ENTRY_LEN];
+        match entry[..32].cmp(&index.0[..]) {
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+            std::cmp::Ordering::Equal => {
+                let offset = u32::from_be_bytes(entry[32..36].try_into().expect("4")) as usize;
+                let len = u32::from_be_bytes(entry[36..40].try_into().expect("4")) as usize;
+                let value = offset.checked_add(header).and_then(|s| page.get(s..s.checked_add(len)?));
+                return decode_leaf(value.ok_or_else(|| corrupt("leaf page"))?).map(Some);
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// `epoch (8) | shard (4)`: the key of a shard page.
+pub(crate) fn page_key(written: Epoch, shard: u32) -> [u8; 12] {
+    let mut out = [0u8; 12];
     out[..8].copy_from_slice(&written.0.to_be_bytes());
-    out[8..].copy_from_slice(&index.0);
+    out[8..].copy_from_slice(&shard.to_be_bytes());
     out
 }
 
@@ -150,5 +268,44 @@ mod tests {
             node_key(&NodeKey { depth: 255, prefix: Index([0xff; 32]) }, Epoch(1))
                 < node_key(&NodeKey { depth: 0, prefix: Index([0; 32]) }, Epoch(2))
         );
+    }
+
+    #[test]
+    fn pages_find_every_entry_and_nothing_else() {
+        let children = [
+            Child::EMPTY,
+            Child { node: Node::Leaf { index: Index([3; 32]), hash: Hash([4; 32]) }, written: Epoch(7) },
+            Child { node: Node::Internal { hash: Hash([5; 32]) }, written: Epoch(9) },
+        ];
+        let nodes: Vec<(NodeKey, Children)> = (0..50u8)
+            .map(|i| {
+                let key = NodeKey { depth: i % 7, prefix: Index([i; 32]) };
+                (key, [children[usize::from(i % 3)], children[usize::from(i % 2)]])
+            })
+            .collect();
+        let page = encode_node_page(&nodes);
+        assert_eq!(page.len(), nodes.len() * PAGE_NODE_LEN);
+        for (key, c) in &nodes {
+            assert_eq!(find_in_node_page(&page, key).unwrap(), Some(*c));
+        }
+        assert_eq!(find_in_node_page(&page, &NodeKey { depth: 9, prefix: Index([1; 32]) }).unwrap(), None);
+        assert!(find_in_node_page(&page[1..], &nodes[0].0).is_err(), "ragged page");
+
+        let leaves: Vec<(Index, LeafValue)> = (0..20u8)
+            .map(|i| {
+                let v = if i % 4 == 0 {
+                    LeafValue::tombstone(Version(2))
+                } else {
+                    LeafValue::present(Version(1), vec![i; usize::from(i)])
+                };
+                (Index([i; 32]), v)
+            })
+            .collect();
+        let page = encode_leaf_page(&leaves.iter().collect::<Vec<_>>());
+        for (index, leaf) in &leaves {
+            assert_eq!(find_in_leaf_page(&page, index).unwrap().as_ref(), Some(leaf));
+        }
+        assert_eq!(find_in_leaf_page(&page, &Index([200; 32])).unwrap(), None);
+        assert!(find_in_leaf_page(&page[..30], &Index([1; 32])).is_err(), "truncated page");
     }
 }

@@ -6,12 +6,26 @@ use hashbrown::HashMap;
 use keyfold_core::{Epoch, Index, LeafValue};
 use std::sync::{RwLock, RwLockReadGuard};
 
+/// Records of one shard (or of the levels above the shards): small tables, so one shard's update
+/// touches a region that stays in cache instead of probing one table of every node.
+#[derive(Debug, Default)]
+struct Partition {
+    nodes: HashMap<(Epoch, NodeKey), Children>,
+    leaves: HashMap<(Epoch, Index), LeafValue>,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     /// Root of every committed epoch, indexed by epoch.
     roots: Vec<Child>,
-    nodes: HashMap<(Epoch, NodeKey), Children>,
-    leaves: HashMap<(Epoch, Index), LeafValue>,
+    /// One partition per shard, then one for the nodes above the shards.
+    partitions: Vec<Partition>,
+}
+
+impl Inner {
+    fn partition_of_node(&self, shard_bits: u8, key: &NodeKey) -> usize {
+        if key.depth < shard_bits { self.partitions.len() - 1 } else { key.prefix.shard(shard_bits).0 as usize }
+    }
 }
 
 /// Every epoch of the tree in memory. Not durable: for tests and tree-only benchmarks.
@@ -23,7 +37,8 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     pub fn new(config: TreeConfig) -> MemoryStore {
-        MemoryStore { config, inner: RwLock::new(Inner { roots: vec![Child::EMPTY], ..Inner::default() }) }
+        let partitions = (0..=config.shard_count()).map(|_| Partition::default()).collect();
+        MemoryStore { config, inner: RwLock::new(Inner { roots: vec![Child::EMPTY], partitions }) }
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Inner> {
@@ -39,6 +54,7 @@ fn latest(inner: &Inner) -> Epoch {
 #[derive(Debug)]
 pub struct MemorySnapshot<'a> {
     epoch: Epoch,
+    shard_bits: u8,
     inner: RwLockReadGuard<'a, Inner>,
 }
 
@@ -52,11 +68,13 @@ impl Snapshot for MemorySnapshot<'_> {
     }
 
     fn node(&self, key: &NodeKey, written: Epoch) -> Result<Option<Children>, TreeError> {
-        Ok(self.inner.nodes.get(&(written, *key)).copied())
+        let partition = &self.inner.partitions[self.inner.partition_of_node(self.shard_bits, key)];
+        Ok(partition.nodes.get(&(written, *key)).copied())
     }
 
     fn leaf(&self, index: &Index, written: Epoch) -> Result<Option<LeafValue>, TreeError> {
-        Ok(self.inner.leaves.get(&(written, *index)).cloned())
+        let partition = &self.inner.partitions[index.shard(self.shard_bits).0 as usize];
+        Ok(partition.leaves.get(&(written, *index)).cloned())
     }
 }
 
@@ -77,7 +95,7 @@ impl TreeStore for MemoryStore {
         if at > latest {
             return Err(TreeError::EpochNotCommitted { requested: at, latest });
         }
-        Ok(MemorySnapshot { epoch: at, inner })
+        Ok(MemorySnapshot { epoch: at, shard_bits: self.config.shard_bits, inner })
     }
 
     fn commit(&self, batch: &EpochBatch) -> Result<(), TreeError> {
@@ -87,14 +105,15 @@ impl TreeStore for MemoryStore {
             return Err(TreeError::NonSequentialEpoch { expected, got: batch.epoch });
         }
         let e = batch.epoch;
-        inner.nodes.reserve(batch.node_count());
-        let all_nodes = batch.top_nodes.iter().chain(batch.shards.iter().flat_map(|s| s.nodes.iter()));
-        for (key, children) in all_nodes {
-            inner.nodes.insert((e, *key), *children);
+        let bits = self.config.shard_bits;
+        let top = inner.partitions.len() - 1;
+        inner.partitions[top].nodes.extend(batch.top_nodes.iter().map(|(key, children)| ((e, *key), *children)));
+        for shard in &batch.shards {
+            let partition = &mut inner.partitions[shard.shard.0 as usize];
+            partition.nodes.extend(shard.nodes.iter().map(|(key, children)| ((e, *key), *children)));
         }
-        inner.leaves.reserve(batch.leaves.len());
         for (index, leaf) in &batch.leaves {
-            inner.leaves.insert((e, *index), leaf.clone());
+            inner.partitions[index.shard(bits).0 as usize].leaves.insert((e, *index), leaf.clone());
         }
         // Last: the new root makes the epoch visible (the whole commit holds the write lock anyway).
         inner.roots.push(batch.root);

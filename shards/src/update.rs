@@ -24,7 +24,36 @@ pub struct HashedLeaf {
     pub written: Epoch,
 }
 
-type NodeWrites = Vec<(NodeKey, Children)>;
+/// Interior node records in post-order, kept as chunks so that forked halves are joined by moving
+/// chunk headers, not by copying records (which cost O(n log n) copies on big builds).
+#[derive(Debug, Default)]
+struct NodeWrites {
+    chunks: Vec<Vec<(NodeKey, Children)>>,
+}
+
+impl NodeWrites {
+    fn push(&mut self, record: (NodeKey, Children)) {
+        match self.chunks.last_mut() {
+            Some(chunk) => chunk.push(record),
+            None => self.chunks.push(vec![record]),
+        }
+    }
+
+    fn append(&mut self, other: &mut NodeWrites) {
+        self.chunks.append(&mut other.chunks);
+    }
+
+    fn into_vec(self) -> Vec<(NodeKey, Children)> {
+        if self.chunks.len() == 1 {
+            return self.chunks.into_iter().next().expect("one chunk");
+        }
+        let mut out = Vec::with_capacity(self.chunks.iter().map(Vec::len).sum());
+        for chunk in self.chunks {
+            out.extend(chunk);
+        }
+        out
+    }
+}
 
 struct Ctx<'a, S: Snapshot> {
     suite: HashSuite,
@@ -44,16 +73,16 @@ fn missing(depth: usize, key: &NodeKey, written: Epoch) -> TreeError {
 
 /// Runs `left` and `right`, forked when `parallel`. Left writes precede right writes either way,
 /// so the batch is identical for every thread count.
-fn fork<T: Send, L, R, A: Send, B: Send>(parallel: bool, out: &mut Vec<T>, left: L, right: R) -> (A, B)
+fn fork<L, R, A: Send, B: Send>(parallel: bool, out: &mut NodeWrites, left: L, right: R) -> (A, B)
 where
-    L: FnOnce(&mut Vec<T>) -> A + Send,
-    R: FnOnce(&mut Vec<T>) -> B + Send,
+    L: FnOnce(&mut NodeWrites) -> A + Send,
+    R: FnOnce(&mut NodeWrites) -> B + Send,
 {
     if !parallel {
         let a = left(out);
         return (a, right(out));
     }
-    let mut right_out = Vec::new();
+    let mut right_out = NodeWrites::default();
     let (a, b) = rayon::join(|| left(out), || right(&mut right_out));
     out.append(&mut right_out);
     (a, b)
@@ -150,15 +179,16 @@ impl<S: Snapshot> Ctx<'_, S> {
         old: Child,
         updates: &[HashedLeaf],
         shards: &mut Vec<ShardUpdate>,
-        top_out: &mut NodeWrites,
+        top_out: &mut Vec<(NodeKey, Children)>,
     ) -> Result<Child, TreeError> {
         if updates.is_empty() {
             return Ok(old);
         }
         if depth == self.shard_bits {
-            let mut nodes = Vec::new();
-            let root = self.update(depth, old, updates, &mut nodes)?;
-            shards.push(ShardUpdate { shard: updates[0].index.shard(u8::try_from(self.shard_bits).expect("shard_bits <= 16")), root, nodes });
+            let shard = updates[0].index.shard(u8::try_from(self.shard_bits).expect("shard_bits <= 16"));
+            let update = self.update_shard(shard, old, updates)?;
+            let root = update.root;
+            shards.push(update);
             return Ok(root);
         }
         let path = updates[0].index;
@@ -178,7 +208,16 @@ impl<S: Snapshot> Ctx<'_, S> {
         );
         shards.append(&mut right_shards);
         top_out.append(&mut right_top);
-        Ok(self.join(depth, &path, left?, right?, top_out))
+        let mut parent = NodeWrites::default();
+        let child = self.join(depth, &path, left?, right?, &mut parent);
+        top_out.extend(parent.into_vec());
+        Ok(child)
+    }
+
+    fn update_shard(&self, shard: ShardId, old_root: Child, updates: &[HashedLeaf]) -> Result<ShardUpdate, TreeError> {
+        let mut nodes = NodeWrites { chunks: vec![Vec::with_capacity(updates.len() * 16)] };
+        let root = self.update(self.shard_bits, old_root, updates, &mut nodes)?;
+        Ok(ShardUpdate { shard, root, nodes: nodes.into_vec() })
     }
 }
 
@@ -196,9 +235,7 @@ pub fn update_shard<S: Snapshot>(
     assert!(updates.iter().all(|u| u.index.shard(config.shard_bits) == shard), "update outside shard {shard:?}");
     assert!(updates.windows(2).all(|w| w[0].index < w[1].index), "updates must be sorted and distinct");
     let ctx = Ctx { suite: config.suite, shard_bits: usize::from(config.shard_bits), snapshot, epoch };
-    let mut nodes = Vec::new();
-    let root = ctx.update(usize::from(config.shard_bits), old_root, updates, &mut nodes)?;
-    Ok(ShardUpdate { shard, root, nodes })
+    ctx.update_shard(shard, old_root, updates)
 }
 
 /// Computes the batch that turns `snapshot` (epoch E) into epoch E+1 by setting each index in
