@@ -161,7 +161,7 @@ pub(crate) fn encode_node_page(nodes: &[(NodeKey, Children)]) -> Vec<u8> {
 
 /// Finds `key` in a node page.
 pub(crate) fn find_in_node_page(page: &[u8], key: &NodeKey) -> Result<Option<Children>, TreeError> {
-    if page.len() % PAGE_NODE_LEN != 0 {
+    if !page.len().is_multiple_of(PAGE_NODE_LEN) {
         return Err(corrupt("node page"));
     }
     let mut wanted = [0u8; 33];
