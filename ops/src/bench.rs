@@ -61,6 +61,9 @@ pub struct BenchArgs {
     hash: String,
     #[arg(long, default_value_t = 8)]
     shard_bits: u8,
+    /// Group files of the embedded store (parallel writers).
+    #[arg(long, default_value_t = 2)]
+    groups: u16,
     /// Directory for the embedded store (default: a temporary directory, removed afterwards).
     #[arg(long)]
     data: Option<PathBuf>,
@@ -221,7 +224,8 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
                     temp.path().to_path_buf()
                 }
             };
-            let store = RedbStore::open(&dir, RedbOptions::new(config)).map_err(|e| e.to_string())?;
+            let options = RedbOptions { groups: args.groups, ..RedbOptions::new(config) };
+            let store = RedbStore::open(&dir, options).map_err(|e| e.to_string())?;
             if store.latest_epoch().map_err(|e| e.to_string())?.0 != 0 {
                 return Err(format!("{} already holds a map; benchmark into an empty directory", dir.display()));
             }

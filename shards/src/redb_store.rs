@@ -41,7 +41,8 @@ const KEY_LATEST: &str = "latest_epoch";
 pub struct RedbOptions {
     /// Used when creating; checked against the stored config when opening.
     pub config: TreeConfig,
-    /// Number of group files (parallel writers); fixed at creation. 1..=256.
+    /// Number of group files (parallel writers); fixed at creation. 1..=256. Default 2: measured
+    /// on 2 cores, W1 epochs took 65 ms with 2 groups, 75 ms with 4 or 8, 174 ms with 1.
     pub groups: u16,
     /// redb page cache per file, in bytes.
     pub cache_size_bytes: usize,
@@ -49,7 +50,7 @@ pub struct RedbOptions {
 
 impl RedbOptions {
     pub fn new(config: TreeConfig) -> RedbOptions {
-        RedbOptions { config, groups: 4, cache_size_bytes: 256 << 20 }
+        RedbOptions { config, groups: 2, cache_size_bytes: 256 << 20 }
     }
 }
 
