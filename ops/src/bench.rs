@@ -3,9 +3,11 @@
 //! queue, signing and archive phases join when those crates exist.
 
 use clap::{Args, ValueEnum};
+use keyfold_benches::user_key;
 use keyfold_benches::{prefill, w1_updates, w2_updates};
 use keyfold_core::{HashSuite, Version};
-use keyfold_shards::{Map, MemoryStore, RedbOptions, RedbStore, TreeConfig, TreeError, TreeStore};
+use keyfold_shards::{Map, MemoryStore, RedbOptions, RedbStore, TreeConfig, TreeError, TreeStore, lookup_in};
+use rayon::prelude::*;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -67,6 +69,10 @@ pub struct BenchArgs {
     /// Directory for the embedded store (default: a temporary directory, removed afterwards).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// After the epochs, generate (from one shared snapshot, on all threads) and verify this many
+    /// lookup proofs for random keys, half of them absent.
+    #[arg(long, default_value_t = 0)]
+    proofs: u64,
     /// Seed of every random choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -78,6 +84,7 @@ struct Plan {
     mutations: u64,
     epochs: u32,
     mix: Mix,
+    proofs: u64,
 }
 
 impl BenchArgs {
@@ -93,6 +100,7 @@ impl BenchArgs {
             mutations: self.mutations.unwrap_or(mutations),
             epochs: self.epochs.unwrap_or(epochs),
             mix: self.mix.unwrap_or(mix),
+            proofs: self.proofs,
         };
         if plan.mix == Mix::Updates && plan.mutations > plan.keys {
             return Err(format!(
@@ -164,6 +172,38 @@ fn run_epochs<S: TreeStore>(map: &Map<S>, plan: &Plan, seed: u64) -> Result<Vec<
     Ok(timings)
 }
 
+/// Proof throughput: `count` lookups of keys `0..2 * keys` (half absent) from one snapshot of the
+/// latest epoch, on the current rayon pool; then the same proofs verified.
+fn bench_proofs<S: TreeStore>(map: &Map<S>, keys: u64, count: u64) -> Result<(), TreeError> {
+    let suite = map.store().config().suite;
+    let epoch = map.latest_epoch()?;
+    let root = map.root(epoch)?;
+    let snapshot = map.store().snapshot(epoch)?;
+    let ids: Vec<u64> = (0..count).map(|i| (i * 7919) % (2 * keys.max(1))).collect();
+    let start = Instant::now();
+    let lookups: Vec<_> = ids
+        .par_iter()
+        .map(|i| Ok((*i, lookup_in(&snapshot, suite, &suite.index_of(&user_key(*i)))?)))
+        .collect::<Result<_, TreeError>>()?;
+    let generated = start.elapsed();
+    let start = Instant::now();
+    let failures = lookups
+        .par_iter()
+        .filter(|(i, l)| l.proof.verify(suite, &root, &user_key(*i), l.value.as_ref()).is_err())
+        .count();
+    let verified = start.elapsed();
+    assert_eq!(failures, 0, "every generated proof must verify");
+    let present = lookups.iter().filter(|(_, l)| l.value.is_some()).count();
+    println!(
+        "proofs: {count} lookups ({present} present) generated at {:.0}/s ({:.2} us each), verified at {:.0}/s ({:.2} us each)",
+        count as f64 / generated.as_secs_f64(),
+        generated.as_secs_f64() * 1e6 / count as f64,
+        count as f64 / verified.as_secs_f64(),
+        verified.as_secs_f64() * 1e6 / count as f64,
+    );
+    Ok(())
+}
+
 fn bench_map<S: TreeStore>(map: &Map<S>, plan: &Plan, seed: u64) -> Result<(), String> {
     if plan.keys > 0 {
         let start = Instant::now();
@@ -187,6 +227,10 @@ fn bench_map<S: TreeStore>(map: &Map<S>, plan: &Plan, seed: u64) -> Result<(), S
     );
     if let (Some(before), Some(after)) = (cpu_before, cpu_time()) {
         println!("cores used during the epochs: {:.2}", (after - before).as_secs_f64() / wall.as_secs_f64());
+    }
+    if plan.proofs > 0 {
+        let total_keys = plan.keys + if plan.mix == Mix::New { u64::from(plan.epochs) * plan.mutations } else { 0 };
+        bench_proofs(map, total_keys, plan.proofs).map_err(|e| e.to_string())?;
     }
     if let Some(rss) = peak_rss_mib() {
         println!("peak RSS: {rss} MiB");
