@@ -144,19 +144,36 @@ fn decode_child_fixed(bytes: &[u8]) -> Result<Child, TreeError> {
     Ok(Child { node, written })
 }
 
-/// A shard's interior nodes of one epoch as one record: fixed-width entries sorted by
-/// `depth || prefix`, so a node is found by binary search without decoding the page.
-pub(crate) fn encode_node_page(nodes: &[(NodeKey, Children)]) -> Vec<u8> {
+/// Interior nodes per node page: 22 x 179 bytes fit one 4 KiB storage page, so reading a node
+/// reads about one page, however the tree's live nodes are spread over epochs.
+pub(crate) const NODES_PER_PAGE: usize = 22;
+/// Leaf values per leaf page.
+pub(crate) const LEAVES_PER_PAGE: usize = 32;
+
+fn node_position(key: &NodeKey) -> [u8; 33] {
+    let mut out = [0u8; 33];
+    out[0] = key.depth;
+    out[1..].copy_from_slice(&key.prefix.0);
+    out
+}
+
+/// A shard's interior nodes of one epoch as node pages: fixed-width entries sorted by
+/// `depth || prefix`, at most [`NODES_PER_PAGE`] per page, each page with its first position.
+pub(crate) fn encode_node_pages(nodes: &[(NodeKey, Children)]) -> Vec<([u8; 33], Vec<u8>)> {
     let mut sorted: Vec<&(NodeKey, Children)> = nodes.iter().collect();
     sorted.sort_unstable_by_key(|n| &n.0);
-    let mut out = vec![0u8; nodes.len() * PAGE_NODE_LEN];
-    for ((key, children), entry) in sorted.into_iter().zip(out.chunks_exact_mut(PAGE_NODE_LEN)) {
-        entry[0] = key.depth;
-        entry[1..33].copy_from_slice(&key.prefix.0);
-        encode_child_fixed(&children[0], &mut entry[33..33 + CHILD_FIXED_LEN]);
-        encode_child_fixed(&children[1], &mut entry[33 + CHILD_FIXED_LEN..]);
-    }
-    out
+    sorted
+        .chunks(NODES_PER_PAGE)
+        .map(|chunk| {
+            let mut page = vec![0u8; chunk.len() * PAGE_NODE_LEN];
+            for ((key, children), entry) in chunk.iter().zip(page.chunks_exact_mut(PAGE_NODE_LEN)) {
+                entry[..33].copy_from_slice(&node_position(key));
+                encode_child_fixed(&children[0], &mut entry[33..33 + CHILD_FIXED_LEN]);
+                encode_child_fixed(&children[1], &mut entry[33 + CHILD_FIXED_LEN..]);
+            }
+            (node_position(&chunk[0].0), page)
+        })
+        .collect()
 }
 
 /// Finds `key` in a node page.
@@ -164,9 +181,7 @@ pub(crate) fn find_in_node_page(page: &[u8], key: &NodeKey) -> Result<Option<Chi
     if !page.len().is_multiple_of(PAGE_NODE_LEN) {
         return Err(corrupt("node page"));
     }
-    let mut wanted = [0u8; 33];
-    wanted[0] = key.depth;
-    wanted[1..].copy_from_slice(&key.prefix.0);
+    let wanted = node_position(key);
     let (mut lo, mut hi) = (0, page.len() / PAGE_NODE_LEN);
     while lo < hi {
         let mid = (lo + hi) / 2;
@@ -183,8 +198,17 @@ pub(crate) fn find_in_node_page(page: &[u8], key: &NodeKey) -> Result<Option<Chi
     Ok(None)
 }
 
-/// A shard's leaf values of one epoch as one record: `count (4)`, then `count` directory entries
-/// `index (32) || offset (4) || length (4)` sorted by index, then the encoded values.
+/// A shard's leaf values of one epoch (sorted by index) as leaf pages of at most
+/// [`LEAVES_PER_PAGE`], each with its first index.
+pub(crate) fn encode_leaf_pages(leaves: &[(Index, LeafValue)]) -> Vec<([u8; 32], Vec<u8>)> {
+    leaves
+        .chunks(LEAVES_PER_PAGE)
+        .map(|chunk| (chunk[0].0.0, encode_leaf_page(&chunk.iter().collect::<Vec<_>>())))
+        .collect()
+}
+
+/// One leaf page: `count (4)`, then `count` directory entries `index (32) || offset (4) ||
+/// length (4)` sorted by index, then the encoded values.
 pub(crate) fn encode_leaf_page(leaves: &[&(Index, LeafValue)]) -> Vec<u8> {
     debug_assert!(leaves.windows(2).all(|w| w[0].0 < w[1].0));
     let header = 4 + leaves.len() * PAGE_LEAF_ENTRY_LEN;
@@ -226,12 +250,20 @@ pub(crate) fn find_in_leaf_page(page: &[u8], index: &Index) -> Result<Option<Lea
     Ok(None)
 }
 
-/// `epoch (8) | shard (4)`: the key of a shard page.
-pub(crate) fn page_key(written: Epoch, shard: u32) -> [u8; 12] {
-    let mut out = [0u8; 12];
-    out[..8].copy_from_slice(&written.0.to_be_bytes());
-    out[8..].copy_from_slice(&shard.to_be_bytes());
+/// `epoch (8) | shard (4) | first (N)`: the key of a page; `first` is the page's first position
+/// (node pages: `depth || prefix`; leaf pages: index). The page that may hold `x` is the last one
+/// whose key is `<= epoch || shard || x` and `>= epoch || shard`.
+pub(crate) fn page_key<const N: usize>(written: Epoch, shard: u32, first: &[u8; N]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + N);
+    out.extend_from_slice(&written.0.to_be_bytes());
+    out.extend_from_slice(&shard.to_be_bytes());
+    out.extend_from_slice(first);
     out
+}
+
+/// The position of a node in node pages.
+pub(crate) fn node_page_position(key: &NodeKey) -> [u8; 33] {
+    node_position(key)
 }
 
 #[cfg(test)]
@@ -283,12 +315,17 @@ mod tests {
                 (key, [children[usize::from(i % 3)], children[usize::from(i % 2)]])
             })
             .collect();
-        let page = encode_node_page(&nodes);
-        assert_eq!(page.len(), nodes.len() * PAGE_NODE_LEN);
+        let pages = encode_node_pages(&nodes);
+        assert_eq!(pages.len(), nodes.len().div_ceil(NODES_PER_PAGE));
+        assert!(pages.windows(2).all(|w| w[0].0 < w[1].0), "pages are sorted by first position");
         for (key, c) in &nodes {
-            assert_eq!(find_in_node_page(&page, key).unwrap(), Some(*c));
+            // The page that may hold a node is the last one whose first position is <= the node's.
+            let position = node_page_position(key);
+            let (_, page) = pages.iter().rev().find(|(first, _)| *first <= position).unwrap();
+            assert_eq!(find_in_node_page(page, key).unwrap(), Some(*c));
         }
-        assert_eq!(find_in_node_page(&page, &NodeKey { depth: 9, prefix: Index([1; 32]) }).unwrap(), None);
+        let (_, page) = &pages[0];
+        assert_eq!(find_in_node_page(page, &NodeKey { depth: 9, prefix: Index([1; 32]) }).unwrap(), None);
         assert!(find_in_node_page(&page[1..], &nodes[0].0).is_err(), "ragged page");
 
         let leaves: Vec<(Index, LeafValue)> = (0..20u8)
@@ -301,11 +338,13 @@ mod tests {
                 (Index([i; 32]), v)
             })
             .collect();
-        let page = encode_leaf_page(&leaves.iter().collect::<Vec<_>>());
+        let pages = encode_leaf_pages(&leaves);
+        assert_eq!(pages.len(), 1);
+        let page = &pages[0].1;
         for (index, leaf) in &leaves {
-            assert_eq!(find_in_leaf_page(&page, index).unwrap().as_ref(), Some(leaf));
+            assert_eq!(find_in_leaf_page(page, index).unwrap().as_ref(), Some(leaf));
         }
-        assert_eq!(find_in_leaf_page(&page, &Index([200; 32])).unwrap(), None);
+        assert_eq!(find_in_leaf_page(page, &Index([200; 32])).unwrap(), None);
         assert!(find_in_leaf_page(&page[..30], &Index([1; 32])).is_err(), "truncated page");
     }
 }
