@@ -39,6 +39,7 @@ pub const BLAKE3_CONTEXT_NODE: &str = "keyfold 2026-11 map node v1";
 pub const BLAKE3_CONTEXT_EMPTY: &str = "keyfold 2026-11 map empty v1";
 pub const BLAKE3_CONTEXT_INDEX: &str = "keyfold 2026-11 key index v1";
 pub const BLAKE3_CONTEXT_VALUE: &str = "keyfold 2026-11 value commitment v1";
+pub const BLAKE3_CONTEXT_MUTATION: &str = "keyfold 2026-11 mutation id v1";
 
 /// SHA-256 domain prefix bytes.
 pub const SHA256_PREFIX_LEAF: u8 = 0x00;
@@ -46,6 +47,7 @@ pub const SHA256_PREFIX_NODE: u8 = 0x01;
 pub const SHA256_PREFIX_EMPTY: u8 = 0x02;
 pub const SHA256_PREFIX_INDEX: u8 = 0x10;
 pub const SHA256_PREFIX_VALUE: u8 = 0x11;
+pub const SHA256_PREFIX_MUTATION: u8 = 0x12;
 
 /// Values up to this size are committed with one-shot hashing of a stack buffer.
 const SMALL_VALUE_BYTES: usize = 119;
@@ -61,6 +63,7 @@ struct Blake3Keys {
     node_words: [u32; 8],
     index: [u8; 32],
     value: [u8; 32],
+    mutation: [u8; 32],
     empty: Hash,
 }
 
@@ -75,6 +78,7 @@ static BLAKE3_KEYS: LazyLock<Blake3Keys> = LazyLock::new(|| {
         node_words: blake3::platform::words_from_le_bytes_32(&node),
         index: blake3::derive_key(BLAKE3_CONTEXT_INDEX, b""),
         value: blake3::derive_key(BLAKE3_CONTEXT_VALUE, b""),
+        mutation: blake3::derive_key(BLAKE3_CONTEXT_MUTATION, b""),
         empty: Hash(*blake3::keyed_hash(&empty_key, b"").as_bytes()),
     }
 });
@@ -238,6 +242,14 @@ impl HashSuite {
         match self {
             HashSuite::Blake3 => blake3_many(&BLAKE3_KEYS.leaf_words, inputs, out),
             HashSuite::Sha256 => out.extend(inputs.iter().map(|i| sha256(&[&[SHA256_PREFIX_LEAF], i]))),
+        }
+    }
+
+    /// The id of a mutation from its canonical encoding (see [`crate::Mutation::id`]).
+    pub fn mutation_id(self, encoding: &[u8]) -> Hash {
+        match self {
+            HashSuite::Blake3 => Hash(*blake3::keyed_hash(&BLAKE3_KEYS.mutation, encoding).as_bytes()),
+            HashSuite::Sha256 => sha256(&[&[SHA256_PREFIX_MUTATION], encoding]),
         }
     }
 

@@ -18,12 +18,14 @@
 
 mod error;
 mod hash;
+mod mutation;
 mod proof;
 mod tree;
 mod types;
 
 pub use error::{DecodeError, ProofError};
 pub use hash::{Hash, HashSuite};
+pub use mutation::{MUTATION_FORMAT_V1, Mutation, MutationId};
 pub use proof::{PROOF_FORMAT_V1, Proof, Terminal};
 pub use tree::{Node, combine, compute_root, prove_from_leaves};
 pub use types::{Epoch, Index, LeafValue, MAX_SHARD_BITS, MapRoot, ShardId, Version};

@@ -4,7 +4,9 @@
 //! described input and compares. To regenerate after a deliberate format change (which must also
 //! change SPEC.md in the same commit): `KEYFOLD_BLESS=1 cargo test -p keyfold-core --test golden`.
 
-use keyfold_core::{Epoch, Hash, HashSuite, Index, LeafValue, Terminal, Version, compute_root, prove_from_leaves};
+use keyfold_core::{
+    Epoch, Hash, HashSuite, Index, LeafValue, Mutation, Terminal, Version, compute_root, prove_from_leaves,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -93,6 +95,30 @@ fn vectors_for(suite: HashSuite) -> Vec<Vector> {
         format!("epoch 7, 100-leaf map above, absence of {other_probe:?} (other leaf)"),
         hex::encode(p.encode()),
     );
+    let mutations = [
+        (
+            "key \"alice@example.com\", value \"pk-alice\", expected version 0, no signature",
+            Mutation {
+                key: b"alice@example.com".to_vec(),
+                value: Some(b"pk-alice".to_vec()),
+                expected_version: Version(0),
+                owner_signature: None,
+            },
+        ),
+        (
+            "key \"bob\", tombstone, expected version 3, signature 64 x 0x07",
+            Mutation {
+                key: b"bob".to_vec(),
+                value: None,
+                expected_version: Version(3),
+                owner_signature: Some(vec![7; 64]),
+            },
+        ),
+    ];
+    for (desc, m) in &mutations {
+        push("mutation_encoding", (*desc).into(), hex::encode(m.encode()));
+        push("mutation_id", (*desc).into(), m.id(suite).to_hex());
+    }
     let set1 = leaves(suite, 1);
     let p = prove_from_leaves(suite, Epoch(1), &set1, &suite.index_of(b"bob"));
     push(
