@@ -1,1 +1,20 @@
+//! Ingest: validating mutations and appending them to the durable queue.
+//!
+//! * [`validate`]: pure checks of a batch against [`Limits`], with errors a person can act on.
+//! * [`Queue`]: the multi-writer, single-reader queue the epoch job drains: durable batched
+//!   appends that return positions, epoch markers, range reads, removal after commit, and a depth
+//!   bound that pushes back. [`RedbQueue`] is the embedded durable one (many concurrent appenders
+//!   share one fsync: group commit); [`MemoryQueue`] is for tests. [`conformance`] runs against both.
 
+pub mod conformance;
+mod error;
+mod limits;
+mod memory;
+mod queue;
+mod redb_queue;
+
+pub use error::{QueueError, ValidationError};
+pub use limits::{Limits, validate};
+pub use memory::MemoryQueue;
+pub use queue::{Entry, Marker, Position, Queue, Receipt, decode_entry, encode_entry};
+pub use redb_queue::{RedbQueue, RedbQueueOptions};

@@ -1,0 +1,44 @@
+use thiserror::Error;
+
+/// Why a batch of mutations was refused before anything was queued. Always the client's fault.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ValidationError {
+    #[error("the batch is empty: send at least one mutation")]
+    EmptyBatch,
+    #[error("the batch has {count} mutations; send at most {max} per request")]
+    BatchTooLarge { count: usize, max: usize },
+    #[error("mutation {at}: the key is empty")]
+    EmptyKey { at: usize },
+    #[error("mutation {at}: the key is {len} bytes; keys may be at most {max} bytes")]
+    KeyTooLong { at: usize, len: usize, max: usize },
+    #[error("mutation {at}: the value is {len} bytes; values may be at most {max} bytes")]
+    ValueTooLarge { at: usize, len: usize, max: usize },
+    #[error("mutation {at}: the owner signature is {len} bytes; at most {max} bytes are accepted")]
+    SignatureTooLarge { at: usize, len: usize, max: usize },
+}
+
+/// Queue failures, classified: `Full` is back-pressure (retry later, HTTP 503 + Retry-After).
+#[derive(Debug, Error)]
+pub enum QueueError {
+    #[error("the queue holds {depth} pending mutations and accepts at most {max}; retry after the next epoch")]
+    Full { depth: u64, max: u64 },
+    #[error("the queue is shut down")]
+    Closed,
+    #[error("queue storage failed: {0}")]
+    Io(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("queue storage is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl QueueError {
+    /// True when the same request may succeed later (back-pressure or a transient I/O failure).
+    /// Nothing of a failed append was acknowledged, so retrying never loses or doubles a mutation
+    /// beyond what duplicate detection (same mutation id) already handles.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, QueueError::Full { .. } | QueueError::Io(_))
+    }
+
+    pub(crate) fn io(e: impl Into<redb::Error>) -> QueueError {
+        QueueError::Io(Box::new(e.into()))
+    }
+}

@@ -1,0 +1,26 @@
+//! The queue conformance suite against the memory and the redb queue.
+
+mod memory {
+    use keyfold_core::HashSuite;
+    use keyfold_ingest::{MemoryQueue, queue_conformance_tests};
+
+    fn make(max_depth: u64) -> MemoryQueue {
+        MemoryQueue::new(HashSuite::Blake3, max_depth)
+    }
+
+    queue_conformance_tests!(make);
+}
+
+mod redb {
+    use keyfold_core::HashSuite;
+    use keyfold_ingest::{RedbQueue, RedbQueueOptions, queue_conformance_tests};
+
+    fn make(max_depth: u64) -> RedbQueue {
+        // The directory must outlive the queue; it is left to the OS temp dir cleaner.
+        let dir = tempfile::tempdir().expect("temp dir").keep();
+        RedbQueue::open(&dir.join("queue.redb"), RedbQueueOptions { suite: HashSuite::Sha256, max_depth })
+            .expect("open")
+    }
+
+    queue_conformance_tests!(make);
+}
