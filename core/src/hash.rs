@@ -40,6 +40,7 @@ pub const BLAKE3_CONTEXT_EMPTY: &str = "keyfold 2026-11 map empty v1";
 pub const BLAKE3_CONTEXT_INDEX: &str = "keyfold 2026-11 key index v1";
 pub const BLAKE3_CONTEXT_VALUE: &str = "keyfold 2026-11 value commitment v1";
 pub const BLAKE3_CONTEXT_MUTATION: &str = "keyfold 2026-11 mutation id v1";
+pub const BLAKE3_CONTEXT_HEAD: &str = "keyfold 2026-11 head v1";
 
 /// SHA-256 domain prefix bytes.
 pub const SHA256_PREFIX_LEAF: u8 = 0x00;
@@ -48,6 +49,7 @@ pub const SHA256_PREFIX_EMPTY: u8 = 0x02;
 pub const SHA256_PREFIX_INDEX: u8 = 0x10;
 pub const SHA256_PREFIX_VALUE: u8 = 0x11;
 pub const SHA256_PREFIX_MUTATION: u8 = 0x12;
+pub const SHA256_PREFIX_HEAD: u8 = 0x13;
 
 /// Values up to this size are committed with one-shot hashing of a stack buffer.
 const SMALL_VALUE_BYTES: usize = 119;
@@ -64,6 +66,7 @@ struct Blake3Keys {
     index: [u8; 32],
     value: [u8; 32],
     mutation: [u8; 32],
+    head: [u8; 32],
     empty: Hash,
 }
 
@@ -79,6 +82,7 @@ static BLAKE3_KEYS: LazyLock<Blake3Keys> = LazyLock::new(|| {
         index: blake3::derive_key(BLAKE3_CONTEXT_INDEX, b""),
         value: blake3::derive_key(BLAKE3_CONTEXT_VALUE, b""),
         mutation: blake3::derive_key(BLAKE3_CONTEXT_MUTATION, b""),
+        head: blake3::derive_key(BLAKE3_CONTEXT_HEAD, b""),
         empty: Hash(*blake3::keyed_hash(&empty_key, b"").as_bytes()),
     }
 });
@@ -250,6 +254,14 @@ impl HashSuite {
         match self {
             HashSuite::Blake3 => Hash(*blake3::keyed_hash(&BLAKE3_KEYS.mutation, encoding).as_bytes()),
             HashSuite::Sha256 => sha256(&[&[SHA256_PREFIX_MUTATION], encoding]),
+        }
+    }
+
+    /// The hash of a head body: the link from the next head (see [`crate::Head::hash`]).
+    pub fn head_hash(self, body: &[u8]) -> Hash {
+        match self {
+            HashSuite::Blake3 => Hash(*blake3::keyed_hash(&BLAKE3_KEYS.head, body).as_bytes()),
+            HashSuite::Sha256 => sha256(&[&[SHA256_PREFIX_HEAD], body]),
         }
     }
 

@@ -18,13 +18,18 @@
 
 mod error;
 mod hash;
+mod head;
 mod mutation;
 mod proof;
 mod tree;
 mod types;
 
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use error::{DecodeError, ProofError};
 pub use hash::{Hash, HashSuite};
+pub use head::{
+    Head, HeadCounts, HeadError, MAX_ORIGIN_BYTES, check_origin, key_id, signature_line, split_note, verify_head_note,
+};
 pub use mutation::{MUTATION_FORMAT_V1, Mutation, MutationId};
 pub use proof::{PROOF_FORMAT_V1, Proof, Terminal};
 pub use tree::{Node, combine, compute_root, prove_from_leaves};

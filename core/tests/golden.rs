@@ -5,7 +5,8 @@
 //! change SPEC.md in the same commit): `KEYFOLD_BLESS=1 cargo test -p keyfold-core --test golden`.
 
 use keyfold_core::{
-    Epoch, Hash, HashSuite, Index, LeafValue, Mutation, Terminal, Version, compute_root, prove_from_leaves,
+    Epoch, Hash, HashSuite, Head, HeadCounts, Index, LeafValue, Mutation, SigningKey, Terminal, Version, compute_root,
+    prove_from_leaves,
 };
 use serde::{Deserialize, Serialize};
 
@@ -119,6 +120,22 @@ fn vectors_for(suite: HashSuite) -> Vec<Vector> {
         push("mutation_encoding", (*desc).into(), hex::encode(m.encode()));
         push("mutation_id", (*desc).into(), m.id(suite).to_hex());
     }
+    let head = Head {
+        origin: "example.com/keyfold".into(),
+        suite,
+        epoch: Epoch(7),
+        root: compute_root(suite, &set100).hash(suite),
+        previous: Hash([0x11; 32]),
+        archive: Hash([0; 32]),
+        time_ms: 1_763_900_000_000,
+        counts: HeadCounts { mutations: 12, applied: 9, rejected: 2, duplicates: 1 },
+    };
+    let head_desc = "origin example.com/keyfold, epoch 7, root = map_root of the 100-leaf map, previous 32 x 0x11, \
+                     archive zero, time 1763900000000, counts 12/9/2/1";
+    push("head_body", head_desc.into(), head.body());
+    push("head_hash", head_desc.into(), head.hash().to_hex());
+    let key = SigningKey::from_bytes(&[7; 32]);
+    push("head_note", format!("{head_desc}; ed25519 key from seed 32 x 0x07"), head.sign(&key));
     let set1 = leaves(suite, 1);
     let p = prove_from_leaves(suite, Epoch(1), &set1, &suite.index_of(b"bob"));
     push(
@@ -154,4 +171,8 @@ fn stored_proof_vectors_decode_and_verify() {
         checked += 1;
     }
     assert_eq!(checked, 8);
+    for v in stored.iter().filter(|v| v.name == "head_note") {
+        let public = SigningKey::from_bytes(&[7; 32]).verifying_key().to_bytes();
+        keyfold_core::verify_head_note(&v.output, "example.com/keyfold", &public).unwrap();
+    }
 }

@@ -1,0 +1,278 @@
+//! Signed heads: the head body (SPEC.md "Heads"), its hash (the chain link), and the C2SP
+//! signed-note envelope with an ed25519 signature. A client verifies a head with only the
+//! directory's origin and public key: [`verify_head_note`].
+
+use crate::hash::{Hash, HashSuite};
+use crate::types::Epoch;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+/// The head format line: names the format and the suite.
+const FORMAT_LINE_PREFIX: &str = "keyfold map v1 ";
+/// C2SP signed-note signature type for ed25519.
+const ED25519_SIGNATURE_TYPE: u8 = 0x01;
+/// Longest origin accepted.
+pub const MAX_ORIGIN_BYTES: usize = 255;
+
+/// How many mutations an epoch consumed, and what became of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HeadCounts {
+    pub mutations: u64,
+    pub applied: u64,
+    pub rejected: u64,
+    pub duplicates: u64,
+}
+
+/// What the directory signs once per epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub origin: String,
+    pub suite: HashSuite,
+    pub epoch: Epoch,
+    pub root: Hash,
+    /// Hash of the previous epoch's head ([`Head::hash`]); all zero for epoch 0.
+    pub previous: Hash,
+    /// Digest of the epoch's archive; all zero until archives exist.
+    pub archive: Hash,
+    /// The epoch's time (milliseconds since the Unix epoch), taken from the queue marker.
+    pub time_ms: u64,
+    pub counts: HeadCounts,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum HeadError {
+    #[error("the origin must be 1 to {MAX_ORIGIN_BYTES} printable ASCII characters without leading or trailing spaces")]
+    InvalidOrigin,
+    #[error("malformed head: {0}")]
+    Malformed(String),
+    #[error("the note has no signature by {origin} with key id {key_id}")]
+    MissingSignature { origin: String, key_id: String },
+    #[error("the signature by {0} does not verify against the pinned public key")]
+    BadSignature(String),
+    #[error("the head is for origin {found:?}, expected {expected:?}")]
+    OriginMismatch { expected: String, found: String },
+    #[error("invalid ed25519 public key")]
+    InvalidPublicKey,
+}
+
+/// Checks the origin rule (printable ASCII, 1..=255 bytes, no surrounding spaces).
+pub fn check_origin(origin: &str) -> Result<(), HeadError> {
+    let ok = !origin.is_empty()
+        && origin.len() <= MAX_ORIGIN_BYTES
+        && origin.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && !origin.starts_with(' ')
+        && !origin.ends_with(' ');
+    if ok { Ok(()) } else { Err(HeadError::InvalidOrigin) }
+}
+
+fn malformed(what: impl Into<String>) -> HeadError {
+    HeadError::Malformed(what.into())
+}
+
+fn b64_hash(s: &str, field: &str) -> Result<Hash, HeadError> {
+    let bytes = B64.decode(s).map_err(|_| malformed(format!("{field} is not base64")))?;
+    let array: [u8; 32] = bytes.try_into().map_err(|_| malformed(format!("{field} is not 32 bytes")))?;
+    if B64.encode(array) != s {
+        return Err(malformed(format!("{field} is not canonical base64")));
+    }
+    Ok(Hash(array))
+}
+
+fn number(s: &str, field: &str) -> Result<u64, HeadError> {
+    let n: u64 = s.parse().map_err(|_| malformed(format!("{field} is not a number")))?;
+    if n.to_string() != s {
+        return Err(malformed(format!("{field} is not in canonical decimal")));
+    }
+    Ok(n)
+}
+
+impl Head {
+    /// The signed text: eight lines, each ending in `\n` (SPEC.md "Heads").
+    pub fn body(&self) -> String {
+        let c = &self.counts;
+        format!(
+            "{}\n{}{}\nepoch {}\nroot {}\nprevious {}\narchive {}\ntime {}\nmutations {} applied {} rejected {} duplicates {}\n",
+            self.origin,
+            FORMAT_LINE_PREFIX,
+            self.suite.name(),
+            self.epoch.0,
+            B64.encode(self.root.0),
+            B64.encode(self.previous.0),
+            B64.encode(self.archive.0),
+            self.time_ms,
+            c.mutations,
+            c.applied,
+            c.rejected,
+            c.duplicates,
+        )
+    }
+
+    /// Parses a body produced by [`Head::body`]; anything else (extra spaces, non-canonical
+    /// numbers or base64, missing or extra lines) is rejected.
+    pub fn parse_body(body: &str) -> Result<Head, HeadError> {
+        let lines: Vec<&str> =
+            body.strip_suffix('\n').ok_or_else(|| malformed("body must end in a newline"))?.split('\n').collect();
+        let [origin, format, epoch, root, previous, archive, time, counts] = lines[..] else {
+            return Err(malformed(format!("expected 8 lines, found {}", lines.len())));
+        };
+        check_origin(origin)?;
+        let suite_name = format.strip_prefix(FORMAT_LINE_PREFIX).ok_or_else(|| malformed("unknown head format"))?;
+        let suite = HashSuite::from_name(suite_name).ok_or_else(|| malformed("unknown hash suite"))?;
+        let field = |line: &str, name: &str| -> Result<String, HeadError> {
+            line.strip_prefix(name)
+                .and_then(|r| r.strip_prefix(' '))
+                .map(str::to_owned)
+                .ok_or_else(|| malformed(format!("expected the {name} line")))
+        };
+        let c: Vec<&str> = counts.split(' ').collect();
+        let ["mutations", m, "applied", a, "rejected", r, "duplicates", d] = c[..] else {
+            return Err(malformed("malformed counts line"));
+        };
+        let head = Head {
+            origin: origin.to_owned(),
+            suite,
+            epoch: Epoch(number(&field(epoch, "epoch")?, "epoch")?),
+            root: b64_hash(&field(root, "root")?, "root")?,
+            previous: b64_hash(&field(previous, "previous")?, "previous")?,
+            archive: b64_hash(&field(archive, "archive")?, "archive")?,
+            time_ms: number(&field(time, "time")?, "time")?,
+            counts: HeadCounts {
+                mutations: number(m, "mutations")?,
+                applied: number(a, "applied")?,
+                rejected: number(r, "rejected")?,
+                duplicates: number(d, "duplicates")?,
+            },
+        };
+        debug_assert_eq!(head.body(), body);
+        Ok(head)
+    }
+
+    /// The chain link: the next head's `previous` (signatures are not hashed, so cosignatures
+    /// added later do not change it).
+    pub fn hash(&self) -> Hash {
+        self.suite.head_hash(self.body().as_bytes())
+    }
+
+    /// The C2SP signed note of this head, signed by the directory key named by the origin.
+    pub fn sign(&self, key: &SigningKey) -> String {
+        let body = self.body();
+        let signature = key.sign(body.as_bytes());
+        format!("{body}\n{}", signature_line(&self.origin, &key.verifying_key(), &signature))
+    }
+}
+
+/// The C2SP key id: the first 4 bytes of SHA-256(name || "\n" || 0x01 || public key).
+pub fn key_id(name: &str, key: &VerifyingKey) -> [u8; 4] {
+    let mut h = Sha256::new();
+    h.update(name.as_bytes());
+    h.update(b"\n");
+    h.update([ED25519_SIGNATURE_TYPE]);
+    h.update(key.as_bytes());
+    h.finalize()[..4].try_into().expect("4 bytes")
+}
+
+/// One signature line: `— <name> <base64(key id || signature)>\n`.
+pub fn signature_line(name: &str, key: &VerifyingKey, signature: &Signature) -> String {
+    let mut blob = key_id(name, key).to_vec();
+    blob.extend_from_slice(&signature.to_bytes());
+    format!("\u{2014} {name} {}\n", B64.encode(blob))
+}
+
+/// Splits a signed note into its text and its signature lines (name, key id, signature bytes).
+pub fn split_note(note: &str) -> Result<(&str, Vec<(&str, [u8; 4], Vec<u8>)>), HeadError> {
+    let split = note.find("\n\n").ok_or_else(|| malformed("no blank line between text and signatures"))?;
+    let (text, rest) = (&note[..=split], &note[split + 2..]);
+    let mut signatures = Vec::new();
+    for line in rest.strip_suffix('\n').ok_or_else(|| malformed("signatures must end in a newline"))?.split('\n') {
+        let line =
+            line.strip_prefix("\u{2014} ").ok_or_else(|| malformed("a signature line starts with an em dash"))?;
+        let (name, b64) = line.rsplit_once(' ').ok_or_else(|| malformed("a signature line is `— name base64`"))?;
+        let blob = B64.decode(b64).map_err(|_| malformed("signature is not base64"))?;
+        if blob.len() < 5 {
+            return Err(malformed("signature too short"));
+        }
+        signatures.push((name, blob[..4].try_into().expect("4 bytes"), blob[4..].to_vec()));
+    }
+    if signatures.is_empty() {
+        return Err(malformed("no signature lines"));
+    }
+    Ok((text, signatures))
+}
+
+/// Verifies a signed head note against the pinned origin and public key, and returns the head.
+/// Other signature lines (witness cosignatures) are ignored here.
+pub fn verify_head_note(note: &str, origin: &str, public_key: &[u8; 32]) -> Result<Head, HeadError> {
+    let key = VerifyingKey::from_bytes(public_key).map_err(|_| HeadError::InvalidPublicKey)?;
+    let (text, signatures) = split_note(note)?;
+    let id = key_id(origin, &key);
+    let (_, _, sig) = signatures
+        .iter()
+        .find(|(name, kid, _)| *name == origin && *kid == id)
+        .ok_or_else(|| HeadError::MissingSignature { origin: origin.to_owned(), key_id: hex::encode(id) })?;
+    let sig_bytes: [u8; 64] = sig.as_slice().try_into().map_err(|_| HeadError::BadSignature(origin.to_owned()))?;
+    key.verify_strict(text.as_bytes(), &Signature::from_bytes(&sig_bytes))
+        .map_err(|_| HeadError::BadSignature(origin.to_owned()))?;
+    let head = Head::parse_body(text)?;
+    if head.origin != origin {
+        return Err(HeadError::OriginMismatch { expected: origin.to_owned(), found: head.origin });
+    }
+    Ok(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head() -> Head {
+        Head {
+            origin: "example.com/keyfold".into(),
+            suite: HashSuite::Blake3,
+            epoch: Epoch(42),
+            root: Hash([1; 32]),
+            previous: Hash([2; 32]),
+            archive: Hash([0; 32]),
+            time_ms: 1_763_900_000_000,
+            counts: HeadCounts { mutations: 10, applied: 7, rejected: 2, duplicates: 1 },
+        }
+    }
+
+    #[test]
+    fn sign_verify_and_reject_tampering() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let public = key.verifying_key().to_bytes();
+        let note = head().sign(&key);
+        assert_eq!(verify_head_note(&note, "example.com/keyfold", &public).unwrap(), head());
+        assert!(matches!(verify_head_note(&note, "other.org", &public), Err(HeadError::MissingSignature { .. })));
+        let other = SigningKey::from_bytes(&[8; 32]).verifying_key().to_bytes();
+        assert!(verify_head_note(&note, "example.com/keyfold", &other).is_err());
+        let tampered = note.replacen("epoch 42", "epoch 43", 1);
+        assert!(matches!(verify_head_note(&tampered, "example.com/keyfold", &public), Err(HeadError::BadSignature(_))));
+        // Every single-byte change of the note is rejected.
+        for i in 0..note.len() {
+            let mut bytes = note.as_bytes().to_vec();
+            bytes[i] ^= 0x01;
+            if let Ok(s) = String::from_utf8(bytes) {
+                assert!(verify_head_note(&s, "example.com/keyfold", &public).is_err(), "byte {i} flipped was accepted");
+            }
+        }
+        // A cosignature line from someone else does not change the result.
+        let cosigned = format!(
+            "{note}\u{2014} witness.example AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n"
+        );
+        assert_eq!(verify_head_note(&cosigned, "example.com/keyfold", &public).unwrap(), head());
+    }
+
+    #[test]
+    fn body_round_trips_and_is_strict() {
+        let h = head();
+        assert_eq!(Head::parse_body(&h.body()).unwrap(), h);
+        assert!(Head::parse_body(&h.body().replace("epoch 42", "epoch 042")).is_err());
+        assert!(Head::parse_body(&h.body().replace("time ", "time  ")).is_err());
+        assert!(Head::parse_body(&format!("{}extra\n", h.body())).is_err());
+        assert!(check_origin("").is_err() && check_origin(" a").is_err() && check_origin("a\nb").is_err());
+        assert_ne!(h.hash(), Head { epoch: Epoch(43), ..h.clone() }.hash());
+    }
+}
