@@ -181,8 +181,16 @@ pub fn signature_line(name: &str, key: &VerifyingKey, signature: &Signature) -> 
     format!("\u{2014} {name} {}\n", B64.encode(blob))
 }
 
-/// Splits a signed note into its text and its signature lines (name, key id, signature bytes).
-pub fn split_note(note: &str) -> Result<(&str, Vec<(&str, [u8; 4], Vec<u8>)>), HeadError> {
+/// One signature line of a signed note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoteSignature<'a> {
+    pub name: &'a str,
+    pub key_id: [u8; 4],
+    pub signature: Vec<u8>,
+}
+
+/// Splits a signed note into its text and its signature lines.
+pub fn split_note(note: &str) -> Result<(&str, Vec<NoteSignature<'_>>), HeadError> {
     let split = note.find("\n\n").ok_or_else(|| malformed("no blank line between text and signatures"))?;
     let (text, rest) = (&note[..=split], &note[split + 2..]);
     let mut signatures = Vec::new();
@@ -194,7 +202,11 @@ pub fn split_note(note: &str) -> Result<(&str, Vec<(&str, [u8; 4], Vec<u8>)>), H
         if blob.len() < 5 {
             return Err(malformed("signature too short"));
         }
-        signatures.push((name, blob[..4].try_into().expect("4 bytes"), blob[4..].to_vec()));
+        signatures.push(NoteSignature {
+            name,
+            key_id: blob[..4].try_into().expect("4 bytes"),
+            signature: blob[4..].to_vec(),
+        });
     }
     if signatures.is_empty() {
         return Err(malformed("no signature lines"));
