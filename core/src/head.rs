@@ -220,11 +220,11 @@ pub fn verify_head_note(note: &str, origin: &str, public_key: &[u8; 32]) -> Resu
     let key = VerifyingKey::from_bytes(public_key).map_err(|_| HeadError::InvalidPublicKey)?;
     let (text, signatures) = split_note(note)?;
     let id = key_id(origin, &key);
-    let (_, _, sig) = signatures
-        .iter()
-        .find(|(name, kid, _)| *name == origin && *kid == id)
-        .ok_or_else(|| HeadError::MissingSignature { origin: origin.to_owned(), key_id: hex::encode(id) })?;
-    let sig_bytes: [u8; 64] = sig.as_slice().try_into().map_err(|_| HeadError::BadSignature(origin.to_owned()))?;
+    let found = signatures.iter().find(|s| s.name == origin && s.key_id == id);
+    let found =
+        found.ok_or_else(|| HeadError::MissingSignature { origin: origin.to_owned(), key_id: hex::encode(id) })?;
+    let sig_bytes: [u8; 64] =
+        found.signature.as_slice().try_into().map_err(|_| HeadError::BadSignature(origin.to_owned()))?;
     key.verify_strict(text.as_bytes(), &Signature::from_bytes(&sig_bytes))
         .map_err(|_| HeadError::BadSignature(origin.to_owned()))?;
     let head = Head::parse_body(text)?;
