@@ -1,7 +1,7 @@
 //! The orchestrator: prepares epochs with the pure update, commits them, and serves proofs.
 
 use crate::error::TreeError;
-use crate::store::{EpochBatch, NodeKey, Snapshot, TreeStore};
+use crate::store::{Child, EpochBatch, NodeKey, Snapshot, TreeStore};
 use crate::update::prepare_epoch;
 use keyfold_core::{Epoch, HashSuite, Index, LeafValue, MapRoot, Node, Proof, Terminal};
 
@@ -40,8 +40,31 @@ impl<S: TreeStore> Map<S> {
     /// The batch that the next epoch would write for `updates` (one final value per index). Pure:
     /// reads the latest committed epoch, writes nothing.
     pub fn prepare(&self, updates: Vec<(Index, LeafValue)>) -> Result<EpochBatch, TreeError> {
-        let snapshot = self.store.snapshot(self.store.latest_epoch()?)?;
+        self.prepare_at(self.store.latest_epoch()?, updates)
+    }
+
+    /// The batch for epoch `base + 1` computed from epoch `base`, which may be older than the
+    /// latest: recovery recomputes an epoch that is already committed to check it, never to write
+    /// it again.
+    pub fn prepare_at(&self, base: Epoch, updates: Vec<(Index, LeafValue)>) -> Result<EpochBatch, TreeError> {
+        let snapshot = self.store.snapshot(base)?;
         prepare_epoch(self.store.config(), &snapshot, updates)
+    }
+
+    /// The values of `indexes` at `epoch` (`None` where absent), in the order given. Reads each
+    /// node on the union of their paths once.
+    pub fn get_many(&self, indexes: &[Index], epoch: Epoch) -> Result<Vec<Option<LeafValue>>, TreeError> {
+        let snapshot = self.store.snapshot(epoch)?;
+        let mut order: Vec<usize> = (0..indexes.len()).collect();
+        order.sort_unstable_by_key(|i| indexes[*i]);
+        let sorted: Vec<Index> = order.iter().map(|i| indexes[*i]).collect();
+        let mut found = vec![None; sorted.len()];
+        get_sorted(&snapshot, 0, snapshot.root()?, &sorted, &mut found)?;
+        let mut out = vec![None; indexes.len()];
+        for (slot, value) in order.into_iter().zip(found) {
+            out[slot] = value;
+        }
+        Ok(out)
     }
 
     /// Commits a batch from [`Map::prepare`] and re-reads the committed root to check it.
@@ -70,6 +93,44 @@ impl<S: TreeStore> Map<S> {
     pub fn lookup(&self, index: &Index, epoch: Epoch) -> Result<Lookup, TreeError> {
         let snapshot = self.store.snapshot(epoch)?;
         lookup_in(&snapshot, self.store.config().suite, index)
+    }
+}
+
+/// Values of sorted `indexes` under `child` (at `depth`), into `out` (same positions). Duplicate
+/// indexes are allowed: each gets the value.
+fn get_sorted<T: Snapshot>(
+    snapshot: &T,
+    depth: usize,
+    child: Child,
+    indexes: &[Index],
+    out: &mut [Option<LeafValue>],
+) -> Result<(), TreeError> {
+    if indexes.is_empty() {
+        return Ok(());
+    }
+    match child.node {
+        Node::Empty => Ok(()),
+        Node::Leaf { index, .. } => {
+            let lo = indexes.partition_point(|i| *i < index);
+            let hi = indexes.partition_point(|i| *i <= index);
+            if lo < hi {
+                let value = snapshot
+                    .leaf(&index, child.written)?
+                    .ok_or_else(|| TreeError::Corrupt(format!("leaf {} has no value record", index.to_hex())))?;
+                out[lo..hi].fill(Some(value));
+            }
+            Ok(())
+        }
+        Node::Internal { .. } => {
+            let key = NodeKey::on_path(&indexes[0], depth);
+            let [left, right] = snapshot
+                .node(&key, child.written)?
+                .ok_or_else(|| TreeError::Corrupt(format!("interior node at depth {depth} is missing")))?;
+            let split = indexes.partition_point(|i| !i.bit(depth));
+            let (out_left, out_right) = out.split_at_mut(split);
+            get_sorted(snapshot, depth + 1, left, &indexes[..split], out_left)?;
+            get_sorted(snapshot, depth + 1, right, &indexes[split..], out_right)
+        }
     }
 }
 

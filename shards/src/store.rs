@@ -1,5 +1,6 @@
 use crate::error::TreeError;
-use keyfold_core::{Epoch, HashSuite, Index, LeafValue, MAX_SHARD_BITS, Node, ShardId};
+use hashbrown::HashMap;
+use keyfold_core::{Epoch, Hash, HashSuite, Index, LeafValue, MAX_SHARD_BITS, Node, ShardId};
 
 /// Fixed at creation: the hash suite and the number of shard bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +75,65 @@ impl EpochBatch {
     /// Interior node records this batch writes.
     pub fn node_count(&self) -> usize {
         self.top_nodes.len() + self.shards.iter().map(|s| s.nodes.len()).sum::<usize>()
+    }
+
+    /// Recomputes the root from the records this batch writes and checks it is `self.root`:
+    /// every interior node's hash from its children, every child pointer of this epoch against
+    /// the record it names, every new leaf's hash from its value. Run before the root is signed.
+    pub fn verify(&self, suite: HashSuite) -> Result<(), TreeError> {
+        let corrupt = |what: String| Err(TreeError::Corrupt(format!("epoch {} batch: {what}", self.epoch.0)));
+        let records = self.top_nodes.iter().chain(self.shards.iter().flat_map(|s| s.nodes.iter()));
+        let mut hashes: HashMap<NodeKey, (Hash, [Child; 2])> = HashMap::with_capacity(self.node_count());
+        for (key, children) in records {
+            let hash = suite.node_hash(&children[0].node.hash(suite), &children[1].node.hash(suite));
+            if hashes.insert(*key, (hash, *children)).is_some() {
+                return corrupt(format!("node at depth {} written twice", key.depth));
+            }
+        }
+        let leaves: HashMap<Index, Hash> = self.leaves.iter().map(|(i, v)| (*i, suite.leaf_hash_of(i, v))).collect();
+        let check = |child: &Child, key: NodeKey| -> Result<(), TreeError> {
+            if child.written != self.epoch {
+                return Ok(()); // an older record, unchanged by this epoch
+            }
+            match child.node {
+                Node::Empty => Ok(()),
+                Node::Internal { hash } => match hashes.get(&key) {
+                    Some((h, _)) if *h == hash => Ok(()),
+                    Some(_) => corrupt(format!("node at depth {} does not hash to its parent's pointer", key.depth)),
+                    None => corrupt(format!("pointer to an unwritten node at depth {}", key.depth)),
+                },
+                Node::Leaf { index, hash } => match leaves.get(&index) {
+                    Some(h) if *h == hash => Ok(()),
+                    _ => corrupt(format!("leaf {} does not match its value", index.to_hex())),
+                },
+            }
+        };
+        let root_key = NodeKey { depth: 0, prefix: Index([0; 32]) };
+        check(&self.root, root_key)?;
+        let mut reached =
+            usize::from(self.root.written == self.epoch && matches!(self.root.node, Node::Internal { .. }));
+        for (key, (_, children)) in &hashes {
+            for (bit, child) in children.iter().enumerate() {
+                let depth = usize::from(key.depth) + 1;
+                let mut prefix = key.prefix;
+                if bit == 1 {
+                    prefix.0[usize::from(key.depth) / 8] |= 0x80 >> (key.depth % 8);
+                }
+                let child_key = NodeKey::on_path(&prefix, depth.min(255));
+                if matches!(child.node, Node::Internal { .. }) && child.written == self.epoch {
+                    reached += 1;
+                }
+                if depth < 256 {
+                    check(child, child_key)?;
+                } else if !matches!(child.node, Node::Leaf { .. } | Node::Empty) {
+                    return corrupt("interior node below depth 255".into());
+                }
+            }
+        }
+        if reached != hashes.len() {
+            return corrupt(format!("{} node records are not reachable from the root", hashes.len() - reached));
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,67 @@
+//! `EpochBatch::verify` catches every inconsistency between a batch and the root it claims;
+//! `Map::get_many` agrees with single lookups.
+
+use keyfold_core::{Epoch, Hash, HashSuite, Index, LeafValue, Node, Version};
+use keyfold_shards::{Map, MemoryStore, TreeConfig};
+
+fn updates(range: std::ops::Range<u32>, version: u64) -> Vec<(Index, LeafValue)> {
+    range
+        .map(|i| {
+            (
+                HashSuite::Blake3.index_of(&i.to_be_bytes()),
+                LeafValue::present(Version(version), i.to_le_bytes().to_vec()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn honest_batches_verify_and_tampered_ones_do_not() {
+    let suite = HashSuite::Blake3;
+    let map = Map::new(MemoryStore::new(TreeConfig::new(suite, 4).unwrap()));
+    let first = map.prepare(updates(0..2000, 1)).unwrap();
+    first.verify(suite).unwrap();
+    map.commit(&first).unwrap();
+    let batch = map.prepare(updates(1500..2600, 2)).unwrap();
+    batch.verify(suite).unwrap();
+
+    let mut t = batch.clone();
+    let shard = t.shards.iter_mut().find(|s| !s.nodes.is_empty()).unwrap();
+    shard.nodes[0].1[0].node = Node::Internal { hash: Hash([9; 32]) };
+    assert!(t.verify(suite).is_err(), "altered child hash");
+
+    let mut t = batch.clone();
+    let shard = t.shards.iter_mut().find(|s| s.nodes.len() > 1).unwrap();
+    shard.nodes.remove(0);
+    assert!(t.verify(suite).is_err(), "dropped node record");
+
+    let mut t = batch.clone();
+    t.leaves[3].1 = LeafValue::present(Version(2), b"forged".to_vec());
+    assert!(t.verify(suite).is_err(), "leaf value that does not match its hash");
+
+    let mut t = batch.clone();
+    t.root.node = Node::Internal { hash: Hash([1; 32]) };
+    assert!(t.verify(suite).is_err(), "root that the records do not produce");
+
+    let mut t = batch.clone();
+    let extra = t.shards[0].nodes[0];
+    t.shards[1].nodes.push(extra);
+    assert!(t.verify(suite).is_err(), "duplicated record");
+}
+
+#[test]
+fn get_many_agrees_with_lookups() {
+    let suite = HashSuite::Blake3;
+    let map = Map::new(MemoryStore::new(TreeConfig::new(suite, 3).unwrap()));
+    map.apply(updates(0..500, 1)).unwrap();
+    map.apply(updates(400..700, 2)).unwrap();
+    let mut probes: Vec<Index> = (0..900u32).step_by(3).map(|i| suite.index_of(&i.to_be_bytes())).collect();
+    probes.push(probes[5]); // duplicates are answered too
+    probes.reverse();
+    for epoch in [Epoch(0), Epoch(1), Epoch(2)] {
+        let many = map.get_many(&probes, epoch).unwrap();
+        for (index, value) in probes.iter().zip(&many) {
+            assert_eq!(value, &map.lookup(index, epoch).unwrap().value, "index {index:?} at {epoch:?}");
+        }
+    }
+}
