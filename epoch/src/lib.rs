@@ -1,1 +1,22 @@
+//! The epoch job: the step that turns queued mutations into a signed, chained head.
+//!
+//! One run: cut the queue at a marker for the next epoch (reusing an existing marker after a
+//! crash, so the epoch time is the same), read the mutations before it, apply them in queue order
+//! with compare-and-set on versions ([`apply_mutations`]), update the sharded map (pure batch,
+//! verified against its root, then committed), sign the head, verify the signature, commit head and
+//! queue cursor, and remove the consumed entries. Every durability step in `job.rs` says what
+//! recovery does if the process dies right after it; recovery is the same [`EpochJob::run_epoch`].
 
+mod apply;
+mod error;
+mod heads;
+mod job;
+mod keys;
+mod schedule;
+
+pub use apply::{Applied, MutationOutcome, Outcome, RejectReason, apply_mutations};
+pub use error::EpochError;
+pub use heads::{HeadStore, MemoryHeadStore, RedbHeadStore};
+pub use job::{CrashPoint, EpochJob, EpochReport, PhaseTimings};
+pub use keys::{generate_key_files, load_public_key, load_signing_key};
+pub use schedule::{Schedule, epoch_time_ms};

@@ -15,6 +15,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
+/// `next_position`: written with every append, so positions are never reused, even after every
+/// entry was removed.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const KEY_NEXT: &str = "next_position";
 /// Requests one commit takes at most (bounds a transaction's size).
 const MAX_REQUESTS_PER_COMMIT: usize = 4096;
 
@@ -93,16 +97,20 @@ impl Drop for RedbQueue {
     }
 }
 
-/// Next position = last key + 1 (1 for an empty queue); depth = mutation entries present.
+/// Next position = the stored next position (and at least last key + 1); depth = mutation entries
+/// present.
 fn recover(db: &Database) -> Result<(u64, u64), QueueError> {
     let txn = db.begin_write().map_err(QueueError::io)?;
     drop(txn.open_table(QUEUE).map_err(QueueError::io)?);
+    drop(txn.open_table(META).map_err(QueueError::io)?);
     txn.commit().map_err(QueueError::io)?;
     let read = db.begin_read().map_err(QueueError::io)?;
     let table = read.open_table(QUEUE).map_err(QueueError::io)?;
+    let stored_next =
+        read.open_table(META).map_err(QueueError::io)?.get(KEY_NEXT).map_err(QueueError::io)?.map_or(1, |v| v.value());
     let next = match table.last().map_err(QueueError::io)? {
-        Some((key, _)) => key.value() + 1,
-        None => 1,
+        Some((key, _)) => stored_next.max(key.value() + 1),
+        None => stored_next,
     };
     let mut depth = 0;
     for entry in table.iter().map_err(QueueError::io)? {
@@ -162,7 +170,7 @@ fn commit_group(shared: &Shared, group: Vec<Request>) {
     if records.is_empty() {
         return;
     }
-    match write_records(&shared.db, &records) {
+    match write_records(&shared.db, &records, next) {
         // Recovery if the process dies right after this commit: the records are durable; on open,
         // `recover` finds them (next position and depth), and the epoch job reads them. Whether or
         // not the replies below were delivered, nothing acknowledged is lost; an unacknowledged
@@ -194,7 +202,7 @@ fn commit_group(shared: &Shared, group: Vec<Request>) {
     }
 }
 
-fn write_records(db: &Database, records: &[(u64, Vec<u8>)]) -> Result<(), QueueError> {
+fn write_records(db: &Database, records: &[(u64, Vec<u8>)], next: u64) -> Result<(), QueueError> {
     let mut txn = db.begin_write().map_err(QueueError::io)?;
     txn.set_durability(Durability::Immediate).map_err(QueueError::io)?;
     {
@@ -202,6 +210,7 @@ fn write_records(db: &Database, records: &[(u64, Vec<u8>)]) -> Result<(), QueueE
         for (position, bytes) in records {
             table.insert(*position, bytes.as_slice()).map_err(QueueError::io)?;
         }
+        txn.open_table(META).map_err(QueueError::io)?.insert(KEY_NEXT, next).map_err(QueueError::io)?;
     }
     txn.commit().map_err(QueueError::io)
 }
@@ -294,5 +303,11 @@ mod tests {
         let entries = q.read(Position(0), 100).unwrap();
         let positions: Vec<u64> = entries.iter().map(|(p, _)| p.0).collect();
         assert_eq!(positions, vec![3, 4, 5, 6]);
+        // Remove everything: a reopened queue still never reuses a position.
+        q.remove_through(Position(6)).unwrap();
+        drop(q);
+        let q = RedbQueue::open(&path, options).unwrap();
+        assert_eq!(q.depth(), 0);
+        assert_eq!(q.append(vec![m(6)]).unwrap()[0].position, Position(7), "positions are never reused");
     }
 }

@@ -1,0 +1,127 @@
+//! Where signed heads and the queue cursor live. The head of epoch E and the cursor (the last
+//! queue position epoch E consumed) are committed together, with a compare-and-set on the epoch,
+//! so there is never a second head for one epoch.
+
+use crate::error::EpochError;
+use keyfold_core::Epoch;
+use keyfold_ingest::Position;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+pub trait HeadStore: Send + Sync {
+    /// The newest committed head: its epoch and signed note.
+    fn latest(&self) -> Result<Option<(Epoch, String)>, EpochError>;
+    fn get(&self, epoch: Epoch) -> Result<Option<String>, EpochError>;
+    /// The last queue position consumed by a committed epoch (0 before the first).
+    fn cursor(&self) -> Result<Position, EpochError>;
+    /// Stores the head of `epoch` and the cursor atomically. `epoch` must be the latest + 1
+    /// (or 0 in an empty store); anything else is refused, never overwritten.
+    fn commit(&self, epoch: Epoch, note: &str, cursor: Position) -> Result<(), EpochError>;
+}
+
+fn check_next(latest: Option<Epoch>, epoch: Epoch) -> Result<(), EpochError> {
+    let expected = latest.map_or(Epoch(0), Epoch::next);
+    if epoch != expected {
+        return Err(EpochError::Corrupt(format!(
+            "refusing to store a head for epoch {epoch}: the next head must be for epoch {expected}"
+        )));
+    }
+    Ok(())
+}
+
+/// Heads in memory, for tests.
+#[derive(Debug, Default)]
+pub struct MemoryHeadStore {
+    inner: Mutex<(BTreeMap<u64, String>, Position)>,
+}
+
+impl MemoryHeadStore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (BTreeMap<u64, String>, Position)> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl HeadStore for MemoryHeadStore {
+    fn latest(&self) -> Result<Option<(Epoch, String)>, EpochError> {
+        Ok(self.lock().0.last_key_value().map(|(e, n)| (Epoch(*e), n.clone())))
+    }
+
+    fn get(&self, epoch: Epoch) -> Result<Option<String>, EpochError> {
+        Ok(self.lock().0.get(&epoch.0).cloned())
+    }
+
+    fn cursor(&self) -> Result<Position, EpochError> {
+        Ok(self.lock().1)
+    }
+
+    fn commit(&self, epoch: Epoch, note: &str, cursor: Position) -> Result<(), EpochError> {
+        let mut inner = self.lock();
+        check_next(inner.0.last_key_value().map(|(e, _)| Epoch(*e)), epoch)?;
+        inner.0.insert(epoch.0, note.to_owned());
+        inner.1 = cursor;
+        Ok(())
+    }
+}
+
+const HEADS: TableDefinition<u64, &[u8]> = TableDefinition::new("heads");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const KEY_CURSOR: &str = "cursor";
+
+/// Heads in `heads.redb`.
+#[derive(Debug)]
+pub struct RedbHeadStore {
+    db: Database,
+}
+
+impl RedbHeadStore {
+    pub fn open(path: &Path) -> Result<RedbHeadStore, EpochError> {
+        let db = Database::create(path).map_err(EpochError::io)?;
+        let txn = db.begin_write().map_err(EpochError::io)?;
+        drop(txn.open_table(HEADS).map_err(EpochError::io)?);
+        drop(txn.open_table(META).map_err(EpochError::io)?);
+        txn.commit().map_err(EpochError::io)?;
+        Ok(RedbHeadStore { db })
+    }
+}
+
+fn note_from(bytes: &[u8], epoch: u64) -> Result<String, EpochError> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| EpochError::Corrupt(format!("stored head {epoch} is not UTF-8")))
+}
+
+impl HeadStore for RedbHeadStore {
+    fn latest(&self) -> Result<Option<(Epoch, String)>, EpochError> {
+        let txn = self.db.begin_read().map_err(EpochError::io)?;
+        let table = txn.open_table(HEADS).map_err(EpochError::io)?;
+        match table.last().map_err(EpochError::io)? {
+            Some((e, note)) => Ok(Some((Epoch(e.value()), note_from(note.value(), e.value())?))),
+            None => Ok(None),
+        }
+    }
+
+    fn get(&self, epoch: Epoch) -> Result<Option<String>, EpochError> {
+        let txn = self.db.begin_read().map_err(EpochError::io)?;
+        let table = txn.open_table(HEADS).map_err(EpochError::io)?;
+        table.get(epoch.0).map_err(EpochError::io)?.map(|n| note_from(n.value(), epoch.0)).transpose()
+    }
+
+    fn cursor(&self) -> Result<Position, EpochError> {
+        let txn = self.db.begin_read().map_err(EpochError::io)?;
+        let table = txn.open_table(META).map_err(EpochError::io)?;
+        Ok(Position(table.get(KEY_CURSOR).map_err(EpochError::io)?.map_or(0, |v| v.value())))
+    }
+
+    fn commit(&self, epoch: Epoch, note: &str, cursor: Position) -> Result<(), EpochError> {
+        let mut txn = self.db.begin_write().map_err(EpochError::io)?;
+        txn.set_durability(Durability::Immediate).map_err(EpochError::io)?;
+        {
+            let mut heads = txn.open_table(HEADS).map_err(EpochError::io)?;
+            let latest = heads.last().map_err(EpochError::io)?.map(|(e, _)| Epoch(e.value()));
+            check_next(latest, epoch)?; // compare-and-set inside the write transaction
+            heads.insert(epoch.0, note.as_bytes()).map_err(EpochError::io)?;
+            txn.open_table(META).map_err(EpochError::io)?.insert(KEY_CURSOR, cursor.0).map_err(EpochError::io)?;
+        }
+        txn.commit().map_err(EpochError::io)
+    }
+}

@@ -1,0 +1,39 @@
+//! When to cut an epoch, and its time.
+
+/// Cut an epoch when `interval_min_ms` has passed since the last one and mutations are pending,
+/// or when `interval_max_ms` has passed (a heartbeat epoch, signed even when empty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    pub interval_min_ms: u64,
+    pub interval_max_ms: u64,
+}
+
+impl Schedule {
+    pub fn due(&self, now_ms: u64, last_epoch_time_ms: u64, pending: u64) -> bool {
+        let elapsed = now_ms.saturating_sub(last_epoch_time_ms);
+        (pending > 0 && elapsed >= self.interval_min_ms) || elapsed >= self.interval_max_ms
+    }
+}
+
+/// The time of a new epoch: the wall clock, but strictly after the previous epoch's time, so
+/// epoch times increase even if the clock goes backwards.
+pub fn epoch_time_ms(now_ms: u64, previous_ms: u64) -> u64 {
+    now_ms.max(previous_ms.saturating_add(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_rules() {
+        let s = Schedule { interval_min_ms: 1_000, interval_max_ms: 60_000 };
+        assert!(!s.due(1_500, 1_000, 5), "min interval not yet passed");
+        assert!(s.due(2_000, 1_000, 5));
+        assert!(!s.due(30_000, 1_000, 0), "nothing pending, max not reached");
+        assert!(s.due(61_000, 1_000, 0), "heartbeat");
+        assert!(!s.due(500, 1_000, 5), "clock behind the last epoch");
+        assert_eq!(epoch_time_ms(5, 10), 11);
+        assert_eq!(epoch_time_ms(20, 10), 20);
+    }
+}

@@ -1,0 +1,181 @@
+//! The epoch job end to end on the durable embedded stores: crash recovery at every durability
+//! step, determinism across thread counts, the head chain, heartbeats and clock safety.
+
+use keyfold_core::{Epoch, HashSuite, Mutation, SigningKey, Version, verify_head_note};
+use keyfold_epoch::{CrashPoint, EpochError, EpochJob, HeadStore, MemoryHeadStore, Outcome, RedbHeadStore};
+use keyfold_ingest::{MemoryQueue, Queue, RedbQueue, RedbQueueOptions};
+use keyfold_shards::{Map, MemoryStore, RedbOptions, RedbStore, TreeConfig};
+use std::path::Path;
+
+const ORIGIN: &str = "test.example/keyfold";
+const T0: u64 = 1_000_000;
+
+fn key() -> SigningKey {
+    SigningKey::from_bytes(&[9; 32])
+}
+
+type DurableJob = EpochJob<RedbQueue, RedbStore, RedbHeadStore>;
+
+fn open(dir: &Path) -> DurableJob {
+    let config = TreeConfig::new(HashSuite::Blake3, 4).unwrap();
+    let queue =
+        RedbQueue::open(&dir.join("queue.redb"), RedbQueueOptions { suite: config.suite, max_depth: 1_000_000 })
+            .unwrap();
+    let map = Map::new(RedbStore::open(&dir.join("tree"), RedbOptions::new(config)).unwrap());
+    let heads = RedbHeadStore::open(&dir.join("heads.redb")).unwrap();
+    EpochJob::open(queue, map, heads, key(), ORIGIN, T0).unwrap()
+}
+
+fn m(key: u32, value: Option<&str>, expected: u64) -> Mutation {
+    Mutation {
+        key: format!("user{key}@example.com").into_bytes(),
+        value: value.map(|v| v.as_bytes().to_vec()),
+        expected_version: Version(expected),
+        owner_signature: None,
+    }
+}
+
+/// Epoch 1: 200 new keys. Epoch 2: updates, a stale write, a duplicate, a delete, new keys.
+fn epoch1() -> Vec<Mutation> {
+    (0..200).map(|i| m(i, Some("v1"), 0)).collect()
+}
+
+fn epoch2() -> Vec<Mutation> {
+    let mut ms: Vec<Mutation> = (0..50).map(|i| m(i, Some("v2"), 1)).collect();
+    ms.push(m(3, Some("stale"), 1));
+    ms.push(m(60, None, 1));
+    ms.push(ms[0].clone());
+    ms.extend((300..320).map(|i| m(i, Some("new"), 0)));
+    ms
+}
+
+fn append_each(queue: &impl Queue, ms: Vec<Mutation>) -> Vec<keyfold_ingest::Receipt> {
+    ms.chunks(7).flat_map(|c| queue.append(c.to_vec()).unwrap()).collect()
+}
+
+#[test]
+fn every_crash_point_recovers_to_the_identical_head() {
+    let reference = tempfile::tempdir().unwrap();
+    let (note1, note2) = {
+        let job = open(reference.path());
+        append_each(job.queue(), epoch1());
+        let r1 = job.run_epoch(2_000_000).unwrap();
+        append_each(job.queue(), epoch2());
+        let r2 = job.run_epoch(3_000_000).unwrap();
+        assert_eq!(r2.head.counts.mutations, 73);
+        assert_eq!((r2.head.counts.applied, r2.head.counts.rejected, r2.head.counts.duplicates), (71, 1, 1));
+        (r1.note, r2.note)
+    };
+    for point in [
+        CrashPoint::AfterRead,
+        CrashPoint::AfterApply,
+        CrashPoint::AfterNodeWrite,
+        CrashPoint::AfterSign,
+        CrashPoint::AfterHeadWrite,
+        CrashPoint::AfterCursorAdvance,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let acknowledged = {
+            let job = open(dir.path());
+            append_each(job.queue(), epoch1());
+            assert_eq!(job.run_epoch(2_000_000).unwrap().note, note1);
+            let receipts = append_each(job.queue(), epoch2());
+            let err = job.run_until(3_000_000, point).unwrap_err();
+            assert!(matches!(err, EpochError::Crashed(p) if p == point));
+            receipts
+        }; // the process "dies": every store is dropped and reopened below
+        let job = open(dir.path());
+        let stored = job.heads().get(Epoch(2)).unwrap();
+        let note = match stored {
+            Some(note) => {
+                assert!(matches!(point, CrashPoint::AfterHeadWrite | CrashPoint::AfterCursorAdvance), "{point:?}");
+                assert_eq!(job.queue().depth(), 0, "{point:?}: open removes what the committed epoch consumed");
+                note
+            }
+            None => {
+                // The re-run's clock differs; the epoch time comes from the durable marker.
+                let report = job.run_epoch(9_999_999).unwrap();
+                let positions: Vec<_> = report.outcomes.iter().map(|o| (o.position, o.id)).collect();
+                for r in &acknowledged {
+                    assert!(positions.contains(&(r.position, r.id)), "{point:?}: acknowledged mutation lost");
+                }
+                report.note
+            }
+        };
+        assert_eq!(note, note2, "{point:?}: the recovered head differs");
+        // And the directory goes on: the next epoch chains onto the recovered head.
+        let next = job.run_epoch(4_000_000).unwrap();
+        assert_eq!(
+            next.head.previous,
+            verify_head_note(&note2, ORIGIN, &key().verifying_key().to_bytes()).unwrap().hash()
+        );
+    }
+}
+
+#[test]
+fn identical_heads_for_every_pool_size() {
+    let mut notes = Vec::new();
+    for threads in [1usize, 2, 4, 8] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let note = pool.install(|| {
+            let config = TreeConfig::new(HashSuite::Sha256, 6).unwrap();
+            let queue = MemoryQueue::new(config.suite, 1_000_000);
+            let job = EpochJob::open(
+                queue,
+                Map::new(MemoryStore::new(config)),
+                MemoryHeadStore::default(),
+                key(),
+                ORIGIN,
+                T0,
+            )
+            .unwrap();
+            job.queue().append((0..3000).map(|i| m(i, Some("x"), 0)).collect()).unwrap();
+            job.run_epoch(2_000_000).unwrap();
+            job.queue().append((0..3000).step_by(3).map(|i| m(i, Some("y"), 1)).collect()).unwrap();
+            job.run_epoch(3_000_000).unwrap().note
+        });
+        notes.push(note);
+    }
+    assert!(notes.windows(2).all(|w| w[0] == w[1]), "head bytes depend on the thread count");
+}
+
+#[test]
+fn chain_heartbeats_clock_safety_and_proofs() {
+    let config = TreeConfig::new(HashSuite::Blake3, 8).unwrap();
+    let job = EpochJob::open(
+        MemoryQueue::new(config.suite, 1000),
+        Map::new(MemoryStore::new(config)),
+        MemoryHeadStore::default(),
+        key(),
+        ORIGIN,
+        T0,
+    )
+    .unwrap();
+    let public = key().verifying_key().to_bytes();
+    let genesis = verify_head_note(&job.heads().get(Epoch(0)).unwrap().unwrap(), ORIGIN, &public).unwrap();
+    job.queue().append(vec![m(1, Some("a"), 0), m(2, Some("b"), 0)]).unwrap();
+    let e1 = job.run_epoch(T0 + 10).unwrap();
+    let heartbeat = job.run_epoch(T0 + 5).unwrap(); // the wall clock went backwards
+    job.queue().append(vec![m(1, None, 1)]).unwrap();
+    let e3 = job.run_epoch(T0).unwrap();
+    let heads = [genesis, e1.head.clone(), heartbeat.head.clone(), e3.head.clone()];
+    for pair in heads.windows(2) {
+        assert_eq!(pair[1].previous, pair[0].hash(), "each head links the previous one");
+        assert_eq!(pair[1].epoch, pair[0].epoch.next());
+        assert!(pair[1].time_ms > pair[0].time_ms, "epoch times strictly increase");
+    }
+    assert_eq!(heartbeat.head.counts.mutations, 0);
+    assert_eq!(heartbeat.head.root, e1.head.root, "a heartbeat keeps the root");
+    assert!(matches!(e3.outcomes[0].outcome, Outcome::Applied { version: Version(2) }));
+    // Lookups prove against the signed roots.
+    for (epoch, expected) in [(Epoch(1), Some(Some(b"a".to_vec()))), (Epoch(3), Some(None))] {
+        let head = verify_head_note(&job.heads().get(epoch).unwrap().unwrap(), ORIGIN, &public).unwrap();
+        let index = config.suite.index_of(b"user1@example.com");
+        let lookup = job.map().lookup(&index, epoch).unwrap();
+        assert_eq!(lookup.value.as_ref().map(|v| v.value.clone()), expected);
+        let root = keyfold_core::MapRoot { epoch, hash: head.root };
+        lookup.proof.verify(config.suite, &root, b"user1@example.com", lookup.value.as_ref()).unwrap();
+    }
+    // A second head for an existing epoch is refused.
+    assert!(job.heads().commit(Epoch(2), &e1.note, keyfold_ingest::Position(0)).is_err());
+}
