@@ -3,6 +3,7 @@
 use hashbrown::{HashMap, HashSet};
 use keyfold_core::{HashSuite, HeadCounts, Index, LeafValue, Mutation, MutationId, Version};
 use keyfold_ingest::Position;
+use rayon::prelude::*;
 
 /// Why a mutation was not applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,13 +64,15 @@ pub fn apply_mutations(
     current: &HashMap<Index, Option<LeafValue>>,
     mutations: &[(Position, Mutation)],
 ) -> Applied {
+    // Hashing is independent per mutation: done in parallel; the compare-and-set pass below is
+    // sequential, in queue order.
+    let hashed: Vec<(MutationId, Index)> =
+        mutations.par_iter().with_min_len(512).map(|(_, m)| (m.id(suite), suite.index_of(&m.key))).collect();
     let mut state: HashMap<Index, Option<LeafValue>> = HashMap::new();
     let mut seen: HashSet<MutationId> = HashSet::with_capacity(mutations.len());
     let mut outcomes = Vec::with_capacity(mutations.len());
     let mut counts = HeadCounts { mutations: mutations.len() as u64, ..HeadCounts::default() };
-    for (position, m) in mutations {
-        let id = m.id(suite);
-        let index = suite.index_of(&m.key);
+    for ((position, m), (id, index)) in mutations.iter().zip(hashed) {
         let outcome = if !seen.insert(id) {
             counts.duplicates += 1;
             Outcome::Duplicate

@@ -271,7 +271,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         let latest = self.map.latest_epoch()?;
         let batch = self.map.prepare_at(previous, updates)?;
         // Nothing is signed unless the root is recomputed from exactly the records written.
-        batch.verify(suite)?;
+        batch.verify(suite, self.map.store().config().shard_bits)?;
         let computed = batch.root.node.hash(suite);
         if latest == epoch {
             let stored = self.map.root(epoch)?;

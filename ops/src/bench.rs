@@ -73,6 +73,11 @@ pub struct BenchArgs {
     /// lookup proofs for random keys, half of them absent.
     #[arg(long, default_value_t = 0)]
     proofs: u64,
+    /// Run the whole epoch pipeline instead of the map alone: mutations are appended to the
+    /// durable queue (batches of 1,000), then each epoch is cut, applied with compare-and-set,
+    /// written, signed and committed by the real epoch job.
+    #[arg(long)]
+    pipeline: bool,
     /// Seed of every random choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -238,6 +243,141 @@ fn bench_map<S: TreeStore>(map: &Map<S>, plan: &Plan, seed: u64) -> Result<(), S
     Ok(())
 }
 
+fn ms_of(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The full pipeline on the embedded stores in a temporary directory.
+fn bench_pipeline(args: &BenchArgs, plan: &Plan, config: TreeConfig) -> Result<(), String> {
+    use keyfold_core::{Mutation, SigningKey};
+    use keyfold_epoch::{EpochJob, RedbHeadStore};
+    use keyfold_ingest::{Queue, RedbQueue, RedbQueueOptions};
+    use rand::{Rng, SeedableRng};
+
+    let temp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let dir = args.data.clone().unwrap_or_else(|| temp.path().to_path_buf());
+    let suite = config.suite;
+    let queue = RedbQueue::open(&dir.join("queue.redb"), RedbQueueOptions { suite, max_depth: u64::MAX })
+        .map_err(|e| e.to_string())?;
+    let store = RedbStore::open(&dir.join("tree"), RedbOptions { groups: args.groups, ..RedbOptions::new(config) })
+        .map_err(|e| e.to_string())?;
+    let heads = RedbHeadStore::open(&dir.join("heads.redb")).map_err(|e| e.to_string())?;
+    // A benchmark key (seeded, never used outside this run).
+    let key = SigningKey::from_bytes(&[u8::try_from(args.seed % 251).unwrap_or(1); 32]);
+    let job =
+        EpochJob::open(queue, Map::new(store), heads, key, "bench.keyfold.localhost", 1).map_err(|e| e.to_string())?;
+    let mut versions: Vec<u64> = Vec::new();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
+    let mut now = 1_000u64;
+    let ingest = |mutations: Vec<Mutation>| -> Result<Duration, String> {
+        let start = Instant::now();
+        for chunk in mutations.chunks(1000) {
+            job.queue().append(chunk.to_vec()).map_err(|e| e.to_string())?;
+        }
+        Ok(start.elapsed())
+    };
+    let value = |rng: &mut rand_chacha::ChaCha8Rng| Some(rng.random::<[u8; 32]>().to_vec());
+    if plan.keys > 0 {
+        let batch: Vec<Mutation> = (0..plan.keys)
+            .map(|i| Mutation {
+                key: user_key(i),
+                value: value(&mut rng),
+                expected_version: Version(0),
+                owner_signature: None,
+            })
+            .collect();
+        let appended = ingest(batch)?;
+        now += 1000;
+        let report = job.run_epoch(now).map_err(|e| e.to_string())?;
+        versions = vec![1; usize::try_from(plan.keys).map_err(|e| e.to_string())?];
+        let t = report.timings;
+        println!(
+            "prefill: {} keys: ingest {:.0} ms | epoch: cut {:.0}, apply {:.0}, tree {:.0}, sign {:.2}, commit {:.0} ms",
+            plan.keys,
+            ms_of(appended),
+            ms_of(t.cut),
+            ms_of(t.apply),
+            ms_of(t.tree),
+            ms_of(t.sign),
+            ms_of(t.commit)
+        );
+    }
+    let mut totals = Vec::new();
+    let mut phases: Vec<[Duration; 5]> = Vec::new();
+    for e in 0..u64::from(plan.epochs) {
+        let batch: Vec<Mutation> = match plan.mix {
+            Mix::Updates => {
+                let chosen = w1_updates(suite, plan.keys, plan.mutations, Version(0), args.seed + e + 1);
+                let ids: std::collections::BTreeSet<u64> = {
+                    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64((args.seed + e + 1) ^ 0x5731);
+                    let mut s = std::collections::BTreeSet::new();
+                    while (s.len() as u64) < plan.mutations {
+                        s.insert(r.random_range(0..plan.keys));
+                    }
+                    s
+                };
+                debug_assert_eq!(chosen.len(), ids.len());
+                ids.into_iter()
+                    .map(|i| {
+                        let slot = &mut versions[usize::try_from(i).expect("fits")];
+                        let m = Mutation {
+                            key: user_key(i),
+                            value: value(&mut rng),
+                            expected_version: Version(*slot),
+                            owner_signature: None,
+                        };
+                        *slot += 1;
+                        m
+                    })
+                    .collect()
+            }
+            Mix::New => (0..plan.mutations)
+                .map(|j| Mutation {
+                    key: user_key(plan.keys + e * plan.mutations + j),
+                    value: value(&mut rng),
+                    expected_version: Version(0),
+                    owner_signature: None,
+                })
+                .collect(),
+        };
+        let appended = ingest(batch)?;
+        now += 1000;
+        let report = job.run_epoch(now).map_err(|e| e.to_string())?;
+        let t = report.timings;
+        let total = t.cut + t.apply + t.tree + t.sign + t.commit;
+        println!(
+            "epoch {:>3}: ingest {:>7.1} ms | cut {:>6.1}  apply {:>6.1}  tree {:>6.1}  sign {:>5.2}  commit {:>5.1}  total {:>7.1} ms | {} applied, {} rejected",
+            report.head.epoch,
+            ms_of(appended),
+            ms_of(t.cut),
+            ms_of(t.apply),
+            ms_of(t.tree),
+            ms_of(t.sign),
+            ms_of(t.commit),
+            ms_of(total),
+            report.head.counts.applied,
+            report.head.counts.rejected
+        );
+        if report.head.counts.rejected != 0 {
+            return Err("the bench's mutations must all apply".into());
+        }
+        totals.push(total);
+        phases.push([t.cut, t.apply, t.tree, t.sign, t.commit]);
+    }
+    let med = |i: usize| ms_of(median(phases.iter().map(|p| p[i]).collect()));
+    println!(
+        "median of {} epochs (queue drain to committed signed head): {:.1} ms (cut {:.1}, apply {:.1}, tree {:.1}, sign {:.2}, commit {:.1})",
+        totals.len(),
+        ms_of(median(totals)),
+        med(0),
+        med(1),
+        med(2),
+        med(3),
+        med(4)
+    );
+    Ok(())
+}
+
 pub fn run(args: &BenchArgs) -> Result<(), String> {
     let plan = args.plan()?;
     let suite = HashSuite::from_name(&args.hash)
@@ -257,6 +397,9 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         threads,
         args.seed
     );
+    if args.pipeline {
+        return pool.install(|| bench_pipeline(args, &plan, config));
+    }
     pool.install(|| match args.store {
         StoreKind::Memory => bench_map(&Map::new(MemoryStore::new(config)), &plan, args.seed),
         StoreKind::Embedded => {

@@ -1,7 +1,8 @@
-//! `keyfold`: the operator's binary. Today it benchmarks the authenticated map; `init`, `serve`,
-//! `epoch`, `status`, `submit`, `lookup`, `verify` and `monitor` arrive with their issues.
+//! `keyfold`: the operator's binary: `init`, `epoch`, `status` and `bench` today; `serve`,
+//! `submit`, `lookup`, `verify` and `monitor` arrive with their issues.
 
 mod bench;
+mod directory;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -15,6 +16,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create a data directory: signing key (0600), public key, config, stores, genesis head.
+    Init(directory::InitArgs),
+    /// Cut and run one epoch now (the operator trigger) and print its signed head.
+    Epoch(directory::DataArgs),
+    /// Show the latest signed head and the queue depth of a data directory.
+    Status(directory::DataArgs),
     /// Benchmark epoch updates of the sharded sparse Merkle map (seeded, repeatable).
     Bench(bench::BenchArgs),
 }
@@ -22,6 +29,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Init(args) => directory::init(&args),
+        Command::Epoch(args) => directory::epoch(&args),
+        Command::Status(args) => directory::status(&args),
         Command::Bench(args) => bench::run(&args),
     };
     match result {

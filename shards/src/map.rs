@@ -128,8 +128,16 @@ fn get_sorted<T: Snapshot>(
                 .ok_or_else(|| TreeError::Corrupt(format!("interior node at depth {depth} is missing")))?;
             let split = indexes.partition_point(|i| !i.bit(depth));
             let (out_left, out_right) = out.split_at_mut(split);
-            get_sorted(snapshot, depth + 1, left, &indexes[..split], out_left)?;
-            get_sorted(snapshot, depth + 1, right, &indexes[split..], out_right)
+            let (l, r) = (&indexes[..split], &indexes[split..]);
+            if indexes.len() < 512 {
+                get_sorted(snapshot, depth + 1, left, l, out_left)?;
+                return get_sorted(snapshot, depth + 1, right, r, out_right);
+            }
+            let (a, b) = rayon::join(
+                || get_sorted(snapshot, depth + 1, left, l, out_left),
+                || get_sorted(snapshot, depth + 1, right, r, out_right),
+            );
+            a.and(b)
         }
     }
 }

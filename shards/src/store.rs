@@ -1,6 +1,7 @@
 use crate::error::TreeError;
 use hashbrown::HashMap;
 use keyfold_core::{Epoch, Hash, HashSuite, Index, LeafValue, MAX_SHARD_BITS, Node, ShardId};
+use rayon::prelude::*;
 
 /// Fixed at creation: the hash suite and the number of shard bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,63 +79,114 @@ impl EpochBatch {
     }
 
     /// Recomputes the root from the records this batch writes and checks it is `self.root`:
-    /// every interior node's hash from its children, every child pointer of this epoch against
-    /// the record it names, every new leaf's hash from its value. Run before the root is signed.
-    pub fn verify(&self, suite: HashSuite) -> Result<(), TreeError> {
-        let corrupt = |what: String| Err(TreeError::Corrupt(format!("epoch {} batch: {what}", self.epoch.0)));
-        let records = self.top_nodes.iter().chain(self.shards.iter().flat_map(|s| s.nodes.iter()));
-        let mut hashes: HashMap<NodeKey, (Hash, [Child; 2])> = HashMap::with_capacity(self.node_count());
-        for (key, children) in records {
-            let hash = suite.node_hash(&children[0].node.hash(suite), &children[1].node.hash(suite));
-            if hashes.insert(*key, (hash, *children)).is_some() {
-                return corrupt(format!("node at depth {} written twice", key.depth));
+    /// every interior node's hash from its children, every child pointer of this epoch against the
+    /// record it names (and every record reached exactly once), every new leaf's hash from its
+    /// value. Shards are checked in parallel, each against its own records (a shard's records only
+    /// point inside the shard), then the levels above them against the shard roots. Run before the
+    /// root is signed.
+    pub fn verify(&self, suite: HashSuite, shard_bits: u8) -> Result<(), TreeError> {
+        let leaf_hash = |index: &Index| -> Option<Hash> {
+            let at = self.leaves.binary_search_by(|(i, _)| i.cmp(index)).ok()?;
+            Some(suite.leaf_hash_of(index, &self.leaves[at].1))
+        };
+        self.shards
+            .par_iter()
+            .map(|shard| {
+                let root_key = NodeKey::on_path(&shard.shard.first_index(shard_bits), usize::from(shard_bits));
+                verify_records(suite, self.epoch, &shard.nodes, &[(root_key, shard.root)], &leaf_hash, &|_, _| None)
+                    .map_err(|e| TreeError::Corrupt(format!("epoch {} shard {}: {e}", self.epoch.0, shard.shard.0)))
+            })
+            .collect::<Result<Vec<()>, TreeError>>()?;
+        // Above the shards, a pointer to depth `shard_bits` must be that shard's new root.
+        let shard_root = |key: &NodeKey, child: &Child| -> Option<Result<(), String>> {
+            if usize::from(key.depth) != usize::from(shard_bits) {
+                return None;
             }
-        }
-        let leaves: HashMap<Index, Hash> = self.leaves.iter().map(|(i, v)| (*i, suite.leaf_hash_of(i, v))).collect();
-        let check = |child: &Child, key: NodeKey| -> Result<(), TreeError> {
-            if child.written != self.epoch {
-                return Ok(()); // an older record, unchanged by this epoch
-            }
-            match child.node {
-                Node::Empty => Ok(()),
-                Node::Internal { hash } => match hashes.get(&key) {
-                    Some((h, _)) if *h == hash => Ok(()),
-                    Some(_) => corrupt(format!("node at depth {} does not hash to its parent's pointer", key.depth)),
-                    None => corrupt(format!("pointer to an unwritten node at depth {}", key.depth)),
-                },
-                Node::Leaf { index, hash } => match leaves.get(&index) {
-                    Some(h) if *h == hash => Ok(()),
-                    _ => corrupt(format!("leaf {} does not match its value", index.to_hex())),
-                },
-            }
+            let shard = key.prefix.shard(shard_bits);
+            let found = self.shards.binary_search_by(|s| s.shard.cmp(&shard)).ok().map(|i| self.shards[i].root);
+            Some(if found == Some(*child) {
+                Ok(())
+            } else {
+                Err(format!("pointer to shard {} is not its new root", shard.0))
+            })
         };
         let root_key = NodeKey { depth: 0, prefix: Index([0; 32]) };
-        check(&self.root, root_key)?;
-        let mut reached =
-            usize::from(self.root.written == self.epoch && matches!(self.root.node, Node::Internal { .. }));
-        for (key, (_, children)) in &hashes {
-            for (bit, child) in children.iter().enumerate() {
-                let depth = usize::from(key.depth) + 1;
-                let mut prefix = key.prefix;
-                if bit == 1 {
-                    prefix.0[usize::from(key.depth) / 8] |= 0x80 >> (key.depth % 8);
-                }
-                let child_key = NodeKey::on_path(&prefix, depth.min(255));
-                if matches!(child.node, Node::Internal { .. }) && child.written == self.epoch {
+        verify_records(suite, self.epoch, &self.top_nodes, &[(root_key, self.root)], &leaf_hash, &shard_root)
+            .map_err(|e| TreeError::Corrupt(format!("epoch {} above the shards: {e}", self.epoch.0)))
+    }
+}
+
+/// Answers for a pointer that leads outside the records being checked (`None`: not external).
+type ExternalCheck<'a> = dyn Fn(&NodeKey, &Child) -> Option<Result<(), String>> + Sync + 'a;
+
+/// Checks `records` (interior nodes written by `epoch`) against the pointers `roots` into them:
+/// each record reached exactly once from a root, each pointer's hash equal to its record's.
+/// `external` answers for pointers that lead outside `records` (to shard roots).
+fn verify_records(
+    suite: HashSuite,
+    epoch: Epoch,
+    records: &[(NodeKey, Children)],
+    roots: &[(NodeKey, Child)],
+    leaf_hash: &(dyn Fn(&Index) -> Option<Hash> + Sync),
+    external: &ExternalCheck<'_>,
+) -> Result<(), String> {
+    let mut hashes: HashMap<NodeKey, Hash> = HashMap::with_capacity(records.len());
+    for (key, children) in records {
+        let hash = suite.node_hash(&children[0].node.hash(suite), &children[1].node.hash(suite));
+        if hashes.insert(*key, hash).is_some() {
+            return Err(format!("node at depth {} written twice", key.depth));
+        }
+    }
+    let mut reached = 0usize;
+    let mut check = |key: NodeKey, child: &Child| -> Result<(), String> {
+        if child.written != epoch {
+            return Ok(()); // an older record, unchanged by this epoch
+        }
+        if let Some(result) = external(&key, child) {
+            return result;
+        }
+        match child.node {
+            Node::Empty => Ok(()),
+            Node::Internal { hash } => match hashes.get(&key) {
+                Some(h) if *h == hash => {
                     reached += 1;
+                    Ok(())
                 }
-                if depth < 256 {
-                    check(child, child_key)?;
-                } else if !matches!(child.node, Node::Leaf { .. } | Node::Empty) {
-                    return corrupt("interior node below depth 255".into());
-                }
+                Some(_) => Err(format!("node at depth {} does not hash to its parent's pointer", key.depth)),
+                None => Err(format!("pointer to an unwritten node at depth {}", key.depth)),
+            },
+            Node::Leaf { index, hash } => match leaf_hash(&index) {
+                Some(h) if h == hash => Ok(()),
+                _ => Err(format!("leaf {} does not match its value", index.to_hex())),
+            },
+        }
+    };
+    for (key, child) in roots {
+        check(*key, child)?;
+    }
+    for (key, children) in records {
+        let depth = usize::from(key.depth) + 1;
+        for (bit, child) in children.iter().enumerate() {
+            let mut prefix = key.prefix;
+            if bit == 1 {
+                prefix.0[usize::from(key.depth) / 8] |= 0x80 >> (key.depth % 8);
+            }
+            if depth < 256 {
+                check(NodeKey::on_path(&prefix, depth), child)?;
+            } else if matches!(child.node, Node::Internal { .. }) {
+                return Err("interior node below depth 255".into());
+            } else if let Node::Leaf { index, hash } = child.node
+                && child.written == epoch
+                && leaf_hash(&index) != Some(hash)
+            {
+                return Err(format!("leaf {} does not match its value", index.to_hex()));
             }
         }
-        if reached != hashes.len() {
-            return corrupt(format!("{} node records are not reachable from the root", hashes.len() - reached));
-        }
-        Ok(())
     }
+    if reached != records.len() {
+        return Err(format!("{} node records are not reachable from the root", records.len() - reached));
+    }
+    Ok(())
 }
 
 /// One shard's part of an epoch: the output of [`crate::update_shard`].

@@ -20,33 +20,33 @@ fn honest_batches_verify_and_tampered_ones_do_not() {
     let suite = HashSuite::Blake3;
     let map = Map::new(MemoryStore::new(TreeConfig::new(suite, 4).unwrap()));
     let first = map.prepare(updates(0..2000, 1)).unwrap();
-    first.verify(suite).unwrap();
+    first.verify(suite, 4).unwrap();
     map.commit(&first).unwrap();
     let batch = map.prepare(updates(1500..2600, 2)).unwrap();
-    batch.verify(suite).unwrap();
+    batch.verify(suite, 4).unwrap();
 
     let mut t = batch.clone();
     let shard = t.shards.iter_mut().find(|s| !s.nodes.is_empty()).unwrap();
     shard.nodes[0].1[0].node = Node::Internal { hash: Hash([9; 32]) };
-    assert!(t.verify(suite).is_err(), "altered child hash");
+    assert!(t.verify(suite, 4).is_err(), "altered child hash");
 
     let mut t = batch.clone();
     let shard = t.shards.iter_mut().find(|s| s.nodes.len() > 1).unwrap();
     shard.nodes.remove(0);
-    assert!(t.verify(suite).is_err(), "dropped node record");
+    assert!(t.verify(suite, 4).is_err(), "dropped node record");
 
     let mut t = batch.clone();
     t.leaves[3].1 = LeafValue::present(Version(2), b"forged".to_vec());
-    assert!(t.verify(suite).is_err(), "leaf value that does not match its hash");
+    assert!(t.verify(suite, 4).is_err(), "leaf value that does not match its hash");
 
     let mut t = batch.clone();
     t.root.node = Node::Internal { hash: Hash([1; 32]) };
-    assert!(t.verify(suite).is_err(), "root that the records do not produce");
+    assert!(t.verify(suite, 4).is_err(), "root that the records do not produce");
 
     let mut t = batch.clone();
     let extra = t.shards[0].nodes[0];
     t.shards[1].nodes.push(extra);
-    assert!(t.verify(suite).is_err(), "duplicated record");
+    assert!(t.verify(suite, 4).is_err(), "duplicated record");
 }
 
 #[test]

@@ -1,0 +1,164 @@
+//! A directory's data directory: its config, keys and stores, and the operator commands on it.
+//!
+//! Layout of `--data DIR`: `keyfold.toml` (origin, hash suite, shard bits, group files, queue
+//! bound), `signing.key` (mode 0600) and `signing.pub`, `queue.redb`, `heads.redb`, `tree/`.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use clap::Args;
+use keyfold_core::{Epoch, HashSuite, verify_head_note};
+use keyfold_epoch::{EpochJob, HeadStore, RedbHeadStore, generate_key_files, load_signing_key};
+use keyfold_ingest::{Queue, RedbQueue, RedbQueueOptions};
+use keyfold_shards::{Map, RedbOptions, RedbStore, TreeConfig};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+const CONFIG_FILE: &str = "keyfold.toml";
+
+/// What `init` fixes for the life of a directory.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryConfig {
+    pub origin: String,
+    pub hash: String,
+    pub shard_bits: u8,
+    pub groups: u16,
+    pub queue_max_depth: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Data directory (created; must be empty or absent).
+    #[arg(long, env = "KEYFOLD_DATA")]
+    data: PathBuf,
+    /// Shard bits: 2^N shards (0..=16).
+    #[arg(long, default_value_t = 8)]
+    shards_bits: u8,
+    /// Hash suite: blake3 or sha256.
+    #[arg(long, default_value = "blake3")]
+    hash: String,
+    /// The directory's name in its signed heads (the C2SP note origin).
+    #[arg(long, default_value = "keyfold.localhost")]
+    origin: String,
+    /// Embedded store group files (parallel writers).
+    #[arg(long, default_value_t = 2)]
+    groups: u16,
+    /// Pending mutations beyond which submissions are refused (HTTP 503 once the server exists).
+    #[arg(long, default_value_t = 1_000_000)]
+    queue_max_depth: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// Data directory created by `keyfold init`.
+    #[arg(long, env = "KEYFOLD_DATA")]
+    data: PathBuf,
+}
+
+fn now_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
+
+pub type DurableJob = EpochJob<RedbQueue, RedbStore, RedbHeadStore>;
+
+fn read_config(dir: &Path) -> Result<DirectoryConfig, String> {
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        format!("cannot read {}: {e} (create a directory with `keyfold init --data {}`)", path.display(), dir.display())
+    })?;
+    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Opens every store of an initialised directory and the epoch job over them.
+pub fn open_job(dir: &Path) -> Result<(DirectoryConfig, DurableJob), String> {
+    let config = read_config(dir)?;
+    let suite =
+        HashSuite::from_name(&config.hash).ok_or_else(|| format!("unknown hash {:?} in {CONFIG_FILE}", config.hash))?;
+    let tree = TreeConfig::new(suite, config.shard_bits).map_err(|e| e.to_string())?;
+    let queue = RedbQueue::open(&dir.join("queue.redb"), RedbQueueOptions { suite, max_depth: config.queue_max_depth })
+        .map_err(|e| format!("queue: {e}"))?;
+    let store = RedbStore::open(&dir.join("tree"), RedbOptions { groups: config.groups, ..RedbOptions::new(tree) })
+        .map_err(|e| format!("map: {e}"))?;
+    let heads = RedbHeadStore::open(&dir.join("heads.redb")).map_err(|e| e.to_string())?;
+    let key = load_signing_key(&dir.join("signing.key")).map_err(|e| e.to_string())?;
+    let job =
+        EpochJob::open(queue, Map::new(store), heads, key, &config.origin, now_ms()).map_err(|e| e.to_string())?;
+    Ok((config, job))
+}
+
+pub fn init(args: &InitArgs) -> Result<(), String> {
+    let dir = &args.data;
+    if dir.join(CONFIG_FILE).exists() {
+        return Err(format!("{} is already a keyfold directory", dir.display()));
+    }
+    if dir.exists() && std::fs::read_dir(dir).map_err(|e| e.to_string())?.next().is_some() {
+        return Err(format!("{} is not empty; choose an empty or new directory", dir.display()));
+    }
+    let suite = HashSuite::from_name(&args.hash)
+        .ok_or_else(|| format!("unknown --hash {:?}: choose blake3 or sha256", args.hash))?;
+    keyfold_core::check_origin(&args.origin).map_err(|e| format!("--origin: {e}"))?;
+    TreeConfig::new(suite, args.shards_bits).map_err(|e| format!("--shards-bits: {e}"))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let public = generate_key_files(&dir.join("signing.key"), &dir.join("signing.pub")).map_err(|e| e.to_string())?;
+    let config = DirectoryConfig {
+        origin: args.origin.clone(),
+        hash: suite.name().into(),
+        shard_bits: args.shards_bits,
+        groups: args.groups,
+        queue_max_depth: args.queue_max_depth,
+    };
+    let text = toml::to_string(&config).map_err(|e| e.to_string())?;
+    // The config is written last but one: a directory with a config and keys opens; the genesis
+    // head is created by the first open if this process dies before it.
+    std::fs::write(dir.join(CONFIG_FILE), text).map_err(|e| e.to_string())?;
+    let (_, job) = open_job(dir)?;
+    drop(job);
+    println!(
+        "initialised {} ({}, {} shard bits, origin {})",
+        dir.display(),
+        suite.name(),
+        args.shards_bits,
+        args.origin
+    );
+    println!("public key: {}", B64.encode(public.as_bytes()));
+    Ok(())
+}
+
+pub fn epoch(args: &DataArgs) -> Result<(), String> {
+    let (_, job) = open_job(&args.data)?;
+    let report = job.run_epoch(now_ms()).map_err(|e| e.to_string())?;
+    let h = &report.head;
+    println!(
+        "epoch {}: {} mutations ({} applied, {} rejected, {} duplicates), root {}",
+        h.epoch,
+        h.counts.mutations,
+        h.counts.applied,
+        h.counts.rejected,
+        h.counts.duplicates,
+        h.root.to_hex()
+    );
+    let t = report.timings;
+    println!(
+        "phases: cut {:.1} ms, apply {:.1} ms, tree {:.1} ms, sign {:.1} ms, commit {:.1} ms",
+        t.cut.as_secs_f64() * 1e3,
+        t.apply.as_secs_f64() * 1e3,
+        t.tree.as_secs_f64() * 1e3,
+        t.sign.as_secs_f64() * 1e3,
+        t.commit.as_secs_f64() * 1e3
+    );
+    print!("{}", report.note);
+    Ok(())
+}
+
+pub fn status(args: &DataArgs) -> Result<(), String> {
+    let (config, job) = open_job(&args.data)?;
+    let (epoch, note) = job.heads().latest().map_err(|e| e.to_string())?.ok_or("no head")?;
+    let head = verify_head_note(&note, &config.origin, &job.public_key()).map_err(|e| e.to_string())?;
+    println!("directory: {} ({}, {} shard bits)", config.origin, config.hash, config.shard_bits);
+    println!("public key: {}", B64.encode(job.public_key()));
+    println!("latest epoch: {epoch} at {} ms, root {}", head.time_ms, head.root.to_hex());
+    println!("pending mutations: {} (bound {})", job.queue().depth(), config.queue_max_depth);
+    debug_assert!(epoch >= Epoch(0));
+    Ok(())
+}
