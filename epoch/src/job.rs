@@ -120,6 +120,12 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         self.key.verifying_key().to_bytes()
     }
 
+    /// The latest signed head, verified.
+    pub fn latest_head(&self) -> Result<Head, EpochError> {
+        let (_, note) = self.heads.latest()?.ok_or_else(|| EpochError::Corrupt("no genesis head".into()))?;
+        self.verify(&note)
+    }
+
     fn verify(&self, note: &str) -> Result<Head, EpochError> {
         Ok(verify_head_note(note, &self.origin, &self.public_key())?)
     }

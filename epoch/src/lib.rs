@@ -19,4 +19,4 @@ pub use error::EpochError;
 pub use heads::{HeadStore, MemoryHeadStore, RedbHeadStore};
 pub use job::{CrashPoint, EpochJob, EpochReport, PhaseTimings};
 pub use keys::{generate_key_files, load_public_key, load_signing_key};
-pub use schedule::{Schedule, epoch_time_ms};
+pub use schedule::{Schedule, epoch_time_ms, run_scheduler};

@@ -21,6 +21,41 @@ pub fn epoch_time_ms(now_ms: u64, previous_ms: u64) -> u64 {
     now_ms.max(previous_ms.saturating_add(1))
 }
 
+/// Runs epochs on `schedule` until `stop` is set: polls every `poll`, and runs an epoch when the
+/// schedule says it is due or when `trigger` was set (the operator's "epoch now"; it is cleared
+/// when taken). A retryable error is retried at the next poll; any other error stops the loop and
+/// is returned. Runs on the calling thread: give it its own thread, never a tokio worker.
+pub fn run_scheduler<Q, S, H>(
+    job: &crate::EpochJob<Q, S, H>,
+    schedule: Schedule,
+    poll: std::time::Duration,
+    clock: &dyn Fn() -> u64,
+    trigger: &std::sync::atomic::AtomicBool,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<u64, crate::EpochError>
+where
+    Q: keyfold_ingest::Queue,
+    S: keyfold_shards::TreeStore,
+    H: crate::HeadStore,
+{
+    use std::sync::atomic::Ordering;
+    let mut epochs = 0u64;
+    while !stop.load(Ordering::Acquire) {
+        let now = clock();
+        let last = job.latest_head()?.time_ms;
+        let asked = trigger.swap(false, Ordering::AcqRel);
+        if asked || schedule.due(now, last, job.queue().depth()) {
+            match job.run_epoch(now) {
+                Ok(_) => epochs += 1,
+                Err(e) if e.is_retryable() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        std::thread::sleep(poll);
+    }
+    Ok(epochs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

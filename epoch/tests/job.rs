@@ -179,3 +179,59 @@ fn chain_heartbeats_clock_safety_and_proofs() {
     // A second head for an existing epoch is refused.
     assert!(job.heads().commit(Epoch(2), &e1.note, keyfold_ingest::Position(0)).is_err());
 }
+
+/// The scheduler cuts an epoch once mutations wait `interval_min`, signs heartbeats after
+/// `interval_max`, honours the operator trigger, and stops when asked.
+#[test]
+fn scheduler_runs_epochs_heartbeats_and_triggers() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::Duration;
+    let config = TreeConfig::new(HashSuite::Blake3, 4).unwrap();
+    let job = EpochJob::open(
+        MemoryQueue::new(config.suite, 1000),
+        Map::new(MemoryStore::new(config)),
+        MemoryHeadStore::default(),
+        key(),
+        ORIGIN,
+        T0,
+    )
+    .unwrap();
+    // A manual clock: each test step advances it explicitly, so timing is deterministic.
+    let clock = AtomicU64::new(T0);
+    let (trigger, stop) = (AtomicBool::new(false), AtomicBool::new(false));
+    let schedule = keyfold_epoch::Schedule { interval_min_ms: 100, interval_max_ms: 10_000 };
+    let wait_for = |epoch: u64| {
+        for _ in 0..2000 {
+            if job.latest_head().unwrap().epoch.0 >= epoch {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!("epoch {epoch} never came");
+    };
+    std::thread::scope(|s| {
+        let runner = s.spawn(|| {
+            keyfold_epoch::run_scheduler(
+                &job,
+                schedule,
+                Duration::from_millis(1),
+                &|| clock.load(Ordering::SeqCst),
+                &trigger,
+                &stop,
+            )
+        });
+        job.queue().append(vec![m(1, Some("a"), 0)]).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(job.latest_head().unwrap().epoch, Epoch(0), "not before interval_min");
+        clock.fetch_add(100, Ordering::SeqCst);
+        wait_for(1);
+        assert_eq!(job.latest_head().unwrap().counts.applied, 1);
+        clock.fetch_add(10_000, Ordering::SeqCst); // idle past interval_max: a heartbeat
+        wait_for(2);
+        assert_eq!(job.latest_head().unwrap().counts.mutations, 0);
+        trigger.store(true, Ordering::SeqCst); // the operator's "epoch now"
+        wait_for(3);
+        stop.store(true, Ordering::SeqCst);
+        assert_eq!(runner.join().unwrap().unwrap(), 3);
+    });
+}
