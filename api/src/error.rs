@@ -1,0 +1,70 @@
+use axum::extract::rejection::BytesRejection;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keyfold_ingest::QueueError;
+
+/// Every error a handler returns, mapped to HTTP in exactly one place ([`IntoResponse`]).
+/// Internal details are logged, never sent.
+#[derive(Debug)]
+pub enum ApiError {
+    BadRequest(&'static str, String),
+    PayloadTooLarge(String),
+    Unauthorized(String),
+    Forbidden(String),
+    NotFound(String),
+    /// Back-pressure: retry after this many seconds.
+    Unavailable {
+        retry_after_secs: u64,
+        message: String,
+    },
+    Internal(String),
+}
+
+impl ApiError {
+    pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
+        ApiError::Internal(e.to_string())
+    }
+
+    pub(crate) fn from_queue(e: QueueError, retry_after_secs: u64) -> ApiError {
+        match e {
+            QueueError::Full { .. } => ApiError::Unavailable { retry_after_secs, message: e.to_string() },
+            QueueError::Io(_) => {
+                ApiError::Unavailable { retry_after_secs, message: "storage is unavailable; nothing was queued".into() }
+            }
+            QueueError::Closed | QueueError::Corrupt(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+
+    pub(crate) fn from_body_rejection(e: BytesRejection) -> ApiError {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(format!("request bodies are at most {} bytes", crate::MAX_BODY_BYTES))
+        } else {
+            ApiError::BadRequest("bad_body", e.body_text())
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message, retry) = match self {
+            ApiError::BadRequest(code, m) => (StatusCode::BAD_REQUEST, code, m, None),
+            ApiError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m, None),
+            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", m, None),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m, None),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m, None),
+            ApiError::Unavailable { retry_after_secs, message } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable", message, Some(retry_after_secs))
+            }
+            ApiError::Internal(detail) => {
+                eprintln!("keyfold api: internal error: {detail}");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log".to_owned(), None)
+            }
+        };
+        let body = serde_json::json!({ "error": code, "message": message }).to_string();
+        let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        if let Some(secs) = retry {
+            response.headers_mut().insert(header::RETRY_AFTER, secs.into());
+        }
+        response
+    }
+}
