@@ -87,6 +87,21 @@ pub fn open_job(dir: &Path) -> Result<(DirectoryConfig, DurableJob), String> {
     Ok((config, job))
 }
 
+/// Initialises `dir` with the defaults of `keyfold init` unless it already holds a directory.
+pub fn init_if_empty(dir: &Path) -> Result<(), String> {
+    if dir.join(CONFIG_FILE).exists() {
+        return Ok(());
+    }
+    init(&InitArgs {
+        data: dir.to_path_buf(),
+        shards_bits: 8,
+        hash: "blake3".into(),
+        origin: "keyfold.localhost".into(),
+        groups: 2,
+        queue_max_depth: 1_000_000,
+    })
+}
+
 pub fn init(args: &InitArgs) -> Result<(), String> {
     let dir = &args.data;
     if dir.join(CONFIG_FILE).exists() {

@@ -1,8 +1,9 @@
-//! `keyfold`: the operator's binary: `init`, `epoch`, `status` and `bench` today; `serve`,
+//! `keyfold`: the operator's binary: `serve`, `init`, `epoch`, `status` and `bench` today;
 //! `submit`, `lookup`, `verify` and `monitor` arrive with their issues.
 
 mod bench;
 mod directory;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -16,6 +17,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the HTTP API and run epochs on schedule (initialises an empty data directory).
+    Serve(serve::ServeArgs),
     /// Create a data directory: signing key (0600), public key, config, stores, genesis head.
     Init(directory::InitArgs),
     /// Cut and run one epoch now (the operator trigger) and print its signed head.
@@ -29,6 +32,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => serve::serve(&args),
         Command::Init(args) => directory::init(&args),
         Command::Epoch(args) => directory::epoch(&args),
         Command::Status(args) => directory::status(&args),

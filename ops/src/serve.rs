@@ -1,0 +1,104 @@
+//! `keyfold serve`: the HTTP API and the epoch scheduler over one data directory.
+
+use crate::directory::{self, open_job};
+use clap::Args;
+use keyfold_api::{Api, router};
+use keyfold_epoch::{Schedule, run_scheduler};
+use keyfold_ingest::Limits;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Data directory; an empty or absent one is initialised with defaults (as `keyfold init`).
+    #[arg(long, env = "KEYFOLD_DATA", default_value = "keyfold-data")]
+    data: PathBuf,
+    /// Address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, env = "KEYFOLD_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Cut an epoch once mutations have waited this long.
+    #[arg(long, env = "KEYFOLD_EPOCH_INTERVAL_MIN_MS", default_value_t = 1_000)]
+    epoch_interval_min_ms: u64,
+    /// Cut a (heartbeat) epoch at least this often.
+    #[arg(long, env = "KEYFOLD_EPOCH_INTERVAL_MAX_MS", default_value_t = 60_000)]
+    epoch_interval_max_ms: u64,
+    /// Bearer token for `POST /v1/epochs`; without it the operator endpoint is disabled.
+    #[arg(long, env = "KEYFOLD_OPERATOR_TOKEN")]
+    operator_token: Option<String>,
+    /// HTTP worker threads (the epoch job runs on its own threads, never on these).
+    #[arg(long, default_value_t = 2)]
+    http_threads: usize,
+}
+
+fn now_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}
+
+pub fn serve(args: &ServeArgs) -> Result<(), String> {
+    if args.epoch_interval_min_ms > args.epoch_interval_max_ms {
+        return Err("--epoch-interval-min-ms must not exceed --epoch-interval-max-ms".into());
+    }
+    directory::init_if_empty(&args.data)?;
+    let (config, job) = open_job(&args.data)?;
+    let job = Arc::new(job);
+    let trigger = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let schedule =
+        Schedule { interval_min_ms: args.epoch_interval_min_ms, interval_max_ms: args.epoch_interval_max_ms };
+    let scheduler = {
+        let (job, trigger, stop) = (Arc::clone(&job), Arc::clone(&trigger), Arc::clone(&stop));
+        std::thread::Builder::new()
+            .name("keyfold-epochs".into())
+            .spawn(move || run_scheduler(&job, schedule, Duration::from_millis(20), &now_ms, &trigger, &stop))
+            .map_err(|e| e.to_string())?
+    };
+    let api = Arc::new(Api {
+        job: Arc::clone(&job),
+        origin: config.origin.clone(),
+        limits: Limits::default(),
+        trigger,
+        operator_token: args.operator_token.clone(),
+        retry_after_secs: (args.epoch_interval_min_ms / 1000).max(1),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.http_threads.max(1))
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let served = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        println!("keyfold: serving {} ({}) on http://{addr}", config.origin, args.data.display());
+        // Graceful shutdown: stop accepting, finish the requests in flight (an acknowledged
+        // mutation is already durable), then stop the scheduler below.
+        axum::serve(listener, router(api)).with_graceful_shutdown(shutdown_signal()).await.map_err(|e| e.to_string())
+    });
+    // The scheduler finishes the epoch it is running (or an interrupted one is recovered by the
+    // next start: the same code path, the same head).
+    stop.store(true, Ordering::Release);
+    let epochs = scheduler.join().map_err(|_| "the epoch scheduler panicked".to_string())?;
+    println!("keyfold: stopped");
+    served?;
+    epochs.map(|_| ()).map_err(|e| format!("epoch scheduler stopped: {e}"))
+}

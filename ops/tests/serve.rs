@@ -1,0 +1,154 @@
+//! End to end: the real `keyfold serve` on an ephemeral port over a temporary directory, driven
+//! over HTTP by concurrent clients; lookups verified like a client; SIGTERM, restart, persistence.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use keyfold_core::{HashSuite, LeafValue, MapRoot, Proof, Version, verify_head_note};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+fn start(data: &std::path::Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyfold"))
+        .args(["serve", "--data"])
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0", "--epoch-interval-min-ms", "100", "--epoch-interval-max-ms", "600000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start keyfold serve");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("server printed its address").unwrap();
+        if let Some(url) = line.split("http://").nth(1) {
+            break url.trim().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop)); // keep draining stdout
+    Server { child, addr }
+}
+
+fn stop(mut server: Server) {
+    let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            assert!(exit.success(), "graceful shutdown exits 0, got {exit}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A minimal HTTP/1.1 client: one request per connection.
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+fn wait_for_epoch(addr: SocketAddr, origin: &str, public: &[u8; 32], epoch: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let (_, note) = http(addr, "GET", "/v1/heads/latest", "");
+        if verify_head_note(&note, origin, public).unwrap().epoch.0 >= epoch {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("epoch {epoch} was not signed in time");
+}
+
+#[test]
+fn serve_submit_lookup_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let info = json(&http(server.addr, "GET", "/v1/directory", "").1);
+    let origin = info["origin"].as_str().unwrap().to_owned();
+    let public: [u8; 32] = B64.decode(info["public_key"].as_str().unwrap()).unwrap().try_into().unwrap();
+
+    // 8 concurrent clients, 5 requests of 10 mutations each.
+    let addr = server.addr;
+    std::thread::scope(|s| {
+        for client in 0..8 {
+            s.spawn(move || {
+                for batch in 0..5 {
+                    let mutations: Vec<String> = (0..10)
+                        .map(|i| {
+                            let key = format!("user-{client}-{batch}-{i}@example.com");
+                            format!(
+                                r#"{{"key":"{key}","value":"{}","expected_version":0}}"#,
+                                B64.encode(key.as_bytes())
+                            )
+                        })
+                        .collect();
+                    let (status, body) =
+                        http(addr, "POST", "/v1/mutations", &format!(r#"{{"mutations":[{}]}}"#, mutations.join(",")));
+                    assert_eq!(status, 202, "{body}");
+                    assert_eq!(json(&body)["receipts"].as_array().unwrap().len(), 10);
+                }
+            });
+        }
+    });
+    wait_for_epoch(addr, &origin, &public, 1);
+    let check = |addr: SocketAddr, key: &str, expected: Option<LeafValue>| {
+        let answer = json(&http(addr, "GET", &format!("/v1/keys/{key}"), "").1);
+        let head = verify_head_note(answer["head"].as_str().unwrap(), &origin, &public).unwrap();
+        let proof = Proof::decode(&B64.decode(answer["proof"].as_str().unwrap()).unwrap()).unwrap();
+        proof
+            .verify(
+                HashSuite::Blake3,
+                &MapRoot { epoch: head.epoch, hash: head.root },
+                key.as_bytes(),
+                expected.as_ref(),
+            )
+            .unwrap();
+        head
+    };
+    let mut applied = 0;
+    for client in 0..8 {
+        for batch in 0..5 {
+            for i in 0..10 {
+                let key = format!("user-{client}-{batch}-{i}@example.com");
+                let head = check(addr, &key, Some(LeafValue::present(Version(1), key.clone().into_bytes())));
+                applied = applied.max(head.counts.applied);
+            }
+        }
+    }
+    check(addr, "nobody@example.com", None);
+    stop(server);
+
+    // Restart on the same directory: everything is still there, and epochs go on.
+    let server = start(dir.path());
+    let key = "user-0-0-0@example.com";
+    let head = check(server.addr, key, Some(LeafValue::present(Version(1), key.as_bytes().to_vec())));
+    assert!(head.epoch.0 >= 1);
+    let update = format!(r#"{{"mutations":[{{"key":"{key}","value":"{}","expected_version":1}}]}}"#, B64.encode(b"v2"));
+    assert_eq!(http(server.addr, "POST", "/v1/mutations", &update).0, 202);
+    wait_for_epoch(server.addr, &origin, &public, head.epoch.0 + 1);
+    let newer = check(server.addr, key, Some(LeafValue::present(Version(2), b"v2".to_vec())));
+    assert_eq!(newer.previous.0.len(), 32);
+    stop(server);
+    assert!(applied >= 1);
+}
