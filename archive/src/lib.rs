@@ -1,1 +1,248 @@
+//! Epoch archives: one Parquet file per epoch with every mutation the epoch consumed and its
+//! outcome, in queue order (SPEC.md section 8). Monitors download them, replay them and recompute
+//! every root; the archive's digest is signed in the epoch's head.
+//!
+//! Bytes are deterministic: every writer property is pinned here (never a library default), the
+//! `created_by` string is ours, and rows come in queue order, so the same epoch always gives the
+//! same file and digest.
 
+use arrow_array::builder::{BinaryBuilder, BooleanBuilder, FixedSizeBinaryBuilder, StringBuilder, UInt64Builder};
+use arrow_array::{
+    Array, ArrayRef, BinaryArray, BooleanArray, FixedSizeBinaryArray, RecordBatch, StringArray, UInt64Array,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use keyfold_core::{Hash, HashSuite};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+use std::sync::Arc;
+use thiserror::Error;
+
+/// The `created_by` recorded in every archive (part of the bytes, so pinned).
+pub const CREATED_BY: &str = "keyfold archive format 1";
+
+/// What happened to an archived mutation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveOutcome {
+    Applied,
+    Rejected,
+    Duplicate,
+}
+
+impl ArchiveOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArchiveOutcome::Applied => "applied",
+            ArchiveOutcome::Rejected => "rejected",
+            ArchiveOutcome::Duplicate => "duplicate",
+        }
+    }
+
+    fn parse(s: &str) -> Option<ArchiveOutcome> {
+        match s {
+            "applied" => Some(ArchiveOutcome::Applied),
+            "rejected" => Some(ArchiveOutcome::Rejected),
+            "duplicate" => Some(ArchiveOutcome::Duplicate),
+            _ => None,
+        }
+    }
+}
+
+/// One archived mutation and its outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveRow {
+    /// Queue position (strictly increasing within an archive).
+    pub position: u64,
+    pub mutation_id: Hash,
+    /// The key's map index (nullable in the format for a later privacy mode).
+    pub key_index: Option<Hash>,
+    /// The key (nullable for a later privacy mode).
+    pub key: Option<Vec<u8>>,
+    /// The new value; null for a tombstone (see `tombstone`) or when withheld.
+    pub value: Option<Vec<u8>>,
+    pub tombstone: bool,
+    pub owner_signature: Option<Vec<u8>>,
+    pub expected_version: u64,
+    /// The key's version after this mutation, when applied.
+    pub new_version: Option<u64>,
+    pub outcome: ArchiveOutcome,
+    /// Why it was rejected.
+    pub reason: Option<String>,
+    /// The key's leaf hash after this mutation, when applied.
+    pub leaf_hash: Option<Hash>,
+}
+
+#[derive(Debug, Error)]
+pub enum ArchiveError {
+    #[error("not a readable Parquet archive: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("archive data: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    #[error("the archive's schema is not Keyfold archive format 1: {0}")]
+    Schema(String),
+    #[error("row {row}: {message}")]
+    Row { row: usize, message: String },
+}
+
+/// The archive schema (SPEC.md section 8), column by column.
+pub fn schema() -> SchemaRef {
+    let hash = || DataType::FixedSizeBinary(32);
+    Arc::new(Schema::new(vec![
+        Field::new("position", DataType::UInt64, false),
+        Field::new("mutation_id", hash(), false),
+        Field::new("key_index", hash(), true),
+        Field::new("key", DataType::Binary, true),
+        Field::new("value", DataType::Binary, true),
+        Field::new("tombstone", DataType::Boolean, false),
+        Field::new("owner_signature", DataType::Binary, true),
+        Field::new("expected_version", DataType::UInt64, false),
+        Field::new("new_version", DataType::UInt64, true),
+        Field::new("outcome", DataType::Utf8, false),
+        Field::new("reason", DataType::Utf8, true),
+        Field::new("leaf_hash", hash(), true),
+    ]))
+}
+
+/// Every writer property, pinned: a dependency upgrade must not change archive bytes silently
+/// (the golden-archive test would catch it).
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_created_by(CREATED_BY.to_owned())
+        .set_writer_version(WriterVersion::PARQUET_1_0)
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("level 3 is valid")))
+        .set_dictionary_enabled(false)
+        .set_statistics_enabled(EnabledStatistics::None)
+        .set_bloom_filter_enabled(false)
+        .set_max_row_group_size(1 << 20)
+        .set_data_page_size_limit(1 << 20)
+        .set_write_batch_size(1024)
+        .set_key_value_metadata(None)
+        .build()
+}
+
+fn hash_array(values: impl Iterator<Item = Option<Hash>>) -> Result<ArrayRef, ArchiveError> {
+    let mut b = FixedSizeBinaryBuilder::new(32);
+    for v in values {
+        match v {
+            Some(h) => b.append_value(h.0)?,
+            None => b.append_null(),
+        }
+    }
+    Ok(Arc::new(b.finish()))
+}
+
+fn binary_array<'a>(values: impl Iterator<Item = Option<&'a [u8]>>) -> ArrayRef {
+    let mut b = BinaryBuilder::new();
+    for v in values {
+        b.append_option(v);
+    }
+    Arc::new(b.finish())
+}
+
+/// Encodes `rows` (in queue order) as an archive file.
+pub fn write_archive(rows: &[ArchiveRow]) -> Result<Vec<u8>, ArchiveError> {
+    assert!(rows.windows(2).all(|w| w[0].position < w[1].position), "archive rows must be in queue order");
+    let u64s = |f: &dyn Fn(&ArchiveRow) -> Option<u64>| -> ArrayRef {
+        let mut b = UInt64Builder::new();
+        for r in rows {
+            b.append_option(f(r));
+        }
+        Arc::new(b.finish())
+    };
+    let position = u64s(&|r| Some(r.position));
+    let expected = u64s(&|r| Some(r.expected_version));
+    let new_version = u64s(&|r| r.new_version);
+    let mut tombstone = BooleanBuilder::new();
+    let mut outcome = StringBuilder::new();
+    let mut reason = StringBuilder::new();
+    for r in rows {
+        tombstone.append_value(r.tombstone);
+        outcome.append_value(r.outcome.as_str());
+        reason.append_option(r.reason.as_deref());
+    }
+    let columns: Vec<ArrayRef> = vec![
+        position,
+        hash_array(rows.iter().map(|r| Some(r.mutation_id)))?,
+        hash_array(rows.iter().map(|r| r.key_index))?,
+        binary_array(rows.iter().map(|r| r.key.as_deref())),
+        binary_array(rows.iter().map(|r| r.value.as_deref())),
+        Arc::new(tombstone.finish()),
+        binary_array(rows.iter().map(|r| r.owner_signature.as_deref())),
+        expected,
+        new_version,
+        Arc::new(outcome.finish()),
+        Arc::new(reason.finish()),
+        hash_array(rows.iter().map(|r| r.leaf_hash))?,
+    ];
+    let batch = RecordBatch::try_new(schema(), columns)?;
+    let mut out = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut out, schema(), Some(writer_properties()))?;
+    writer.write(&batch)?;
+    writer.close()?;
+    Ok(out)
+}
+
+/// The digest signed in the head: `suite.archive_digest(file bytes)`.
+pub fn archive_digest(suite: HashSuite, bytes: &[u8]) -> Hash {
+    suite.archive_digest(bytes)
+}
+
+fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, ArchiveError> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| ArchiveError::Schema(format!("column {name} is missing or has the wrong type")))
+}
+
+fn hash_at(a: &FixedSizeBinaryArray, i: usize) -> Option<Hash> {
+    a.is_valid(i).then(|| Hash(a.value(i).try_into().expect("fixed size 32")))
+}
+
+/// Decodes an archive; the schema must be exactly format 1 and rows in strictly increasing
+/// position order.
+pub fn read_archive(bytes: &[u8]) -> Result<Vec<ArchiveRow>, ArchiveError> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::copy_from_slice(bytes))?;
+    if builder.schema().fields() != schema().fields() {
+        return Err(ArchiveError::Schema(format!("found {:?}", builder.schema().fields())));
+    }
+    let mut rows = Vec::new();
+    for batch in builder.build()? {
+        let batch = batch?;
+        let position = column::<UInt64Array>(&batch, "position")?;
+        let id = column::<FixedSizeBinaryArray>(&batch, "mutation_id")?;
+        let index = column::<FixedSizeBinaryArray>(&batch, "key_index")?;
+        let key = column::<BinaryArray>(&batch, "key")?;
+        let value = column::<BinaryArray>(&batch, "value")?;
+        let tombstone = column::<BooleanArray>(&batch, "tombstone")?;
+        let signature = column::<BinaryArray>(&batch, "owner_signature")?;
+        let expected = column::<UInt64Array>(&batch, "expected_version")?;
+        let new_version = column::<UInt64Array>(&batch, "new_version")?;
+        let outcome = column::<StringArray>(&batch, "outcome")?;
+        let reason = column::<StringArray>(&batch, "reason")?;
+        let leaf = column::<FixedSizeBinaryArray>(&batch, "leaf_hash")?;
+        for i in 0..batch.num_rows() {
+            let row = rows.len();
+            let bad = |message: &str| ArchiveError::Row { row, message: message.to_owned() };
+            let opt_bytes = |a: &BinaryArray| a.is_valid(i).then(|| a.value(i).to_vec());
+            rows.push(ArchiveRow {
+                position: position.value(i),
+                mutation_id: hash_at(id, i).ok_or_else(|| bad("mutation_id is null"))?,
+                key_index: hash_at(index, i),
+                key: opt_bytes(key),
+                value: opt_bytes(value),
+                tombstone: tombstone.value(i),
+                owner_signature: opt_bytes(signature),
+                expected_version: expected.value(i),
+                new_version: new_version.is_valid(i).then(|| new_version.value(i)),
+                outcome: ArchiveOutcome::parse(outcome.value(i)).ok_or_else(|| bad("unknown outcome"))?,
+                reason: reason.is_valid(i).then(|| reason.value(i).to_owned()),
+                leaf_hash: hash_at(leaf, i),
+            });
+        }
+    }
+    if let Some(w) = rows.windows(2).position(|w| w[0].position >= w[1].position) {
+        return Err(ArchiveError::Row { row: w + 1, message: "positions are not strictly increasing".into() });
+    }
+    Ok(rows)
+}

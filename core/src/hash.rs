@@ -41,6 +41,7 @@ pub const BLAKE3_CONTEXT_INDEX: &str = "keyfold 2026-11 key index v1";
 pub const BLAKE3_CONTEXT_VALUE: &str = "keyfold 2026-11 value commitment v1";
 pub const BLAKE3_CONTEXT_MUTATION: &str = "keyfold 2026-11 mutation id v1";
 pub const BLAKE3_CONTEXT_HEAD: &str = "keyfold 2026-11 head v1";
+pub const BLAKE3_CONTEXT_ARCHIVE: &str = "keyfold 2026-11 archive v1";
 
 /// SHA-256 domain prefix bytes.
 pub const SHA256_PREFIX_LEAF: u8 = 0x00;
@@ -50,6 +51,7 @@ pub const SHA256_PREFIX_INDEX: u8 = 0x10;
 pub const SHA256_PREFIX_VALUE: u8 = 0x11;
 pub const SHA256_PREFIX_MUTATION: u8 = 0x12;
 pub const SHA256_PREFIX_HEAD: u8 = 0x13;
+pub const SHA256_PREFIX_ARCHIVE: u8 = 0x14;
 
 /// Values up to this size are committed with one-shot hashing of a stack buffer.
 const SMALL_VALUE_BYTES: usize = 119;
@@ -67,6 +69,7 @@ struct Blake3Keys {
     value: [u8; 32],
     mutation: [u8; 32],
     head: [u8; 32],
+    archive: [u8; 32],
     empty: Hash,
 }
 
@@ -83,6 +86,7 @@ static BLAKE3_KEYS: LazyLock<Blake3Keys> = LazyLock::new(|| {
         value: blake3::derive_key(BLAKE3_CONTEXT_VALUE, b""),
         mutation: blake3::derive_key(BLAKE3_CONTEXT_MUTATION, b""),
         head: blake3::derive_key(BLAKE3_CONTEXT_HEAD, b""),
+        archive: blake3::derive_key(BLAKE3_CONTEXT_ARCHIVE, b""),
         empty: Hash(*blake3::keyed_hash(&empty_key, b"").as_bytes()),
     }
 });
@@ -262,6 +266,14 @@ impl HashSuite {
         match self {
             HashSuite::Blake3 => Hash(*blake3::keyed_hash(&BLAKE3_KEYS.head, body).as_bytes()),
             HashSuite::Sha256 => sha256(&[&[SHA256_PREFIX_HEAD], body]),
+        }
+    }
+
+    /// The digest of an epoch archive file, signed in the head.
+    pub fn archive_digest(self, file: &[u8]) -> Hash {
+        match self {
+            HashSuite::Blake3 => Hash(*blake3::keyed_hash(&BLAKE3_KEYS.archive, file).as_bytes()),
+            HashSuite::Sha256 => sha256(&[&[SHA256_PREFIX_ARCHIVE], file]),
         }
     }
 
