@@ -23,6 +23,7 @@ fn api(max_depth: u64, token: Option<&str>) -> Arc<TestApi> {
         MemoryQueue::new(config.suite, max_depth),
         Map::new(MemoryStore::new(config)),
         MemoryHeadStore::default(),
+        Arc::new(keyfold_epoch::MemoryArchives::default()),
         SigningKey::from_bytes(&[3; 32]),
         ORIGIN,
         1_000,

@@ -13,6 +13,8 @@ pub enum EpochError {
     Tree(#[from] TreeError),
     #[error("head: {0}")]
     Head(#[from] HeadError),
+    #[error("archive: {0}")]
+    Archive(#[from] keyfold_archive::ArchiveError),
     #[error("head store I/O failed: {0}")]
     Io(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("inconsistent state, refusing to continue: {0}")]
@@ -29,7 +31,7 @@ impl EpochError {
             EpochError::Queue(e) => e.is_retryable(),
             EpochError::Tree(e) => e.class() == keyfold_shards::ErrorClass::Retryable,
             EpochError::Io(_) | EpochError::Crashed(_) => true,
-            EpochError::Head(_) | EpochError::Corrupt(_) | EpochError::Key { .. } => false,
+            EpochError::Head(_) | EpochError::Archive(_) | EpochError::Corrupt(_) | EpochError::Key { .. } => false,
         }
     }
 

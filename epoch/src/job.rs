@@ -1,13 +1,16 @@
 //! One epoch, end to end, with its recovery story at every durability step.
 
-use crate::apply::{MutationOutcome, apply_mutations};
+use crate::apply::{MutationOutcome, Outcome, apply_mutations};
+use crate::archives::ArchiveSink;
 use crate::error::EpochError;
 use crate::heads::HeadStore;
 use crate::schedule::epoch_time_ms;
 use hashbrown::HashMap;
+use keyfold_archive::{ArchiveOutcome, ArchiveRow, write_archive};
 use keyfold_core::{Epoch, Hash, Head, HeadCounts, Index, MapRoot, Mutation, SigningKey, verify_head_note};
 use keyfold_ingest::{Entry, Marker, Position, Queue};
 use keyfold_shards::{Map, TreeStore};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// An epoch's cut: its marker's position, the marker, and the mutations before it in queue order.
@@ -29,6 +32,8 @@ pub enum CrashPoint {
     AfterApply,
     /// The map's nodes and leaves for the epoch are committed.
     AfterNodeWrite,
+    /// The epoch's archive is durable.
+    AfterArchiveWrite,
     /// The head is signed (not stored).
     AfterSign,
     /// Head and cursor are committed.
@@ -43,6 +48,7 @@ pub struct PhaseTimings {
     pub cut: Duration,
     pub apply: Duration,
     pub tree: Duration,
+    pub archive: Duration,
     pub sign: Duration,
     pub commit: Duration,
 }
@@ -66,6 +72,7 @@ pub struct EpochJob<Q: Queue, S: TreeStore, H: HeadStore> {
     queue: Q,
     map: Map<S>,
     heads: H,
+    archives: Arc<dyn ArchiveSink>,
     key: SigningKey,
     origin: String,
 }
@@ -77,6 +84,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         queue: Q,
         map: Map<S>,
         heads: H,
+        archives: Arc<dyn ArchiveSink>,
         key: SigningKey,
         origin: &str,
         now_ms: u64,
@@ -85,7 +93,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         if queue.suite() != map.store().config().suite {
             return Err(EpochError::Corrupt("the queue and the map use different hash suites".into()));
         }
-        let job = EpochJob { queue, map, heads, key, origin: origin.to_owned() };
+        let job = EpochJob { queue, map, heads, archives, key, origin: origin.to_owned() };
         match job.heads.latest()? {
             None => job.write_genesis(now_ms)?,
             Some((epoch, note)) => {
@@ -114,6 +122,10 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
 
     pub fn heads(&self) -> &H {
         &self.heads
+    }
+
+    pub fn archives(&self) -> &dyn ArchiveSink {
+        self.archives.as_ref()
     }
 
     pub fn public_key(&self) -> [u8; 32] {
@@ -195,6 +207,16 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         timings.tree = t.elapsed();
         stop(CrashPoint::AfterNodeWrite)?;
 
+        // 3b. The archive: every consumed mutation and its outcome, durable before the head that
+        // signs its digest. Recovery if the process dies right after: the re-run writes the same
+        // bytes again (deterministic) and signs the same digest.
+        let t = Instant::now();
+        let bytes = write_archive(&archive_rows(suite, &mutations, &applied.outcomes))?;
+        let archive = suite.archive_digest(&bytes);
+        self.archives.put(epoch, &bytes)?;
+        timings.archive = t.elapsed();
+        stop(CrashPoint::AfterArchiveWrite)?;
+
         // 4. Sign, then verify the signature with the public key before anything is published.
         let t = Instant::now();
         let head = Head {
@@ -203,7 +225,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
             epoch,
             root: root.hash,
             previous: previous.hash(),
-            archive: Hash::default(),
+            archive,
             time_ms: marker.time_ms,
             counts: applied.counts,
         };
@@ -297,4 +319,42 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         // the re-run recomputes the same batch and only checks it against the stored root (above).
         Ok(self.map.commit(&batch)?)
     }
+}
+
+/// The archive rows of an epoch: each consumed mutation (queue order) with its outcome.
+pub(crate) fn archive_rows(
+    suite: keyfold_core::HashSuite,
+    mutations: &[(Position, Mutation)],
+    outcomes: &[MutationOutcome],
+) -> Vec<ArchiveRow> {
+    assert_eq!(mutations.len(), outcomes.len(), "one outcome per mutation");
+    mutations
+        .iter()
+        .zip(outcomes)
+        .map(|((position, m), o)| {
+            debug_assert_eq!(*position, o.position);
+            let (outcome, new_version, reason, leaf_hash) = match &o.outcome {
+                Outcome::Applied { version } => {
+                    let leaf = keyfold_core::LeafValue { version: *version, value: m.value.clone() };
+                    (ArchiveOutcome::Applied, Some(version.0), None, Some(suite.leaf_hash_of(&o.index, &leaf)))
+                }
+                Outcome::Rejected(reason) => (ArchiveOutcome::Rejected, None, Some(reason.to_string()), None),
+                Outcome::Duplicate => (ArchiveOutcome::Duplicate, None, None, None),
+            };
+            ArchiveRow {
+                position: position.0,
+                mutation_id: o.id.0,
+                key_index: Some(keyfold_core::Hash(o.index.0)),
+                key: Some(m.key.clone()),
+                value: m.value.clone(),
+                tombstone: m.value.is_none(),
+                owner_signature: m.owner_signature.clone(),
+                expected_version: m.expected_version.0,
+                new_version,
+                outcome,
+                reason,
+                leaf_hash,
+            }
+        })
+        .collect()
 }

@@ -8,6 +8,7 @@
 //! recovery does if the process dies right after it; recovery is the same [`EpochJob::run_epoch`].
 
 mod apply;
+mod archives;
 mod error;
 mod heads;
 mod job;
@@ -15,6 +16,7 @@ mod keys;
 mod schedule;
 
 pub use apply::{Applied, MutationOutcome, Outcome, RejectReason, apply_mutations};
+pub use archives::{ArchiveSink, DirArchives, MemoryArchives};
 pub use error::EpochError;
 pub use heads::{HeadStore, MemoryHeadStore, RedbHeadStore};
 pub use job::{CrashPoint, EpochJob, EpochReport, PhaseTimings};

@@ -2,10 +2,13 @@
 //! step, determinism across thread counts, the head chain, heartbeats and clock safety.
 
 use keyfold_core::{Epoch, HashSuite, Mutation, SigningKey, Version, verify_head_note};
-use keyfold_epoch::{CrashPoint, EpochError, EpochJob, HeadStore, MemoryHeadStore, Outcome, RedbHeadStore};
+use keyfold_epoch::{
+    CrashPoint, DirArchives, EpochError, EpochJob, HeadStore, MemoryArchives, MemoryHeadStore, Outcome, RedbHeadStore,
+};
 use keyfold_ingest::{MemoryQueue, Queue, RedbQueue, RedbQueueOptions};
 use keyfold_shards::{Map, MemoryStore, RedbOptions, RedbStore, TreeConfig};
 use std::path::Path;
+use std::sync::Arc;
 
 const ORIGIN: &str = "test.example/keyfold";
 const T0: u64 = 1_000_000;
@@ -23,7 +26,8 @@ fn open(dir: &Path) -> DurableJob {
             .unwrap();
     let map = Map::new(RedbStore::open(&dir.join("tree"), RedbOptions::new(config)).unwrap());
     let heads = RedbHeadStore::open(&dir.join("heads.redb")).unwrap();
-    EpochJob::open(queue, map, heads, key(), ORIGIN, T0).unwrap()
+    let archives = Arc::new(DirArchives::open(&dir.join("archives")).unwrap());
+    EpochJob::open(queue, map, heads, archives, key(), ORIGIN, T0).unwrap()
 }
 
 fn m(key: u32, value: Option<&str>, expected: u64) -> Mutation {
@@ -70,6 +74,7 @@ fn every_crash_point_recovers_to_the_identical_head() {
         CrashPoint::AfterRead,
         CrashPoint::AfterApply,
         CrashPoint::AfterNodeWrite,
+        CrashPoint::AfterArchiveWrite,
         CrashPoint::AfterSign,
         CrashPoint::AfterHeadWrite,
         CrashPoint::AfterCursorAdvance,
@@ -103,6 +108,11 @@ fn every_crash_point_recovers_to_the_identical_head() {
             }
         };
         assert_eq!(note, note2, "{point:?}: the recovered head differs");
+        // The archive the head signs is there, byte-identical to the reference run's.
+        let bytes = job.archives().get(Epoch(2)).unwrap().expect("archive of epoch 2");
+        let head = verify_head_note(&note, ORIGIN, &key().verifying_key().to_bytes()).unwrap();
+        assert_eq!(HashSuite::Blake3.archive_digest(&bytes), head.archive, "{point:?}: archive digest");
+        assert_eq!(keyfold_archive::read_archive(&bytes).unwrap().len(), 73);
         // And the directory goes on: the next epoch chains onto the recovered head.
         let next = job.run_epoch(4_000_000).unwrap();
         assert_eq!(
@@ -124,6 +134,7 @@ fn identical_heads_for_every_pool_size() {
                 queue,
                 Map::new(MemoryStore::new(config)),
                 MemoryHeadStore::default(),
+                Arc::new(MemoryArchives::default()),
                 key(),
                 ORIGIN,
                 T0,
@@ -146,6 +157,7 @@ fn chain_heartbeats_clock_safety_and_proofs() {
         MemoryQueue::new(config.suite, 1000),
         Map::new(MemoryStore::new(config)),
         MemoryHeadStore::default(),
+        Arc::new(MemoryArchives::default()),
         key(),
         ORIGIN,
         T0,
@@ -191,6 +203,7 @@ fn scheduler_runs_epochs_heartbeats_and_triggers() {
         MemoryQueue::new(config.suite, 1000),
         Map::new(MemoryStore::new(config)),
         MemoryHeadStore::default(),
+        Arc::new(MemoryArchives::default()),
         key(),
         ORIGIN,
         T0,

@@ -262,10 +262,12 @@ fn bench_pipeline(args: &BenchArgs, plan: &Plan, config: TreeConfig) -> Result<(
     let store = RedbStore::open(&dir.join("tree"), RedbOptions { groups: args.groups, ..RedbOptions::new(config) })
         .map_err(|e| e.to_string())?;
     let heads = RedbHeadStore::open(&dir.join("heads.redb")).map_err(|e| e.to_string())?;
+    let archives =
+        std::sync::Arc::new(keyfold_epoch::DirArchives::open(&dir.join("archives")).map_err(|e| e.to_string())?);
     // A benchmark key (seeded, never used outside this run).
     let key = SigningKey::from_bytes(&[u8::try_from(args.seed % 251).unwrap_or(1); 32]);
-    let job =
-        EpochJob::open(queue, Map::new(store), heads, key, "bench.keyfold.localhost", 1).map_err(|e| e.to_string())?;
+    let job = EpochJob::open(queue, Map::new(store), heads, archives, key, "bench.keyfold.localhost", 1)
+        .map_err(|e| e.to_string())?;
     let mut versions: Vec<u64> = Vec::new();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
     let mut now = 1_000u64;

@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::Args;
 use keyfold_core::{Epoch, HashSuite, verify_head_note};
-use keyfold_epoch::{EpochJob, HeadStore, RedbHeadStore, generate_key_files, load_signing_key};
+use keyfold_epoch::{DirArchives, EpochJob, HeadStore, RedbHeadStore, generate_key_files, load_signing_key};
 use keyfold_ingest::{Queue, RedbQueue, RedbQueueOptions};
 use keyfold_shards::{Map, RedbOptions, RedbStore, TreeConfig};
 use serde::{Deserialize, Serialize};
@@ -82,8 +82,9 @@ pub fn open_job(dir: &Path) -> Result<(DirectoryConfig, DurableJob), String> {
         .map_err(|e| format!("map: {e}"))?;
     let heads = RedbHeadStore::open(&dir.join("heads.redb")).map_err(|e| e.to_string())?;
     let key = load_signing_key(&dir.join("signing.key")).map_err(|e| e.to_string())?;
-    let job =
-        EpochJob::open(queue, Map::new(store), heads, key, &config.origin, now_ms()).map_err(|e| e.to_string())?;
+    let archives = std::sync::Arc::new(DirArchives::open(&dir.join("archives")).map_err(|e| e.to_string())?);
+    let job = EpochJob::open(queue, Map::new(store), heads, archives, key, &config.origin, now_ms())
+        .map_err(|e| e.to_string())?;
     Ok((config, job))
 }
 
