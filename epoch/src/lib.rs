@@ -13,6 +13,7 @@ mod error;
 mod heads;
 mod job;
 mod keys;
+mod replay;
 mod schedule;
 
 pub use apply::{Applied, MutationOutcome, Outcome, RejectReason, apply_mutations};
@@ -21,4 +22,5 @@ pub use error::EpochError;
 pub use heads::{HeadStore, MemoryHeadStore, RedbHeadStore};
 pub use job::{CrashPoint, EpochJob, EpochReport, PhaseTimings};
 pub use keys::{generate_key_files, load_public_key, load_signing_key};
+pub use replay::{Divergence, Replayer};
 pub use schedule::{Schedule, epoch_time_ms, run_scheduler};

@@ -1,0 +1,169 @@
+//! Monitor replay: from a trusted head, check every later head's signature and chain link, its
+//! archive's digest, every archived mutation and outcome (re-running the compare-and-set rules) and
+//! the map root, using nothing but the heads, the archives and the public key.
+
+use crate::apply::{Outcome, apply_mutations};
+use hashbrown::HashMap;
+use keyfold_archive::{ArchiveOutcome, ArchiveRow, read_archive};
+use keyfold_core::{Epoch, Hash, HashSuite, Head, Index, Mutation, Version, verify_head_note};
+use keyfold_ingest::Position;
+use keyfold_shards::{Map, MemoryStore, TreeConfig};
+
+/// The first place a replay disagrees with what the directory published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Divergence {
+    pub epoch: Epoch,
+    /// The archive row, when the divergence is in one.
+    pub row: Option<usize>,
+    pub what: String,
+    pub expected: String,
+    pub found: String,
+}
+
+impl std::fmt::Display for Divergence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "epoch {}", self.epoch)?;
+        if let Some(row) = self.row {
+            write!(f, ", archive row {row}")?;
+        }
+        write!(f, ": {} (expected {}, found {})", self.what, self.expected, self.found)
+    }
+}
+
+impl std::error::Error for Divergence {}
+
+fn diverge(epoch: Epoch, row: Option<usize>, what: &str, expected: impl ToString, found: impl ToString) -> Divergence {
+    Divergence { epoch, row, what: what.to_owned(), expected: expected.to_string(), found: found.to_string() }
+}
+
+/// A monitor's replica of the map, advanced one verified epoch at a time.
+#[derive(Debug)]
+pub struct Replayer {
+    origin: String,
+    public_key: [u8; 32],
+    map: Map<MemoryStore>,
+    previous: Head,
+}
+
+impl Replayer {
+    /// Starts from the genesis head (epoch 0, the empty map), which must verify.
+    pub fn from_genesis(
+        note: &str,
+        origin: &str,
+        public_key: &[u8; 32],
+        shard_bits: u8,
+    ) -> Result<Replayer, Divergence> {
+        let head = verify_head_note(note, origin, public_key)
+            .map_err(|e| diverge(Epoch(0), None, "head signature", "a valid signature", e))?;
+        let config = TreeConfig::new(head.suite, shard_bits)
+            .map_err(|e| diverge(Epoch(0), None, "config", "valid shard bits", e))?;
+        let map = Map::new(MemoryStore::new(config));
+        let empty = map.root(Epoch(0)).map_err(|e| diverge(Epoch(0), None, "map", "a map", e))?;
+        if head.epoch != Epoch(0) || head.root != empty.hash {
+            return Err(diverge(
+                head.epoch,
+                None,
+                "genesis head",
+                format!("epoch 0 with the empty root {}", empty.hash.to_hex()),
+                head.root.to_hex(),
+            ));
+        }
+        Ok(Replayer { origin: origin.to_owned(), public_key: *public_key, map, previous: head })
+    }
+
+    /// The last head verified.
+    pub fn head(&self) -> &Head {
+        &self.previous
+    }
+
+    /// Verifies the next epoch: its signed head and its archive.
+    pub fn replay(&mut self, note: &str, archive: &[u8]) -> Result<Head, Divergence> {
+        let prev = &self.previous;
+        let epoch = prev.epoch.next();
+        let head = verify_head_note(note, &self.origin, &self.public_key)
+            .map_err(|e| diverge(epoch, None, "head signature", "a valid signature", e))?;
+        let check = |ok: bool, what: &str, expected: String, found: String| {
+            if ok { Ok(()) } else { Err(diverge(epoch, None, what, expected, found)) }
+        };
+        check(head.epoch == epoch, "epoch number", epoch.to_string(), head.epoch.to_string())?;
+        check(head.suite == prev.suite, "hash suite", prev.suite.name().into(), head.suite.name().into())?;
+        check(head.previous == prev.hash(), "chain link", prev.hash().to_hex(), head.previous.to_hex())?;
+        check(head.time_ms > prev.time_ms, "epoch time", format!("> {}", prev.time_ms), head.time_ms.to_string())?;
+        let suite = head.suite;
+        let digest = suite.archive_digest(archive);
+        check(digest == head.archive, "archive digest", head.archive.to_hex(), digest.to_hex())?;
+        let rows = read_archive(archive).map_err(|e| diverge(epoch, None, "archive", "a format 1 archive", e))?;
+        let mutations =
+            rows.iter().enumerate().map(|(i, r)| mutation_of(suite, epoch, i, r)).collect::<Result<Vec<_>, _>>()?;
+        let mut touched: Vec<Index> = mutations.iter().map(|(_, m)| suite.index_of(&m.key)).collect();
+        touched.sort_unstable();
+        touched.dedup();
+        let values =
+            self.map.get_many(&touched, prev.epoch).map_err(|e| diverge(epoch, None, "replica", "readable", e))?;
+        let current: HashMap<Index, _> = touched.into_iter().zip(values).collect();
+        let applied = apply_mutations(suite, &current, &mutations);
+        for (i, (row, outcome)) in rows.iter().zip(&applied.outcomes).enumerate() {
+            compare_outcome(suite, epoch, i, row, &outcome.outcome, &outcome.index)?;
+        }
+        check(applied.counts == head.counts, "counts", format!("{:?}", applied.counts), format!("{:?}", head.counts))?;
+        let root = self.map.apply(applied.updates).map_err(|e| diverge(epoch, None, "replica", "updatable", e))?;
+        check(root.hash == head.root, "map root", root.hash.to_hex(), head.root.to_hex())?;
+        self.previous = head.clone();
+        Ok(head)
+    }
+}
+
+fn mutation_of(suite: HashSuite, epoch: Epoch, i: usize, row: &ArchiveRow) -> Result<(Position, Mutation), Divergence> {
+    let at = |what: &str, expected: String, found: String| diverge(epoch, Some(i), what, expected, found);
+    let key = row.key.clone().ok_or_else(|| at("key", "a key".into(), "null".into()))?;
+    if row.tombstone != row.value.is_none() {
+        return Err(at("tombstone flag", format!("{}", row.value.is_none()), format!("{}", row.tombstone)));
+    }
+    let m = Mutation {
+        key,
+        value: row.value.clone(),
+        expected_version: Version(row.expected_version),
+        owner_signature: row.owner_signature.clone(),
+    };
+    let id = m.id(suite);
+    if id.0 != row.mutation_id {
+        return Err(at("mutation id", id.to_hex(), row.mutation_id.to_hex()));
+    }
+    let index = suite.index_of(&m.key);
+    if row.key_index != Some(Hash(index.0)) {
+        return Err(at("key index", index.to_hex(), row.key_index.map_or("null".into(), |h| h.to_hex())));
+    }
+    Ok((Position(row.position), m))
+}
+
+fn compare_outcome(
+    suite: HashSuite,
+    epoch: Epoch,
+    i: usize,
+    row: &ArchiveRow,
+    outcome: &Outcome,
+    index: &Index,
+) -> Result<(), Divergence> {
+    let (kind, version, reason, leaf) = match outcome {
+        Outcome::Applied { version } => {
+            let leaf = keyfold_core::LeafValue { version: *version, value: row.value.clone() };
+            (ArchiveOutcome::Applied, Some(version.0), None, Some(suite.leaf_hash_of(index, &leaf)))
+        }
+        Outcome::Rejected(r) => (ArchiveOutcome::Rejected, None, Some(r.to_string()), None),
+        Outcome::Duplicate => (ArchiveOutcome::Duplicate, None, None, None),
+    };
+    let at = |what: &str, expected: String, found: String| Err(diverge(epoch, Some(i), what, expected, found));
+    if kind != row.outcome {
+        return at("outcome", kind.as_str().into(), row.outcome.as_str().into());
+    }
+    if version != row.new_version {
+        return at("new version", format!("{version:?}"), format!("{:?}", row.new_version));
+    }
+    if reason != row.reason {
+        return at("reason", format!("{reason:?}"), format!("{:?}", row.reason));
+    }
+    if leaf != row.leaf_hash {
+        return at("leaf hash", format!("{leaf:?}"), format!("{:?}", row.leaf_hash));
+    }
+    Ok(())
+}
