@@ -256,6 +256,7 @@ fn bench_pipeline(args: &BenchArgs, plan: &Plan, config: TreeConfig) -> Result<(
 
     let temp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let dir = args.data.clone().unwrap_or_else(|| temp.path().to_path_buf());
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let suite = config.suite;
     let queue = RedbQueue::open(&dir.join("queue.redb"), RedbQueueOptions { suite, max_depth: u64::MAX })
         .map_err(|e| e.to_string())?;

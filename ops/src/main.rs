@@ -23,6 +23,8 @@ enum Command {
     Init(directory::InitArgs),
     /// Cut and run one epoch now (the operator trigger) and print its signed head.
     Epoch(directory::DataArgs),
+    /// Replay every epoch from the heads, archives and public key, and check everything signed.
+    Verify(directory::DataArgs),
     /// Show the latest signed head and the queue depth of a data directory.
     Status(directory::DataArgs),
     /// Benchmark epoch updates of the sharded sparse Merkle map (seeded, repeatable).
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
         Command::Init(args) => directory::init(&args),
         Command::Epoch(args) => directory::epoch(&args),
         Command::Status(args) => directory::status(&args),
+        Command::Verify(args) => directory::verify(&args),
         Command::Bench(args) => bench::run(&args),
     };
     match result {

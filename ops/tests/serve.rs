@@ -151,4 +151,23 @@ fn serve_submit_lookup_restart() {
     assert_eq!(newer.previous.0.len(), 32);
     stop(server);
     assert!(applied >= 1);
+
+    // A monitor's check of everything published: heads, archives, public key.
+    let verify =
+        Command::new(env!("CARGO_BIN_EXE_keyfold")).args(["verify", "--data"]).arg(dir.path()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "verify failed: {stdout} {}", String::from_utf8_lossy(&verify.stderr));
+    assert!(stdout.contains("every signature, chain link, archive digest, outcome and root matches"), "{stdout}");
+
+    // One flipped byte in an archive is found and located.
+    let archive = dir.path().join("archives").join("epoch-00000000000000000001.parquet");
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&archive, bytes).unwrap();
+    let verify =
+        Command::new(env!("CARGO_BIN_EXE_keyfold")).args(["verify", "--data"]).arg(dir.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&verify.stderr);
+    assert!(!verify.status.success());
+    assert!(stderr.contains("epoch 1") && stderr.contains("archive digest"), "{stderr}");
 }
