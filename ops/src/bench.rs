@@ -267,6 +267,25 @@ fn bench_pipeline(args: &BenchArgs, plan: &Plan, config: TreeConfig) -> Result<(
         std::sync::Arc::new(keyfold_epoch::DirArchives::open(&dir.join("archives")).map_err(|e| e.to_string())?);
     // A benchmark key (seeded, never used outside this run).
     let key = SigningKey::from_bytes(&[u8::try_from(args.seed % 251).unwrap_or(1); 32]);
+    // Leave a complete directory behind (config and public key), so `keyfold verify --data DIR`
+    // can replay what this benchmark produced.
+    let dir_config = crate::directory::DirectoryConfig {
+        origin: "bench.keyfold.localhost".into(),
+        hash: suite.name().into(),
+        shard_bits: config.shard_bits,
+        groups: args.groups,
+        queue_max_depth: u64::MAX,
+    };
+    std::fs::write(dir.join("keyfold.toml"), toml::to_string(&dir_config).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    std::fs::write(
+        dir.join("signing.pub"),
+        format!(
+            "{}\n",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key.verifying_key().as_bytes())
+        ),
+    )
+    .map_err(|e| e.to_string())?;
     let job = EpochJob::open(queue, Map::new(store), heads, archives, key, "bench.keyfold.localhost", 1)
         .map_err(|e| e.to_string())?;
     let mut versions: Vec<u64> = Vec::new();
@@ -295,18 +314,19 @@ fn bench_pipeline(args: &BenchArgs, plan: &Plan, config: TreeConfig) -> Result<(
         versions = vec![1; usize::try_from(plan.keys).map_err(|e| e.to_string())?];
         let t = report.timings;
         println!(
-            "prefill: {} keys: ingest {:.0} ms | epoch: cut {:.0}, apply {:.0}, tree {:.0}, sign {:.2}, commit {:.0} ms",
+            "prefill: {} keys: ingest {:.0} ms | epoch: cut {:.0}, apply {:.0}, tree {:.0}, archive {:.0}, sign {:.2}, commit {:.0} ms",
             plan.keys,
             ms_of(appended),
             ms_of(t.cut),
             ms_of(t.apply),
             ms_of(t.tree),
+            ms_of(t.archive),
             ms_of(t.sign),
             ms_of(t.commit)
         );
     }
     let mut totals = Vec::new();
-    let mut phases: Vec<[Duration; 5]> = Vec::new();
+    let mut phases: Vec<[Duration; 6]> = Vec::new();
     for e in 0..u64::from(plan.epochs) {
         let batch: Vec<Mutation> = match plan.mix {
             Mix::Updates => {
@@ -347,7 +367,7 @@ fn bench_pipeline(args: &BenchArgs, plan: &Plan, config: TreeConfig) -> Result<(
         now += 1000;
         let report = job.run_epoch(now).map_err(|e| e.to_string())?;
         let t = report.timings;
-        let total = t.cut + t.apply + t.tree + t.sign + t.commit;
+        let total = t.cut + t.apply + t.tree + t.archive + t.sign + t.commit;
         println!(
             "epoch {:>3}: ingest {:>7.1} ms | cut {:>6.1}  apply {:>6.1}  tree {:>6.1}  sign {:>5.2}  commit {:>5.1}  total {:>7.1} ms | {} applied, {} rejected",
             report.head.epoch,
@@ -365,18 +385,19 @@ fn bench_pipeline(args: &BenchArgs, plan: &Plan, config: TreeConfig) -> Result<(
             return Err("the bench's mutations must all apply".into());
         }
         totals.push(total);
-        phases.push([t.cut, t.apply, t.tree, t.sign, t.commit]);
+        phases.push([t.cut, t.apply, t.tree, t.archive, t.sign, t.commit]);
     }
     let med = |i: usize| ms_of(median(phases.iter().map(|p| p[i]).collect()));
     println!(
-        "median of {} epochs (queue drain to committed signed head): {:.1} ms (cut {:.1}, apply {:.1}, tree {:.1}, sign {:.2}, commit {:.1})",
+        "median of {} epochs (queue drain to committed signed head): {:.1} ms (cut {:.1}, apply {:.1}, tree {:.1}, archive {:.1}, sign {:.2}, commit {:.1})",
         totals.len(),
         ms_of(median(totals)),
         med(0),
         med(1),
         med(2),
         med(3),
-        med(4)
+        med(4),
+        med(5)
     );
     Ok(())
 }

@@ -156,10 +156,11 @@ pub fn epoch(args: &DataArgs) -> Result<(), String> {
     );
     let t = report.timings;
     println!(
-        "phases: cut {:.1} ms, apply {:.1} ms, tree {:.1} ms, sign {:.1} ms, commit {:.1} ms",
+        "phases: cut {:.1} ms, apply {:.1} ms, tree {:.1} ms, archive {:.1} ms, sign {:.1} ms, commit {:.1} ms",
         t.cut.as_secs_f64() * 1e3,
         t.apply.as_secs_f64() * 1e3,
         t.tree.as_secs_f64() * 1e3,
+        t.archive.as_secs_f64() * 1e3,
         t.sign.as_secs_f64() * 1e3,
         t.commit.as_secs_f64() * 1e3
     );
