@@ -18,6 +18,15 @@ fn key() -> SigningKey {
 }
 
 type DurableJob = EpochJob<RedbQueue, RedbStore, RedbHeadStore>;
+type MemoryJob = EpochJob<MemoryQueue, MemoryStore, MemoryHeadStore>;
+
+/// A job over memory stores with the test key, origin and genesis time.
+fn memory_job(config: TreeConfig, max_depth: u64) -> MemoryJob {
+    let queue = MemoryQueue::new(config.suite, max_depth);
+    let archives = Arc::new(MemoryArchives::default());
+    EpochJob::open(queue, Map::new(MemoryStore::new(config)), MemoryHeadStore::default(), archives, key(), ORIGIN, T0)
+        .unwrap()
+}
 
 fn open(dir: &Path) -> DurableJob {
     let config = TreeConfig::new(HashSuite::Blake3, 4).unwrap();
@@ -129,17 +138,7 @@ fn identical_heads_for_every_pool_size() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         let note = pool.install(|| {
             let config = TreeConfig::new(HashSuite::Sha256, 6).unwrap();
-            let queue = MemoryQueue::new(config.suite, 1_000_000);
-            let job = EpochJob::open(
-                queue,
-                Map::new(MemoryStore::new(config)),
-                MemoryHeadStore::default(),
-                Arc::new(MemoryArchives::default()),
-                key(),
-                ORIGIN,
-                T0,
-            )
-            .unwrap();
+            let job = memory_job(config, 1_000_000);
             job.queue().append((0..3000).map(|i| m(i, Some("x"), 0)).collect()).unwrap();
             job.run_epoch(2_000_000).unwrap();
             job.queue().append((0..3000).step_by(3).map(|i| m(i, Some("y"), 1)).collect()).unwrap();
@@ -153,16 +152,7 @@ fn identical_heads_for_every_pool_size() {
 #[test]
 fn chain_heartbeats_clock_safety_and_proofs() {
     let config = TreeConfig::new(HashSuite::Blake3, 8).unwrap();
-    let job = EpochJob::open(
-        MemoryQueue::new(config.suite, 1000),
-        Map::new(MemoryStore::new(config)),
-        MemoryHeadStore::default(),
-        Arc::new(MemoryArchives::default()),
-        key(),
-        ORIGIN,
-        T0,
-    )
-    .unwrap();
+    let job = memory_job(config, 1000);
     let public = key().verifying_key().to_bytes();
     let genesis = verify_head_note(&job.heads().get(Epoch(0)).unwrap().unwrap(), ORIGIN, &public).unwrap();
     job.queue().append(vec![m(1, Some("a"), 0), m(2, Some("b"), 0)]).unwrap();
@@ -199,16 +189,7 @@ fn scheduler_runs_epochs_heartbeats_and_triggers() {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::time::Duration;
     let config = TreeConfig::new(HashSuite::Blake3, 4).unwrap();
-    let job = EpochJob::open(
-        MemoryQueue::new(config.suite, 1000),
-        Map::new(MemoryStore::new(config)),
-        MemoryHeadStore::default(),
-        Arc::new(MemoryArchives::default()),
-        key(),
-        ORIGIN,
-        T0,
-    )
-    .unwrap();
+    let job = memory_job(config, 1000);
     // A manual clock: each test step advances it explicitly, so timing is deterministic.
     let clock = AtomicU64::new(T0);
     let (trigger, stop) = (AtomicBool::new(false), AtomicBool::new(false));
