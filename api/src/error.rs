@@ -12,6 +12,7 @@ pub enum ApiError {
     Unauthorized(String),
     Forbidden(String),
     NotFound(String),
+    RangeNotSatisfiable(String),
     /// Back-pressure: retry after this many seconds.
     Unavailable {
         retry_after_secs: u64,
@@ -52,6 +53,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", m, None),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m, None),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m, None),
+            ApiError::RangeNotSatisfiable(m) => (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable", m, None),
             ApiError::Unavailable { retry_after_secs, message } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable", message, Some(retry_after_secs))
             }

@@ -2,7 +2,8 @@
 //!
 //! Served today: `GET /v1/directory`, `POST /v1/mutations` (202 only once durable),
 //! `GET /v1/keys/{key}[?epoch=N]` (value, proof and the signed head it verifies against),
-//! `GET /v1/heads/latest`, `GET /v1/heads/{epoch}`, `POST /v1/epochs` (operator token), `GET /healthz`.
+//! `GET /v1/heads/latest`, `GET /v1/heads/{epoch}`, `GET /v1/epochs/{epoch}/archive` (Parquet,
+//! immutable, single-range requests), `POST /v1/epochs` (operator token), `GET /healthz`.
 //! Errors are `{"error": code, "message": text}`: 4xx for the client's fault, 503 + `Retry-After` for
 //! back-pressure. Storage work runs on `spawn_blocking`, never on the tokio workers.
 
@@ -58,6 +59,7 @@ where
         .route("/v1/heads/latest", get(latest_head::<Q, S, H>))
         .route("/v1/heads/{epoch}", get(head_at::<Q, S, H>))
         .route("/v1/epochs", post(trigger_epoch::<Q, S, H>))
+        .route("/v1/epochs/{epoch}/archive", get(archive::<Q, S, H>))
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async { ApiError::NotFound("no such endpoint; see /v1/directory".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -254,4 +256,78 @@ async fn trigger_epoch<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore 
     }
     api.trigger.store(true, Ordering::Release);
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "triggered": true }))))
+}
+
+/// Parses a single `bytes=` range against a body of `len` bytes: `Ok(None)` for no Range header,
+/// `Err(())` when unsatisfiable or not a single byte range.
+fn parse_range(headers: &HeaderMap, len: usize) -> Result<Option<std::ops::Range<usize>>, ()> {
+    let Some(value) = headers.get(header::RANGE) else { return Ok(None) };
+    let spec = value.to_str().map_err(|_| ())?.strip_prefix("bytes=").ok_or(())?;
+    if spec.contains(',') {
+        return Err(()); // several ranges: not served
+    }
+    let (start, end) = spec.split_once('-').ok_or(())?;
+    let range = match (start.trim(), end.trim()) {
+        ("", suffix) => {
+            let n: usize = suffix.parse().map_err(|_| ())?;
+            len.saturating_sub(n)..len
+        }
+        (start, "") => start.parse().map_err(|_| ())?..len,
+        (start, end) => {
+            start.parse().map_err(|_| ())?..end.parse::<usize>().map_err(|_| ())?.saturating_add(1).min(len)
+        }
+    };
+    if range.start >= range.end || range.start >= len {
+        return Err(());
+    }
+    Ok(Some(range))
+}
+
+async fn archive<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'static>(
+    State(api): State<Arc<Api<Q, S, H>>>,
+    Path(epoch): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let epoch: u64 =
+        epoch.parse().map_err(|_| ApiError::BadRequest("bad_epoch", format!("{epoch:?} is not an epoch number")))?;
+    let job = Arc::clone(&api.job);
+    let (bytes, digest) = blocking(move || {
+        // Only archives of published epochs are served (one whose head is not stored yet may
+        // still be rewritten by a recovering run).
+        if job.heads().get(Epoch(epoch)).map_err(ApiError::internal)?.is_none() {
+            return Err(ApiError::NotFound(format!("epoch {epoch} has no signed head")));
+        }
+        let bytes = job.archives().get(Epoch(epoch)).map_err(ApiError::internal)?;
+        let bytes =
+            bytes.ok_or_else(|| ApiError::NotFound(format!("epoch {epoch} has no archive (it predates archives)")))?;
+        let digest = job.map().store().config().suite.archive_digest(&bytes);
+        Ok((bytes, digest))
+    })
+    .await?;
+    let common = [
+        (header::CONTENT_TYPE, "application/vnd.apache.parquet".to_owned()),
+        (header::CACHE_CONTROL, "public, max-age=31536000, immutable".to_owned()),
+        (header::ETAG, format!("\"{}\"", digest.to_hex())),
+        (header::ACCEPT_RANGES, "bytes".to_owned()),
+    ];
+    match parse_range(&headers, bytes.len()) {
+        Ok(None) => Ok((StatusCode::OK, common, bytes).into_response()),
+        Ok(Some(range)) => {
+            let content_range = format!("bytes {}-{}/{}", range.start, range.end - 1, bytes.len());
+            let mut response = (StatusCode::PARTIAL_CONTENT, common, bytes[range].to_vec()).into_response();
+            response.headers_mut().insert(header::CONTENT_RANGE, content_range.parse().expect("ascii"));
+            Ok(response)
+        }
+        Err(()) => {
+            let mut response = ApiError::RangeNotSatisfiable(format!(
+                "the archive has {} bytes; send one `bytes=a-b` range",
+                bytes.len()
+            ))
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::CONTENT_RANGE, format!("bytes */{}", bytes.len()).parse().expect("ascii"));
+            Ok(response)
+        }
+    }
 }

@@ -43,7 +43,7 @@ async fn call(api: &Arc<TestApi>, request: Request<Body>) -> (StatusCode, header
     let response = router(Arc::clone(api)).oneshot(request).await.unwrap();
     let (parts, body) = response.into_parts();
     let bytes = body.collect().await.unwrap().to_bytes();
-    (parts.status, parts.headers, String::from_utf8(bytes.to_vec()).unwrap())
+    (parts.status, parts.headers, String::from_utf8_lossy(&bytes).into_owned())
 }
 
 fn get(uri: &str) -> Request<Body> {
@@ -195,4 +195,40 @@ async fn operator_trigger_needs_the_token() {
     assert!(!api.trigger.load(Ordering::Acquire));
     assert_eq!(call(&api, with("s3cret")).await.0, StatusCode::ACCEPTED);
     assert!(api.trigger.load(Ordering::Acquire), "the scheduler is asked for an epoch");
+}
+
+#[tokio::test]
+async fn archives_are_served_immutable_with_ranges() {
+    let api = api(100, None);
+    call(&api, post("/v1/mutations", r#"{"mutations":[{"key":"a","value":"YQ==","expected_version":0}]}"#)).await;
+    api.job.run_epoch(2_000).unwrap();
+    let (status, headers, _) = call(&api, get("/v1/epochs/1/archive")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/vnd.apache.parquet");
+    assert!(headers[header::CACHE_CONTROL].to_str().unwrap().contains("immutable"));
+    let full = api.job.archives().get(keyfold_core::Epoch(1)).unwrap().unwrap();
+    let rows = keyfold_archive::read_archive(&full).unwrap();
+    assert_eq!(rows.len(), 1);
+    // The raw bytes through the router (not through String).
+    let response = router(Arc::clone(&api)).oneshot(get("/v1/epochs/1/archive")).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.as_ref(), full.as_slice());
+    let ranged = Request::get("/v1/epochs/1/archive").header(header::RANGE, "bytes=0-3").body(Body::empty()).unwrap();
+    let response = router(Arc::clone(&api)).oneshot(ranged).await.unwrap();
+    assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(response.headers()[header::CONTENT_RANGE], format!("bytes 0-3/{}", full.len()));
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.as_ref(), b"PAR1");
+    let suffix = Request::get("/v1/epochs/1/archive").header(header::RANGE, "bytes=-4").body(Body::empty()).unwrap();
+    let body = router(Arc::clone(&api)).oneshot(suffix).await.unwrap().into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.as_ref(), b"PAR1", "Parquet files end with the magic too");
+    let bad = Request::get("/v1/epochs/1/archive")
+        .header(header::RANGE, format!("bytes={}-", full.len()))
+        .body(Body::empty())
+        .unwrap();
+    let (status, _, body) = call(&api, bad).await;
+    assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(json(&body)["error"], "range_not_satisfiable");
+    assert_eq!(call(&api, get("/v1/epochs/9/archive")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(call(&api, get("/v1/epochs/x/archive")).await.0, StatusCode::BAD_REQUEST);
 }
