@@ -56,23 +56,27 @@ pub struct Applied {
     pub counts: HeadCounts,
 }
 
-/// Applies `mutations` (in queue order) to the state `current` (the value of every touched index
-/// at the previous epoch; absent keys may be missing or `None`). Several mutations of one key apply
-/// in order, each seeing the previous one's result; an exact duplicate applies once.
+/// The id and map index of every mutation, hashed once, in parallel (independent per mutation).
+/// Callers use them to read the touched keys and pass them on to [`apply_mutations`].
+pub fn hash_mutations(suite: HashSuite, mutations: &[(Position, Mutation)]) -> Vec<(MutationId, Index)> {
+    mutations.par_iter().with_min_len(512).map(|(_, m)| (m.id(suite), suite.index_of(&m.key))).collect()
+}
+
+/// Applies `mutations` (in queue order; `hashed` from [`hash_mutations`]) to the state `current`
+/// (the value of every touched index at the previous epoch; absent keys may be missing or `None`).
+/// Several mutations of one key apply in order, each seeing the previous one's result; an exact
+/// duplicate applies once. Sequential: the order is the semantics.
 pub fn apply_mutations(
-    suite: HashSuite,
     current: &HashMap<Index, Option<LeafValue>>,
     mutations: &[(Position, Mutation)],
+    hashed: &[(MutationId, Index)],
 ) -> Applied {
-    // Hashing is independent per mutation: done in parallel; the compare-and-set pass below is
-    // sequential, in queue order.
-    let hashed: Vec<(MutationId, Index)> =
-        mutations.par_iter().with_min_len(512).map(|(_, m)| (m.id(suite), suite.index_of(&m.key))).collect();
+    assert_eq!(mutations.len(), hashed.len(), "one (id, index) per mutation");
     let mut state: HashMap<Index, Option<LeafValue>> = HashMap::new();
     let mut seen: HashSet<MutationId> = HashSet::with_capacity(mutations.len());
     let mut outcomes = Vec::with_capacity(mutations.len());
     let mut counts = HeadCounts { mutations: mutations.len() as u64, ..HeadCounts::default() };
-    for ((position, m), (id, index)) in mutations.iter().zip(hashed) {
+    for ((position, m), &(id, index)) in mutations.iter().zip(hashed) {
         let outcome = if !seen.insert(id) {
             counts.duplicates += 1;
             Outcome::Duplicate
@@ -118,7 +122,7 @@ mod tests {
         let suite = HashSuite::Blake3;
         let current = current.iter().map(|(k, v)| (suite.index_of(k.as_bytes()), Some(v.clone()))).collect();
         let ms: Vec<_> = ms.into_iter().enumerate().map(|(i, m)| (Position(i as u64 + 1), m)).collect();
-        apply_mutations(suite, &current, &ms)
+        apply_mutations(&current, &ms, &hash_mutations(suite, &ms))
     }
 
     fn outcomes(a: &Applied) -> Vec<Outcome> {

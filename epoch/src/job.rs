@@ -1,6 +1,6 @@
 //! One epoch, end to end, with its recovery story at every durability step.
 
-use crate::apply::{MutationOutcome, Outcome, apply_mutations};
+use crate::apply::{MutationOutcome, Outcome, apply_mutations, hash_mutations};
 use crate::archives::ArchiveSink;
 use crate::error::EpochError;
 use crate::heads::HeadStore;
@@ -192,12 +192,13 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         // 2. Apply with compare-and-set, against the previous epoch's values.
         let t = Instant::now();
         let suite = self.map.store().config().suite;
-        let mut touched: Vec<Index> = mutations.iter().map(|(_, m)| suite.index_of(&m.key)).collect();
+        let hashed = hash_mutations(suite, &mutations);
+        let mut touched: Vec<Index> = hashed.iter().map(|(_, index)| *index).collect();
         touched.sort_unstable();
         touched.dedup();
         let values = self.map.get_many(&touched, previous_epoch)?;
         let current: HashMap<Index, _> = touched.into_iter().zip(values).collect();
-        let applied = apply_mutations(suite, &current, &mutations);
+        let applied = apply_mutations(&current, &mutations, &hashed);
         timings.apply = t.elapsed();
         stop(CrashPoint::AfterApply)?;
 

@@ -16,7 +16,7 @@ mod keys;
 mod replay;
 mod schedule;
 
-pub use apply::{Applied, MutationOutcome, Outcome, RejectReason, apply_mutations};
+pub use apply::{Applied, MutationOutcome, Outcome, RejectReason, apply_mutations, hash_mutations};
 pub use archives::{ArchiveSink, DirArchives, MemoryArchives};
 pub use error::EpochError;
 pub use heads::{HeadStore, MemoryHeadStore, RedbHeadStore};

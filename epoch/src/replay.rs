@@ -2,7 +2,7 @@
 //! archive's digest, every archived mutation and outcome (re-running the compare-and-set rules) and
 //! the map root, using nothing but the heads, the archives and the public key.
 
-use crate::apply::{Outcome, apply_mutations};
+use crate::apply::{Outcome, apply_mutations, hash_mutations};
 use hashbrown::HashMap;
 use keyfold_archive::{ArchiveOutcome, ArchiveRow, read_archive};
 use keyfold_core::{Epoch, Hash, HashSuite, Head, Index, Mutation, Version, verify_head_note};
@@ -94,14 +94,24 @@ impl Replayer {
         check(digest == head.archive, "archive digest", head.archive.to_hex(), digest.to_hex())?;
         let rows = read_archive(archive).map_err(|e| diverge(epoch, None, "archive", "a format 1 archive", e))?;
         let mutations =
-            rows.iter().enumerate().map(|(i, r)| mutation_of(suite, epoch, i, r)).collect::<Result<Vec<_>, _>>()?;
-        let mut touched: Vec<Index> = mutations.iter().map(|(_, m)| suite.index_of(&m.key)).collect();
+            rows.iter().enumerate().map(|(i, r)| mutation_of(epoch, i, r)).collect::<Result<Vec<_>, _>>()?;
+        let hashed = hash_mutations(suite, &mutations);
+        for (i, (row, (id, index))) in rows.iter().zip(&hashed).enumerate() {
+            let at = |what: &str, expected: String, found: String| Err(diverge(epoch, Some(i), what, expected, found));
+            if id.0 != row.mutation_id {
+                return at("mutation id", id.to_hex(), row.mutation_id.to_hex());
+            }
+            if row.key_index != Some(Hash(index.0)) {
+                return at("key index", index.to_hex(), row.key_index.map_or("null".into(), |h| h.to_hex()));
+            }
+        }
+        let mut touched: Vec<Index> = hashed.iter().map(|(_, index)| *index).collect();
         touched.sort_unstable();
         touched.dedup();
         let values =
             self.map.get_many(&touched, prev.epoch).map_err(|e| diverge(epoch, None, "replica", "readable", e))?;
         let current: HashMap<Index, _> = touched.into_iter().zip(values).collect();
-        let applied = apply_mutations(suite, &current, &mutations);
+        let applied = apply_mutations(&current, &mutations, &hashed);
         for (i, (row, outcome)) in rows.iter().zip(&applied.outcomes).enumerate() {
             compare_outcome(suite, epoch, i, row, &outcome.outcome, &outcome.index)?;
         }
@@ -113,7 +123,7 @@ impl Replayer {
     }
 }
 
-fn mutation_of(suite: HashSuite, epoch: Epoch, i: usize, row: &ArchiveRow) -> Result<(Position, Mutation), Divergence> {
+fn mutation_of(epoch: Epoch, i: usize, row: &ArchiveRow) -> Result<(Position, Mutation), Divergence> {
     let at = |what: &str, expected: String, found: String| diverge(epoch, Some(i), what, expected, found);
     let key = row.key.clone().ok_or_else(|| at("key", "a key".into(), "null".into()))?;
     if row.tombstone != row.value.is_none() {
@@ -125,14 +135,6 @@ fn mutation_of(suite: HashSuite, epoch: Epoch, i: usize, row: &ArchiveRow) -> Re
         expected_version: Version(row.expected_version),
         owner_signature: row.owner_signature.clone(),
     };
-    let id = m.id(suite);
-    if id.0 != row.mutation_id {
-        return Err(at("mutation id", id.to_hex(), row.mutation_id.to_hex()));
-    }
-    let index = suite.index_of(&m.key);
-    if row.key_index != Some(Hash(index.0)) {
-        return Err(at("key index", index.to_hex(), row.key_index.map_or("null".into(), |h| h.to_hex())));
-    }
     Ok((Position(row.position), m))
 }
 
