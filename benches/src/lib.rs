@@ -31,15 +31,20 @@ pub fn prefill<S: TreeStore>(map: &Map<S>, n: u64, seed: u64) -> Result<(), Tree
     Ok(())
 }
 
-/// W1: `m` distinct existing keys out of `0..n`, chosen by `seed`, updated to version `version`.
-pub fn w1_updates(suite: HashSuite, n: u64, m: u64, version: Version, seed: u64) -> Vec<(Index, LeafValue)> {
+/// The W1 key choice: `m` distinct key ids out of `0..n`, chosen by `seed`, ascending.
+pub fn w1_ids(n: u64, m: u64, seed: u64) -> std::collections::BTreeSet<u64> {
     assert!(m <= n, "W1 updates existing keys: m ({m}) must not exceed n ({n})");
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5731);
     let mut chosen = std::collections::BTreeSet::new();
     while (chosen.len() as u64) < m {
         chosen.insert(rng.random_range(0..n));
     }
-    updates_for(suite, chosen.into_iter(), version, seed)
+    chosen
+}
+
+/// W1: the keys of [`w1_ids`] updated to version `version`.
+pub fn w1_updates(suite: HashSuite, n: u64, m: u64, version: Version, seed: u64) -> Vec<(Index, LeafValue)> {
+    updates_for(suite, w1_ids(n, m, seed).into_iter(), version, seed)
 }
 
 /// W2: `m` new keys `first..first + m`.

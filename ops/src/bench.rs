@@ -329,31 +329,20 @@ fn bench_pipeline(args: &BenchArgs, plan: &Plan, config: TreeConfig) -> Result<(
     let mut phases: Vec<[Duration; 6]> = Vec::new();
     for e in 0..u64::from(plan.epochs) {
         let batch: Vec<Mutation> = match plan.mix {
-            Mix::Updates => {
-                let chosen = w1_updates(suite, plan.keys, plan.mutations, Version(0), args.seed + e + 1);
-                let ids: std::collections::BTreeSet<u64> = {
-                    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64((args.seed + e + 1) ^ 0x5731);
-                    let mut s = std::collections::BTreeSet::new();
-                    while (s.len() as u64) < plan.mutations {
-                        s.insert(r.random_range(0..plan.keys));
-                    }
-                    s
-                };
-                debug_assert_eq!(chosen.len(), ids.len());
-                ids.into_iter()
-                    .map(|i| {
-                        let slot = &mut versions[usize::try_from(i).expect("fits")];
-                        let m = Mutation {
-                            key: user_key(i),
-                            value: value(&mut rng),
-                            expected_version: Version(*slot),
-                            owner_signature: None,
-                        };
-                        *slot += 1;
-                        m
-                    })
-                    .collect()
-            }
+            Mix::Updates => keyfold_benches::w1_ids(plan.keys, plan.mutations, args.seed + e + 1)
+                .into_iter()
+                .map(|i| {
+                    let slot = &mut versions[usize::try_from(i).expect("fits")];
+                    let m = Mutation {
+                        key: user_key(i),
+                        value: value(&mut rng),
+                        expected_version: Version(*slot),
+                        owner_signature: None,
+                    };
+                    *slot += 1;
+                    m
+                })
+                .collect(),
             Mix::New => (0..plan.mutations)
                 .map(|j| Mutation {
                     key: user_key(plan.keys + e * plan.mutations + j),
