@@ -32,6 +32,8 @@ impl ApiError {
             QueueError::Io(_) => {
                 ApiError::Unavailable { retry_after_secs, message: "storage is unavailable; nothing was queued".into() }
             }
+            QueueError::TooLarge { .. } => ApiError::PayloadTooLarge(e.to_string()),
+            QueueError::Fenced(_) => ApiError::Unavailable { retry_after_secs, message: e.to_string() },
             QueueError::Closed | QueueError::Corrupt(_) => ApiError::Internal(e.to_string()),
         }
     }

@@ -22,7 +22,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use keyfold_core::{Epoch, Mutation, Version};
 use keyfold_epoch::{EpochJob, HeadStore};
-use keyfold_ingest::{Limits, Queue, validate};
+use keyfold_ingest::{Limits, Queue, Receipt, Slot, validate};
 use keyfold_shards::TreeStore;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -109,10 +109,25 @@ struct MutationRequest {
     owner_signature: Option<String>,
 }
 
+/// A receipt: the mutation id and where it waits, its queue position (embedded queue) or its
+/// FoundationDB versionstamp (hex, 12 bytes).
 #[derive(Debug, Serialize)]
 struct ReceiptResponse {
     id: String,
-    position: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    versionstamp: Option<String>,
+}
+
+impl From<Receipt> for ReceiptResponse {
+    fn from(r: Receipt) -> ReceiptResponse {
+        let (position, versionstamp) = match r.slot {
+            Slot::Position(p) => (Some(p.0), None),
+            Slot::Versionstamp(v) => (None, Some(hex::encode(v))),
+        };
+        ReceiptResponse { id: r.id.to_hex(), position, versionstamp }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -155,8 +170,7 @@ async fn submit<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'stat
     // Acknowledged only after `append` returns, i.e. after the group commit made it durable.
     let receipts =
         blocking(move || job.queue().append(mutations).map_err(|e| ApiError::from_queue(e, retry_after))).await?;
-    let receipts =
-        receipts.into_iter().map(|r| ReceiptResponse { id: r.id.to_hex(), position: r.position.0 }).collect();
+    let receipts = receipts.into_iter().map(ReceiptResponse::from).collect();
     Ok((StatusCode::ACCEPTED, Json(SubmitResponse { receipts })))
 }
 

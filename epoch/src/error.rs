@@ -21,6 +21,8 @@ pub enum EpochError {
     Corrupt(String),
     #[error("key file {path}: {message}")]
     Key { path: String, message: String },
+    #[error("this process does not hold the epoch-writer lease ({0}); only the lease holder signs heads")]
+    Fenced(String),
     #[error("injected crash at {0:?} (tests only)")]
     Crashed(CrashPoint),
 }
@@ -30,7 +32,7 @@ impl EpochError {
         match self {
             EpochError::Queue(e) => e.is_retryable(),
             EpochError::Tree(e) => e.class() == keyfold_shards::ErrorClass::Retryable,
-            EpochError::Io(_) | EpochError::Crashed(_) => true,
+            EpochError::Io(_) | EpochError::Crashed(_) | EpochError::Fenced(_) => true,
             EpochError::Head(_) | EpochError::Archive(_) | EpochError::Corrupt(_) | EpochError::Key { .. } => false,
         }
     }

@@ -21,7 +21,8 @@ pub trait HeadStore: Send + Sync {
     fn commit(&self, epoch: Epoch, note: &str, cursor: Position) -> Result<(), EpochError>;
 }
 
-fn check_next(latest: Option<Epoch>, epoch: Epoch) -> Result<(), EpochError> {
+/// The compare-and-set rule every head store applies: the next head is for the latest epoch + 1.
+pub fn check_next(latest: Option<Epoch>, epoch: Epoch) -> Result<(), EpochError> {
     let expected = latest.map_or(Epoch(0), Epoch::next);
     if epoch != expected {
         return Err(EpochError::Corrupt(format!(
@@ -123,5 +124,65 @@ impl HeadStore for RedbHeadStore {
             txn.open_table(META).map_err(EpochError::io)?.insert(KEY_CURSOR, cursor.0).map_err(EpochError::io)?;
         }
         txn.commit().map_err(EpochError::io)
+    }
+}
+
+/// The head store conformance suite: the same cases against every [`HeadStore`].
+pub mod conformance {
+    use super::HeadStore;
+    use crate::error::EpochError;
+    use keyfold_core::Epoch;
+    use keyfold_ingest::Position;
+
+    /// A conformance case, run against the empty store its argument makes.
+    pub type Case<H> = (&'static str, fn(fn() -> H));
+
+    /// Every case, for harnesses that cannot use `#[test]`.
+    pub fn cases<H: HeadStore>() -> Vec<Case<H>> {
+        vec![("heads_conformance_compare_and_set", compare_and_set::<H>)]
+    }
+
+    /// Heads chain one epoch at a time; a second head for an epoch, a gap, or a head before the
+    /// genesis is refused and changes nothing; the cursor moves with the head.
+    pub fn compare_and_set<H: HeadStore>(make: fn() -> H) {
+        let h = make();
+        assert_eq!(h.latest().unwrap(), None);
+        assert_eq!(h.cursor().unwrap(), Position(0));
+        assert!(matches!(h.commit(Epoch(1), "one", Position(3)), Err(EpochError::Corrupt(_))), "gap before genesis");
+        h.commit(Epoch(0), "genesis", Position(0)).unwrap();
+        h.commit(Epoch(1), "one", Position(7)).unwrap();
+        let again = h.commit(Epoch(1), "other", Position(9));
+        assert!(matches!(again, Err(EpochError::Corrupt(_))), "never a second head for epoch 1");
+        assert!(matches!(h.commit(Epoch(3), "three", Position(9)), Err(EpochError::Corrupt(_))), "gap");
+        assert_eq!(h.latest().unwrap(), Some((Epoch(1), "one".to_owned())));
+        assert_eq!(h.get(Epoch(0)).unwrap().as_deref(), Some("genesis"));
+        assert_eq!(h.get(Epoch(1)).unwrap().as_deref(), Some("one"));
+        assert_eq!(h.get(Epoch(2)).unwrap(), None);
+        assert_eq!(h.cursor().unwrap(), Position(7), "a refused commit leaves the cursor");
+    }
+
+    /// Instantiates every case as a `#[test]` for the store made by `$make` (`fn() -> H`).
+    /// Keep in step with [`cases`].
+    #[macro_export]
+    macro_rules! heads_conformance_tests {
+        ($make:expr) => {
+            #[test]
+            fn heads_conformance_compare_and_set() {
+                $crate::heads::conformance::compare_and_set($make);
+            }
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    mod memory {
+        crate::heads_conformance_tests!(crate::MemoryHeadStore::default);
+    }
+    mod redb {
+        crate::heads_conformance_tests!(|| {
+            let dir = tempfile::tempdir().unwrap().keep();
+            crate::RedbHeadStore::open(&dir.join("heads.redb")).unwrap()
+        });
     }
 }

@@ -10,7 +10,7 @@
 mod apply;
 mod archives;
 mod error;
-mod heads;
+pub mod heads;
 mod job;
 mod keys;
 mod replay;

@@ -3,12 +3,28 @@
 //! function that makes a fresh, empty queue with a depth bound.
 
 use crate::error::QueueError;
-use crate::queue::{Entry, Marker, Position, Queue};
+use crate::queue::{Entry, Marker, Position, Queue, Slot};
 use keyfold_core::{Epoch, Mutation, Version};
 use std::collections::BTreeSet;
 
+/// A conformance case, run against the queue its argument makes.
+pub type Case<Q> = (&'static str, fn(fn(u64) -> Q));
+
+/// Every case, for harnesses that cannot use `#[test]` (FoundationDB's network starts once per
+/// process). Keep in step with [`queue_conformance_tests!`](crate::queue_conformance_tests).
+pub fn cases<Q: Queue>() -> Vec<Case<Q>> {
+    vec![
+        ("queue_conformance_positions_and_ids", positions_and_ids::<Q>),
+        ("queue_conformance_markers_and_reads", markers_and_reads::<Q>),
+        ("queue_conformance_remove_through", remove_through::<Q>),
+        ("queue_conformance_back_pressure", back_pressure::<Q>),
+        ("queue_conformance_concurrent_appends", concurrent_appends::<Q>),
+    ]
+}
+
 /// Instantiates every queue conformance case as a `#[test]` for the queue made by `$make`
 /// (an expression of type `fn(u64) -> Q`, the argument being the depth bound).
+/// Keep in step with [`cases`].
 #[macro_export]
 macro_rules! queue_conformance_tests {
     ($make:expr) => {
@@ -52,11 +68,33 @@ pub fn positions_and_ids<Q: Queue>(make: fn(u64) -> Q) {
     for (r, m) in receipts.iter().zip(&batch) {
         assert_eq!(r.id, m.id(q.suite()), "receipt id is the mutation id");
     }
-    assert!(receipts.windows(2).all(|w| w[1].position.0 == w[0].position.0 + 1), "consecutive positions");
-    assert!(receipts[0].position.0 >= 1);
+    assert!(receipts.windows(2).all(|w| w[0].slot < w[1].slot), "slots increase in batch order");
+    if let Slot::Position(first) = receipts[0].slot {
+        // Queues that number at append use consecutive positions from 1.
+        assert!(first.0 >= 1);
+        let consecutive =
+            receipts.iter().enumerate().all(|(i, r)| r.slot == Slot::Position(Position(first.0 + i as u64)));
+        assert!(consecutive, "consecutive positions");
+    }
     let more = q.append(vec![mutation(10)]).unwrap();
-    assert!(more[0].position > receipts[9].position);
+    assert!(more[0].slot > receipts[9].slot);
     assert_eq!(q.depth(), 11);
+    let read = q.read(Position(0), 100).unwrap();
+    let ids: Vec<_> = read.iter().map(|(_, e)| mutation_id(&q, e)).collect();
+    let acknowledged: Vec<_> = receipts.iter().chain(&more).map(|r| Some(r.id)).collect();
+    assert_eq!(ids, acknowledged, "every acknowledged mutation reads back, in append order");
+    if let Slot::Position(_) = receipts[0].slot {
+        let positions: Vec<_> = read.iter().map(|(p, _)| Slot::Position(*p)).collect();
+        let slots: Vec<_> = receipts.iter().chain(&more).map(|r| r.slot).collect();
+        assert_eq!(positions, slots, "a receipt's position is where its mutation reads back");
+    }
+}
+
+fn mutation_id<Q: Queue>(q: &Q, entry: &Entry) -> Option<keyfold_core::MutationId> {
+    match entry {
+        Entry::Mutation(m) => Some(m.id(q.suite())),
+        Entry::Marker(_) => None,
+    }
 }
 
 pub fn markers_and_reads<Q: Queue>(make: fn(u64) -> Q) {
@@ -80,12 +118,14 @@ pub fn markers_and_reads<Q: Queue>(make: fn(u64) -> Q) {
 
 pub fn remove_through<Q: Queue>(make: fn(u64) -> Q) {
     let q = make(1000);
-    let receipts = q.append((0..6).map(mutation).collect()).unwrap();
+    q.append((0..6).map(mutation).collect()).unwrap();
     let marker = q.append_marker(Marker { epoch: Epoch(1), time_ms: 7 }).unwrap();
-    assert_eq!(q.remove_through(receipts[3].position).unwrap(), 4);
+    let positions: Vec<Position> = q.read(Position(0), 100).unwrap().into_iter().map(|(p, _)| p).collect();
+    assert_eq!(positions.len(), 7);
+    assert_eq!(q.remove_through(positions[3]).unwrap(), 4);
     assert_eq!(q.depth(), 2);
     let left = q.read(Position(0), 100).unwrap();
-    assert_eq!(left.first().map(|(p, _)| *p), Some(receipts[4].position));
+    assert_eq!(left.first().map(|(p, _)| *p), Some(positions[4]));
     assert_eq!(q.remove_through(marker).unwrap(), 2);
     assert!(q.read(Position(0), 100).unwrap().is_empty());
     assert_eq!(q.remove_through(marker).unwrap(), 0, "removing again is a no-op");
@@ -93,21 +133,21 @@ pub fn remove_through<Q: Queue>(make: fn(u64) -> Q) {
 
 pub fn back_pressure<Q: Queue>(make: fn(u64) -> Q) {
     let q = make(5);
-    let first = q.append((0..3).map(mutation).collect()).unwrap();
+    q.append((0..3).map(mutation).collect()).unwrap();
     let err = q.append((3..6).map(mutation).collect()).unwrap_err();
     assert!(matches!(err, QueueError::Full { depth: 3, max: 5 }), "{err}");
     assert!(err.is_retryable());
     assert_eq!(q.read(Position(0), 100).unwrap().len(), 3, "a refused batch leaves nothing behind");
-    q.append_marker(Marker { epoch: Epoch(1), time_ms: 1 }).unwrap();
+    let marker = q.append_marker(Marker { epoch: Epoch(1), time_ms: 1 }).unwrap();
     q.append((3..5).map(mutation).collect()).unwrap();
     assert!(q.append(vec![mutation(9)]).is_err());
-    q.remove_through(first[2].position).unwrap();
+    assert_eq!(q.remove_through(marker).unwrap(), 3);
     q.append(vec![mutation(9)]).unwrap();
     assert_eq!(q.depth(), 3);
 }
 
-/// 64 threads append single mutations concurrently: every append gets a distinct position and
-/// every acknowledged mutation reads back.
+/// 64 threads append single mutations concurrently: every append gets a distinct slot and every
+/// acknowledged mutation reads back exactly once.
 pub fn concurrent_appends<Q: Queue>(make: fn(u64) -> Q) {
     let q = make(1_000_000);
     let threads = 64u32;
@@ -123,15 +163,20 @@ pub fn concurrent_appends<Q: Queue>(make: fn(u64) -> Q) {
             .collect();
         handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
     });
-    let positions: BTreeSet<Position> = receipts.iter().map(|r| r.position).collect();
-    assert_eq!(positions.len(), (threads * per_thread) as usize, "positions are unique");
+    let slots: BTreeSet<Slot> = receipts.iter().map(|r| r.slot).collect();
+    assert_eq!(slots.len(), (threads * per_thread) as usize, "slots are unique");
     let stored = q.read(Position(0), usize::MAX).unwrap();
-    assert_eq!(stored.len(), positions.len());
-    for r in &receipts {
-        let (_, entry) = stored.iter().find(|(p, _)| *p == r.position).expect("acknowledged entry is stored");
-        match entry {
-            Entry::Mutation(m) => assert_eq!(m.id(q.suite()), r.id),
-            Entry::Marker(_) => panic!("a receipt points at a marker"),
-        }
-    }
+    assert_eq!(stored.len(), slots.len());
+    assert!(stored.windows(2).all(|w| w[0].0 < w[1].0), "distinct positions, in order");
+    let mut stored_ids: Vec<_> =
+        stored.iter().map(|(_, e)| mutation_id(&q, e).expect("no marker was appended")).collect();
+    let mut acknowledged: Vec<_> = receipts.iter().map(|r| r.id).collect();
+    stored_ids.sort_unstable();
+    acknowledged.sort_unstable();
+    assert_eq!(stored_ids, acknowledged, "every acknowledged mutation is stored exactly once");
+    // In slot order, the stored order: receipts order like the entries they name.
+    let mut by_slot = receipts.clone();
+    by_slot.sort_by_key(|r| r.slot);
+    let in_order: Vec<_> = stored.iter().map(|(_, e)| mutation_id(&q, e).expect("mutation")).collect();
+    assert_eq!(by_slot.iter().map(|r| r.id).collect::<Vec<_>>(), in_order);
 }

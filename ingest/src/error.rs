@@ -28,6 +28,10 @@ pub enum QueueError {
     Io(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("queue storage is corrupt: {0}")]
     Corrupt(String),
+    #[error("the batch is {bytes} bytes encoded; this queue appends at most {max} bytes at once: send smaller batches")]
+    TooLarge { bytes: usize, max: usize },
+    #[error("this process does not hold the epoch-writer lease ({0}); only the lease holder cuts epochs")]
+    Fenced(String),
 }
 
 impl QueueError {
@@ -35,7 +39,7 @@ impl QueueError {
     /// Nothing of a failed append was acknowledged, so retrying never loses or doubles a mutation
     /// beyond what duplicate detection (same mutation id) already handles.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, QueueError::Full { .. } | QueueError::Io(_))
+        matches!(self, QueueError::Full { .. } | QueueError::Io(_) | QueueError::Fenced(_))
     }
 
     pub(crate) fn io(e: impl Into<redb::Error>) -> QueueError {

@@ -1,5 +1,5 @@
 use crate::error::QueueError;
-use crate::queue::{Entry, Marker, Position, Queue, Receipt};
+use crate::queue::{Entry, Marker, Position, Queue, Receipt, Slot};
 use keyfold_core::{HashSuite, Mutation};
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
@@ -44,7 +44,7 @@ impl Queue for MemoryQueue {
         for m in mutations {
             let position = Position(s.next);
             s.next += 1;
-            receipts.push(Receipt { id: m.id(self.suite), position });
+            receipts.push(Receipt { id: m.id(self.suite), slot: Slot::Position(position) });
             s.entries.insert(position.0, Entry::Mutation(m));
         }
         s.depth += n;

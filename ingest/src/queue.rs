@@ -20,11 +20,23 @@ pub enum Entry {
     Marker(Marker),
 }
 
+/// Where an acknowledged mutation waits for its epoch. Within one queue, slots order like the
+/// entries they name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Slot {
+    /// Its queue position: the embedded and in-memory queues number entries as they append them.
+    Position(Position),
+    /// Its FoundationDB versionstamp: the 10-byte commit versionstamp and the 2-byte index in its
+    /// batch, big-endian. Appends from many frontends never conflict because none of them picks a
+    /// number; the epoch cut gives staged entries their positions, in versionstamp order.
+    Versionstamp([u8; 12]),
+}
+
 /// The durable receipt of an appended mutation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Receipt {
     pub id: MutationId,
-    pub position: Position,
+    pub slot: Slot,
 }
 
 const TAG_MUTATION: u8 = 0;
@@ -75,7 +87,8 @@ pub trait Queue: Send + Sync {
     /// a full queue.
     fn append_marker(&self, marker: Marker) -> Result<Position, QueueError>;
 
-    /// Up to `max_entries` entries at positions `>= from`, in order.
+    /// Up to `max_entries` entries at positions `>= from`, in order. Every mutation acknowledged
+    /// before the call is readable (a queue that stages appends numbers them first).
     fn read(&self, from: Position, max_entries: usize) -> Result<Vec<(Position, Entry)>, QueueError>;
 
     /// Removes every entry at positions `<= through` (after the epoch that consumed them is

@@ -6,7 +6,7 @@
 //! acknowledged only after its commit returned.
 
 use crate::error::QueueError;
-use crate::queue::{Entry, Marker, Position, Queue, Receipt, decode_entry, encode_entry};
+use crate::queue::{Entry, Marker, Position, Queue, Receipt, Slot, decode_entry, encode_entry};
 use keyfold_core::{HashSuite, Mutation};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
@@ -153,7 +153,7 @@ fn commit_group(shared: &Shared, group: Vec<Request>) {
                 }
                 let mut receipts = Vec::with_capacity(mutations.len());
                 for m in mutations {
-                    receipts.push(Receipt { id: m.id(suite), position: Position(next) });
+                    receipts.push(Receipt { id: m.id(suite), slot: Slot::Position(Position(next)) });
                     records.push((next, encode_entry(&Entry::Mutation(m.clone()))));
                     next += 1;
                 }
@@ -299,7 +299,7 @@ mod tests {
         let q = RedbQueue::open(&path, options).unwrap();
         assert_eq!(q.depth(), 2);
         let receipts = q.append(vec![m(5)]).unwrap();
-        assert_eq!(receipts[0].position, Position(6), "positions continue after a restart");
+        assert_eq!(receipts[0].slot, Slot::Position(Position(6)), "positions continue after a restart");
         let entries = q.read(Position(0), 100).unwrap();
         let positions: Vec<u64> = entries.iter().map(|(p, _)| p.0).collect();
         assert_eq!(positions, vec![3, 4, 5, 6]);
@@ -308,6 +308,6 @@ mod tests {
         drop(q);
         let q = RedbQueue::open(&path, options).unwrap();
         assert_eq!(q.depth(), 0);
-        assert_eq!(q.append(vec![m(6)]).unwrap()[0].position, Position(7), "positions are never reused");
+        assert_eq!(q.append(vec![m(6)]).unwrap()[0].slot, Slot::Position(Position(7)), "positions are never reused");
     }
 }

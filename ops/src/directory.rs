@@ -55,14 +55,14 @@ pub struct DataArgs {
     data: PathBuf,
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
 }
 
 pub type DurableJob = EpochJob<RedbQueue, RedbStore, RedbHeadStore>;
 
-fn read_config(dir: &Path) -> Result<DirectoryConfig, String> {
+pub(crate) fn read_config(dir: &Path) -> Result<DirectoryConfig, String> {
     let path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| {
         format!("cannot read {}: {e} (create a directory with `keyfold init --data {}`)", path.display(), dir.display())

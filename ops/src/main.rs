@@ -3,6 +3,8 @@
 
 mod bench;
 mod directory;
+#[cfg(feature = "fdb")]
+mod fdb_backend;
 mod serve;
 
 use clap::{Parser, Subcommand};

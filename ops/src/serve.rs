@@ -1,10 +1,11 @@
 //! `keyfold serve`: the HTTP API and the epoch scheduler over one data directory.
 
-use crate::directory::{self, open_job};
-use clap::Args;
+use crate::directory::{self, DirectoryConfig, open_job};
+use clap::{Args, ValueEnum};
 use keyfold_api::{Api, router};
-use keyfold_epoch::{Schedule, run_scheduler};
-use keyfold_ingest::Limits;
+use keyfold_epoch::{EpochJob, HeadStore, Schedule, run_scheduler};
+use keyfold_ingest::{Limits, Queue};
+use keyfold_shards::TreeStore;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use std::time::Duration;
 pub struct ServeArgs {
     /// Data directory; an empty or absent one is initialised with defaults (as `keyfold init`).
     #[arg(long, env = "KEYFOLD_DATA", default_value = "keyfold-data")]
-    data: PathBuf,
+    pub(crate) data: PathBuf,
     /// Address to listen on (port 0 picks a free port; the address is printed).
     #[arg(long, env = "KEYFOLD_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -31,6 +32,23 @@ pub struct ServeArgs {
     /// HTTP worker threads (the epoch job runs on its own threads, never on these).
     #[arg(long, default_value_t = 2)]
     http_threads: usize,
+    /// Where the queue, the tree and the heads live: `embedded` (redb files under --data) or
+    /// `fdb` (a FoundationDB cluster; config, keys and archives stay under --data). `fdb` needs a
+    /// binary built with `--features fdb`.
+    #[arg(long, value_enum, env = "KEYFOLD_STORE", default_value_t = StoreKind::Embedded)]
+    pub(crate) store: StoreKind,
+    /// FoundationDB cluster file (with --store fdb).
+    #[arg(long, env = "FDB_CLUSTER_FILE", default_value = "/etc/foundationdb/fdb.cluster")]
+    pub(crate) cluster_file: PathBuf,
+    /// Key prefix of this directory in the cluster (with --store fdb); default `keyfold/<origin>/`.
+    #[arg(long, env = "KEYFOLD_FDB_PREFIX")]
+    pub(crate) fdb_prefix: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum StoreKind {
+    Embedded,
+    Fdb,
 }
 
 fn now_ms() -> u64 {
@@ -58,8 +76,32 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
         return Err("--epoch-interval-min-ms must not exceed --epoch-interval-max-ms".into());
     }
     directory::init_if_empty(&args.data)?;
-    let (config, job) = open_job(&args.data)?;
-    let job = Arc::new(job);
+    match args.store {
+        StoreKind::Embedded => {
+            let (config, job) = open_job(&args.data)?;
+            run(args, &config, Arc::new(job))
+        }
+        #[cfg(feature = "fdb")]
+        StoreKind::Fdb => crate::fdb_backend::serve(args),
+        #[cfg(not(feature = "fdb"))]
+        StoreKind::Fdb => Err("this keyfold was built without FoundationDB support: rebuild it with \
+             `cargo build --release -p keyfold-ops --features fdb` on a machine with FoundationDB's client \
+             library (libfdb_c), or use --store embedded"
+            .into()),
+    }
+}
+
+/// The HTTP API and the epoch scheduler over an opened job, until SIGTERM or Ctrl-C.
+pub(crate) fn run<Q, S, H>(
+    args: &ServeArgs,
+    config: &DirectoryConfig,
+    job: Arc<EpochJob<Q, S, H>>,
+) -> Result<(), String>
+where
+    Q: Queue + 'static,
+    S: TreeStore + 'static,
+    H: HeadStore + 'static,
+{
     let trigger = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let schedule =

@@ -12,8 +12,23 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 
+/// A conformance case, run against the stores its argument makes.
+pub type Case<S> = (&'static str, fn(fn(TreeConfig) -> S));
+
+/// Every case, for harnesses that cannot use `#[test]` (FoundationDB's network starts once per
+/// process). Keep in step with [`conformance_tests!`](crate::conformance_tests).
+pub fn cases<S: TreeStore>() -> Vec<Case<S>> {
+    vec![
+        ("conformance_empty_store", empty_store::<S>),
+        ("conformance_versioned_reads", versioned_reads::<S>),
+        ("conformance_rejects_out_of_order_commits", rejects_out_of_order_commits::<S>),
+        ("conformance_random_epochs_match_reference", random_epochs_match_reference::<S>),
+        ("conformance_shard_bits_do_not_change_roots", shard_bits_do_not_change_roots::<S>),
+    ]
+}
+
 /// Instantiates every conformance case as a `#[test]` for the store made by `$make`
-/// (an expression of type `fn(TreeConfig) -> S`).
+/// (an expression of type `fn(TreeConfig) -> S`). Keep in step with [`cases`].
 #[macro_export]
 macro_rules! conformance_tests {
     ($make:expr) => {

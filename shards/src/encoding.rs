@@ -1,4 +1,5 @@
-//! Storage encodings (big-endian, fixed widths; documented in SPEC.md "Storage records").
+//! Storage encodings (big-endian, fixed widths; documented in SPEC.md "Storage records"). Public for
+//! the other backends (FoundationDB) that store the same records; not a stable API.
 
 use crate::error::TreeError;
 use crate::store::{Child, Children, NodeKey};
@@ -9,9 +10,9 @@ const TAG_LEAF: u8 = 1;
 const TAG_INTERNAL: u8 = 2;
 
 /// `epoch (8) | depth (1) | prefix (32)`.
-pub(crate) const NODE_KEY_LEN: usize = 41;
+pub const NODE_KEY_LEN: usize = 41;
 
-pub(crate) fn encode_child(child: &Child, out: &mut Vec<u8>) {
+pub fn encode_child(child: &Child, out: &mut Vec<u8>) {
     match child.node {
         Node::Empty => out.push(TAG_EMPTY),
         Node::Leaf { index, hash } => {
@@ -52,7 +53,7 @@ fn decode_child_at(bytes: &[u8], pos: &mut usize) -> Result<Child, TreeError> {
     Ok(Child { node, written: Epoch(u64::from_be_bytes(take::<8>(bytes, pos, "node")?)) })
 }
 
-pub(crate) fn decode_child(bytes: &[u8]) -> Result<Child, TreeError> {
+pub fn decode_child(bytes: &[u8]) -> Result<Child, TreeError> {
     let mut pos = 0;
     let child = decode_child_at(bytes, &mut pos)?;
     if pos != bytes.len() {
@@ -61,12 +62,12 @@ pub(crate) fn decode_child(bytes: &[u8]) -> Result<Child, TreeError> {
     Ok(child)
 }
 
-pub(crate) fn encode_children(children: &Children, out: &mut Vec<u8>) {
+pub fn encode_children(children: &Children, out: &mut Vec<u8>) {
     encode_child(&children[0], out);
     encode_child(&children[1], out);
 }
 
-pub(crate) fn decode_children(bytes: &[u8]) -> Result<Children, TreeError> {
+pub fn decode_children(bytes: &[u8]) -> Result<Children, TreeError> {
     let mut pos = 0;
     let left = decode_child_at(bytes, &mut pos)?;
     let right = decode_child_at(bytes, &mut pos)?;
@@ -76,7 +77,7 @@ pub(crate) fn decode_children(bytes: &[u8]) -> Result<Children, TreeError> {
     Ok([left, right])
 }
 
-pub(crate) fn encode_leaf(leaf: &LeafValue, out: &mut Vec<u8>) {
+pub fn encode_leaf(leaf: &LeafValue, out: &mut Vec<u8>) {
     out.extend_from_slice(&leaf.version.0.to_be_bytes());
     match &leaf.value {
         None => out.push(0),
@@ -87,7 +88,7 @@ pub(crate) fn encode_leaf(leaf: &LeafValue, out: &mut Vec<u8>) {
     }
 }
 
-pub(crate) fn decode_leaf(bytes: &[u8]) -> Result<LeafValue, TreeError> {
+pub fn decode_leaf(bytes: &[u8]) -> Result<LeafValue, TreeError> {
     let mut pos = 0;
     let version = Version(u64::from_be_bytes(take::<8>(bytes, &mut pos, "leaf")?));
     let [tag] = take::<1>(bytes, &mut pos, "leaf")?;
@@ -99,7 +100,7 @@ pub(crate) fn decode_leaf(bytes: &[u8]) -> Result<LeafValue, TreeError> {
 }
 
 /// Records of one epoch sort together, after every earlier epoch's: an epoch's writes append.
-pub(crate) fn node_key(key: &NodeKey, written: Epoch) -> [u8; NODE_KEY_LEN] {
+pub fn node_key(key: &NodeKey, written: Epoch) -> [u8; NODE_KEY_LEN] {
     let mut out = [0u8; NODE_KEY_LEN];
     out[..8].copy_from_slice(&written.0.to_be_bytes());
     out[8] = key.depth;
@@ -108,9 +109,9 @@ pub(crate) fn node_key(key: &NodeKey, written: Epoch) -> [u8; NODE_KEY_LEN] {
 }
 
 /// Bytes of a child in a shard page: tag, index, hash, epoch; unused fields zero.
-pub(crate) const CHILD_FIXED_LEN: usize = 73;
+pub const CHILD_FIXED_LEN: usize = 73;
 /// Bytes of one interior node in a shard page: depth, prefix, left and right child.
-pub(crate) const PAGE_NODE_LEN: usize = 33 + 2 * CHILD_FIXED_LEN;
+pub const PAGE_NODE_LEN: usize = 33 + 2 * CHILD_FIXED_LEN;
 /// Bytes of one entry in a leaf page's directory: index, value offset, value length.
 const PAGE_LEAF_ENTRY_LEN: usize = 40;
 
@@ -146,9 +147,9 @@ fn decode_child_fixed(bytes: &[u8]) -> Result<Child, TreeError> {
 
 /// Interior nodes per node page: 22 x 179 bytes fit one 4 KiB storage page, so reading a node
 /// reads about one page, however the tree's live nodes are spread over epochs.
-pub(crate) const NODES_PER_PAGE: usize = 22;
+pub const NODES_PER_PAGE: usize = 22;
 /// Leaf values per leaf page.
-pub(crate) const LEAVES_PER_PAGE: usize = 32;
+pub const LEAVES_PER_PAGE: usize = 32;
 
 fn node_position(key: &NodeKey) -> [u8; 33] {
     let mut out = [0u8; 33];
@@ -159,7 +160,7 @@ fn node_position(key: &NodeKey) -> [u8; 33] {
 
 /// A shard's interior nodes of one epoch as node pages: fixed-width entries sorted by
 /// `depth || prefix`, at most [`NODES_PER_PAGE`] per page, each page with its first position.
-pub(crate) fn encode_node_pages(nodes: &[(NodeKey, Children)]) -> Vec<([u8; 33], Vec<u8>)> {
+pub fn encode_node_pages(nodes: &[(NodeKey, Children)]) -> Vec<([u8; 33], Vec<u8>)> {
     let mut sorted: Vec<&(NodeKey, Children)> = nodes.iter().collect();
     sorted.sort_unstable_by_key(|n| &n.0);
     sorted
@@ -177,7 +178,7 @@ pub(crate) fn encode_node_pages(nodes: &[(NodeKey, Children)]) -> Vec<([u8; 33],
 }
 
 /// Finds `key` in a node page.
-pub(crate) fn find_in_node_page(page: &[u8], key: &NodeKey) -> Result<Option<Children>, TreeError> {
+pub fn find_in_node_page(page: &[u8], key: &NodeKey) -> Result<Option<Children>, TreeError> {
     if !page.len().is_multiple_of(PAGE_NODE_LEN) {
         return Err(corrupt("node page"));
     }
@@ -200,7 +201,7 @@ pub(crate) fn find_in_node_page(page: &[u8], key: &NodeKey) -> Result<Option<Chi
 
 /// A shard's leaf values of one epoch (sorted by index) as leaf pages of at most
 /// [`LEAVES_PER_PAGE`], each with its first index.
-pub(crate) fn encode_leaf_pages(leaves: &[(Index, LeafValue)]) -> Vec<([u8; 32], Vec<u8>)> {
+pub fn encode_leaf_pages(leaves: &[(Index, LeafValue)]) -> Vec<([u8; 32], Vec<u8>)> {
     leaves
         .chunks(LEAVES_PER_PAGE)
         .map(|chunk| (chunk[0].0.0, encode_leaf_page(&chunk.iter().collect::<Vec<_>>())))
@@ -209,7 +210,7 @@ pub(crate) fn encode_leaf_pages(leaves: &[(Index, LeafValue)]) -> Vec<([u8; 32],
 
 /// One leaf page: `count (4)`, then `count` directory entries `index (32) || offset (4) ||
 /// length (4)` sorted by index, then the encoded values.
-pub(crate) fn encode_leaf_page(leaves: &[&(Index, LeafValue)]) -> Vec<u8> {
+pub fn encode_leaf_page(leaves: &[&(Index, LeafValue)]) -> Vec<u8> {
     debug_assert!(leaves.windows(2).all(|w| w[0].0 < w[1].0));
     let header = 4 + leaves.len() * PAGE_LEAF_ENTRY_LEN;
     let mut data = Vec::new();
@@ -227,7 +228,7 @@ pub(crate) fn encode_leaf_page(leaves: &[&(Index, LeafValue)]) -> Vec<u8> {
 }
 
 /// Finds `index` in a leaf page.
-pub(crate) fn find_in_leaf_page(page: &[u8], index: &Index) -> Result<Option<LeafValue>, TreeError> {
+pub fn find_in_leaf_page(page: &[u8], index: &Index) -> Result<Option<LeafValue>, TreeError> {
     let count = u32::from_be_bytes(page.get(..4).ok_or_else(|| corrupt("leaf page"))?.try_into().expect("4")) as usize;
     let header = count.checked_mul(PAGE_LEAF_ENTRY_LEN).and_then(|n| n.checked_add(4)).filter(|h| *h <= page.len());
     let header = header.ok_or_else(|| corrupt("leaf page"))?;
@@ -253,7 +254,7 @@ pub(crate) fn find_in_leaf_page(page: &[u8], index: &Index) -> Result<Option<Lea
 /// `epoch (8) | shard (4) | first (N)`: the key of a page; `first` is the page's first position
 /// (node pages: `depth || prefix`; leaf pages: index). The page that may hold `x` is the last one
 /// whose key is `<= epoch || shard || x` and `>= epoch || shard`.
-pub(crate) fn page_key<const N: usize>(written: Epoch, shard: u32, first: &[u8; N]) -> Vec<u8> {
+pub fn page_key<const N: usize>(written: Epoch, shard: u32, first: &[u8; N]) -> Vec<u8> {
     let mut out = Vec::with_capacity(12 + N);
     out.extend_from_slice(&written.0.to_be_bytes());
     out.extend_from_slice(&shard.to_be_bytes());
@@ -262,7 +263,7 @@ pub(crate) fn page_key<const N: usize>(written: Epoch, shard: u32, first: &[u8; 
 }
 
 /// The position of a node in node pages.
-pub(crate) fn node_page_position(key: &NodeKey) -> [u8; 33] {
+pub fn node_page_position(key: &NodeKey) -> [u8; 33] {
     node_position(key)
 }
 

@@ -29,6 +29,8 @@ pub enum TreeError {
     Corrupt(String),
     #[error("storage I/O failed: {0}")]
     Io(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("this process does not hold the epoch-writer lease ({0}); only the lease holder commits epochs")]
+    Fenced(String),
 }
 
 impl TreeError {
@@ -40,11 +42,11 @@ impl TreeError {
             | TreeError::ConfigMismatch { .. }
             | TreeError::InvalidConfig(_) => ErrorClass::Invalid,
             TreeError::Corrupt(_) => ErrorClass::Fatal,
-            TreeError::Io(_) => ErrorClass::Retryable,
+            TreeError::Io(_) | TreeError::Fenced(_) => ErrorClass::Retryable,
         }
     }
 
-    pub(crate) fn io(e: impl std::error::Error + Send + Sync + 'static) -> TreeError {
+    pub fn io(e: impl std::error::Error + Send + Sync + 'static) -> TreeError {
         TreeError::Io(Box::new(e))
     }
 }

@@ -9,7 +9,8 @@
 //! * [`Map`]: the orchestrator that prepares, verifies and commits epochs and serves proofs.
 
 pub mod conformance;
-mod encoding;
+#[doc(hidden)]
+pub mod encoding;
 mod error;
 mod map;
 mod memory;
