@@ -3,6 +3,15 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keyfold_ingest::QueueError;
 
+/// The body of every error response.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable code: `bad_json`, `bad_base64`, `invalid_mutation`, `not_found`, `unavailable`, ...
+    pub error: String,
+    /// What happened and what to do, for a person.
+    pub message: String,
+}
+
 /// Every error a handler returns, mapped to HTTP in exactly one place ([`IntoResponse`]).
 /// Internal details are logged, never sent.
 #[derive(Debug)]
@@ -64,7 +73,7 @@ impl IntoResponse for ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log".to_owned(), None)
             }
         };
-        let body = serde_json::json!({ "error": code, "message": message }).to_string();
+        let body = serde_json::to_string(&ErrorBody { error: code.to_owned(), message }).expect("serialisable");
         let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
         if let Some(secs) = retry {
             response.headers_mut().insert(header::RETRY_AFTER, secs.into());

@@ -3,13 +3,19 @@
 //! Served today: `GET /v1/directory`, `POST /v1/mutations` (202 only once durable),
 //! `GET /v1/keys/{key}[?epoch=N]` (value, proof and the signed head it verifies against),
 //! `GET /v1/heads/latest`, `GET /v1/heads/{epoch}`, `GET /v1/epochs/{epoch}/archive` (Parquet,
-//! immutable, single-range requests), `POST /v1/epochs` (operator token), `GET /healthz`.
+//! immutable, single-range requests), `POST /v1/epochs` (operator token), `GET /healthz`,
+//! `GET /metrics` (Prometheus text) and `GET /openapi.json` (generated from the handlers' annotations
+//! in this file by utoipa; a test checks it lists exactly the served routes).
 //! Errors are `{"error": code, "message": text}`: 4xx for the client's fault, 503 + `Retry-After` for
 //! back-pressure. Storage work runs on `spawn_blocking`, never on the tokio workers.
 
 mod error;
+mod metrics_layer;
+mod openapi;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};
+pub use metrics_layer::install_recorder;
+pub use openapi::openapi;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -21,7 +27,7 @@ use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use keyfold_core::{Epoch, Mutation, Version};
-use keyfold_epoch::{EpochJob, HeadStore};
+use keyfold_epoch::{EpochJob, HeadStore, MutationStatus};
 use keyfold_ingest::{Limits, Queue, Receipt, Slot, validate};
 use keyfold_shards::TreeStore;
 use serde::{Deserialize, Serialize};
@@ -43,6 +49,8 @@ pub struct Api<Q: Queue, S: TreeStore, H: HeadStore> {
     pub operator_token: Option<String>,
     /// Seconds a client is told to wait when the queue is full.
     pub retry_after_secs: u64,
+    /// Renders `/metrics`; `None` serves 404 there (no recorder installed in this process).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 /// The router over `api`.
@@ -55,29 +63,79 @@ where
     Router::new()
         .route("/v1/directory", get(directory::<Q, S, H>))
         .route("/v1/mutations", post(submit::<Q, S, H>))
+        .route("/v1/mutations/{id}", get(mutation_status::<Q, S, H>))
         .route("/v1/keys/{key}", get(lookup::<Q, S, H>))
+        .route("/v1/keys/{key}/history", get(key_history::<Q, S, H>))
         .route("/v1/heads/latest", get(latest_head::<Q, S, H>))
         .route("/v1/heads/{epoch}", get(head_at::<Q, S, H>))
         .route("/v1/epochs", post(trigger_epoch::<Q, S, H>))
         .route("/v1/epochs/{epoch}/archive", get(archive::<Q, S, H>))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .fallback(|| async { ApiError::NotFound("no such endpoint; see /v1/directory".into()) })
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text::<Q, S, H>))
+        .route("/openapi.json", get(openapi_json))
+        .fallback(|| async { ApiError::NotFound("no such endpoint; see /openapi.json".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(metrics_layer::record_request))
         .with_state(api)
+}
+
+/// Liveness: the process answers HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The server is up", body = String, content_type = "text/plain")))]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Prometheus metrics: queue depth, epoch phase durations, mutation outcomes, request latency.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"),
+        (status = 404, description = "No metrics recorder in this process", body = ErrorBody),
+    ))]
+async fn metrics_text<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'static>(
+    State(api): State<Arc<Api<Q, S, H>>>,
+) -> Result<Response, ApiError> {
+    let Some(handle) = api.metrics.clone() else {
+        return Err(ApiError::NotFound("metrics are not enabled in this process".into()));
+    };
+    let job = Arc::clone(&api.job);
+    // Read at scrape time from this server's queue, so it is never stale.
+    let depth = blocking(move || Ok(job.queue().depth())).await?;
+    let mut text = handle.render();
+    text.push_str(&format!(
+        "# HELP keyfold_queue_depth Mutations queued and not yet consumed by an epoch.\n\
+         # TYPE keyfold_queue_depth gauge\nkeyfold_queue_depth {depth}\n"
+    ));
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+/// The OpenAPI 3.1 document of this API.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI document", body = Object)))]
+async fn openapi_json() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], openapi::openapi_text()).into_response()
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(format!("worker failed: {e}")))?
 }
 
-#[derive(Debug, Serialize)]
-struct DirectoryInfo {
+/// What a client pins: the directory's name in its heads, its public key and its tree shape.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct DirectoryInfo {
+    /// The origin line of every signed head (C2SP signed note).
     origin: String,
+    /// Base64 of the 32-byte ed25519 public key that signs heads.
     public_key: String,
+    /// `blake3` or `sha256`.
     hash: &'static str,
+    /// The tree has 2^shard_bits shards.
     shard_bits: u8,
 }
 
+/// The directory's identity and parameters.
+#[utoipa::path(get, path = "/v1/directory", tag = "directory",
+    responses((status = 200, description = "Directory parameters", body = DirectoryInfo)))]
 async fn directory<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'static>(
     State(api): State<Arc<Api<Q, S, H>>>,
 ) -> Json<DirectoryInfo> {
@@ -90,15 +148,18 @@ async fn directory<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 's
     })
 }
 
-#[derive(Debug, Deserialize)]
+/// A batch of mutations, appended all or nothing.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SubmitRequest {
+pub(crate) struct SubmitRequest {
     mutations: Vec<MutationRequest>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Set a key's value (or delete it) if its version is `expected_version`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MutationRequest {
+pub(crate) struct MutationRequest {
+    /// The key (user id), 1 to 1024 bytes of UTF-8.
     key: String,
     /// Base64 of the new value, or null to delete.
     value: Option<String>,
@@ -111,8 +172,9 @@ struct MutationRequest {
 
 /// A receipt: the mutation id and where it waits, its queue position (embedded queue) or its
 /// FoundationDB versionstamp (hex, 12 bytes).
-#[derive(Debug, Serialize)]
-struct ReceiptResponse {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ReceiptResponse {
+    /// Hex of the mutation id (SPEC section 5).
     id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     position: Option<u64>,
@@ -130,8 +192,9 @@ impl From<Receipt> for ReceiptResponse {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct SubmitResponse {
+/// One receipt per submitted mutation, in order.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct SubmitResponse {
     receipts: Vec<ReceiptResponse>,
 }
 
@@ -158,6 +221,15 @@ fn parse_submission(body: &[u8]) -> Result<Vec<Mutation>, ApiError> {
         .collect()
 }
 
+/// Queue mutations for the next epoch. Answers 202 only once they are durable.
+#[utoipa::path(post, path = "/v1/mutations", tag = "mutations", request_body = SubmitRequest,
+    responses(
+        (status = 202, description = "Durably queued", body = SubmitResponse),
+        (status = 400, description = "Bad JSON, base64 or limits", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 503, description = "Queue full (see Retry-After) or storage unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ))]
 async fn submit<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'static>(
     State(api): State<Arc<Api<Q, S, H>>>,
     body: Result<Bytes, BytesRejection>,
@@ -168,20 +240,22 @@ async fn submit<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'stat
     let retry_after = api.retry_after_secs;
     let job = Arc::clone(&api.job);
     // Acknowledged only after `append` returns, i.e. after the group commit made it durable.
-    let receipts =
-        blocking(move || job.queue().append(mutations).map_err(|e| ApiError::from_queue(e, retry_after))).await?;
+    let receipts = blocking(move || job.submit(mutations).map_err(|e| ApiError::from_queue(e, retry_after))).await?;
     let receipts = receipts.into_iter().map(ReceiptResponse::from).collect();
     Ok((StatusCode::ACCEPTED, Json(SubmitResponse { receipts })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct LookupQuery {
+    /// A past epoch (default: the latest).
     epoch: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
-struct LookupResponse {
+/// A key's value at an epoch, with the proof and the signed head to check it against.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct LookupResponse {
     epoch: u64,
     /// 0 when the key never existed.
     version: u64,
@@ -193,6 +267,14 @@ struct LookupResponse {
     head: String,
 }
 
+/// Look a key up, at the latest or a past epoch, with an inclusion or absence proof.
+#[utoipa::path(get, path = "/v1/keys/{key}", tag = "keys",
+    params(("key" = String, Path, description = "The key (user id)"), LookupQuery),
+    responses(
+        (status = 200, description = "Value, proof and signed head", body = LookupResponse),
+        (status = 400, description = "Bad key or query", body = ErrorBody),
+        (status = 404, description = "No such epoch yet", body = ErrorBody),
+    ))]
 async fn lookup<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'static>(
     State(api): State<Arc<Api<Q, S, H>>>,
     Path(key): Path<String>,
@@ -232,6 +314,154 @@ fn note_response(note: String) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response()
 }
 
+/// Where a mutation is: pending, or consumed by an epoch with its outcome.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct MutationStatusResponse {
+    /// Hex of the mutation id.
+    id: String,
+    /// `pending`, `applied`, `rejected` or `duplicate`.
+    status: &'static str,
+    /// The epoch that consumed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<u64>,
+    /// Its queue position.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expected_version: Option<u64>,
+    /// The key's version after it (applied only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new_version: Option<u64>,
+    /// Why it was rejected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// A mutation's status by the id its receipt gave.
+#[utoipa::path(get, path = "/v1/mutations/{id}", tag = "mutations",
+    params(("id" = String, Path, description = "Hex of the 32-byte mutation id")),
+    responses(
+        (status = 200, description = "Pending, or its outcome", body = MutationStatusResponse),
+        (status = 400, description = "Not a mutation id", body = ErrorBody),
+        (status = 404, description = "Neither pending nor in an indexed epoch", body = ErrorBody),
+    ))]
+async fn mutation_status<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'static>(
+    State(api): State<Arc<Api<Q, S, H>>>,
+    Path(id): Path<String>,
+) -> Result<Json<MutationStatusResponse>, ApiError> {
+    let bytes: [u8; 32] = hex::decode(&id)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| ApiError::BadRequest("bad_mutation_id", "a mutation id is 64 hex digits".into()))?;
+    let job = Arc::clone(&api.job);
+    let mutation = keyfold_core::MutationId(keyfold_core::Hash(bytes));
+    let status = blocking(move || job.mutation_status(&mutation).map_err(ApiError::internal)).await?;
+    let empty = MutationStatusResponse {
+        id: id.to_ascii_lowercase(),
+        status: "pending",
+        epoch: None,
+        position: None,
+        expected_version: None,
+        new_version: None,
+        reason: None,
+    };
+    match status {
+        MutationStatus::Pending => Ok(Json(empty)),
+        MutationStatus::Done(r) => Ok(Json(MutationStatusResponse {
+            status: r.outcome.as_str(),
+            epoch: Some(r.epoch.0),
+            position: Some(r.position),
+            expected_version: Some(r.expected_version.0),
+            new_version: r.new_version.map(|v| v.0),
+            reason: r.reason,
+            ..empty
+        })),
+        MutationStatus::Unknown => {
+            Err(ApiError::NotFound(format!("mutation {id} is neither pending on this server nor in an indexed epoch")))
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct HistoryQuery {
+    /// Only versions from epochs after this one (for the next page).
+    after: Option<u64>,
+    /// At most this many versions (default 100, at most 1000).
+    limit: Option<usize>,
+}
+
+/// One applied change of a key.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct KeyVersionResponse {
+    epoch: u64,
+    version: u64,
+    /// The value was deleted at this version.
+    deleted: bool,
+}
+
+/// A page of a key's versions, oldest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct HistoryResponse {
+    versions: Vec<KeyVersionResponse>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_after: Option<u64>,
+}
+
+const HISTORY_LIMIT_DEFAULT: usize = 100;
+const HISTORY_LIMIT_MAX: usize = 1000;
+
+/// A key's versions with the epoch of each, bounded and paginated.
+#[utoipa::path(get, path = "/v1/keys/{key}/history", tag = "keys",
+    params(("key" = String, Path, description = "The key (user id)"), HistoryQuery),
+    responses(
+        (status = 200, description = "A page of versions", body = HistoryResponse),
+        (status = 400, description = "Bad key or query", body = ErrorBody),
+        (status = 404, description = "This server keeps no history index", body = ErrorBody),
+    ))]
+async fn key_history<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'static>(
+    State(api): State<Arc<Api<Q, S, H>>>,
+    Path(key): Path<String>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<HistoryResponse>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest("bad_query", e.body_text()))?;
+    if key.is_empty() || key.len() > api.limits.max_key_bytes {
+        return Err(ApiError::BadRequest("invalid_key", format!("keys are 1 to {} bytes", api.limits.max_key_bytes)));
+    }
+    let limit = query.limit.unwrap_or(HISTORY_LIMIT_DEFAULT);
+    if limit == 0 || limit > HISTORY_LIMIT_MAX {
+        return Err(ApiError::BadRequest("bad_query", format!("limit is 1 to {HISTORY_LIMIT_MAX}")));
+    }
+    let job = Arc::clone(&api.job);
+    let after = Epoch(query.after.unwrap_or(0));
+    let versions = blocking(move || {
+        let index = job.map().store().config().suite.index_of(key.as_bytes());
+        job.key_history(&index, after, limit + 1).map_err(ApiError::internal)
+    })
+    .await?
+    .ok_or_else(|| ApiError::NotFound("this server keeps no history index".into()))?;
+    let mut page = versions;
+    let mut next_after = None;
+    if page.len() > limit {
+        // Pages end at epoch boundaries (the cursor is an epoch): drop the versions of an epoch
+        // that continues past the page, unless that epoch alone fills it.
+        let split = page[limit - 1].epoch == page[limit].epoch;
+        let keep = if split { page.partition_point(|v| v.epoch < page[limit].epoch) } else { limit };
+        page.truncate(if keep == 0 { limit } else { keep });
+        next_after = page.last().map(|v| v.epoch.0);
+    }
+    let versions = page
+        .into_iter()
+        .map(|v| KeyVersionResponse { epoch: v.epoch.0, version: v.version.0, deleted: v.deleted })
+        .collect();
+    Ok(Json(HistoryResponse { versions, next_after }))
+}
+
+/// The latest signed head (a C2SP signed note).
+#[utoipa::path(get, path = "/v1/heads/latest", tag = "heads",
+    responses((status = 200, description = "Signed note", body = String, content_type = "text/plain")))]
 async fn latest_head<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'static>(
     State(api): State<Arc<Api<Q, S, H>>>,
 ) -> Result<Response, ApiError> {
@@ -243,6 +473,14 @@ async fn latest_head<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 
     Ok(note_response(note))
 }
 
+/// The signed head of one epoch.
+#[utoipa::path(get, path = "/v1/heads/{epoch}", tag = "heads",
+    params(("epoch" = u64, Path, description = "Epoch number")),
+    responses(
+        (status = 200, description = "Signed note", body = String, content_type = "text/plain"),
+        (status = 400, description = "Not an epoch number", body = ErrorBody),
+        (status = 404, description = "No head for that epoch", body = ErrorBody),
+    ))]
 async fn head_at<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'static>(
     State(api): State<Arc<Api<Q, S, H>>>,
     Path(epoch): Path<String>,
@@ -254,6 +492,13 @@ async fn head_at<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'sta
     note.map(note_response).ok_or_else(|| ApiError::NotFound(format!("no signed head for epoch {epoch}")))
 }
 
+/// Operator: cut an epoch now (needs `Authorization: Bearer <operator token>`).
+#[utoipa::path(post, path = "/v1/epochs", tag = "operations",
+    responses(
+        (status = 202, description = "The scheduler cuts an epoch at its next poll", body = Object),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "Operator endpoints disabled", body = ErrorBody),
+    ))]
 async fn trigger_epoch<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'static>(
     State(api): State<Arc<Api<Q, S, H>>>,
     headers: HeaderMap,
@@ -297,6 +542,17 @@ fn parse_range(headers: &HeaderMap, len: usize) -> Result<Option<std::ops::Range
     Ok(Some(range))
 }
 
+/// The Parquet archive of an epoch's mutations and outcomes (immutable; one byte range allowed).
+#[utoipa::path(get, path = "/v1/epochs/{epoch}/archive", tag = "archives",
+    params(("epoch" = u64, Path, description = "Epoch number"),
+        ("Range" = Option<String>, Header, description = "One `bytes=a-b` range")),
+    responses(
+        (status = 200, description = "The archive", content_type = "application/vnd.apache.parquet"),
+        (status = 206, description = "The requested range", content_type = "application/vnd.apache.parquet"),
+        (status = 400, description = "Not an epoch number", body = ErrorBody),
+        (status = 404, description = "No archive for that epoch", body = ErrorBody),
+        (status = 416, description = "Unsatisfiable range", body = ErrorBody),
+    ))]
 async fn archive<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'static>(
     State(api): State<Arc<Api<Q, S, H>>>,
     Path(epoch): Path<String>,

@@ -28,6 +28,8 @@ fn api(max_depth: u64, token: Option<&str>) -> Arc<TestApi> {
         ORIGIN,
         1_000,
     )
+    .unwrap()
+    .with_index(Arc::new(keyfold_epoch::MemoryOutcomeIndex::default()))
     .unwrap();
     Arc::new(Api {
         job: Arc::new(job),
@@ -36,7 +38,14 @@ fn api(max_depth: u64, token: Option<&str>) -> Arc<TestApi> {
         trigger: Arc::new(AtomicBool::new(false)),
         operator_token: token.map(str::to_owned),
         retry_after_secs: 2,
+        metrics: Some(recorder()),
     })
+}
+
+/// The process-wide recorder, installed once for this test binary.
+fn recorder() -> metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| keyfold_api::install_recorder().unwrap()).clone()
 }
 
 async fn call(api: &Arc<TestApi>, request: Request<Body>) -> (StatusCode, header::HeaderMap, String) {
@@ -231,4 +240,138 @@ async fn archives_are_served_immutable_with_ranges() {
     assert_eq!(json(&body)["error"], "range_not_satisfiable");
     assert_eq!(call(&api, get("/v1/epochs/9/archive")).await.0, StatusCode::NOT_FOUND);
     assert_eq!(call(&api, get("/v1/epochs/x/archive")).await.0, StatusCode::BAD_REQUEST);
+}
+
+/// The OpenAPI document lists exactly the served routes, and every documented GET route answers
+/// (not the router's 404 fallback) with the status the document promises.
+#[tokio::test]
+async fn openapi_lists_exactly_the_served_routes() {
+    let api = api(1000, Some("t0ken"));
+    let (status, headers, body) = call(&api, get("/openapi.json")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    let doc = json(&body);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{}", doc["openapi"]);
+    let mut paths: Vec<&str> = doc["paths"].as_object().unwrap().keys().map(String::as_str).collect();
+    paths.sort_unstable();
+    let served = [
+        "/healthz",
+        "/metrics",
+        "/openapi.json",
+        "/v1/directory",
+        "/v1/epochs",
+        "/v1/epochs/{epoch}/archive",
+        "/v1/heads/latest",
+        "/v1/heads/{epoch}",
+        "/v1/keys/{key}",
+        "/v1/keys/{key}/history",
+        "/v1/mutations",
+        "/v1/mutations/{id}",
+    ];
+    assert_eq!(paths, served);
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let uri = path.replace("{epoch}", "0").replace("{key}", "alice").replace("{id}", &"ab".repeat(32));
+            let request =
+                Request::builder().method(method.to_uppercase().as_str()).uri(&uri).body(Body::empty()).unwrap();
+            let (status, _, body) = call(&api, request).await;
+            let documented = op["responses"].as_object().unwrap();
+            assert!(
+                documented.contains_key(status.as_str()),
+                "{method} {uri} answered {status}, not documented: {body}"
+            );
+            assert!(
+                status != StatusCode::NOT_FOUND || !body.contains("no such endpoint"),
+                "{method} {uri} is not routed"
+            );
+        }
+    }
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for schema in ["SubmitRequest", "LookupResponse", "ErrorBody", "DirectoryInfo"] {
+        assert!(schemas.contains_key(schema), "missing schema {schema}");
+    }
+}
+
+/// `/metrics` shows the queue depth, epoch and mutation counters and request latency, in the
+/// Prometheus text format.
+#[tokio::test]
+async fn metrics_report_queue_epochs_and_requests() {
+    let api = api(1000, None);
+    let value = B64.encode(b"v");
+    let request = format!(r#"{{"mutations":[{{"key":"m1","value":"{value}","expected_version":0}}]}}"#);
+    assert_eq!(call(&api, post("/v1/mutations", request)).await.0, StatusCode::ACCEPTED);
+    let (status, _, body) = call(&api, get("/metrics")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.lines().any(|l| l.starts_with("keyfold_queue_depth ") && l.ends_with(" 1")), "{body}");
+    api.job.run_epoch(2_000).unwrap();
+    let (_, _, body) = call(&api, get("/metrics")).await;
+    assert!(body.lines().any(|l| l.starts_with("keyfold_queue_depth ") && l.ends_with(" 0")), "{body}");
+    assert!(body.contains("keyfold_epochs_total"), "{body}");
+    assert!(body.contains(r#"keyfold_mutations_total{outcome="applied"}"#), "{body}");
+    assert!(body.contains(r#"keyfold_epoch_phase_duration_seconds_bucket{phase="tree""#), "{body}");
+    assert!(
+        body.contains(
+            r#"keyfold_http_request_duration_seconds_bucket{route="/v1/mutations",method="POST",status="202""#
+        ),
+        "{body}"
+    );
+}
+
+/// A receipt's id tells pending from applied or rejected (with the reason); a key's versions come
+/// back oldest first, in pages that end at epoch boundaries.
+#[tokio::test]
+async fn mutation_status_and_key_history() {
+    let api = api(1000, None);
+    let submit = |key: &str, value: Option<&[u8]>, expected: u64| {
+        let value = value.map_or("null".to_owned(), |v| format!("\"{}\"", B64.encode(v)));
+        post(
+            "/v1/mutations",
+            format!(r#"{{"mutations":[{{"key":"{key}","value":{value},"expected_version":{expected}}}]}}"#),
+        )
+    };
+    let id_of = |body: &str| json(body)["receipts"][0]["id"].as_str().unwrap().to_owned();
+    let (_, _, body) = call(&api, submit("alice", Some(b"v1"), 0)).await;
+    let applied = id_of(&body);
+    let (_, _, body) = call(&api, submit("bob", Some(b"x"), 5)).await;
+    let rejected = id_of(&body);
+    let (status, _, body) = call(&api, get(&format!("/v1/mutations/{applied}"))).await;
+    assert_eq!((status, json(&body)["status"].as_str()), (StatusCode::OK, Some("pending")), "{body}");
+
+    api.job.run_epoch(2_000).unwrap();
+    let answer = json(&call(&api, get(&format!("/v1/mutations/{applied}"))).await.2);
+    assert_eq!(
+        (answer["status"].as_str(), answer["epoch"].as_u64(), answer["new_version"].as_u64()),
+        (Some("applied"), Some(1), Some(1))
+    );
+    let answer = json(&call(&api, get(&format!("/v1/mutations/{rejected}"))).await.2);
+    assert_eq!(answer["status"], "rejected");
+    assert!(answer["reason"].as_str().unwrap().contains("expected version 5"), "{answer}");
+    assert!(answer.get("new_version").is_none());
+    assert_eq!(call(&api, get(&format!("/v1/mutations/{}", "00".repeat(32)))).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(call(&api, get("/v1/mutations/xyz")).await.0, StatusCode::BAD_REQUEST);
+
+    call(&api, submit("alice", Some(b"v2"), 1)).await;
+    api.job.run_epoch(3_000).unwrap();
+    call(&api, submit("alice", None, 2)).await;
+    api.job.run_epoch(4_000).unwrap();
+    let (status, _, body) = call(&api, get("/v1/keys/alice/history")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let versions: Vec<(u64, u64, bool)> = json(&body)["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["epoch"].as_u64().unwrap(), v["version"].as_u64().unwrap(), v["deleted"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(versions, [(1, 1, false), (2, 2, false), (3, 3, true)]);
+    assert!(json(&body).get("next_after").is_none());
+    let page = json(&call(&api, get("/v1/keys/alice/history?limit=2")).await.2);
+    assert_eq!(page["versions"].as_array().unwrap().len(), 2);
+    assert_eq!(page["next_after"], 2);
+    let rest = json(&call(&api, get("/v1/keys/alice/history?after=2&limit=2")).await.2);
+    assert_eq!(rest["versions"][0]["version"], 3);
+    assert!(rest.get("next_after").is_none());
+    let none = json(&call(&api, get("/v1/keys/bob/history")).await.2);
+    assert!(none["versions"].as_array().unwrap().is_empty(), "a rejected mutation is no version");
+    assert_eq!(call(&api, get("/v1/keys/alice/history?limit=0")).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(call(&api, get("/v1/keys/alice/history?limit=5000")).await.0, StatusCode::BAD_REQUEST);
 }

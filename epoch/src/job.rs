@@ -4,13 +4,14 @@ use crate::apply::{MutationOutcome, Outcome, apply_mutations, hash_mutations};
 use crate::archives::ArchiveSink;
 use crate::error::EpochError;
 use crate::heads::HeadStore;
+use crate::index::{KeyVersion, OutcomeIndex, OutcomeRecord};
 use crate::schedule::epoch_time_ms;
-use hashbrown::HashMap;
-use keyfold_archive::{ArchiveOutcome, ArchiveRow, write_archive};
-use keyfold_core::{Epoch, Hash, Head, HeadCounts, Index, MapRoot, Mutation, SigningKey, verify_head_note};
-use keyfold_ingest::{Entry, Marker, Position, Queue};
+use hashbrown::{HashMap, HashSet};
+use keyfold_archive::{ArchiveOutcome, ArchiveRow, read_archive, write_archive};
+use keyfold_core::{Epoch, Hash, Head, HeadCounts, Index, MapRoot, Mutation, MutationId, SigningKey, verify_head_note};
+use keyfold_ingest::{Entry, Marker, Position, Queue, QueueError, Receipt};
 use keyfold_shards::{Map, TreeStore};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// An epoch's cut: its marker's position, the marker, and the mutations before it in queue order.
@@ -66,6 +67,17 @@ pub struct EpochReport {
     pub timings: PhaseTimings,
 }
 
+/// Where a mutation is, by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MutationStatus {
+    /// Queued through this job and not yet consumed by an epoch.
+    Pending,
+    /// Consumed by an indexed epoch.
+    Done(OutcomeRecord),
+    /// Neither pending here nor in an indexed epoch.
+    Unknown,
+}
+
 /// The epoch job over a queue, a map and a head store.
 #[derive(Debug)]
 pub struct EpochJob<Q: Queue, S: TreeStore, H: HeadStore> {
@@ -75,6 +87,10 @@ pub struct EpochJob<Q: Queue, S: TreeStore, H: HeadStore> {
     archives: Arc<dyn ArchiveSink>,
     key: SigningKey,
     origin: String,
+    /// Outcomes and key histories, derived from the archives (optional).
+    index: Option<Arc<dyn OutcomeIndex>>,
+    /// Ids queued and not yet consumed by an epoch (bounded by the queue's depth bound).
+    pending: Mutex<HashSet<MutationId>>,
 }
 
 impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
@@ -93,7 +109,16 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         if queue.suite() != map.store().config().suite {
             return Err(EpochError::Corrupt("the queue and the map use different hash suites".into()));
         }
-        let job = EpochJob { queue, map, heads, archives, key, origin: origin.to_owned() };
+        let job = EpochJob {
+            queue,
+            map,
+            heads,
+            archives,
+            key,
+            origin: origin.to_owned(),
+            index: None,
+            pending: Mutex::new(HashSet::new()),
+        };
         match job.heads.latest()? {
             None => job.write_genesis(now_ms)?,
             Some((epoch, note)) => {
@@ -109,7 +134,98 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         if cursor.0 > 0 {
             job.queue.remove_through(cursor)?;
         }
+        job.load_pending(Position(cursor.0 + 1))?;
         Ok(job)
+    }
+
+    /// Attaches the outcome and history index, first indexing every published epoch it lacks from
+    /// the archives (after a crash between a head and its indexing, or for a new index).
+    pub fn with_index(mut self, index: Arc<dyn OutcomeIndex>) -> Result<Self, EpochError> {
+        self.index = Some(index);
+        self.catch_up_index(None)?;
+        Ok(self)
+    }
+
+    /// The ids of the mutations waiting in the queue (one pass over it at start).
+    fn load_pending(&self, from: Position) -> Result<(), EpochError> {
+        let suite = self.queue.suite();
+        let mut pending = self.lock_pending();
+        let mut from = from;
+        loop {
+            let chunk = self.queue.read(from, READ_CHUNK)?;
+            let Some((last, _)) = chunk.last() else { return Ok(()) };
+            from = Position(last.0 + 1);
+            pending.extend(chunk.iter().filter_map(|(_, e)| match e {
+                Entry::Mutation(m) => Some(m.id(suite)),
+                Entry::Marker(_) => None,
+            }));
+        }
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashSet<MutationId>> {
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Appends `mutations` durably (what `POST /v1/mutations` does) and remembers them as pending.
+    pub fn submit(&self, mutations: Vec<Mutation>) -> Result<Vec<Receipt>, QueueError> {
+        let suite = self.queue.suite();
+        let ids: Vec<MutationId> = mutations.iter().map(|m| m.id(suite)).collect();
+        // Marked before the append, so an epoch that consumes them at once also unmarks them.
+        let fresh: Vec<MutationId> = {
+            let mut pending = self.lock_pending();
+            ids.iter().filter(|id| pending.insert(**id)).copied().collect()
+        };
+        let appended = self.queue.append(mutations);
+        if appended.is_err() {
+            let mut pending = self.lock_pending();
+            for id in &fresh {
+                pending.remove(id);
+            }
+        }
+        appended
+    }
+
+    /// Pending, consumed (with its outcome, when an index is attached) or unknown.
+    pub fn mutation_status(&self, id: &MutationId) -> Result<MutationStatus, EpochError> {
+        if let Some(index) = &self.index
+            && let Some(record) = index.outcome(id)?
+        {
+            // An identical mutation may be pending again; the consumed one is reported.
+            return Ok(MutationStatus::Done(record));
+        }
+        Ok(if self.lock_pending().contains(id) { MutationStatus::Pending } else { MutationStatus::Unknown })
+    }
+
+    /// The applied versions of the key at `index` after epoch `after`, oldest first; `None`
+    /// without an index.
+    pub fn key_history(
+        &self,
+        index: &Index,
+        after: Epoch,
+        limit: usize,
+    ) -> Result<Option<Vec<KeyVersion>>, EpochError> {
+        self.index.as_ref().map(|i| i.history(index, after, limit)).transpose()
+    }
+
+    /// Indexes every published epoch the index lacks: `fresh` rows for the epoch just run, the
+    /// archives for any other.
+    fn catch_up_index(&self, fresh: Option<(Epoch, &[ArchiveRow])>) -> Result<(), EpochError> {
+        let Some(index) = &self.index else { return Ok(()) };
+        let Some((latest, _)) = self.heads.latest()? else { return Ok(()) };
+        let mut next = index.indexed_through()?.next();
+        while next <= latest {
+            match fresh {
+                Some((epoch, rows)) if epoch == next => index.record(epoch, rows)?,
+                _ => {
+                    let bytes = self.archives.get(next)?.ok_or_else(|| {
+                        EpochError::Corrupt(format!("epoch {next} has a signed head but no archive to index"))
+                    })?;
+                    index.record(next, &read_archive(&bytes)?)?;
+                }
+            }
+            next = next.next();
+        }
+        Ok(())
     }
 
     pub fn queue(&self) -> &Q {
@@ -166,7 +282,9 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
     /// Runs the next epoch now (the operator trigger and the scheduler both call this). After a
     /// crash, the same call finishes the interrupted epoch with a byte-identical head.
     pub fn run_epoch(&self, now_ms: u64) -> Result<EpochReport, EpochError> {
-        self.run(now_ms, None)
+        let result = self.run(now_ms, None);
+        record_metrics(&result);
+        result
     }
 
     /// As [`EpochJob::run_epoch`], stopping right after `crash` as if the process died there.
@@ -177,6 +295,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
 
     fn run(&self, now_ms: u64, crash: Option<CrashPoint>) -> Result<EpochReport, EpochError> {
         let stop = |point: CrashPoint| if crash == Some(point) { Err(EpochError::Crashed(point)) } else { Ok(()) };
+        self.catch_up_index(None)?; // after an indexing failure of the previous run
         let mut timings = PhaseTimings::default();
         let started = Instant::now();
         let (previous_epoch, previous_note) =
@@ -212,7 +331,8 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         // signs its digest. Recovery if the process dies right after: the re-run writes the same
         // bytes again (deterministic) and signs the same digest.
         let t = Instant::now();
-        let bytes = write_archive(&archive_rows(suite, &mutations, &applied.outcomes))?;
+        let rows = archive_rows(suite, &mutations, &applied.outcomes);
+        let bytes = write_archive(&rows)?;
         let archive = suite.archive_digest(&bytes);
         self.archives.put(epoch, &bytes)?;
         timings.archive = t.elapsed();
@@ -251,6 +371,17 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         self.queue.remove_through(marker_position)?;
         timings.commit = t.elapsed();
         stop(CrashPoint::AfterCursorAdvance)?;
+
+        // 7. Derived data: no longer pending; outcomes and key histories indexed.
+        // Recovery if the process dies right after or before: the next start re-indexes from the
+        // archives whatever the index lacks, and rebuilds the pending set from the queue.
+        {
+            let mut pending = self.lock_pending();
+            for outcome in &applied.outcomes {
+                pending.remove(&outcome.id);
+            }
+        }
+        self.catch_up_index(Some((epoch, &rows)))?;
         Ok(EpochReport { head, note, outcomes: applied.outcomes, marker: marker_position, timings })
     }
 
@@ -358,4 +489,35 @@ pub(crate) fn archive_rows(
             }
         })
         .collect()
+}
+
+/// Epoch metrics for `/metrics` (no-ops unless the process installed a recorder).
+fn record_metrics(result: &Result<EpochReport, EpochError>) {
+    match result {
+        Ok(report) => {
+            let t = &report.timings;
+            let phases = [
+                ("cut", t.cut),
+                ("apply", t.apply),
+                ("tree", t.tree),
+                ("archive", t.archive),
+                ("sign", t.sign),
+                ("commit", t.commit),
+            ];
+            for (phase, took) in phases {
+                metrics::histogram!("keyfold_epoch_phase_duration_seconds", "phase" => phase)
+                    .record(took.as_secs_f64());
+            }
+            let c = &report.head.counts;
+            metrics::counter!("keyfold_epochs_total").increment(1);
+            metrics::counter!("keyfold_mutations_total", "outcome" => "applied").increment(c.applied);
+            metrics::counter!("keyfold_mutations_total", "outcome" => "rejected").increment(c.rejected);
+            metrics::counter!("keyfold_mutations_total", "outcome" => "duplicate").increment(c.duplicates);
+            metrics::gauge!("keyfold_epoch_latest").set(report.head.epoch.0 as f64);
+        }
+        Err(e) => {
+            let kind = if e.is_retryable() { "retryable" } else { "fatal" };
+            metrics::counter!("keyfold_epoch_failures_total", "kind" => kind).increment(1);
+        }
+    }
 }

@@ -11,6 +11,7 @@ mod apply;
 mod archives;
 mod error;
 pub mod heads;
+mod index;
 mod job;
 mod keys;
 mod replay;
@@ -20,7 +21,8 @@ pub use apply::{Applied, MutationOutcome, Outcome, RejectReason, apply_mutations
 pub use archives::{ArchiveSink, DirArchives, MemoryArchives};
 pub use error::EpochError;
 pub use heads::{HeadStore, MemoryHeadStore, RedbHeadStore};
-pub use job::{CrashPoint, EpochJob, EpochReport, PhaseTimings};
+pub use index::{KeyVersion, MemoryOutcomeIndex, OutcomeIndex, OutcomeRecord, RedbOutcomeIndex};
+pub use job::{CrashPoint, EpochJob, EpochReport, MutationStatus, PhaseTimings};
 pub use keys::{generate_key_files, load_public_key, load_signing_key};
 pub use replay::{Divergence, Replayer};
 pub use schedule::{Schedule, epoch_time_ms, run_scheduler};

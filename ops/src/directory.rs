@@ -1,13 +1,16 @@
 //! A directory's data directory: its config, keys and stores, and the operator commands on it.
 //!
 //! Layout of `--data DIR`: `keyfold.toml` (origin, hash suite, shard bits, group files, queue
-//! bound), `signing.key` (mode 0600) and `signing.pub`, `queue.redb`, `heads.redb`, `tree/`.
+//! bound), `signing.key` (mode 0600) and `signing.pub`, `queue.redb`, `heads.redb`, `tree/`,
+//! `archives/`, and `index.redb` (outcomes by mutation id and key histories, derived from the archives).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::Args;
 use keyfold_core::{Epoch, HashSuite, verify_head_note};
-use keyfold_epoch::{DirArchives, EpochJob, HeadStore, RedbHeadStore, generate_key_files, load_signing_key};
+use keyfold_epoch::{
+    DirArchives, EpochJob, HeadStore, RedbHeadStore, RedbOutcomeIndex, generate_key_files, load_signing_key,
+};
 use keyfold_ingest::{Queue, RedbQueue, RedbQueueOptions};
 use keyfold_shards::{Map, RedbOptions, RedbStore, TreeConfig};
 use serde::{Deserialize, Serialize};
@@ -83,7 +86,9 @@ pub fn open_job(dir: &Path) -> Result<(DirectoryConfig, DurableJob), String> {
     let heads = RedbHeadStore::open(&dir.join("heads.redb")).map_err(|e| e.to_string())?;
     let key = load_signing_key(&dir.join("signing.key")).map_err(|e| e.to_string())?;
     let archives = std::sync::Arc::new(DirArchives::open(&dir.join("archives")).map_err(|e| e.to_string())?);
+    let index = std::sync::Arc::new(RedbOutcomeIndex::open(&dir.join("index.redb")).map_err(|e| e.to_string())?);
     let job = EpochJob::open(queue, Map::new(store), heads, archives, key, &config.origin, now_ms())
+        .and_then(|job| job.with_index(index))
         .map_err(|e| e.to_string())?;
     Ok((config, job))
 }

@@ -1,13 +1,14 @@
-//! `keyfold`: the operator's binary: `serve`, `init`, `epoch`, `status` and `bench` today;
-//! `submit`, `lookup`, `verify` and `monitor` arrive with their issues.
+//! `keyfold`: the operator's binary: `serve`, `init`, `epoch`, `status`, `verify`, `bench`, and
+//! the clients `submit` and `lookup`; `monitor` arrives with its issue.
 
 mod bench;
+mod client;
 mod directory;
 #[cfg(feature = "fdb")]
 mod fdb_backend;
 mod serve;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
@@ -31,17 +32,27 @@ enum Command {
     Status(directory::DataArgs),
     /// Benchmark epoch updates of the sharded sparse Merkle map (seeded, repeatable).
     Bench(bench::BenchArgs),
+    /// Submit one mutation to a server and print its durable receipt.
+    Submit(client::SubmitArgs),
+    /// Look a key up on a server and verify the proof and the head against a pinned key.
+    Lookup(client::LookupArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
-        Command::Serve(args) => serve::serve(&args),
+        Command::Serve(mut args) => {
+            let serve_matches = matches.subcommand_matches("serve").expect("the serve subcommand matched");
+            args.apply_config_file(serve_matches).and_then(|()| serve::serve(&args))
+        }
         Command::Init(args) => directory::init(&args),
         Command::Epoch(args) => directory::epoch(&args),
         Command::Status(args) => directory::status(&args),
         Command::Verify(args) => directory::verify(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Submit(args) => client::submit(&args),
+        Command::Lookup(args) => client::lookup(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,6 +14,10 @@ use std::time::Duration;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// A TOML file with any of these options (same names, `_` for `-`, e.g. `listen =
+    /// "0.0.0.0:8080"`). Precedence: command line, then environment, then this file, then defaults.
+    #[arg(long, env = "KEYFOLD_CONFIG")]
+    config: Option<PathBuf>,
     /// Data directory; an empty or absent one is initialised with defaults (as `keyfold init`).
     #[arg(long, env = "KEYFOLD_DATA", default_value = "keyfold-data")]
     pub(crate) data: PathBuf,
@@ -30,7 +34,7 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYFOLD_OPERATOR_TOKEN")]
     operator_token: Option<String>,
     /// HTTP worker threads (the epoch job runs on its own threads, never on these).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, env = "KEYFOLD_HTTP_THREADS", default_value_t = 2)]
     http_threads: usize,
     /// Where the queue, the tree and the heads live: `embedded` (redb files under --data) or
     /// `fdb` (a FoundationDB cluster; config, keys and archives stay under --data). `fdb` needs a
@@ -45,10 +49,61 @@ pub struct ServeArgs {
     pub(crate) fdb_prefix: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub(crate) enum StoreKind {
     Embedded,
     Fdb,
+}
+
+/// The `--config` file: every serve option, all optional.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServeFile {
+    data: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    epoch_interval_min_ms: Option<u64>,
+    epoch_interval_max_ms: Option<u64>,
+    operator_token: Option<String>,
+    http_threads: Option<usize>,
+    store: Option<StoreKind>,
+    cluster_file: Option<PathBuf>,
+    fdb_prefix: Option<String>,
+}
+
+impl ServeArgs {
+    /// Fills every option that the command line and the environment left at its default (or
+    /// unset) from the `--config` file, if there is one.
+    pub(crate) fn apply_config_file(&mut self, matches: &clap::ArgMatches) -> Result<(), String> {
+        let Some(path) = &self.config else { return Ok(()) };
+        let text = std::fs::read_to_string(path).map_err(|e| format!("config file {}: {e}", path.display()))?;
+        let file: ServeFile = toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))?;
+        let unset = |id: &str| matches!(matches.value_source(id), None | Some(clap::parser::ValueSource::DefaultValue));
+        macro_rules! fill {
+            ($field:ident) => {
+                if unset(stringify!($field))
+                    && let Some(v) = file.$field
+                {
+                    self.$field = v;
+                }
+            };
+            (option $field:ident) => {
+                if unset(stringify!($field)) && file.$field.is_some() {
+                    self.$field = file.$field;
+                }
+            };
+        }
+        fill!(data);
+        fill!(listen);
+        fill!(epoch_interval_min_ms);
+        fill!(epoch_interval_max_ms);
+        fill!(option operator_token);
+        fill!(http_threads);
+        fill!(store);
+        fill!(cluster_file);
+        fill!(option fdb_prefix);
+        Ok(())
+    }
 }
 
 fn now_ms() -> u64 {
@@ -120,6 +175,7 @@ where
         trigger,
         operator_token: args.operator_token.clone(),
         retry_after_secs: (args.epoch_interval_min_ms / 1000).max(1),
+        metrics: Some(keyfold_api::install_recorder().map_err(|e| format!("metrics recorder: {e}"))?),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.http_threads.max(1))
@@ -143,4 +199,51 @@ where
     println!("keyfold: stopped");
     served?;
     epochs.map(|_| ()).map_err(|e| format!("epoch scheduler stopped: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches, Parser};
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> ServeArgs {
+        let matches = Cli::command().try_get_matches_from(args).unwrap();
+        let mut cli = Cli::from_arg_matches(&matches).unwrap();
+        cli.serve.apply_config_file(&matches).unwrap();
+        cli.serve
+    }
+
+    #[test]
+    fn config_file_fills_defaults_and_the_command_line_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("serve.toml");
+        std::fs::write(
+            &file,
+            "listen = \"0.0.0.0:9000\"\noperator_token = \"from-file\"\nepoch_interval_min_ms = 250\n",
+        )
+        .unwrap();
+        let file = file.to_str().unwrap();
+        let args = parse(&["serve", "--config", file]);
+        assert_eq!(args.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(args.operator_token.as_deref(), Some("from-file"));
+        assert_eq!(args.epoch_interval_min_ms, 250);
+        assert_eq!(args.epoch_interval_max_ms, 60_000, "untouched options keep their defaults");
+        let args = parse(&["serve", "--config", file, "--listen", "127.0.0.1:1", "--operator-token", "cli"]);
+        assert_eq!(args.listen, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(args.operator_token.as_deref(), Some("cli"));
+
+        std::fs::write(dir.path().join("bad.toml"), "listen = \"x\"\nlisen = 1\n").unwrap();
+        let matches = Cli::command()
+            .try_get_matches_from(["serve", "--config", dir.path().join("bad.toml").to_str().unwrap()])
+            .unwrap();
+        let mut cli = Cli::from_arg_matches(&matches).unwrap();
+        let err = cli.serve.apply_config_file(&matches).unwrap_err();
+        assert!(err.contains("bad.toml"), "{err}");
+    }
 }

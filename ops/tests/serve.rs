@@ -171,3 +171,60 @@ fn serve_submit_lookup_restart() {
     assert!(!verify.status.success());
     assert!(stderr.contains("epoch 1") && stderr.contains("archive digest"), "{stderr}");
 }
+
+fn keyfold(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_keyfold")).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The `submit` and `lookup` clients against the real server: lookup verifies the head with the
+/// pinned key and origin and the proof against it, and refuses a wrong pin.
+#[test]
+fn cli_clients_submit_and_verified_lookup() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let url = format!("http://{}", server.addr);
+    let info = json(&http(server.addr, "GET", "/v1/directory", "").1);
+    let origin = info["origin"].as_str().unwrap().to_owned();
+    let public: [u8; 32] = B64.decode(info["public_key"].as_str().unwrap()).unwrap().try_into().unwrap();
+    let pinned = dir.path().join("signing.pub");
+    let pinned = pinned.to_str().unwrap();
+
+    let (ok, stdout, stderr) =
+        keyfold(&["submit", "--server", &url, "alice@example.com", "--value", "pk-alice", "--expected-version", "0"]);
+    assert!(ok, "{stdout} {stderr}");
+    assert!(stdout.contains("queued durably: mutation ") && stdout.contains("at queue position "), "{stdout}");
+    wait_for_epoch(server.addr, &origin, &public, 1);
+
+    let (ok, stdout, stderr) =
+        keyfold(&["lookup", "--server", &url, "alice@example.com", "--public-key", pinned, "--origin", &origin]);
+    assert!(ok, "{stdout} {stderr}");
+    assert!(stdout.contains(r#"value    "pk-alice" (version 1)"#), "{stdout}");
+    assert!(stdout.contains("is signed by the pinned key") && stdout.contains("the inclusion proof"), "{stdout}");
+
+    let pinned_b64 = B64.encode(public);
+    let (ok, stdout, _) =
+        keyfold(&["lookup", "--server", &url, "nobody@example.com", "--public-key", &pinned_b64, "--origin", &origin]);
+    assert!(ok);
+    assert!(stdout.contains("value    absent (never set)") && stdout.contains("the absence proof"), "{stdout}");
+
+    // A pin the server's key does not match is refused, never printed as a value.
+    let other = B64.encode(keyfold_core::SigningKey::from_bytes(&[9; 32]).verifying_key().to_bytes());
+    let (ok, stdout, stderr) =
+        keyfold(&["lookup", "--server", &url, "alice@example.com", "--public-key", &other, "--origin", &origin]);
+    assert!(!ok && stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("REFUSED: the head does not verify"), "{stderr}");
+    let (ok, _, stderr) =
+        keyfold(&["lookup", "--server", &url, "alice@example.com", "--public-key", pinned, "--origin", "someone.else"]);
+    assert!(!ok && stderr.contains("REFUSED"), "{stderr}");
+
+    // A client error comes back as the server's message.
+    let long_key = "k".repeat(5000);
+    let (ok, _, stderr) = keyfold(&["submit", "--server", &url, &long_key, "--delete", "--expected-version", "1"]);
+    assert!(!ok && stderr.contains("400") && stderr.contains("invalid_mutation"), "{stderr}");
+    stop(server);
+}

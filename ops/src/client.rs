@@ -1,0 +1,181 @@
+//! `keyfold submit` and `keyfold lookup`: real HTTP clients of a Keyfold server. `lookup` trusts
+//! nothing the server says: it checks the head's signature with a pinned public key and origin, and
+//! the proof against that head's root, and says exactly what it verified.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use clap::Args;
+use keyfold_core::{LeafValue, MapRoot, Proof, Version, verify_head_note};
+use serde::Deserialize;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// Server base URL.
+    #[arg(long, env = "KEYFOLD_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// The key (user id).
+    key: String,
+    /// The new value (UTF-8 text; see --value-base64 for bytes).
+    #[arg(long, conflicts_with_all = ["value_base64", "delete"], required_unless_present_any = ["value_base64", "delete"])]
+    value: Option<String>,
+    /// The new value as base64.
+    #[arg(long, conflicts_with = "delete")]
+    value_base64: Option<String>,
+    /// Delete the key's value (a tombstone; the version history stays).
+    #[arg(long)]
+    delete: bool,
+    /// The key's current version (0: the key must not exist yet).
+    #[arg(long)]
+    expected_version: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct LookupArgs {
+    /// Server base URL.
+    #[arg(long, env = "KEYFOLD_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// The key (user id).
+    key: String,
+    /// A past epoch (default: the latest).
+    #[arg(long)]
+    epoch: Option<u64>,
+    /// The directory's public key you trust: a `signing.pub` file (32 bytes) or its base64
+    /// (`keyfold status` prints it). Never taken from the server.
+    #[arg(long, env = "KEYFOLD_PUBLIC_KEY")]
+    public_key: String,
+    /// The directory's origin you trust (the first line of its heads).
+    #[arg(long, env = "KEYFOLD_ORIGIN")]
+    origin: String,
+}
+
+fn client() -> Result<reqwest::blocking::Client, String> {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .user_agent(concat!("keyfold/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))
+}
+
+/// The server's error body, or the raw text when it is not one.
+fn server_error(status: reqwest::StatusCode, body: &str) -> String {
+    #[derive(Deserialize)]
+    struct ErrorBody {
+        error: String,
+        message: String,
+    }
+    match serde_json::from_str::<ErrorBody>(body) {
+        Ok(e) => format!("server answered {status} ({}): {}", e.error, e.message),
+        Err(_) => format!("server answered {status}: {}", body.trim()),
+    }
+}
+
+fn get_text(response: reqwest::blocking::Response) -> Result<String, String> {
+    let status = response.status();
+    let body = response.text().map_err(|e| format!("reading the answer: {e}"))?;
+    if status.is_success() { Ok(body) } else { Err(server_error(status, &body)) }
+}
+
+pub fn submit(args: &SubmitArgs) -> Result<(), String> {
+    let value = match (&args.value, &args.value_base64, args.delete) {
+        (Some(text), _, _) => serde_json::Value::String(B64.encode(text.as_bytes())),
+        (None, Some(b64), _) => {
+            B64.decode(b64).map_err(|_| "--value-base64 is not valid base64".to_owned())?;
+            serde_json::Value::String(b64.clone())
+        }
+        _ => serde_json::Value::Null,
+    };
+    let body = serde_json::json!({
+        "mutations": [{ "key": args.key, "value": value, "expected_version": args.expected_version }]
+    });
+    let url = format!("{}/v1/mutations", args.server.trim_end_matches('/'));
+    let response = client()?.post(&url).json(&body).send().map_err(|e| format!("POST {url}: {e}"))?;
+    let text = get_text(response)?;
+    let answer: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("unexpected answer ({e}): {text}"))?;
+    for receipt in answer["receipts"].as_array().ok_or_else(|| format!("no receipts in {text}"))? {
+        let slot = match (&receipt["position"], &receipt["versionstamp"]) {
+            (serde_json::Value::Number(p), _) => format!("queue position {p}"),
+            (_, serde_json::Value::String(v)) => format!("versionstamp {v}"),
+            _ => "no slot".to_owned(),
+        };
+        println!("queued durably: mutation {} at {slot}", receipt["id"].as_str().unwrap_or("?"));
+    }
+    println!("it takes effect with the next epoch; check with `keyfold lookup`");
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+struct LookupAnswer {
+    epoch: u64,
+    version: u64,
+    value: Option<String>,
+    proof: String,
+    head: String,
+}
+
+/// A pinned key: a 32-byte file, or base64 of the 32 bytes.
+fn pinned_key(text: &str) -> Result<[u8; 32], String> {
+    let path = Path::new(text);
+    if path.exists() {
+        return keyfold_epoch::load_public_key(path).map_err(|e| e.to_string());
+    }
+    let bytes = B64.decode(text.trim()).map_err(|_| format!("--public-key {text:?} is neither a file nor base64"))?;
+    bytes.try_into().map_err(|_| "--public-key must be 32 bytes (an ed25519 public key)".to_owned())
+}
+
+pub fn lookup(args: &LookupArgs) -> Result<(), String> {
+    let public_key = pinned_key(&args.public_key)?;
+    let mut url = reqwest::Url::parse(&args.server).map_err(|e| format!("--server {}: {e}", args.server))?;
+    url.path_segments_mut().map_err(|()| "--server cannot be a base URL".to_owned())?.extend(["v1", "keys", &args.key]);
+    if let Some(epoch) = args.epoch {
+        url.query_pairs_mut().append_pair("epoch", &epoch.to_string());
+    }
+    let response = client()?.get(url.clone()).send().map_err(|e| format!("GET {url}: {e}"))?;
+    let text = get_text(response)?;
+    let answer: LookupAnswer = serde_json::from_str(&text).map_err(|e| format!("unexpected answer ({e}): {text}"))?;
+
+    let head = verify_head_note(&answer.head, &args.origin, &public_key)
+        .map_err(|e| format!("REFUSED: the head does not verify with the pinned key and origin: {e}"))?;
+    if head.epoch.0 != answer.epoch {
+        return Err(format!("REFUSED: the answer is for epoch {} but its head is epoch {}", answer.epoch, head.epoch));
+    }
+    let value =
+        answer.value.as_deref().map(|v| B64.decode(v)).transpose().map_err(|_| "REFUSED: value is not base64")?;
+    let expected = match (answer.version, value) {
+        (0, None) => None,
+        (0, Some(_)) => return Err("REFUSED: a value with version 0".into()),
+        (v, None) => Some(LeafValue::tombstone(Version(v))),
+        (v, Some(bytes)) => Some(LeafValue::present(Version(v), bytes)),
+    };
+    let proof_bytes = B64.decode(&answer.proof).map_err(|_| "REFUSED: the proof is not base64")?;
+    let proof = Proof::decode(&proof_bytes).map_err(|e| format!("REFUSED: undecodable proof: {e}"))?;
+    let root = MapRoot { epoch: head.epoch, hash: head.root };
+    proof
+        .verify(head.suite, &root, args.key.as_bytes(), expected.as_ref())
+        .map_err(|e| format!("REFUSED: the proof does not match the signed root: {e}"))?;
+
+    println!("key      {}", args.key);
+    match &expected {
+        None => println!("value    absent (never set)"),
+        Some(leaf) => match &leaf.value {
+            None => println!("value    deleted at version {}", leaf.version.0),
+            Some(v) => match std::str::from_utf8(v) {
+                Ok(text) => println!("value    {text:?} (version {})", leaf.version.0),
+                Err(_) => println!("value    base64 {} (version {})", B64.encode(v), leaf.version.0),
+            },
+        },
+    }
+    println!(
+        "verified: the head of epoch {} (time {} ms, root {}) is signed by the pinned key for origin {:?}",
+        head.epoch,
+        head.time_ms,
+        head.root.to_hex(),
+        args.origin
+    );
+    let what = if expected.is_some() { "inclusion" } else { "absence" };
+    println!("verified: the {what} proof ({} bytes, {} hash) matches that root", proof_bytes.len(), head.suite.name());
+    println!("not verified here: that other clients see the same head (ask witnesses or compare heads)");
+    Ok(())
+}
