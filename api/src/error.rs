@@ -69,7 +69,7 @@ impl IntoResponse for ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable", message, Some(retry_after_secs))
             }
             ApiError::Internal(detail) => {
-                eprintln!("keyfold api: internal error: {detail}");
+                tracing::error!(detail = %detail, "internal error answering a request");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log".to_owned(), None)
             }
         };

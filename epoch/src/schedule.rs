@@ -46,9 +46,29 @@ where
         let asked = trigger.swap(false, Ordering::AcqRel);
         if asked || schedule.due(now, last, job.queue().depth()) {
             match job.run_epoch(now) {
-                Ok(_) => epochs += 1,
-                Err(e) if e.is_retryable() => {}
-                Err(e) => return Err(e),
+                Ok(report) => {
+                    epochs += 1;
+                    let (c, t) = (&report.head.counts, &report.timings);
+                    tracing::info!(
+                        epoch = report.head.epoch.0,
+                        mutations = c.mutations,
+                        applied = c.applied,
+                        rejected = c.rejected,
+                        duplicates = c.duplicates,
+                        cut_ms = t.cut.as_secs_f64() * 1e3,
+                        apply_ms = t.apply.as_secs_f64() * 1e3,
+                        tree_ms = t.tree.as_secs_f64() * 1e3,
+                        archive_ms = t.archive.as_secs_f64() * 1e3,
+                        sign_ms = t.sign.as_secs_f64() * 1e3,
+                        commit_ms = t.commit.as_secs_f64() * 1e3,
+                        "epoch signed"
+                    );
+                }
+                Err(e) if e.is_retryable() => tracing::warn!(error = %e, "epoch failed; retrying at the next poll"),
+                Err(e) => {
+                    tracing::error!(error = %e, "epoch failed; the scheduler stops");
+                    return Err(e);
+                }
             }
         }
         std::thread::sleep(poll);

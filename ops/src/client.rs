@@ -116,7 +116,7 @@ struct LookupAnswer {
 }
 
 /// A pinned key: a 32-byte file, or base64 of the 32 bytes.
-fn pinned_key(text: &str) -> Result<[u8; 32], String> {
+pub(crate) fn pinned_key(text: &str) -> Result<[u8; 32], String> {
     let path = Path::new(text);
     if path.exists() {
         return keyfold_epoch::load_public_key(path).map_err(|e| e.to_string());

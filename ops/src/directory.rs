@@ -7,7 +7,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::Args;
-use keyfold_core::{Epoch, HashSuite, verify_head_note};
+use keyfold_core::{HashSuite, verify_head_note};
 use keyfold_epoch::{
     DirArchives, EpochJob, HeadStore, RedbHeadStore, RedbOutcomeIndex, generate_key_files, load_signing_key,
 };
@@ -181,43 +181,5 @@ pub fn status(args: &DataArgs) -> Result<(), String> {
     println!("public key: {}", B64.encode(job.public_key()));
     println!("latest epoch: {epoch} at {} ms, root {}", head.time_ms, head.root.to_hex());
     println!("pending mutations: {} (bound {})", job.queue().depth(), config.queue_max_depth);
-    Ok(())
-}
-
-/// `keyfold verify --data DIR`: replays every epoch from the directory's published artefacts only
-/// (signed heads, archives, `signing.pub`, the origin), as a monitor would.
-pub fn verify(args: &DataArgs) -> Result<(), String> {
-    let dir = &args.data;
-    let config = read_config(dir)?;
-    let public = keyfold_epoch::load_public_key(&dir.join("signing.pub")).map_err(|e| e.to_string())?;
-    let heads = RedbHeadStore::open(&dir.join("heads.redb")).map_err(|e| e.to_string())?;
-    let archives = DirArchives::open(&dir.join("archives")).map_err(|e| e.to_string())?;
-    let (latest, _) = heads.latest().map_err(|e| e.to_string())?.ok_or("the directory has no head")?;
-    let genesis = heads.get(Epoch(0)).map_err(|e| e.to_string())?.ok_or("no genesis head")?;
-    let mut replayer = keyfold_epoch::Replayer::from_genesis(&genesis, &config.origin, &public, config.shard_bits)
-        .map_err(|d| format!("divergence: {d}"))?;
-    let started = std::time::Instant::now();
-    let mut mutations = 0u64;
-    for e in 1..=latest.0 {
-        let epoch = Epoch(e);
-        let note = heads.get(epoch).map_err(|e| e.to_string())?.ok_or_else(|| format!("epoch {e}: head missing"))?;
-        let archive = keyfold_epoch::ArchiveSink::get(&archives, epoch)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("epoch {e}: archive {} missing", archives.path(epoch).display()))?;
-        let head = replayer.replay(&note, &archive).map_err(|d| format!("divergence: {d}"))?;
-        mutations += head.counts.mutations;
-        if e % 100 == 0 || e == latest.0 {
-            eprintln!("verified {e}/{} epochs", latest.0);
-        }
-    }
-    let head = replayer.head();
-    println!(
-        "verified epochs 0..={} of {}: {} mutations replayed in {:.2} s; every signature, chain link, archive digest, outcome and root matches (root {})",
-        head.epoch,
-        config.origin,
-        mutations,
-        started.elapsed().as_secs_f64(),
-        head.root.to_hex()
-    );
     Ok(())
 }

@@ -26,6 +26,7 @@ fn process_id() -> String {
 }
 
 pub fn serve(args: &ServeArgs) -> Result<(), String> {
+    crate::serve::init_logging(args)?;
     let config = read_config(&args.data)?;
     let suite = HashSuite::from_name(&config.hash).ok_or_else(|| format!("unknown hash {:?}", config.hash))?;
     let tree = TreeConfig::new(suite, config.shard_bits).map_err(|e| e.to_string())?;
@@ -36,7 +37,7 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
     );
     let prefix = args.fdb_prefix.clone().unwrap_or_else(|| format!("keyfold/{}/", config.origin));
     let layout = Layout::new(prefix.clone().into_bytes());
-    println!("keyfold: waiting for the epoch-writer lease of {prefix:?}");
+    tracing::info!(prefix = %prefix, cluster_file = %args.cluster_file.display(), "waiting for the epoch-writer lease");
     let lease = Arc::new(
         EpochWriterLease::acquire(&db, &layout, LeaseOptions::new(process_id()))
             .map_err(|e| format!("epoch-writer lease: {e}"))?,
@@ -67,8 +68,8 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
                     // the next cycle that wins it back lets them through again.
                     match lease.heartbeat(&db) {
                         Ok(true) => {}
-                        Ok(false) => eprintln!("keyfold: the epoch-writer lease is held elsewhere; epochs are fenced"),
-                        Err(e) => eprintln!("keyfold: lease heartbeat failed: {e}"),
+                        Ok(false) => tracing::warn!("the epoch-writer lease is held elsewhere; epochs are fenced"),
+                        Err(e) => tracing::warn!(error = %e, "lease heartbeat failed"),
                     }
                     std::thread::sleep(lease.heartbeat_interval());
                 }
@@ -79,7 +80,7 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
     stop.store(true, Ordering::Release);
     let _ = heartbeat.join();
     if let Err(e) = lease.resign(&db) {
-        eprintln!("keyfold: could not resign the lease (it lapses on its own): {e}");
+        tracing::warn!(error = %e, "could not resign the lease (it lapses on its own)");
     }
     drop(db);
     drop(network); // after every database handle: the job and the stores were dropped by `run`

@@ -7,6 +7,7 @@ mod directory;
 #[cfg(feature = "fdb")]
 mod fdb_backend;
 mod serve;
+mod verify;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
@@ -26,8 +27,9 @@ enum Command {
     Init(directory::InitArgs),
     /// Cut and run one epoch now (the operator trigger) and print its signed head.
     Epoch(directory::DataArgs),
-    /// Replay every epoch from the heads, archives and public key, and check everything signed.
-    Verify(directory::DataArgs),
+    /// Replay every epoch from the heads, archives and public key (of a data directory or a
+    /// server), and check everything signed.
+    Verify(verify::VerifyArgs),
     /// Show the latest signed head and the queue depth of a data directory.
     Status(directory::DataArgs),
     /// Benchmark epoch updates of the sharded sparse Merkle map (seeded, repeatable).
@@ -49,7 +51,7 @@ fn main() -> ExitCode {
         Command::Init(args) => directory::init(&args),
         Command::Epoch(args) => directory::epoch(&args),
         Command::Status(args) => directory::status(&args),
-        Command::Verify(args) => directory::verify(&args),
+        Command::Verify(args) => verify::verify(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Submit(args) => client::submit(&args),
         Command::Lookup(args) => client::lookup(&args),

@@ -47,6 +47,31 @@ pub struct ServeArgs {
     /// Key prefix of this directory in the cluster (with --store fdb); default `keyfold/<origin>/`.
     #[arg(long, env = "KEYFOLD_FDB_PREFIX")]
     pub(crate) fdb_prefix: Option<String>,
+    /// Log lines on stderr: `text` or `json` (one object per line). The level filter comes from
+    /// `KEYFOLD_LOG` (e.g. `info`, `debug`, `keyfold_epoch=debug`; default `info`).
+    #[arg(long, value_enum, env = "KEYFOLD_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Structured logs on stderr (stdout keeps the one line with the address, for scripts).
+pub(crate) fn init_logging(args: &ServeArgs) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("KEYFOLD_LOG").or_else(|_| EnvFilter::try_new("info")).map_err(|e| e.to_string())?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A second call in one process (tests) keeps the first subscriber.
+    let _ = match args.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
@@ -69,6 +94,7 @@ struct ServeFile {
     store: Option<StoreKind>,
     cluster_file: Option<PathBuf>,
     fdb_prefix: Option<String>,
+    log_format: Option<LogFormat>,
 }
 
 impl ServeArgs {
@@ -102,6 +128,7 @@ impl ServeArgs {
         fill!(store);
         fill!(cluster_file);
         fill!(option fdb_prefix);
+        fill!(log_format);
         Ok(())
     }
 }
@@ -133,6 +160,7 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
     directory::init_if_empty(&args.data)?;
     match args.store {
         StoreKind::Embedded => {
+            init_logging(args)?;
             let (config, job) = open_job(&args.data)?;
             run(args, &config, Arc::new(job))
         }
@@ -188,6 +216,7 @@ where
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         println!("keyfold: serving {} ({}) on http://{addr}", config.origin, args.data.display());
+        tracing::info!(origin = %config.origin, data = %args.data.display(), %addr, "serving");
         // Graceful shutdown: stop accepting, finish the requests in flight (an acknowledged
         // mutation is already durable), then stop the scheduler below.
         axum::serve(listener, router(api)).with_graceful_shutdown(shutdown_signal()).await.map_err(|e| e.to_string())
@@ -196,6 +225,7 @@ where
     // next start: the same code path, the same head).
     stop.store(true, Ordering::Release);
     let epochs = scheduler.join().map_err(|_| "the epoch scheduler panicked".to_string())?;
+    tracing::info!("stopped");
     println!("keyfold: stopped");
     served?;
     epochs.map(|_| ()).map_err(|e| format!("epoch scheduler stopped: {e}"))

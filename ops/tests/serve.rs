@@ -222,6 +222,13 @@ fn cli_clients_submit_and_verified_lookup() {
         keyfold(&["lookup", "--server", &url, "alice@example.com", "--public-key", pinned, "--origin", "someone.else"]);
     assert!(!ok && stderr.contains("REFUSED"), "{stderr}");
 
+    // A monitor replays everything over HTTP: heads, archives, with the key and origin pinned.
+    let (ok, stdout, stderr) = keyfold(&["verify", "--server", &url, "--public-key", pinned, "--origin", &origin]);
+    assert!(ok, "{stdout} {stderr}");
+    assert!(stdout.contains("every signature, chain link, archive digest, outcome and root matches"), "{stdout}");
+    let (ok, _, stderr) = keyfold(&["verify", "--server", &url, "--public-key", &other, "--origin", &origin]);
+    assert!(!ok && stderr.contains("divergence: epoch 0"), "{stderr}");
+
     // A client error comes back as the server's message.
     let long_key = "k".repeat(5000);
     let (ok, _, stderr) = keyfold(&["submit", "--server", &url, &long_key, "--delete", "--expected-version", "1"]);
