@@ -27,7 +27,8 @@ use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use keyfold_core::{Epoch, Mutation, Version};
-use keyfold_epoch::{EpochJob, HeadStore, MutationStatus};
+use keyfold_core::{Witness, verify_cosignature, with_cosignatures};
+use keyfold_epoch::{CosignatureStore, EpochJob, HeadStore, MutationStatus};
 use keyfold_ingest::{Limits, Queue, Receipt, Slot, validate};
 use keyfold_shards::TreeStore;
 use serde::{Deserialize, Serialize};
@@ -51,6 +52,21 @@ pub struct Api<Q: Queue, S: TreeStore, H: HeadStore> {
     pub retry_after_secs: u64,
     /// Renders `/metrics`; `None` serves 404 there (no recorder installed in this process).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The witnesses whose cosignatures this server accepts, in the order their lines are served.
+    pub witnesses: Vec<Witness>,
+    pub cosignatures: Arc<dyn CosignatureStore>,
+}
+
+impl<Q: Queue, S: TreeStore, H: HeadStore> Api<Q, S, H> {
+    /// `note` (the head of `epoch`) with the stored cosignature lines appended, in witness order.
+    fn served_note(&self, epoch: Epoch, note: String) -> Result<String, ApiError> {
+        let stored = self.cosignatures.get(epoch).map_err(ApiError::internal)?;
+        if stored.is_empty() {
+            return Ok(note);
+        }
+        let lines: Vec<String> = self.witnesses.iter().filter_map(|w| stored.get(&w.name).cloned()).collect();
+        Ok(with_cosignatures(&note, &lines))
+    }
 }
 
 /// The router over `api`.
@@ -68,6 +84,7 @@ where
         .route("/v1/keys/{key}/history", get(key_history::<Q, S, H>))
         .route("/v1/heads/latest", get(latest_head::<Q, S, H>))
         .route("/v1/heads/{epoch}", get(head_at::<Q, S, H>))
+        .route("/v1/heads/{epoch}/cosignatures", post(post_cosignature::<Q, S, H>))
         .route("/v1/epochs", post(trigger_epoch::<Q, S, H>))
         .route("/v1/epochs/{epoch}/archive", get(archive::<Q, S, H>))
         .route("/healthz", get(healthz))
@@ -285,6 +302,7 @@ async fn lookup<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'stat
         return Err(ApiError::BadRequest("invalid_key", format!("keys are 1 to {} bytes", api.limits.max_key_bytes)));
     }
     let job = Arc::clone(&api.job);
+    let served = Arc::clone(&api);
     blocking(move || {
         let (latest, _) =
             job.heads().latest().map_err(ApiError::internal)?.ok_or_else(|| ApiError::Internal("no head".into()))?;
@@ -304,7 +322,7 @@ async fn lookup<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'stat
             version: found.value.as_ref().map_or(0, |v| v.version.0),
             value: found.value.as_ref().and_then(|v| v.value.as_ref()).map(|v| B64.encode(v)),
             proof: B64.encode(found.proof.encode()),
-            head,
+            head: served.served_note(epoch, head)?,
         }))
     })
     .await
@@ -465,9 +483,15 @@ async fn key_history<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 
 async fn latest_head<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'static>(
     State(api): State<Arc<Api<Q, S, H>>>,
 ) -> Result<Response, ApiError> {
-    let job = Arc::clone(&api.job);
-    let (_, note) = blocking(move || {
-        job.heads().latest().map_err(ApiError::internal)?.ok_or_else(|| ApiError::Internal("no head".into()))
+    let served = Arc::clone(&api);
+    let note = blocking(move || {
+        let (epoch, note) = served
+            .job
+            .heads()
+            .latest()
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::Internal("no head".into()))?;
+        served.served_note(epoch, note)
     })
     .await?;
     Ok(note_response(note))
@@ -487,9 +511,70 @@ async fn head_at<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'sta
 ) -> Result<Response, ApiError> {
     let epoch: u64 =
         epoch.parse().map_err(|_| ApiError::BadRequest("bad_epoch", format!("{epoch:?} is not an epoch number")))?;
-    let job = Arc::clone(&api.job);
-    let note = blocking(move || job.heads().get(Epoch(epoch)).map_err(ApiError::internal)).await?;
+    let served = Arc::clone(&api);
+    let note = blocking(move || match served.job.heads().get(Epoch(epoch)).map_err(ApiError::internal)? {
+        Some(note) => served.served_note(Epoch(epoch), note).map(Some),
+        None => Ok(None),
+    })
+    .await?;
     note.map(note_response).ok_or_else(|| ApiError::NotFound(format!("no signed head for epoch {epoch}")))
+}
+
+/// Longest cosignature line accepted (a 255-byte name and a 76-byte signature blob fit).
+const MAX_COSIGNATURE_BYTES: usize = 1024;
+
+/// A witness's cosignature of a head: one line `— <name> <base64(key id || time || signature)>`
+/// (SPEC section 6.3), verified against the configured witness key before it is stored.
+#[utoipa::path(post, path = "/v1/heads/{epoch}/cosignatures", tag = "heads",
+    params(("epoch" = u64, Path, description = "Epoch number")),
+    request_body(content = String, content_type = "text/plain", description = "One cosignature line"),
+    responses(
+        (status = 201, description = "Verified and stored", body = Object),
+        (status = 400, description = "Not a cosignature line, or it does not verify", body = ErrorBody),
+        (status = 403, description = "Not a witness this server accepts", body = ErrorBody),
+        (status = 404, description = "No head for that epoch", body = ErrorBody),
+        (status = 413, description = "Line too long", body = ErrorBody),
+    ))]
+async fn post_cosignature<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'static>(
+    State(api): State<Arc<Api<Q, S, H>>>,
+    Path(epoch): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let epoch: u64 =
+        epoch.parse().map_err(|_| ApiError::BadRequest("bad_epoch", format!("{epoch:?} is not an epoch number")))?;
+    let body = body.map_err(ApiError::from_body_rejection)?;
+    if body.len() > MAX_COSIGNATURE_BYTES {
+        return Err(ApiError::PayloadTooLarge(format!("a cosignature line is at most {MAX_COSIGNATURE_BYTES} bytes")));
+    }
+    let bad = |m: &str| ApiError::BadRequest("bad_cosignature", m.to_owned());
+    let text = std::str::from_utf8(&body).map_err(|_| bad("the body is not UTF-8"))?;
+    let line = format!("{}\n", text.strip_suffix('\n').unwrap_or(text));
+    if line.matches('\n').count() != 1 {
+        return Err(bad("send exactly one cosignature line"));
+    }
+    let name = line
+        .strip_prefix("\u{2014} ")
+        .and_then(|rest| rest.trim_end().rsplit_once(' '))
+        .map(|(name, _)| name.to_owned())
+        .ok_or_else(|| bad("a cosignature line is `\u{2014} <witness name> <base64>`"))?;
+    let Some(witness) = api.witnesses.iter().find(|w| w.name == name).cloned() else {
+        let known: Vec<&str> = api.witnesses.iter().map(|w| w.name.as_str()).collect();
+        return Err(ApiError::Forbidden(format!("{name:?} is not a witness of this server (known: {known:?})")));
+    };
+    let served = Arc::clone(&api);
+    blocking(move || {
+        let note = served
+            .job
+            .heads()
+            .get(Epoch(epoch))
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::NotFound(format!("no signed head for epoch {epoch}")))?;
+        verify_cosignature(&with_cosignatures(&note, std::slice::from_ref(&line)), &witness)
+            .map_err(|e| ApiError::BadRequest("bad_cosignature", e.to_string()))?;
+        served.cosignatures.put(Epoch(epoch), &witness.name, &line).map_err(ApiError::internal)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "epoch": epoch, "witness": name }))))
 }
 
 /// Operator: cut an epoch now (needs `Authorization: Bearer <operator token>`).

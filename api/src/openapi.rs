@@ -25,6 +25,7 @@ use utoipa::OpenApi;
         crate::key_history,
         crate::latest_head,
         crate::head_at,
+        crate::post_cosignature,
         crate::trigger_epoch,
         crate::archive,
         crate::healthz,

@@ -39,7 +39,16 @@ fn api(max_depth: u64, token: Option<&str>) -> Arc<TestApi> {
         operator_token: token.map(str::to_owned),
         retry_after_secs: 2,
         metrics: Some(recorder()),
+        witnesses: vec![witness().1],
+        cosignatures: Arc::new(keyfold_epoch::MemoryCosignatures::default()),
     })
+}
+
+/// The one witness the test server accepts.
+fn witness() -> (SigningKey, keyfold_core::Witness) {
+    let key = SigningKey::from_bytes(&[21; 32]);
+    let public_key = key.verifying_key().to_bytes();
+    (key, keyfold_core::Witness { name: "witness.test".into(), public_key })
 }
 
 /// The process-wide recorder, installed once for this test binary.
@@ -263,6 +272,7 @@ async fn openapi_lists_exactly_the_served_routes() {
         "/v1/epochs/{epoch}/archive",
         "/v1/heads/latest",
         "/v1/heads/{epoch}",
+        "/v1/heads/{epoch}/cosignatures",
         "/v1/keys/{key}",
         "/v1/keys/{key}/history",
         "/v1/mutations",
@@ -374,4 +384,50 @@ async fn mutation_status_and_key_history() {
     assert!(none["versions"].as_array().unwrap().is_empty(), "a rejected mutation is no version");
     assert_eq!(call(&api, get("/v1/keys/alice/history?limit=0")).await.0, StatusCode::BAD_REQUEST);
     assert_eq!(call(&api, get("/v1/keys/alice/history?limit=5000")).await.0, StatusCode::BAD_REQUEST);
+}
+
+/// A configured witness's verified cosignature is stored and served on the head (which still
+/// verifies); unknown witnesses, forged or misplaced lines are refused with 4xx.
+#[tokio::test]
+async fn witness_cosignatures_are_verified_stored_and_served() {
+    let api = api(1000, None);
+    api.job.run_epoch(2_000).unwrap();
+    let public = api.job.public_key();
+    let note = call(&api, get("/v1/heads/1")).await.2;
+    let (key, witness) = witness();
+    let line = keyfold_core::cosign(&note, &witness.name, &key, 1_800_000_000).unwrap();
+    let text = |body: &str| Request::post("/v1/heads/1/cosignatures").body(Body::from(body.to_owned())).unwrap();
+
+    let (status, _, body) = call(&api, text(&line)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(call(&api, text(&line)).await.0, StatusCode::CREATED, "posting again is idempotent");
+    for uri in ["/v1/heads/1", "/v1/heads/latest"] {
+        let served = call(&api, get(uri)).await.2;
+        assert!(served.ends_with(&line), "{served}");
+        verify_head_note(&served, ORIGIN, &public).unwrap();
+        let policy = keyfold_core::WitnessPolicy { witnesses: vec![witness.clone()], required: 1 };
+        assert_eq!(policy.check(&served).unwrap(), ["witness.test"]);
+    }
+    let lookup = json(&call(&api, get("/v1/keys/anyone")).await.2);
+    assert!(lookup["head"].as_str().unwrap().ends_with(&line), "lookups carry the cosigned head");
+    assert!(call(&api, get("/v1/heads/0")).await.2.matches('\u{2014}').count() == 1, "only epoch 1 was cosigned");
+
+    // Refusals: another epoch's head, an unknown witness, a forged line, garbage, a missing head.
+    assert_eq!(
+        call(&api, Request::post("/v1/heads/0/cosignatures").body(Body::from(line.clone())).unwrap()).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let stranger = keyfold_core::cosign(&note, "stranger", &key, 1).unwrap();
+    assert_eq!(call(&api, text(&stranger)).await.0, StatusCode::FORBIDDEN);
+    let forged = keyfold_core::cosign(&note, &witness.name, &SigningKey::from_bytes(&[22; 32]), 1).unwrap();
+    let (status, _, body) = call(&api, text(&forged)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(json(&body)["error"], "bad_cosignature");
+    assert_eq!(call(&api, text("hello")).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(call(&api, text(&format!("{line}{line}"))).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(call(&api, text(&"x".repeat(5000))).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        call(&api, Request::post("/v1/heads/9/cosignatures").body(Body::from(line.clone())).unwrap()).await.0,
+        StatusCode::NOT_FOUND
+    );
 }

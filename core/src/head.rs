@@ -56,6 +56,10 @@ pub enum HeadError {
     OriginMismatch { expected: String, found: String },
     #[error("invalid ed25519 public key")]
     InvalidPublicKey,
+    #[error("the cosignature by {witness} is invalid: {reason}")]
+    BadCosignature { witness: String, reason: String },
+    #[error("{found} of the required {required} witnesses cosigned this head ({detail})")]
+    NotEnoughWitnesses { required: usize, found: usize, detail: String },
 }
 
 /// Checks the origin rule (printable ASCII, 1..=255 bytes, no surrounding spaces).

@@ -16,6 +16,7 @@
 //! proof.verify(suite, &root, b"bob", None).unwrap_err();
 //! ```
 
+mod cosignature;
 mod error;
 mod hash;
 mod head;
@@ -24,6 +25,10 @@ mod proof;
 mod tree;
 mod types;
 
+pub use cosignature::{
+    Witness, WitnessPolicy, check_witness_name, cosign, cosignature_key_id, cosigned_message, verify_cosignature,
+    with_cosignatures,
+};
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use error::{DecodeError, ProofError};
 pub use hash::{Hash, HashSuite};

@@ -135,7 +135,16 @@ fn vectors_for(suite: HashSuite) -> Vec<Vector> {
     push("head_body", head_desc.into(), head.body());
     push("head_hash", head_desc.into(), head.hash().to_hex());
     let key = SigningKey::from_bytes(&[7; 32]);
-    push("head_note", format!("{head_desc}; ed25519 key from seed 32 x 0x07"), head.sign(&key));
+    let note = head.sign(&key);
+    push("head_note", format!("{head_desc}; ed25519 key from seed 32 x 0x07"), note.clone());
+    let witness = SigningKey::from_bytes(&[9; 32]);
+    let line = keyfold_core::cosign(&note, "witness.example", &witness, 1_763_900_100).unwrap();
+    push(
+        "cosignature_line",
+        "cosignature/v1 of the head_note above by witness.example, ed25519 key from seed 32 x 0x09, time 1763900100"
+            .into(),
+        line,
+    );
     let set1 = leaves(suite, 1);
     let p = prove_from_leaves(suite, Epoch(1), &set1, &suite.index_of(b"bob"));
     push(
@@ -174,5 +183,16 @@ fn stored_proof_vectors_decode_and_verify() {
     for v in stored.iter().filter(|v| v.name == "head_note") {
         let public = SigningKey::from_bytes(&[7; 32]).verifying_key().to_bytes();
         keyfold_core::verify_head_note(&v.output, "example.com/keyfold", &public).unwrap();
+    }
+    let notes: Vec<&Vector> = stored.iter().filter(|v| v.name == "head_note").collect();
+    let lines: Vec<&Vector> = stored.iter().filter(|v| v.name == "cosignature_line").collect();
+    assert_eq!(lines.len(), 2, "one per hash suite");
+    for (note, line) in notes.iter().zip(&lines) {
+        let served = keyfold_core::with_cosignatures(&note.output, std::slice::from_ref(&line.output));
+        let witness = keyfold_core::Witness {
+            name: "witness.example".into(),
+            public_key: SigningKey::from_bytes(&[9; 32]).verifying_key().to_bytes(),
+        };
+        assert_eq!(keyfold_core::verify_cosignature(&served, &witness).unwrap(), 1_763_900_100);
     }
 }

@@ -9,6 +9,7 @@
 
 mod apply;
 mod archives;
+mod cosignatures;
 mod error;
 pub mod heads;
 mod index;
@@ -19,6 +20,7 @@ mod schedule;
 
 pub use apply::{Applied, MutationOutcome, Outcome, RejectReason, apply_mutations, hash_mutations};
 pub use archives::{ArchiveSink, DirArchives, MemoryArchives};
+pub use cosignatures::{CosignatureStore, MemoryCosignatures, RedbCosignatures};
 pub use error::EpochError;
 pub use heads::{HeadStore, MemoryHeadStore, RedbHeadStore};
 pub use index::{KeyVersion, MemoryOutcomeIndex, OutcomeIndex, OutcomeRecord, RedbOutcomeIndex};

@@ -48,6 +48,12 @@ pub struct LookupArgs {
     /// The directory's origin you trust (the first line of its heads).
     #[arg(long, env = "KEYFOLD_ORIGIN")]
     origin: String,
+    /// A witness you trust, `NAME=BASE64_KEY` (repeat for several).
+    #[arg(long = "witness", value_name = "NAME=KEY")]
+    witnesses: Vec<String>,
+    /// Refuse the answer unless at least this many of the --witness witnesses cosigned its head.
+    #[arg(long, default_value_t = 0)]
+    witnesses_required: usize,
 }
 
 fn client() -> Result<reqwest::blocking::Client, String> {
@@ -136,8 +142,24 @@ pub fn lookup(args: &LookupArgs) -> Result<(), String> {
     let text = get_text(response)?;
     let answer: LookupAnswer = serde_json::from_str(&text).map_err(|e| format!("unexpected answer ({e}): {text}"))?;
 
+    let policy = keyfold_core::WitnessPolicy {
+        witnesses: crate::serve::parse_witnesses(&args.witnesses)?,
+        required: args.witnesses_required,
+    };
+    if policy.required > policy.witnesses.len() {
+        return Err(format!(
+            "--witnesses-required {} but only {} --witness given",
+            policy.required,
+            policy.witnesses.len()
+        ));
+    }
     let head = verify_head_note(&answer.head, &args.origin, &public_key)
         .map_err(|e| format!("REFUSED: the head does not verify with the pinned key and origin: {e}"))?;
+    let cosigned = if policy.required > 0 {
+        policy.check(&answer.head).map_err(|e| format!("REFUSED: witness policy: {e}"))?
+    } else {
+        Vec::new()
+    };
     if head.epoch.0 != answer.epoch {
         return Err(format!("REFUSED: the answer is for epoch {} but its head is epoch {}", answer.epoch, head.epoch));
     }
@@ -176,6 +198,17 @@ pub fn lookup(args: &LookupArgs) -> Result<(), String> {
     );
     let what = if expected.is_some() { "inclusion" } else { "absence" };
     println!("verified: the {what} proof ({} bytes, {} hash) matches that root", proof_bytes.len(), head.suite.name());
-    println!("not verified here: that other clients see the same head (ask witnesses or compare heads)");
+    if cosigned.is_empty() {
+        println!(
+            "not verified here: that other clients see the same head (require witnesses with --witness and --witnesses-required)"
+        );
+    } else {
+        println!(
+            "verified: cosigned by {} of the {} required witnesses: {}",
+            cosigned.len(),
+            policy.required,
+            cosigned.join(", ")
+        );
+    }
     Ok(())
 }

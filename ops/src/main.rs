@@ -1,11 +1,12 @@
 //! `keyfold`: the operator's binary: `serve`, `init`, `epoch`, `status`, `verify`, `bench`, and
-//! the clients `submit` and `lookup`; `monitor` arrives with its issue.
+//! the clients `submit` and `lookup`, the witness `monitor`, and `keygen`.
 
 mod bench;
 mod client;
 mod directory;
 #[cfg(feature = "fdb")]
 mod fdb_backend;
+mod monitor;
 mod serve;
 mod verify;
 
@@ -38,6 +39,10 @@ enum Command {
     Submit(client::SubmitArgs),
     /// Look a key up on a server and verify the proof and the head against a pinned key.
     Lookup(client::LookupArgs),
+    /// Witness a server: replay every epoch, cosign each verified head.
+    Monitor(monitor::MonitorArgs),
+    /// Make an ed25519 key pair (a witness key).
+    Keygen(monitor::KeygenArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +60,8 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::Submit(args) => client::submit(&args),
         Command::Lookup(args) => client::lookup(&args),
+        Command::Monitor(args) => monitor::monitor(&args),
+        Command::Keygen(args) => monitor::keygen(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

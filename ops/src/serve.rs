@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// Key prefix of this directory in the cluster (with --store fdb); default `keyfold/<origin>/`.
     #[arg(long, env = "KEYFOLD_FDB_PREFIX")]
     pub(crate) fdb_prefix: Option<String>,
+    /// A witness whose cosignatures this server accepts and serves: `NAME=BASE64_PUBLIC_KEY`
+    /// (repeat for several; `keyfold keygen` makes a witness key).
+    #[arg(long = "witness", value_name = "NAME=KEY", env = "KEYFOLD_WITNESSES", value_delimiter = ',')]
+    witness: Vec<String>,
     /// Log lines on stderr: `text` or `json` (one object per line). The level filter comes from
     /// `KEYFOLD_LOG` (e.g. `info`, `debug`, `keyfold_epoch=debug`; default `info`).
     #[arg(long, value_enum, env = "KEYFOLD_LOG_FORMAT", default_value_t = LogFormat::Text)]
@@ -95,6 +99,7 @@ struct ServeFile {
     cluster_file: Option<PathBuf>,
     fdb_prefix: Option<String>,
     log_format: Option<LogFormat>,
+    witness: Option<Vec<String>>,
 }
 
 impl ServeArgs {
@@ -129,6 +134,11 @@ impl ServeArgs {
         fill!(cluster_file);
         fill!(option fdb_prefix);
         fill!(log_format);
+        if unset("witness")
+            && let Some(witnesses) = file.witness
+        {
+            self.witness = witnesses;
+        }
         Ok(())
     }
 }
@@ -174,6 +184,27 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
     }
 }
 
+/// `NAME=BASE64_KEY` witness specs.
+pub(crate) fn parse_witnesses(specs: &[String]) -> Result<Vec<keyfold_core::Witness>, String> {
+    use base64::Engine;
+    let mut witnesses: Vec<keyfold_core::Witness> = Vec::new();
+    for spec in specs {
+        let (name, key) = spec.split_once('=').ok_or_else(|| format!("--witness {spec:?}: write NAME=BASE64_KEY"))?;
+        keyfold_core::check_witness_name(name).map_err(|e| format!("--witness {spec:?}: {e}"))?;
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(key.trim())
+            .ok()
+            .and_then(|k| <[u8; 32]>::try_from(k).ok())
+            .filter(|k| keyfold_core::VerifyingKey::from_bytes(k).is_ok())
+            .ok_or_else(|| format!("--witness {spec:?}: the key is not base64 of an ed25519 public key"))?;
+        if witnesses.iter().any(|w| w.name == name) {
+            return Err(format!("--witness {name:?} is given twice"));
+        }
+        witnesses.push(keyfold_core::Witness { name: name.to_owned(), public_key: key });
+    }
+    Ok(witnesses)
+}
+
 /// The HTTP API and the epoch scheduler over an opened job, until SIGTERM or Ctrl-C.
 pub(crate) fn run<Q, S, H>(
     args: &ServeArgs,
@@ -204,6 +235,11 @@ where
         operator_token: args.operator_token.clone(),
         retry_after_secs: (args.epoch_interval_min_ms / 1000).max(1),
         metrics: Some(keyfold_api::install_recorder().map_err(|e| format!("metrics recorder: {e}"))?),
+        witnesses: parse_witnesses(&args.witness)?,
+        cosignatures: Arc::new(
+            keyfold_epoch::RedbCosignatures::open(&args.data.join("cosignatures.redb"))
+                .map_err(|e| format!("cosignatures: {e}"))?,
+        ),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.http_threads.max(1))

@@ -15,10 +15,15 @@ struct Server {
 }
 
 fn start(data: &std::path::Path) -> Server {
+    start_with(data, &[])
+}
+
+fn start_with(data: &std::path::Path, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_keyfold"))
         .args(["serve", "--data"])
         .arg(data)
         .args(["--listen", "127.0.0.1:0", "--epoch-interval-min-ms", "100", "--epoch-interval-max-ms", "600000"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -233,5 +238,74 @@ fn cli_clients_submit_and_verified_lookup() {
     let long_key = "k".repeat(5000);
     let (ok, _, stderr) = keyfold(&["submit", "--server", &url, &long_key, "--delete", "--expected-version", "1"]);
     assert!(!ok && stderr.contains("400") && stderr.contains("invalid_mutation"), "{stderr}");
+    stop(server);
+}
+
+/// A witness: `keyfold monitor --once` replays the server's epochs and cosigns each head; the
+/// server serves the cosignature; `lookup` with a witness policy refuses before and accepts after.
+#[test]
+fn witness_monitor_cosigns_and_lookup_requires_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (private, public_file) = (dir.path().join("witness.key"), dir.path().join("witness.pub"));
+    let (ok, stdout, stderr) =
+        keyfold(&["keygen", "--private", private.to_str().unwrap(), "--public", public_file.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    let witness_key = stdout.trim().rsplit(' ').next().unwrap().to_owned();
+    let spec = format!("witness.test={witness_key}");
+    let data = dir.path().join("data");
+    let server = start_with(&data, &["--witness", &spec]);
+    let url = format!("http://{}", server.addr);
+    let info = json(&http(server.addr, "GET", "/v1/directory", "").1);
+    let origin = info["origin"].as_str().unwrap().to_owned();
+    let public: [u8; 32] = B64.decode(info["public_key"].as_str().unwrap()).unwrap().try_into().unwrap();
+    let pinned = B64.encode(public);
+
+    let (ok, _, stderr) =
+        keyfold(&["submit", "--server", &url, "carol", "--value", "pk-carol", "--expected-version", "0"]);
+    assert!(ok, "{stderr}");
+    wait_for_epoch(server.addr, &origin, &public, 1);
+    let lookup =
+        ["lookup", "--server", &url, "carol", "--public-key", &pinned, "--origin", &origin, "--witness", &spec];
+    let (ok, _, stderr) = keyfold(&[&lookup[..], &["--witnesses-required", "1"]].concat());
+    assert!(!ok && stderr.contains("REFUSED: witness policy"), "not cosigned yet: {stderr}");
+
+    let (ok, stdout, stderr) = keyfold(&[
+        "monitor",
+        "--server",
+        &url,
+        "--public-key",
+        &pinned,
+        "--origin",
+        &origin,
+        "--witness-key",
+        private.to_str().unwrap(),
+        "--witness-name",
+        "witness.test",
+        "--once",
+    ]);
+    assert!(ok, "{stdout} {stderr}");
+    assert!(stdout.contains("cosigned") && stdout.contains("as witness.test"), "{stdout}");
+    let latest = http(server.addr, "GET", "/v1/heads/latest", "").1;
+    assert!(latest.contains("\u{2014} witness.test "), "{latest}");
+
+    let (ok, stdout, stderr) = keyfold(&[&lookup[..], &["--witnesses-required", "1"]].concat());
+    assert!(ok, "{stdout} {stderr}");
+    assert!(stdout.contains("verified: cosigned by 1 of the 1 required witnesses: witness.test"), "{stdout}");
+    // A witness name the server does not list is refused by the server, so monitor fails.
+    let (ok, _, stderr) = keyfold(&[
+        "monitor",
+        "--server",
+        &url,
+        "--public-key",
+        &pinned,
+        "--origin",
+        &origin,
+        "--witness-key",
+        private.to_str().unwrap(),
+        "--witness-name",
+        "stranger",
+        "--once",
+    ]);
+    assert!(!ok && stderr.contains("403"), "{stderr}");
     stop(server);
 }

@@ -1,0 +1,139 @@
+//! `keyfold monitor`: a witness. It follows a server's heads, replays every epoch's archive from
+//! the genesis head (checking signatures, chain links, archive digests, outcomes and roots), and
+//! posts a cosignature (SPEC section 6.3) on each head it verified. It never cosigns a head it
+//! could not verify: on a divergence it stops with the report and a non-zero exit.
+//!
+//! `keyfold keygen` makes the witness's key pair.
+
+use crate::client::pinned_key;
+use clap::Args;
+use keyfold_core::{Epoch, cosign};
+use keyfold_epoch::{Replayer, generate_key_files, load_signing_key};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// The server's base URL.
+    #[arg(long, env = "KEYFOLD_SERVER")]
+    server: String,
+    /// The directory's public key you trust (a `signing.pub` file or base64).
+    #[arg(long)]
+    public_key: String,
+    /// The directory's origin you trust.
+    #[arg(long)]
+    origin: String,
+    /// This witness's private key (`keyfold keygen`; mode 0600).
+    #[arg(long)]
+    witness_key: PathBuf,
+    /// This witness's name in its cosignature lines (the server must list it with --witness).
+    #[arg(long)]
+    witness_name: String,
+    /// How often to look for new heads.
+    #[arg(long, default_value_t = 1_000)]
+    poll_ms: u64,
+    /// Verify and cosign up to the current head, then exit.
+    #[arg(long)]
+    once: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the private key (created with mode 0600; must not exist).
+    #[arg(long)]
+    private: PathBuf,
+    /// Where to write the public key (base64).
+    #[arg(long)]
+    public: PathBuf,
+}
+
+pub fn keygen(args: &KeygenArgs) -> Result<(), String> {
+    use base64::Engine;
+    let public = generate_key_files(&args.private, &args.public).map_err(|e| e.to_string())?;
+    println!("public key (base64): {}", base64::engine::general_purpose::STANDARD.encode(public.as_bytes()));
+    Ok(())
+}
+
+struct Server {
+    base: String,
+    client: reqwest::blocking::Client,
+}
+
+impl Server {
+    fn get(&self, path: &str) -> Result<reqwest::blocking::Response, String> {
+        let url = format!("{}{path}", self.base);
+        let response = self.client.get(&url).send().map_err(|e| format!("GET {url}: {e}"))?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(response)
+        } else {
+            Err(format!("GET {url}: {status}: {}", response.text().unwrap_or_default().trim()))
+        }
+    }
+
+    fn text(&self, path: &str) -> Result<String, String> {
+        self.get(path)?.text().map_err(|e| e.to_string())
+    }
+}
+
+/// The epoch number on the third line of a head note (only used to know how far to fetch; every
+/// head is verified when replayed).
+fn epoch_of(note: &str) -> Result<Epoch, String> {
+    note.lines()
+        .nth(2)
+        .and_then(|l| l.strip_prefix("epoch "))
+        .and_then(|n| n.parse().ok())
+        .map(Epoch)
+        .ok_or_else(|| "the latest head has no epoch line".to_owned())
+}
+
+pub fn monitor(args: &MonitorArgs) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYFOLD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let public = pinned_key(&args.public_key)?;
+    let key = load_signing_key(&args.witness_key).map_err(|e| e.to_string())?;
+    keyfold_core::check_witness_name(&args.witness_name).map_err(|e| e.to_string())?;
+    let client =
+        reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build().map_err(|e| e.to_string())?;
+    let server = Server { base: args.server.trim_end_matches('/').to_owned(), client };
+    let info: serde_json::Value =
+        serde_json::from_str(&server.text("/v1/directory")?).map_err(|e| format!("/v1/directory: {e}"))?;
+    // Not trusted: a wrong shard count makes the first root diverge.
+    let shard_bits = info["shard_bits"].as_u64().and_then(|b| u8::try_from(b).ok()).ok_or("no shard_bits")?;
+    let genesis = server.text("/v1/heads/0")?;
+    let mut replayer = Replayer::from_genesis(&genesis, &args.origin, &public, shard_bits)
+        .map_err(|d| format!("divergence, nothing cosigned: {d}"))?;
+    let mut cosigned = 0u64;
+    loop {
+        let latest = epoch_of(&server.text("/v1/heads/latest")?)?;
+        while replayer.head().epoch < latest {
+            let epoch = replayer.head().epoch.next();
+            let note = server.text(&format!("/v1/heads/{}", epoch.0))?;
+            let archive = server.get(&format!("/v1/epochs/{}/archive", epoch.0))?.bytes().map_err(|e| e.to_string())?;
+            let head = replayer
+                .replay(&note, &archive)
+                .map_err(|d| format!("divergence at epoch {epoch}, not cosigned; stopping: {d}"))?;
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+            let line = cosign(&note, &args.witness_name, &key, now).map_err(|e| e.to_string())?;
+            let url = format!("{}/v1/heads/{}/cosignatures", server.base, epoch.0);
+            let response = server.client.post(&url).body(line).send().map_err(|e| format!("POST {url}: {e}"))?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(format!("POST {url}: {status}: {}", response.text().unwrap_or_default().trim()));
+            }
+            cosigned += 1;
+            tracing::info!(epoch = head.epoch.0, mutations = head.counts.mutations, "verified and cosigned");
+        }
+        if args.once {
+            println!(
+                "verified epochs 0..={} of {} and cosigned {cosigned} heads as {}",
+                replayer.head().epoch,
+                args.origin,
+                args.witness_name
+            );
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(args.poll_ms));
+    }
+}
