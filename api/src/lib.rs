@@ -169,6 +169,7 @@ async fn directory<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 's
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SubmitRequest {
+    #[schema(min_items = 1, max_items = 1000)]
     mutations: Vec<MutationRequest>,
 }
 
@@ -176,14 +177,24 @@ pub(crate) struct SubmitRequest {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct MutationRequest {
-    /// The key (user id), 1 to 1024 bytes of UTF-8.
+    /// The key (user id), 1 to 1024 bytes of UTF-8 (256 characters always fit).
+    #[schema(min_length = 1, max_length = 256)]
     key: String,
-    /// Base64 of the new value, or null to delete.
+    /// Canonical base64 of the new value (at most 64 KiB), or null to delete.
+    #[schema(
+        max_length = 87380,
+        pattern = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$"
+    )]
     value: Option<String>,
     /// The version the key must have; 0 = it must not exist.
+    #[serde(deserialize_with = "integral_u64")]
     expected_version: u64,
-    /// Base64 of an owner signature (reserved; carried and hashed, not yet verified).
+    /// Base64 of an owner signature, at most 512 bytes (reserved; carried and hashed, not yet verified).
     #[serde(default)]
+    #[schema(
+        max_length = 680,
+        pattern = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$"
+    )]
     owner_signature: Option<String>,
 }
 
@@ -213,6 +224,25 @@ impl From<Receipt> for ReceiptResponse {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct SubmitResponse {
     receipts: Vec<ReceiptResponse>,
+}
+
+/// A JSON integer, also written with a zero fraction (`3.0`): JSON Schema's `integer` allows both.
+fn integral_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Int(u64),
+        Float(f64),
+    }
+    match Number::deserialize(d)? {
+        Number::Int(n) => Ok(n),
+        // 2^64 is exactly representable; everything below it with no fraction converts exactly.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // range and fraction checked
+        Number::Float(f) if f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f) => Ok(f as u64),
+        Number::Float(f) => {
+            Err(serde::de::Error::custom(format!("{f} is not a version (an integer from 0 to 2^64-1)")))
+        }
+    }
 }
 
 fn decode_b64(field: &str, at: usize, text: &str) -> Result<Vec<u8>, ApiError> {
@@ -357,7 +387,7 @@ pub(crate) struct MutationStatusResponse {
 
 /// A mutation's status by the id its receipt gave.
 #[utoipa::path(get, path = "/v1/mutations/{id}", tag = "mutations",
-    params(("id" = String, Path, description = "Hex of the 32-byte mutation id")),
+    params(("id" = String, Path, description = "Hex of the 32-byte mutation id", pattern = "^[0-9a-fA-F]{64}$")),
     responses(
         (status = 200, description = "Pending, or its outcome", body = MutationStatusResponse),
         (status = 400, description = "Not a mutation id", body = ErrorBody),
@@ -407,6 +437,7 @@ struct HistoryQuery {
     /// Only versions from epochs after this one (for the next page).
     after: Option<u64>,
     /// At most this many versions (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
@@ -520,6 +551,12 @@ async fn head_at<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'sta
     note.map(note_response).ok_or_else(|| ApiError::NotFound(format!("no signed head for epoch {epoch}")))
 }
 
+/// One cosignature line, as the request body of `POST /v1/heads/{epoch}/cosignatures`.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, pattern = "^\u{2014} [!-~]{1,255} [A-Za-z0-9+/=]{104}\n?$")]
+#[allow(dead_code)] // documents the body; the handler reads raw text
+pub(crate) struct CosignatureLine(String);
+
 /// Longest cosignature line accepted (a 255-byte name and a 76-byte signature blob fit).
 const MAX_COSIGNATURE_BYTES: usize = 1024;
 
@@ -527,7 +564,7 @@ const MAX_COSIGNATURE_BYTES: usize = 1024;
 /// (SPEC section 6.3), verified against the configured witness key before it is stored.
 #[utoipa::path(post, path = "/v1/heads/{epoch}/cosignatures", tag = "heads",
     params(("epoch" = u64, Path, description = "Epoch number")),
-    request_body(content = String, content_type = "text/plain", description = "One cosignature line"),
+    request_body(content = CosignatureLine, content_type = "text/plain", description = "One cosignature line"),
     responses(
         (status = 201, description = "Verified and stored", body = Object),
         (status = 400, description = "Not a cosignature line, or it does not verify", body = ErrorBody),
@@ -627,10 +664,10 @@ fn parse_range(headers: &HeaderMap, len: usize) -> Result<Option<std::ops::Range
     Ok(Some(range))
 }
 
-/// The Parquet archive of an epoch's mutations and outcomes (immutable; one byte range allowed).
+/// The Parquet archive of an epoch's mutations and outcomes (immutable). A `Range: bytes=a-b`
+/// header (one range) gets 206 with that part, or 416 if it lies outside the archive.
 #[utoipa::path(get, path = "/v1/epochs/{epoch}/archive", tag = "archives",
-    params(("epoch" = u64, Path, description = "Epoch number"),
-        ("Range" = Option<String>, Header, description = "One `bytes=a-b` range")),
+    params(("epoch" = u64, Path, description = "Epoch number")),
     responses(
         (status = 200, description = "The archive", content_type = "application/vnd.apache.parquet"),
         (status = 206, description = "The requested range", content_type = "application/vnd.apache.parquet"),

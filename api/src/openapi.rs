@@ -42,6 +42,7 @@ use utoipa::OpenApi;
         MutationStatusResponse,
         HistoryResponse,
         KeyVersionResponse,
+        crate::CosignatureLine,
         ErrorBody
     ))
 )]

@@ -431,3 +431,18 @@ async fn witness_cosignatures_are_verified_stored_and_served() {
         StatusCode::NOT_FOUND
     );
 }
+
+/// JSON Schema's `integer` includes `2.0`: accepted as 2; a fraction or a negative is a 400.
+#[tokio::test]
+async fn versions_accept_integral_numbers_only() {
+    let api = api(1000, None);
+    let body = |v: &str| {
+        post("/v1/mutations", format!(r#"{{"mutations":[{{"key":"k","value":null,"expected_version":{v}}}]}}"#))
+    };
+    assert_eq!(call(&api, body("2.0")).await.0, StatusCode::ACCEPTED);
+    for bad in ["2.5", "-1", "1e30", "\"2\""] {
+        let (status, _, text) = call(&api, body(bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {text}");
+        assert_eq!(json(&text)["error"], "bad_json");
+    }
+}
