@@ -226,6 +226,14 @@ pub(crate) struct SubmitResponse {
     receipts: Vec<ReceiptResponse>,
 }
 
+/// A key in a path: 1 to `max_key_bytes` bytes.
+fn check_key(limits: &Limits, key: &str) -> Result<(), ApiError> {
+    if key.is_empty() || key.len() > limits.max_key_bytes {
+        return Err(ApiError::BadRequest("invalid_key", format!("keys are 1 to {} bytes", limits.max_key_bytes)));
+    }
+    Ok(())
+}
+
 /// A JSON integer, also written with a zero fraction (`3.0`): JSON Schema's `integer` allows both.
 fn integral_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     #[derive(Deserialize)]
@@ -328,9 +336,7 @@ async fn lookup<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'stat
     query: Result<Query<LookupQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<LookupResponse>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest("bad_query", e.body_text()))?;
-    if key.is_empty() || key.len() > api.limits.max_key_bytes {
-        return Err(ApiError::BadRequest("invalid_key", format!("keys are 1 to {} bytes", api.limits.max_key_bytes)));
-    }
+    check_key(&api.limits, &key)?;
     let job = Arc::clone(&api.job);
     let served = Arc::clone(&api);
     blocking(move || {
@@ -476,9 +482,7 @@ async fn key_history<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<HistoryResponse>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest("bad_query", e.body_text()))?;
-    if key.is_empty() || key.len() > api.limits.max_key_bytes {
-        return Err(ApiError::BadRequest("invalid_key", format!("keys are 1 to {} bytes", api.limits.max_key_bytes)));
-    }
+    check_key(&api.limits, &key)?;
     let limit = query.limit.unwrap_or(HISTORY_LIMIT_DEFAULT);
     if limit == 0 || limit > HISTORY_LIMIT_MAX {
         return Err(ApiError::BadRequest("bad_query", format!("limit is 1 to {HISTORY_LIMIT_MAX}")));

@@ -372,16 +372,18 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         timings.commit = t.elapsed();
         stop(CrashPoint::AfterCursorAdvance)?;
 
-        // 7. Derived data: no longer pending; outcomes and key histories indexed.
+        // 7. Derived data: outcomes and key histories indexed, then no longer pending (in this
+        // order, so a status query never finds a consumed mutation in neither).
         // Recovery if the process dies right after or before: the next start re-indexes from the
         // archives whatever the index lacks, and rebuilds the pending set from the queue.
+        let indexed = self.catch_up_index(Some((epoch, &rows)));
         {
             let mut pending = self.lock_pending();
             for outcome in &applied.outcomes {
                 pending.remove(&outcome.id);
             }
         }
-        self.catch_up_index(Some((epoch, &rows)))?;
+        indexed?; // an indexing failure is retried before the next epoch
         Ok(EpochReport { head, note, outcomes: applied.outcomes, marker: marker_position, timings })
     }
 

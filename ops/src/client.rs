@@ -57,11 +57,72 @@ pub struct LookupArgs {
 }
 
 fn client() -> Result<reqwest::blocking::Client, String> {
+    client_with_timeout(Duration::from_secs(30))
+}
+
+fn client_with_timeout(timeout: Duration) -> Result<reqwest::blocking::Client, String> {
     reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
+        .timeout(timeout)
         .user_agent(concat!("keyfold/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| format!("HTTP client: {e}"))
+}
+
+/// A server's published artefacts over HTTP, for monitors (`verify --server`, `monitor`).
+pub(crate) struct Published {
+    pub(crate) base: String,
+    pub(crate) client: reqwest::blocking::Client,
+}
+
+impl Published {
+    pub(crate) fn new(server: &str) -> Result<Published, String> {
+        // Archives can be large: a generous timeout.
+        Ok(Published {
+            base: server.trim_end_matches('/').to_owned(),
+            client: client_with_timeout(Duration::from_secs(120))?,
+        })
+    }
+
+    pub(crate) fn get(&self, path: &str) -> Result<reqwest::blocking::Response, String> {
+        let url = format!("{}{path}", self.base);
+        let response = self.client.get(&url).send().map_err(|e| format!("GET {url}: {e}"))?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(response)
+        } else {
+            Err(format!("GET {url}: {}", server_error(status, &response.text().unwrap_or_default())))
+        }
+    }
+
+    pub(crate) fn text(&self, path: &str) -> Result<String, String> {
+        self.get(path)?.text().map_err(|e| e.to_string())
+    }
+
+    pub(crate) fn bytes(&self, path: &str) -> Result<Vec<u8>, String> {
+        Ok(self.get(path)?.bytes().map_err(|e| e.to_string())?.to_vec())
+    }
+
+    /// The shard bits the server states (untrusted: a wrong value makes the first root diverge).
+    pub(crate) fn shard_bits(&self) -> Result<u8, String> {
+        let info: serde_json::Value =
+            serde_json::from_str(&self.text("/v1/directory")?).map_err(|e| format!("/v1/directory: {e}"))?;
+        info["shard_bits"]
+            .as_u64()
+            .and_then(|b| u8::try_from(b).ok())
+            .ok_or_else(|| "no shard_bits in /v1/directory".into())
+    }
+
+    /// The epoch of the latest head (only to know how far to fetch: each head is verified when
+    /// it is replayed).
+    pub(crate) fn latest_epoch(&self) -> Result<keyfold_core::Epoch, String> {
+        let note = self.text("/v1/heads/latest")?;
+        note.lines()
+            .nth(2)
+            .and_then(|l| l.strip_prefix("epoch "))
+            .and_then(|n| n.parse().ok())
+            .map(keyfold_core::Epoch)
+            .ok_or_else(|| "the latest head has no epoch line".to_owned())
+    }
 }
 
 /// The server's error body, or the raw text when it is not one.

@@ -5,9 +5,9 @@
 //!
 //! `keyfold keygen` makes the witness's key pair.
 
-use crate::client::pinned_key;
+use crate::client::{Published, pinned_key};
 use clap::Args;
-use keyfold_core::{Epoch, cosign};
+use keyfold_core::cosign;
 use keyfold_epoch::{Replayer, generate_key_files, load_signing_key};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -54,39 +54,6 @@ pub fn keygen(args: &KeygenArgs) -> Result<(), String> {
     Ok(())
 }
 
-struct Server {
-    base: String,
-    client: reqwest::blocking::Client,
-}
-
-impl Server {
-    fn get(&self, path: &str) -> Result<reqwest::blocking::Response, String> {
-        let url = format!("{}{path}", self.base);
-        let response = self.client.get(&url).send().map_err(|e| format!("GET {url}: {e}"))?;
-        let status = response.status();
-        if status.is_success() {
-            Ok(response)
-        } else {
-            Err(format!("GET {url}: {status}: {}", response.text().unwrap_or_default().trim()))
-        }
-    }
-
-    fn text(&self, path: &str) -> Result<String, String> {
-        self.get(path)?.text().map_err(|e| e.to_string())
-    }
-}
-
-/// The epoch number on the third line of a head note (only used to know how far to fetch; every
-/// head is verified when replayed).
-fn epoch_of(note: &str) -> Result<Epoch, String> {
-    note.lines()
-        .nth(2)
-        .and_then(|l| l.strip_prefix("epoch "))
-        .and_then(|n| n.parse().ok())
-        .map(Epoch)
-        .ok_or_else(|| "the latest head has no epoch line".to_owned())
-}
-
 pub fn monitor(args: &MonitorArgs) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYFOLD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -94,23 +61,18 @@ pub fn monitor(args: &MonitorArgs) -> Result<(), String> {
     let public = pinned_key(&args.public_key)?;
     let key = load_signing_key(&args.witness_key).map_err(|e| e.to_string())?;
     keyfold_core::check_witness_name(&args.witness_name).map_err(|e| e.to_string())?;
-    let client =
-        reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build().map_err(|e| e.to_string())?;
-    let server = Server { base: args.server.trim_end_matches('/').to_owned(), client };
-    let info: serde_json::Value =
-        serde_json::from_str(&server.text("/v1/directory")?).map_err(|e| format!("/v1/directory: {e}"))?;
-    // Not trusted: a wrong shard count makes the first root diverge.
-    let shard_bits = info["shard_bits"].as_u64().and_then(|b| u8::try_from(b).ok()).ok_or("no shard_bits")?;
+    let server = Published::new(&args.server)?;
+    let shard_bits = server.shard_bits()?;
     let genesis = server.text("/v1/heads/0")?;
     let mut replayer = Replayer::from_genesis(&genesis, &args.origin, &public, shard_bits)
         .map_err(|d| format!("divergence, nothing cosigned: {d}"))?;
     let mut cosigned = 0u64;
     loop {
-        let latest = epoch_of(&server.text("/v1/heads/latest")?)?;
+        let latest = server.latest_epoch()?;
         while replayer.head().epoch < latest {
             let epoch = replayer.head().epoch.next();
             let note = server.text(&format!("/v1/heads/{}", epoch.0))?;
-            let archive = server.get(&format!("/v1/epochs/{}/archive", epoch.0))?.bytes().map_err(|e| e.to_string())?;
+            let archive = server.bytes(&format!("/v1/epochs/{}/archive", epoch.0))?;
             let head = replayer
                 .replay(&note, &archive)
                 .map_err(|d| format!("divergence at epoch {epoch}, not cosigned; stopping: {d}"))?;

@@ -4,13 +4,14 @@
 //! chain link, archive digest, outcome and root, reporting the first divergence with its epoch and
 //! archive row. It needs nothing but the heads, the archives and the public key.
 
+use crate::client::Published;
 use crate::directory::read_config;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use keyfold_core::Epoch;
 use keyfold_epoch::{ArchiveSink, DirArchives, HeadStore, RedbHeadStore, Replayer};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["data", "server"])))]
@@ -57,41 +58,17 @@ impl Source for DirSource {
     }
 }
 
-struct HttpSource {
-    base: String,
-    client: reqwest::blocking::Client,
-}
-
-impl HttpSource {
-    fn get(&self, path: &str) -> Result<reqwest::blocking::Response, String> {
-        let url = format!("{}{path}", self.base);
-        let response = self.client.get(&url).send().map_err(|e| format!("GET {url}: {e}"))?;
-        if response.status().is_success() {
-            Ok(response)
-        } else {
-            let status = response.status();
-            Err(format!("GET {url}: {status}: {}", response.text().unwrap_or_default().trim()))
-        }
-    }
-}
-
-impl Source for HttpSource {
+impl Source for Published {
     fn latest(&self) -> Result<Epoch, String> {
-        let note = self.get("/v1/heads/latest")?.text().map_err(|e| e.to_string())?;
-        // Only the epoch number is taken from this unverified note: every head up to it is
-        // fetched by number and verified below.
-        let line = note.lines().nth(2).ok_or("the latest head is not a head note")?;
-        let epoch =
-            line.strip_prefix("epoch ").and_then(|n| n.parse().ok()).ok_or("the latest head has no epoch line")?;
-        Ok(Epoch(epoch))
+        self.latest_epoch()
     }
 
     fn head(&self, epoch: Epoch) -> Result<String, String> {
-        self.get(&format!("/v1/heads/{}", epoch.0))?.text().map_err(|e| e.to_string())
+        self.text(&format!("/v1/heads/{}", epoch.0))
     }
 
     fn archive(&self, epoch: Epoch) -> Result<Vec<u8>, String> {
-        Ok(self.get(&format!("/v1/epochs/{}/archive", epoch.0))?.bytes().map_err(|e| e.to_string())?.to_vec())
+        self.bytes(&format!("/v1/epochs/{}/archive", epoch.0))
     }
 }
 
@@ -108,16 +85,8 @@ pub fn verify(args: &VerifyArgs) -> Result<(), String> {
         (None, Some(server)) => {
             let public = crate::client::pinned_key(args.public_key.as_deref().expect("clap requires it"))?;
             let origin = args.origin.clone().expect("clap requires it");
-            let client = reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(120))
-                .build()
-                .map_err(|e| e.to_string())?;
-            let source = HttpSource { base: server.trim_end_matches('/').to_owned(), client };
-            // The shard count is not trusted either: a wrong one makes the first root diverge.
-            let info: serde_json::Value =
-                serde_json::from_str(&source.get("/v1/directory")?.text().map_err(|e| e.to_string())?)
-                    .map_err(|e| format!("/v1/directory: {e}"))?;
-            let shard_bits = info["shard_bits"].as_u64().and_then(|b| u8::try_from(b).ok()).ok_or("no shard_bits")?;
+            let source = Published::new(server)?;
+            let shard_bits = source.shard_bits()?;
             (Box::new(source), origin, public, shard_bits)
         }
         (None, None) => unreachable!("clap requires --data or --server"),

@@ -269,20 +269,12 @@ fn witness_monitor_cosigns_and_lookup_requires_it() {
     let (ok, _, stderr) = keyfold(&[&lookup[..], &["--witnesses-required", "1"]].concat());
     assert!(!ok && stderr.contains("REFUSED: witness policy"), "not cosigned yet: {stderr}");
 
-    let (ok, stdout, stderr) = keyfold(&[
-        "monitor",
-        "--server",
-        &url,
-        "--public-key",
-        &pinned,
-        "--origin",
-        &origin,
-        "--witness-key",
-        private.to_str().unwrap(),
-        "--witness-name",
-        "witness.test",
-        "--once",
-    ]);
+    let monitor = |name: &str| {
+        let key = private.to_str().unwrap();
+        let args = ["--public-key", &pinned, "--origin", &origin, "--witness-key", key, "--witness-name", name];
+        keyfold(&[&["monitor", "--server", &url, "--once"][..], &args[..]].concat())
+    };
+    let (ok, stdout, stderr) = monitor("witness.test");
     assert!(ok, "{stdout} {stderr}");
     assert!(stdout.contains("cosigned") && stdout.contains("as witness.test"), "{stdout}");
     let latest = http(server.addr, "GET", "/v1/heads/latest", "").1;
@@ -292,20 +284,7 @@ fn witness_monitor_cosigns_and_lookup_requires_it() {
     assert!(ok, "{stdout} {stderr}");
     assert!(stdout.contains("verified: cosigned by 1 of the 1 required witnesses: witness.test"), "{stdout}");
     // A witness name the server does not list is refused by the server, so monitor fails.
-    let (ok, _, stderr) = keyfold(&[
-        "monitor",
-        "--server",
-        &url,
-        "--public-key",
-        &pinned,
-        "--origin",
-        &origin,
-        "--witness-key",
-        private.to_str().unwrap(),
-        "--witness-name",
-        "stranger",
-        "--once",
-    ]);
+    let (ok, _, stderr) = monitor("stranger");
     assert!(!ok && stderr.contains("403"), "{stderr}");
     stop(server);
 }
