@@ -340,17 +340,22 @@ async fn lookup<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'stat
     let job = Arc::clone(&api.job);
     let served = Arc::clone(&api);
     blocking(move || {
-        let (latest, _) =
+        let (latest, latest_note) =
             job.heads().latest().map_err(ApiError::internal)?.ok_or_else(|| ApiError::Internal("no head".into()))?;
         let epoch = Epoch(query.epoch.unwrap_or(latest.0));
-        if epoch > latest {
-            return Err(ApiError::NotFound(format!("epoch {epoch} has no signed head yet; the latest is {latest}")));
-        }
-        let head = job
-            .heads()
-            .get(epoch)
-            .map_err(ApiError::internal)?
-            .ok_or_else(|| ApiError::NotFound(format!("no head for epoch {epoch}")))?;
+        let head = match epoch.cmp(&latest) {
+            std::cmp::Ordering::Equal => latest_note, // the common case: no second read
+            std::cmp::Ordering::Greater => {
+                return Err(ApiError::NotFound(format!(
+                    "epoch {epoch} has no signed head yet; the latest is {latest}"
+                )));
+            }
+            std::cmp::Ordering::Less => job
+                .heads()
+                .get(epoch)
+                .map_err(ApiError::internal)?
+                .ok_or_else(|| ApiError::NotFound(format!("no head for epoch {epoch}")))?,
+        };
         let suite = job.map().store().config().suite;
         let found = job.map().lookup(&suite.index_of(key.as_bytes()), epoch).map_err(ApiError::internal)?;
         Ok(Json(LookupResponse {

@@ -70,12 +70,12 @@ fn outcome_of(row: &ArchiveRow, epoch: Epoch) -> OutcomeRecord {
     }
 }
 
-/// The applied rows of an epoch as `(index, version)` changes, in queue order.
-fn applied(rows: &[ArchiveRow]) -> impl Iterator<Item = (Index, KeyVersion, u64)> + '_ {
-    rows.iter().filter(|r| r.outcome == ArchiveOutcome::Applied).filter_map(|r| {
+/// The applied rows of `epoch` as `(index, change, queue position)`, in queue order.
+fn applied(epoch: Epoch, rows: &[ArchiveRow]) -> impl Iterator<Item = (Index, KeyVersion, u64)> + '_ {
+    rows.iter().filter(|r| r.outcome == ArchiveOutcome::Applied).filter_map(move |r| {
         let index = Index(r.key_index?.0);
         let version = Version(r.new_version?);
-        Some((index, KeyVersion { epoch: Epoch(0), version, deleted: r.tombstone }, r.position))
+        Some((index, KeyVersion { epoch, version, deleted: r.tombstone }, r.position))
     })
 }
 
@@ -105,8 +105,8 @@ impl OutcomeIndex for MemoryOutcomeIndex {
         for row in rows {
             inner.outcomes.insert(MutationId(row.mutation_id), outcome_of(row, epoch));
         }
-        for (index, change, position) in applied(rows) {
-            inner.history.insert((index, epoch, position), KeyVersion { epoch, ..change });
+        for (index, change, position) in applied(epoch, rows) {
+            inner.history.insert((index, epoch, position), change);
         }
         inner.through = epoch;
         Ok(())
@@ -222,7 +222,7 @@ impl OutcomeIndex for RedbOutcomeIndex {
                     .map_err(EpochError::io)?;
             }
             let mut history = txn.open_table(HISTORY).map_err(EpochError::io)?;
-            for (index, change, position) in applied(rows) {
+            for (index, change, position) in applied(epoch, rows) {
                 let mut value = [0u8; 9];
                 value[..8].copy_from_slice(&change.version.0.to_be_bytes());
                 value[8] = u8::from(change.deleted);

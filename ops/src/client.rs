@@ -116,12 +116,8 @@ impl Published {
     /// it is replayed).
     pub(crate) fn latest_epoch(&self) -> Result<keyfold_core::Epoch, String> {
         let note = self.text("/v1/heads/latest")?;
-        note.lines()
-            .nth(2)
-            .and_then(|l| l.strip_prefix("epoch "))
-            .and_then(|n| n.parse().ok())
-            .map(keyfold_core::Epoch)
-            .ok_or_else(|| "the latest head has no epoch line".to_owned())
+        let (text, _) = keyfold_core::split_note(&note).map_err(|e| format!("the latest head: {e}"))?;
+        Ok(keyfold_core::Head::parse_body(text).map_err(|e| format!("the latest head: {e}"))?.epoch)
     }
 }
 

@@ -26,7 +26,6 @@ fn process_id() -> String {
 }
 
 pub fn serve(args: &ServeArgs) -> Result<(), String> {
-    crate::serve::init_logging(args)?;
     let config = read_config(&args.data)?;
     let suite = HashSuite::from_name(&config.hash).ok_or_else(|| format!("unknown hash {:?}", config.hash))?;
     let tree = TreeConfig::new(suite, config.shard_bits).map_err(|e| e.to_string())?;

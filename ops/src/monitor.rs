@@ -55,9 +55,7 @@ pub fn keygen(args: &KeygenArgs) -> Result<(), String> {
 }
 
 pub fn monitor(args: &MonitorArgs) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYFOLD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    crate::serve::init_logging(crate::serve::LogFormat::Text)?;
     let public = pinned_key(&args.public_key)?;
     let key = load_signing_key(&args.witness_key).map_err(|e| e.to_string())?;
     keyfold_core::check_witness_name(&args.witness_name).map_err(|e| e.to_string())?;

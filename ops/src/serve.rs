@@ -65,13 +65,13 @@ pub(crate) enum LogFormat {
 }
 
 /// Structured logs on stderr (stdout keeps the one line with the address, for scripts).
-pub(crate) fn init_logging(args: &ServeArgs) -> Result<(), String> {
+pub(crate) fn init_logging(format: LogFormat) -> Result<(), String> {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_env("KEYFOLD_LOG").or_else(|_| EnvFilter::try_new("info")).map_err(|e| e.to_string())?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // A second call in one process (tests) keeps the first subscriber.
-    let _ = match args.log_format {
+    let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
@@ -167,10 +167,10 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
     if args.epoch_interval_min_ms > args.epoch_interval_max_ms {
         return Err("--epoch-interval-min-ms must not exceed --epoch-interval-max-ms".into());
     }
+    init_logging(args.log_format)?;
     directory::init_if_empty(&args.data)?;
     match args.store {
         StoreKind::Embedded => {
-            init_logging(args)?;
             let (config, job) = open_job(&args.data)?;
             run(args, &config, Arc::new(job))
         }
