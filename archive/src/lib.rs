@@ -16,6 +16,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+use rayon::prelude::*;
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -199,6 +200,64 @@ fn hash_at(a: &FixedSizeBinaryArray, i: usize) -> Option<Hash> {
     a.is_valid(i).then(|| Hash(a.value(i).try_into().expect("fixed size 32")))
 }
 
+/// Rows decoded per record batch when reading.
+const READ_BATCH_ROWS: usize = 8 * 1024;
+
+/// The typed columns of one record batch.
+struct Columns<'a> {
+    position: &'a UInt64Array,
+    id: &'a FixedSizeBinaryArray,
+    index: &'a FixedSizeBinaryArray,
+    key: &'a BinaryArray,
+    value: &'a BinaryArray,
+    tombstone: &'a BooleanArray,
+    signature: &'a BinaryArray,
+    expected: &'a UInt64Array,
+    new_version: &'a UInt64Array,
+    outcome: &'a StringArray,
+    reason: &'a StringArray,
+    leaf: &'a FixedSizeBinaryArray,
+}
+
+impl<'a> Columns<'a> {
+    fn of(batch: &'a RecordBatch) -> Result<Columns<'a>, ArchiveError> {
+        Ok(Columns {
+            position: column(batch, "position")?,
+            id: column(batch, "mutation_id")?,
+            index: column(batch, "key_index")?,
+            key: column(batch, "key")?,
+            value: column(batch, "value")?,
+            tombstone: column(batch, "tombstone")?,
+            signature: column(batch, "owner_signature")?,
+            expected: column(batch, "expected_version")?,
+            new_version: column(batch, "new_version")?,
+            outcome: column(batch, "outcome")?,
+            reason: column(batch, "reason")?,
+            leaf: column(batch, "leaf_hash")?,
+        })
+    }
+
+    /// Row `i` of the batch, which is row `row` of the archive (for errors).
+    fn row(&self, i: usize, row: usize) -> Result<ArchiveRow, ArchiveError> {
+        let bad = |message: &str| ArchiveError::Row { row, message: message.to_owned() };
+        let opt_bytes = |a: &BinaryArray| a.is_valid(i).then(|| a.value(i).to_vec());
+        Ok(ArchiveRow {
+            position: self.position.value(i),
+            mutation_id: hash_at(self.id, i).ok_or_else(|| bad("mutation_id is null"))?,
+            key_index: hash_at(self.index, i),
+            key: opt_bytes(self.key),
+            value: opt_bytes(self.value),
+            tombstone: self.tombstone.value(i),
+            owner_signature: opt_bytes(self.signature),
+            expected_version: self.expected.value(i),
+            new_version: self.new_version.is_valid(i).then(|| self.new_version.value(i)),
+            outcome: ArchiveOutcome::parse(self.outcome.value(i)).ok_or_else(|| bad("unknown outcome"))?,
+            reason: self.reason.is_valid(i).then(|| self.reason.value(i).to_owned()),
+            leaf_hash: hash_at(self.leaf, i),
+        })
+    }
+}
+
 /// Decodes an archive; the schema must be exactly format 1 and rows in strictly increasing
 /// position order.
 pub fn read_archive(bytes: &[u8]) -> Result<Vec<ArchiveRow>, ArchiveError> {
@@ -207,38 +266,16 @@ pub fn read_archive(bytes: &[u8]) -> Result<Vec<ArchiveRow>, ArchiveError> {
         return Err(ArchiveError::Schema(format!("found {:?}", builder.schema().fields())));
     }
     let mut rows = Vec::new();
-    for batch in builder.build()? {
+    for batch in builder.with_batch_size(READ_BATCH_ROWS).build()? {
         let batch = batch?;
-        let position = column::<UInt64Array>(&batch, "position")?;
-        let id = column::<FixedSizeBinaryArray>(&batch, "mutation_id")?;
-        let index = column::<FixedSizeBinaryArray>(&batch, "key_index")?;
-        let key = column::<BinaryArray>(&batch, "key")?;
-        let value = column::<BinaryArray>(&batch, "value")?;
-        let tombstone = column::<BooleanArray>(&batch, "tombstone")?;
-        let signature = column::<BinaryArray>(&batch, "owner_signature")?;
-        let expected = column::<UInt64Array>(&batch, "expected_version")?;
-        let new_version = column::<UInt64Array>(&batch, "new_version")?;
-        let outcome = column::<StringArray>(&batch, "outcome")?;
-        let reason = column::<StringArray>(&batch, "reason")?;
-        let leaf = column::<FixedSizeBinaryArray>(&batch, "leaf_hash")?;
-        for i in 0..batch.num_rows() {
-            let row = rows.len();
-            let bad = |message: &str| ArchiveError::Row { row, message: message.to_owned() };
-            let opt_bytes = |a: &BinaryArray| a.is_valid(i).then(|| a.value(i).to_vec());
-            rows.push(ArchiveRow {
-                position: position.value(i),
-                mutation_id: hash_at(id, i).ok_or_else(|| bad("mutation_id is null"))?,
-                key_index: hash_at(index, i),
-                key: opt_bytes(key),
-                value: opt_bytes(value),
-                tombstone: tombstone.value(i),
-                owner_signature: opt_bytes(signature),
-                expected_version: expected.value(i),
-                new_version: new_version.is_valid(i).then(|| new_version.value(i)),
-                outcome: ArchiveOutcome::parse(outcome.value(i)).ok_or_else(|| bad("unknown outcome"))?,
-                reason: reason.is_valid(i).then(|| reason.value(i).to_owned()),
-                leaf_hash: hash_at(leaf, i),
-            });
+        let columns = Columns::of(&batch)?;
+        let first = rows.len();
+        // Rows convert independently, in parallel; the first error in row order is reported.
+        let converted: Vec<Result<ArchiveRow, ArchiveError>> =
+            (0..batch.num_rows()).into_par_iter().with_min_len(1024).map(|i| columns.row(i, first + i)).collect();
+        rows.reserve(converted.len());
+        for row in converted {
+            rows.push(row?);
         }
     }
     if let Some(w) = rows.windows(2).position(|w| w[0].position >= w[1].position) {

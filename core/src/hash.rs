@@ -4,7 +4,7 @@
 //! so a tree node's input stays exactly one 64-byte block: one compression per node. SHA-256 already
 //! pays two compressions for 64 bytes, so it separates domains with a one-byte prefix.
 
-use crate::types::{Index, LeafValue};
+use crate::types::{Index, LeafValue, Version};
 use sha2::{Digest, Sha256};
 use std::sync::LazyLock;
 
@@ -186,8 +186,13 @@ impl HashSuite {
 
     /// The commitment to a key's version and value (or tombstone) that its leaf carries.
     pub fn value_commitment(self, leaf: &LeafValue) -> Hash {
-        let version = leaf.version.0.to_be_bytes();
-        let (tag, value): (u8, &[u8]) = match &leaf.value {
+        self.value_commitment_parts(leaf.version, leaf.value.as_deref())
+    }
+
+    /// [`HashSuite::value_commitment`] of a borrowed value (`None`: a tombstone).
+    pub fn value_commitment_parts(self, version: Version, value: Option<&[u8]>) -> Hash {
+        let version = version.0.to_be_bytes();
+        let (tag, value): (u8, &[u8]) = match value {
             Some(v) => (VALUE_TAG_PRESENT, v),
             None => (VALUE_TAG_TOMBSTONE, &[]),
         };
@@ -289,6 +294,11 @@ impl HashSuite {
     /// Leaf hash of a key's value: `leaf_hash(index, value_commitment(value))`.
     pub fn leaf_hash_of(self, index: &Index, leaf: &LeafValue) -> Hash {
         self.leaf_hash(index, &self.value_commitment(leaf))
+    }
+
+    /// [`HashSuite::leaf_hash_of`] of a borrowed value (`None`: a tombstone).
+    pub fn leaf_hash_parts(self, index: &Index, version: Version, value: Option<&[u8]>) -> Hash {
+        self.leaf_hash(index, &self.value_commitment_parts(version, value))
     }
 }
 

@@ -1,8 +1,9 @@
 //! Compare-and-set application of an epoch's mutations, in queue order. Pure.
 
-use hashbrown::{HashMap, HashSet};
-use keyfold_core::{HashSuite, HeadCounts, Index, LeafValue, Mutation, MutationId, Version};
+use hashbrown::HashSet;
+use keyfold_core::{Epoch, HashSuite, HeadCounts, Index, LeafValue, Mutation, MutationId, Version};
 use keyfold_ingest::Position;
+use keyfold_shards::{Map, TreeError, TreeStore};
 use rayon::prelude::*;
 
 /// Why a mutation was not applied.
@@ -62,52 +63,147 @@ pub fn hash_mutations(suite: HashSuite, mutations: &[(Position, Mutation)]) -> V
     mutations.par_iter().with_min_len(512).map(|(_, m)| (m.id(suite), suite.index_of(&m.key))).collect()
 }
 
+/// The value at `epoch` of every key the mutations touch (`None` where absent), ascending by
+/// index, one entry per index: the `current` state [`apply_mutations`] takes.
+pub fn read_touched<S: TreeStore>(
+    map: &Map<S>,
+    hashed: &[(MutationId, Index)],
+    epoch: Epoch,
+) -> Result<Vec<(Index, Option<LeafValue>)>, TreeError> {
+    let mut touched: Vec<Index> = hashed.iter().map(|(_, index)| *index).collect();
+    touched.par_sort_unstable();
+    touched.dedup();
+    let values = map.get_many(&touched, epoch)?;
+    Ok(touched.into_iter().zip(values).collect())
+}
+
+/// Mutations of one key always fall into the same bucket (by the first byte of the key's index),
+/// so buckets apply independently, in parallel; results do not depend on the thread count.
+const APPLY_BUCKETS: usize = 256;
+
+/// Above this many mutations of one key in one epoch, duplicates are found with a hash set
+/// instead of comparing with every earlier mutation of the key.
+const SMALL_GROUP: usize = 16;
+
 /// Applies `mutations` (in queue order; `hashed` from [`hash_mutations`]) to the state `current`
-/// (the value of every touched index at the previous epoch; absent keys may be missing or `None`).
-/// Several mutations of one key apply in order, each seeing the previous one's result; an exact
-/// duplicate applies once. Sequential: the order is the semantics.
+/// (the previous epoch's value of touched indexes, ascending by index as [`read_touched`] returns
+/// it; an index missing there is absent). Several mutations of one key apply in queue order, each
+/// seeing the previous one's result; an exact duplicate applies once. An exact duplicate has the
+/// same id, hence the same key, so each key's mutations are applied on their own: sorted by index
+/// (stable, so queue order holds within a key) and merged with `current`, no hash tables.
 pub fn apply_mutations(
-    current: &HashMap<Index, Option<LeafValue>>,
+    current: &[(Index, Option<LeafValue>)],
     mutations: &[(Position, Mutation)],
     hashed: &[(MutationId, Index)],
 ) -> Applied {
     assert_eq!(mutations.len(), hashed.len(), "one (id, index) per mutation");
-    let mut state: HashMap<Index, Option<LeafValue>> = HashMap::new();
-    let mut seen: HashSet<MutationId> = HashSet::with_capacity(mutations.len());
-    let mut outcomes = Vec::with_capacity(mutations.len());
-    let mut counts = HeadCounts { mutations: mutations.len() as u64, ..HeadCounts::default() };
-    for ((position, m), &(id, index)) in mutations.iter().zip(hashed) {
-        let outcome = if !seen.insert(id) {
-            counts.duplicates += 1;
-            Outcome::Duplicate
-        } else {
-            let now = state.get(&index).cloned().unwrap_or_else(|| current.get(&index).cloned().flatten());
-            let version = now.as_ref().map_or(Version(0), |v| v.version);
-            let has_value = now.as_ref().is_some_and(|v| v.value.is_some());
-            if m.expected_version != version {
+    debug_assert!(current.windows(2).all(|w| w[0].0 < w[1].0), "current ascends by index");
+    let count = u32::try_from(mutations.len()).expect("an epoch holds fewer than 2^32 mutations");
+    let mut buckets: Vec<Vec<(Index, u32)>> =
+        (0..APPLY_BUCKETS).map(|_| Vec::with_capacity(mutations.len() / APPLY_BUCKETS + 16)).collect();
+    for (i, (_, index)) in (0..count).zip(hashed) {
+        buckets[usize::from(index.0[0])].push((*index, i));
+    }
+    let parts: Vec<BucketApplied> = buckets
+        .into_par_iter()
+        .enumerate()
+        .map(|(b, mut members)| {
+            members.sort_by_key(|m| m.0); // stable: queue order within a key
+            let start = current.partition_point(|(index, _)| usize::from(index.0[0]) < b);
+            let end = current.partition_point(|(index, _)| usize::from(index.0[0]) <= b);
+            apply_bucket(&current[start..end], mutations, hashed, &members)
+        })
+        .collect();
+    let mut outcome_of = vec![Outcome::Duplicate; mutations.len()];
+    let mut counts = HeadCounts { mutations: u64::from(count), ..HeadCounts::default() };
+    let mut updates = Vec::with_capacity(parts.iter().map(|p| p.updates.len()).sum());
+    for part in parts {
+        for (i, outcome) in part.outcomes {
+            outcome_of[i as usize] = outcome;
+        }
+        counts.applied += part.counts.applied;
+        counts.rejected += part.counts.rejected;
+        counts.duplicates += part.counts.duplicates;
+        // Buckets come in index order and each is sorted: the concatenation is sorted.
+        updates.extend(part.updates);
+    }
+    debug_assert!(updates.windows(2).all(|w| w[0].0 < w[1].0), "updates sorted, one per index");
+    let outcomes = outcome_of
+        .into_par_iter()
+        .zip(mutations.par_iter().zip(hashed))
+        .with_min_len(4096)
+        .map(|(outcome, ((position, _), &(id, index)))| MutationOutcome { position: *position, id, index, outcome })
+        .collect();
+    Applied { outcomes, updates, counts }
+}
+
+/// One bucket's outcomes (with the mutation each belongs to), sorted updates and counts.
+#[derive(Debug)]
+struct BucketApplied {
+    outcomes: Vec<(u32, Outcome)>,
+    updates: Vec<(Index, LeafValue)>,
+    counts: HeadCounts,
+}
+
+/// Applies one bucket: `members` sorted by index, queue order within an index; `current` the
+/// bucket's slice of the previous state.
+fn apply_bucket(
+    current: &[(Index, Option<LeafValue>)],
+    mutations: &[(Position, Mutation)],
+    hashed: &[(MutationId, Index)],
+    members: &[(Index, u32)],
+) -> BucketApplied {
+    let mut outcomes = Vec::with_capacity(members.len());
+    let mut updates = Vec::new();
+    let mut counts = HeadCounts::default();
+    let mut cursor = 0;
+    for group in members.chunk_by(|a, b| a.0 == b.0) {
+        let index = group[0].0;
+        while cursor < current.len() && current[cursor].0 < index {
+            cursor += 1;
+        }
+        let before = current.get(cursor).filter(|(at, _)| *at == index).and_then(|(_, v)| v.as_ref());
+        let mut version = before.map_or(Version(0), |v| v.version);
+        let mut has_value = before.is_some_and(|v| v.value.is_some());
+        let mut last_applied = None;
+        let mut seen: Option<HashSet<MutationId>> =
+            (group.len() > SMALL_GROUP).then(|| HashSet::with_capacity(group.len()));
+        for (j, &(_, i)) in group.iter().enumerate() {
+            let m = &mutations[i as usize].1;
+            let id = hashed[i as usize].0;
+            let duplicate = match seen.as_mut() {
+                Some(seen) => !seen.insert(id),
+                None => group[..j].iter().any(|&(_, k)| hashed[k as usize].0 == id),
+            };
+            let outcome = if duplicate {
+                counts.duplicates += 1;
+                Outcome::Duplicate
+            } else if m.expected_version != version {
                 counts.rejected += 1;
                 Outcome::Rejected(RejectReason::VersionMismatch { expected: m.expected_version, current: version })
             } else if m.value.is_none() && !has_value {
                 counts.rejected += 1;
                 Outcome::Rejected(RejectReason::NothingToDelete { current: version })
             } else {
-                let next = Version(version.0.checked_add(1).expect("version overflow"));
-                state.insert(index, Some(LeafValue { version: next, value: m.value.clone() }));
+                version = Version(version.0.checked_add(1).expect("version overflow"));
+                has_value = m.value.is_some();
+                last_applied = Some(i);
                 counts.applied += 1;
-                Outcome::Applied { version: next }
-            }
-        };
-        outcomes.push(MutationOutcome { position: *position, id, index, outcome });
+                Outcome::Applied { version }
+            };
+            outcomes.push((i, outcome));
+        }
+        if let Some(i) = last_applied {
+            updates.push((index, LeafValue { version, value: mutations[i as usize].1.value.clone() }));
+        }
     }
-    let mut updates: Vec<(Index, LeafValue)> =
-        state.into_iter().map(|(i, v)| (i, v.expect("applied mutations leave a value or tombstone"))).collect();
-    updates.sort_unstable_by_key(|u| u.0);
-    Applied { outcomes, updates, counts }
+    BucketApplied { outcomes, updates, counts }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hashbrown::HashMap;
 
     fn m(key: &str, value: Option<&str>, expected: u64) -> Mutation {
         Mutation {
@@ -120,7 +216,9 @@ mod tests {
 
     fn run(current: &[(&str, LeafValue)], ms: Vec<Mutation>) -> Applied {
         let suite = HashSuite::Blake3;
-        let current = current.iter().map(|(k, v)| (suite.index_of(k.as_bytes()), Some(v.clone()))).collect();
+        let mut current: Vec<_> =
+            current.iter().map(|(k, v)| (suite.index_of(k.as_bytes()), Some(v.clone()))).collect();
+        current.sort_by_key(|c| c.0);
         let ms: Vec<_> = ms.into_iter().enumerate().map(|(i, m)| (Position(i as u64 + 1), m)).collect();
         apply_mutations(&current, &ms, &hash_mutations(suite, &ms))
     }
@@ -166,5 +264,80 @@ mod tests {
         );
         let reason = RejectReason::VersionMismatch { expected: Version(1), current: Version(3) }.to_string();
         assert!(reason.contains("expected version 1") && reason.contains("version 3"), "{reason}");
+    }
+
+    /// The definition, one mutation after the other over one table: the sharded, parallel apply
+    /// must agree with it exactly, whatever the thread count.
+    fn reference(current: &[(Index, Option<LeafValue>)], ms: &[(Position, Mutation)]) -> Vec<Outcome> {
+        let suite = HashSuite::Blake3;
+        let current: HashMap<Index, Option<LeafValue>> = current.iter().cloned().collect();
+        let mut state: HashMap<Index, LeafValue> = HashMap::new();
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for (_, m) in ms {
+            let index = suite.index_of(&m.key);
+            if !seen.insert(m.id(suite)) {
+                out.push(Outcome::Duplicate);
+                continue;
+            }
+            let now = state.get(&index).cloned().or_else(|| current.get(&index).cloned().flatten());
+            let version = now.as_ref().map_or(Version(0), |v| v.version);
+            if m.expected_version != version {
+                out.push(Outcome::Rejected(RejectReason::VersionMismatch {
+                    expected: m.expected_version,
+                    current: version,
+                }));
+            } else if m.value.is_none() && now.as_ref().is_none_or(|v| v.value.is_none()) {
+                out.push(Outcome::Rejected(RejectReason::NothingToDelete { current: version }));
+            } else {
+                state.insert(index, LeafValue { version: Version(version.0 + 1), value: m.value.clone() });
+                out.push(Outcome::Applied { version: Version(version.0 + 1) });
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn sharded_apply_agrees_with_the_sequential_definition_at_any_thread_count() {
+        use rand::{Rng, SeedableRng};
+        let suite = HashSuite::Blake3;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
+        let key = |k: u64| format!("user{k}").into_bytes();
+        let mut current: Vec<(Index, Option<LeafValue>)> = (0..300u64)
+            .map(|k| (suite.index_of(&key(k)), Some(LeafValue { version: Version(k % 3 + 1), value: Some(vec![1]) })))
+            .collect();
+        current.sort_by_key(|c| c.0);
+        let mut ms: Vec<Mutation> = Vec::new();
+        for i in 0..20_000u64 {
+            let m = if i > 0 && rng.random_ratio(1, 20) {
+                ms[rng.random_range(0..ms.len())].clone()
+            } else {
+                Mutation {
+                    // Hot keys (many mutations each: the hash-set path) and a long tail (few each).
+                    key: key(if rng.random() { rng.random_range(0..600) } else { rng.random_range(0..20_000) }),
+                    value: (!rng.random_ratio(1, 8)).then(|| vec![rng.random::<u8>()]),
+                    expected_version: Version(rng.random_range(0..6)),
+                    owner_signature: None,
+                }
+            };
+            ms.push(m);
+        }
+        let ms: Vec<_> = ms.into_iter().enumerate().map(|(i, m)| (Position(i as u64 + 1), m)).collect();
+        let expected = reference(&current, &ms);
+        let applied: Vec<Applied> = [1, 3]
+            .iter()
+            .map(|&threads| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| apply_mutations(&current, &ms, &hash_mutations(suite, &ms)))
+            })
+            .collect();
+        assert_eq!(applied[0], applied[1], "thread count changes nothing");
+        assert_eq!(outcomes(&applied[0]), expected);
+        let c = applied[0].counts;
+        assert!(
+            c.applied > 1000 && c.rejected > 1000 && c.duplicates > 100,
+            "the workload exercises every outcome: {c:?}"
+        );
+        assert_eq!(c.applied + c.rejected + c.duplicates, c.mutations);
     }
 }

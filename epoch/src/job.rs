@@ -1,16 +1,17 @@
 //! One epoch, end to end, with its recovery story at every durability step.
 
-use crate::apply::{MutationOutcome, Outcome, apply_mutations, hash_mutations};
+use crate::apply::{MutationOutcome, Outcome, apply_mutations, hash_mutations, read_touched};
 use crate::archives::ArchiveSink;
 use crate::error::EpochError;
 use crate::heads::HeadStore;
 use crate::index::{KeyVersion, OutcomeIndex, OutcomeRecord};
 use crate::schedule::epoch_time_ms;
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashSet;
 use keyfold_archive::{ArchiveOutcome, ArchiveRow, read_archive, write_archive};
 use keyfold_core::{Epoch, Hash, Head, HeadCounts, Index, MapRoot, Mutation, MutationId, SigningKey, verify_head_note};
 use keyfold_ingest::{Entry, Marker, Position, Queue, QueueError, Receipt};
 use keyfold_shards::{Map, TreeStore};
+use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -312,11 +313,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         let t = Instant::now();
         let suite = self.map.store().config().suite;
         let hashed = hash_mutations(suite, &mutations);
-        let mut touched: Vec<Index> = hashed.iter().map(|(_, index)| *index).collect();
-        touched.sort_unstable();
-        touched.dedup();
-        let values = self.map.get_many(&touched, previous_epoch)?;
-        let current: HashMap<Index, _> = touched.into_iter().zip(values).collect();
+        let current = read_touched(&self.map, &hashed, previous_epoch)?;
         let applied = apply_mutations(&current, &mutations, &hashed);
         timings.apply = t.elapsed();
         stop(CrashPoint::AfterApply)?;
@@ -463,14 +460,15 @@ pub(crate) fn archive_rows(
 ) -> Vec<ArchiveRow> {
     assert_eq!(mutations.len(), outcomes.len(), "one outcome per mutation");
     mutations
-        .iter()
+        .par_iter()
         .zip(outcomes)
+        .with_min_len(1024)
         .map(|((position, m), o)| {
             debug_assert_eq!(*position, o.position);
             let (outcome, new_version, reason, leaf_hash) = match &o.outcome {
                 Outcome::Applied { version } => {
-                    let leaf = keyfold_core::LeafValue { version: *version, value: m.value.clone() };
-                    (ArchiveOutcome::Applied, Some(version.0), None, Some(suite.leaf_hash_of(&o.index, &leaf)))
+                    let leaf = suite.leaf_hash_parts(&o.index, *version, m.value.as_deref());
+                    (ArchiveOutcome::Applied, Some(version.0), None, Some(leaf))
                 }
                 Outcome::Rejected(reason) => (ArchiveOutcome::Rejected, None, Some(reason.to_string()), None),
                 Outcome::Duplicate => (ArchiveOutcome::Duplicate, None, None, None),

@@ -2,12 +2,12 @@
 //! archive's digest, every archived mutation and outcome (re-running the compare-and-set rules) and
 //! the map root, using nothing but the heads, the archives and the public key.
 
-use crate::apply::{Outcome, apply_mutations, hash_mutations};
-use hashbrown::HashMap;
+use crate::apply::{Outcome, apply_mutations, hash_mutations, read_touched};
 use keyfold_archive::{ArchiveOutcome, ArchiveRow, read_archive};
 use keyfold_core::{Epoch, Hash, HashSuite, Head, Index, Mutation, Version, verify_head_note};
 use keyfold_ingest::Position;
 use keyfold_shards::{Map, MemoryStore, TreeConfig};
+use rayon::prelude::*;
 
 /// The first place a replay disagrees with what the directory published.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,9 +92,9 @@ impl Replayer {
         let suite = head.suite;
         let digest = suite.archive_digest(archive);
         check(digest == head.archive, "archive digest", head.archive.to_hex(), digest.to_hex())?;
-        let rows = read_archive(archive).map_err(|e| diverge(epoch, None, "archive", "a format 1 archive", e))?;
+        let mut rows = read_archive(archive).map_err(|e| diverge(epoch, None, "archive", "a format 1 archive", e))?;
         let mutations =
-            rows.iter().enumerate().map(|(i, r)| mutation_of(epoch, i, r)).collect::<Result<Vec<_>, _>>()?;
+            rows.iter_mut().enumerate().map(|(i, r)| mutation_of(epoch, i, r)).collect::<Result<Vec<_>, _>>()?;
         let hashed = hash_mutations(suite, &mutations);
         for (i, (row, (id, index))) in rows.iter().zip(&hashed).enumerate() {
             let at = |what: &str, expected: String, found: String| Err(diverge(epoch, Some(i), what, expected, found));
@@ -105,15 +105,18 @@ impl Replayer {
                 return at("key index", index.to_hex(), row.key_index.map_or("null".into(), |h| h.to_hex()));
             }
         }
-        let mut touched: Vec<Index> = hashed.iter().map(|(_, index)| *index).collect();
-        touched.sort_unstable();
-        touched.dedup();
-        let values =
-            self.map.get_many(&touched, prev.epoch).map_err(|e| diverge(epoch, None, "replica", "readable", e))?;
-        let current: HashMap<Index, _> = touched.into_iter().zip(values).collect();
+        let current =
+            read_touched(&self.map, &hashed, prev.epoch).map_err(|e| diverge(epoch, None, "replica", "readable", e))?;
         let applied = apply_mutations(&current, &mutations, &hashed);
-        for (i, (row, outcome)) in rows.iter().zip(&applied.outcomes).enumerate() {
-            compare_outcome(suite, epoch, i, row, &outcome.outcome, &outcome.index)?;
+        // In parallel; the divergence reported is the first in row order.
+        let first =
+            rows.par_iter().zip(&applied.outcomes).zip(&mutations).enumerate().with_min_len(1024).find_map_first(
+                |(i, ((row, outcome), (_, m)))| {
+                    compare_outcome(suite, epoch, i, row, m.value.as_deref(), &outcome.outcome, &outcome.index).err()
+                },
+            );
+        if let Some(divergence) = first {
+            return Err(divergence);
         }
         check(applied.counts == head.counts, "counts", format!("{:?}", applied.counts), format!("{:?}", head.counts))?;
         let root = self.map.apply(applied.updates).map_err(|e| diverge(epoch, None, "replica", "updatable", e))?;
@@ -123,17 +126,18 @@ impl Replayer {
     }
 }
 
-fn mutation_of(epoch: Epoch, i: usize, row: &ArchiveRow) -> Result<(Position, Mutation), Divergence> {
+/// The mutation an archive row records; its key, value and signature move out of the row.
+fn mutation_of(epoch: Epoch, i: usize, row: &mut ArchiveRow) -> Result<(Position, Mutation), Divergence> {
     let at = |what: &str, expected: String, found: String| diverge(epoch, Some(i), what, expected, found);
-    let key = row.key.clone().ok_or_else(|| at("key", "a key".into(), "null".into()))?;
     if row.tombstone != row.value.is_none() {
         return Err(at("tombstone flag", format!("{}", row.value.is_none()), format!("{}", row.tombstone)));
     }
+    let key = row.key.take().ok_or_else(|| at("key", "a key".into(), "null".into()))?;
     let m = Mutation {
         key,
-        value: row.value.clone(),
+        value: row.value.take(),
         expected_version: Version(row.expected_version),
-        owner_signature: row.owner_signature.clone(),
+        owner_signature: row.owner_signature.take(),
     };
     Ok((Position(row.position), m))
 }
@@ -143,13 +147,13 @@ fn compare_outcome(
     epoch: Epoch,
     i: usize,
     row: &ArchiveRow,
+    value: Option<&[u8]>,
     outcome: &Outcome,
     index: &Index,
 ) -> Result<(), Divergence> {
     let (kind, version, reason, leaf) = match outcome {
         Outcome::Applied { version } => {
-            let leaf = keyfold_core::LeafValue { version: *version, value: row.value.clone() };
-            (ArchiveOutcome::Applied, Some(version.0), None, Some(suite.leaf_hash_of(index, &leaf)))
+            (ArchiveOutcome::Applied, Some(version.0), None, Some(suite.leaf_hash_parts(index, *version, value)))
         }
         Outcome::Rejected(r) => (ArchiveOutcome::Rejected, None, Some(r.to_string()), None),
         Outcome::Duplicate => (ArchiveOutcome::Duplicate, None, None, None),

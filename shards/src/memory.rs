@@ -1,9 +1,10 @@
 //! The in-memory store: the reference for the conformance suite and the "tree only" benchmarks.
 
 use crate::error::TreeError;
-use crate::store::{Child, Children, EpochBatch, NodeKey, Snapshot, TreeConfig, TreeStore};
+use crate::store::{Child, Children, EpochBatch, NodeKey, ShardUpdate, Snapshot, TreeConfig, TreeStore};
 use hashbrown::HashMap;
 use keyfold_core::{Epoch, Index, LeafValue};
+use rayon::prelude::*;
 use std::sync::{RwLock, RwLockReadGuard};
 
 /// Records of one shard (or of the levels above the shards): small tables, so one shard's update
@@ -107,14 +108,24 @@ impl TreeStore for MemoryStore {
         let e = batch.epoch;
         let bits = self.config.shard_bits;
         let top = inner.partitions.len() - 1;
-        inner.partitions[top].nodes.extend(batch.top_nodes.iter().map(|(key, children)| ((e, *key), *children)));
+        let mut shard_of: Vec<Option<&ShardUpdate>> = vec![None; top];
         for shard in &batch.shards {
-            let partition = &mut inner.partitions[shard.shard.0 as usize];
-            partition.nodes.extend(shard.nodes.iter().map(|(key, children)| ((e, *key), *children)));
+            shard_of[shard.shard.0 as usize] = Some(shard);
         }
-        for (index, leaf) in &batch.leaves {
-            inner.partitions[index.shard(bits).0 as usize].leaves.insert((e, *index), leaf.clone());
-        }
+        // Partitions are independent: each takes its own records, in parallel. Leaves ascend by
+        // index, hence by shard, so each shard's leaves are one contiguous run.
+        inner.partitions.par_iter_mut().enumerate().for_each(|(p, partition)| {
+            if p == top {
+                partition.nodes.extend(batch.top_nodes.iter().map(|(key, children)| ((e, *key), *children)));
+                return;
+            }
+            if let Some(shard) = shard_of[p] {
+                partition.nodes.extend(shard.nodes.iter().map(|(key, children)| ((e, *key), *children)));
+            }
+            let start = batch.leaves.partition_point(|(index, _)| (index.shard(bits).0 as usize) < p);
+            let end = batch.leaves.partition_point(|(index, _)| (index.shard(bits).0 as usize) <= p);
+            partition.leaves.extend(batch.leaves[start..end].iter().map(|(index, leaf)| ((e, *index), leaf.clone())));
+        });
         // Last: the new root makes the epoch visible (the whole commit holds the write lock anyway).
         inner.roots.push(batch.root);
         Ok(())
