@@ -92,8 +92,27 @@ where
         .route("/openapi.json", get(openapi_json))
         .fallback(|| async { ApiError::NotFound("no such endpoint; see /openapi.json".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(refuse_declared_oversize))
         .layer(axum::middleware::from_fn(metrics_layer::record_request))
         .with_state(api)
+}
+
+/// A request whose declared `Content-Length` is over the limit is answered 413 at once, before
+/// any of its body is read (the body limit alone would wait for the bytes to arrive).
+async fn refuse_declared_oversize(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        let message = format!("request bodies are at most {MAX_BODY_BYTES} bytes");
+        return axum::response::IntoResponse::into_response(ApiError::PayloadTooLarge(message));
+    }
+    next.run(request).await
 }
 
 /// Liveness: the process answers HTTP.

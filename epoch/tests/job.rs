@@ -183,6 +183,42 @@ fn chain_heartbeats_clock_safety_and_proofs() {
     assert!(job.heads().commit(Epoch(2), &e1.note, keyfold_ingest::Position(0)).is_err());
 }
 
+/// Epoch times never go backwards across restarts, even when the wall clock does: the time comes
+/// from the durable previous head (and, for an epoch whose marker was already cut, from the
+/// marker), never from the clock alone.
+#[test]
+fn clock_safety_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let public = key().verifying_key().to_bytes();
+    let time_of = |job: &DurableJob, epoch: u64| {
+        let note = job.heads().get(Epoch(epoch)).unwrap().unwrap();
+        verify_head_note(&note, ORIGIN, &public).unwrap().time_ms
+    };
+    let late = T0 + 3_600_000;
+    {
+        let job = open(dir.path());
+        job.queue().append(vec![m(1, Some("a"), 0)]).unwrap();
+        job.run_epoch(late).unwrap();
+    }
+    // Restarted with the clock an hour behind: the next epoch is still later than the last.
+    {
+        let job = open(dir.path());
+        job.queue().append(vec![m(2, Some("b"), 0)]).unwrap();
+        let report = job.run_epoch(T0).unwrap();
+        assert_eq!(report.head.time_ms, late + 1, "strictly after the durable previous head");
+        // Dies after cutting epoch 3's marker (the marker holds its time)...
+        job.queue().append(vec![m(3, Some("c"), 0)]).unwrap();
+        assert!(matches!(job.run_until(late + 50, CrashPoint::AfterRead), Err(EpochError::Crashed(_))));
+    }
+    // ...and restarts with the clock further back: the re-run keeps the marker's time.
+    let job = open(dir.path());
+    let report = job.run_epoch(T0 - 1_000).unwrap();
+    assert_eq!(report.head.epoch, Epoch(3));
+    assert_eq!(report.head.time_ms, late + 50, "the re-run signs the time its marker recorded");
+    let times: Vec<u64> = (0..=3).map(|e| time_of(&job, e)).collect();
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "times strictly increase: {times:?}");
+}
+
 /// The scheduler cuts an epoch once mutations wait `interval_min`, signs heartbeats after
 /// `interval_max`, honours the operator trigger, and stops when asked.
 #[test]

@@ -4,74 +4,12 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use keyfold_core::{HashSuite, LeafValue, MapRoot, Proof, Version, verify_head_note};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::{http, json, start, start_with, stop};
+use std::net::SocketAddr;
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-fn start(data: &std::path::Path) -> Server {
-    start_with(data, &[])
-}
-
-fn start_with(data: &std::path::Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyfold"))
-        .args(["serve", "--data"])
-        .arg(data)
-        .args(["--listen", "127.0.0.1:0", "--epoch-interval-min-ms", "100", "--epoch-interval-max-ms", "600000"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start keyfold serve");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("server printed its address").unwrap();
-        if let Some(url) = line.split("http://").nth(1) {
-            break url.trim().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop)); // keep draining stdout
-    Server { child, addr }
-}
-
-fn stop(mut server: Server) {
-    let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(exit) = server.child.try_wait().unwrap() {
-            assert!(exit.success(), "graceful shutdown exits 0, got {exit}");
-            return;
-        }
-        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A minimal HTTP/1.1 client: one request per connection.
-fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
-}
-
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
 
 fn wait_for_epoch(addr: SocketAddr, origin: &str, public: &[u8; 32], epoch: u64) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -286,5 +224,61 @@ fn witness_monitor_cosigns_and_lookup_requires_it() {
     // A witness name the server does not list is refused by the server, so monitor fails.
     let (ok, _, stderr) = monitor("stranger");
     assert!(!ok && stderr.contains("403"), "{stderr}");
+    stop(server);
+}
+
+/// Hostile clients against the real server: invalid UTF-8 and a body that lies about its length
+/// get 4xx; 200 idle connections and a client trickling a request one byte at a time do not stop
+/// a well-behaved client from being served promptly.
+#[test]
+fn hostile_clients_get_4xx_and_do_not_starve_others() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let addr = server.addr;
+    let raw = |request: &[u8]| -> String {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.write_all(request).unwrap();
+        let mut response = Vec::new();
+        std::io::Read::read_to_end(&mut stream, &mut response).ok();
+        String::from_utf8_lossy(&response).into_owned()
+    };
+    let body: &[u8] = b"{\"mutations\":[{\"key\":\"\xff\xfe\",\"value\":null,\"expected_version\":0}]}";
+    let head = format!(
+        "POST /v1/mutations HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let response = raw(&[head.as_bytes(), body].concat());
+    assert!(response.starts_with("HTTP/1.1 400"), "invalid UTF-8: {response}");
+    let huge_length = b"POST /v1/mutations HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 99999999999\r\n\r\n{}";
+    let response = raw(huge_length);
+    assert!(response.starts_with("HTTP/1.1 413"), "a declared length over the limit: {response}");
+    let (status, body) =
+        http(addr, "POST", "/v1/mutations", r#"{"mutations":[{"key":"a","value":"@@@","expected_version":0}]}"#);
+    assert_eq!(status, 400, "{body}");
+
+    // 200 idle connections and one trickling client, held open while others are served.
+    let idle: Vec<std::net::TcpStream> = (0..200).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+    let stop_trickle = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut slow = std::net::TcpStream::connect(addr).unwrap();
+            for byte in b"POST /v1/mutations HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{".iter().cycle() {
+                if stop_trickle.load(std::sync::atomic::Ordering::SeqCst) || slow.write_all(&[*byte]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        for _ in 0..20 {
+            let started = Instant::now();
+            let (status, _) = http(addr, "GET", "/healthz", "");
+            assert_eq!(status, 200);
+            assert!(started.elapsed() < Duration::from_secs(2), "a normal request waited {:?}", started.elapsed());
+        }
+        stop_trickle.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    drop(idle);
     stop(server);
 }

@@ -1,0 +1,90 @@
+//! Shared by the end-to-end tests: the real `keyfold serve` on an ephemeral port, and a minimal
+//! HTTP/1.1 client (one request per connection).
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+/// A test that fails mid-way must not leave its server running.
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn start(data: &std::path::Path) -> Server {
+    start_with(data, &[])
+}
+
+/// Starts `keyfold serve --data DATA` (epochs after 100 ms of waiting mutations) plus `extra`, and
+/// waits for the address it prints.
+pub fn start_with(data: &std::path::Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyfold"))
+        .args(["serve", "--data"])
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0", "--epoch-interval-min-ms", "100", "--epoch-interval-max-ms", "600000"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start keyfold serve");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("server printed its address").unwrap();
+        if let Some(url) = line.split("http://").nth(1) {
+            break url.trim().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop)); // keep draining stdout
+    Server { child, addr }
+}
+
+/// SIGTERM, then waits for a clean exit.
+pub fn stop(mut server: Server) {
+    let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            assert!(exit.success(), "graceful shutdown exits 0, got {exit}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One request; `Err` when the connection fails or the response is cut (a killed server).
+pub fn try_http(addr: SocketAddr, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let cut = || std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "incomplete response");
+    let status = response.get(9..12).and_then(|s| s.parse().ok()).ok_or_else(cut)?;
+    let (_, body) = response.split_once("\r\n\r\n").ok_or_else(cut)?;
+    Ok((status, body.to_owned()))
+}
+
+pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    try_http(addr, method, path, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
