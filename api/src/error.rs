@@ -27,6 +27,8 @@ pub enum ApiError {
         retry_after_secs: u64,
         message: String,
     },
+    /// The request was not handled in time (its body arrived too slowly, say).
+    Timeout(String),
     Internal(String),
 }
 
@@ -38,9 +40,10 @@ impl ApiError {
     pub(crate) fn from_queue(e: QueueError, retry_after_secs: u64) -> ApiError {
         match e {
             QueueError::Full { .. } => ApiError::Unavailable { retry_after_secs, message: e.to_string() },
-            QueueError::Io(_) => {
-                ApiError::Unavailable { retry_after_secs, message: "storage is unavailable; nothing was queued".into() }
-            }
+            QueueError::Io(_) => ApiError::Unavailable {
+                retry_after_secs,
+                message: "storage is unavailable: the request was not acknowledged; retry it later".into(),
+            },
             QueueError::TooLarge { .. } => ApiError::PayloadTooLarge(e.to_string()),
             QueueError::Fenced(_) => ApiError::Unavailable { retry_after_secs, message: e.to_string() },
             QueueError::Closed | QueueError::Corrupt(_) => ApiError::Internal(e.to_string()),
@@ -68,6 +71,7 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable { retry_after_secs, message } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable", message, Some(retry_after_secs))
             }
+            ApiError::Timeout(m) => (StatusCode::REQUEST_TIMEOUT, "request_timeout", m, None),
             ApiError::Internal(detail) => {
                 tracing::error!(detail = %detail, "internal error answering a request");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log".to_owned(), None)

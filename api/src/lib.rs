@@ -97,6 +97,23 @@ where
         .with_state(api)
 }
 
+/// `router` with every request bounded by `timeout`: one not handled in time (a body trickling in,
+/// say) is answered 408 and its connection closed. Nothing is half-applied: a submission is
+/// acknowledged only by its response, so one cut by the timeout was not acknowledged.
+pub fn with_request_timeout(router: Router, timeout: std::time::Duration) -> Router {
+    router.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+            match tokio::time::timeout(timeout, next.run(request)).await {
+                Ok(response) => response,
+                Err(_) => axum::response::IntoResponse::into_response(ApiError::Timeout(format!(
+                    "the request was not completed within {} ms",
+                    timeout.as_millis()
+                ))),
+            }
+        },
+    ))
+}
+
 /// A request whose declared `Content-Length` is over the limit is answered 413 at once, before
 /// any of its body is read (the body limit alone would wait for the bytes to arrive).
 async fn refuse_declared_oversize(

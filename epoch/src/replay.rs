@@ -71,6 +71,11 @@ impl Replayer {
         Ok(Replayer { origin: origin.to_owned(), public_key: *public_key, map, previous: head })
     }
 
+    /// The replica of the map, at the last verified epoch and every one before.
+    pub fn map(&self) -> &Map<MemoryStore> {
+        &self.map
+    }
+
     /// The last head verified.
     pub fn head(&self) -> &Head {
         &self.previous

@@ -4,10 +4,12 @@
 //! * [`Queue`]: the multi-writer, single-reader queue the epoch job drains: durable batched
 //!   appends that return positions, epoch markers, range reads, removal after commit, and a depth
 //!   bound that pushes back. [`RedbQueue`] is the embedded durable one (many concurrent appenders
-//!   share one fsync: group commit); [`MemoryQueue`] is for tests. [`conformance`] runs against both.
+//!   share one fsync: group commit); [`MemoryQueue`] is for tests. [`conformance`] runs against both; [`faults`] injects I/O
+//!   errors and a full disk under the durable one.
 
 pub mod conformance;
 mod error;
+pub mod faults;
 mod limits;
 mod memory;
 mod queue;

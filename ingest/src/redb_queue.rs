@@ -68,7 +68,12 @@ impl RedbQueue {
     /// Opens (or creates) the queue file at `path`, recovering the next position and the depth
     /// from what is durably there.
     pub fn open(path: &Path, options: RedbQueueOptions) -> Result<RedbQueue, QueueError> {
-        let db = Database::create(path).map_err(QueueError::io)?;
+        RedbQueue::on_database(Database::create(path).map_err(QueueError::io)?, options)
+    }
+
+    /// The queue over an already opened database (a custom storage backend: the fault injection
+    /// of [`crate::faults`]).
+    pub fn on_database(db: Database, options: RedbQueueOptions) -> Result<RedbQueue, QueueError> {
         let (next, depth) = recover(&db)?;
         let shared = Arc::new(Shared { db, options, state: Mutex::new(State { next, depth }) });
         let (sender, receiver) = mpsc::sync_channel(MAX_REQUESTS_PER_COMMIT);

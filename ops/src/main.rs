@@ -6,6 +6,7 @@ mod client;
 mod directory;
 #[cfg(feature = "fdb")]
 mod fdb_backend;
+mod fsck;
 mod monitor;
 mod serve;
 mod verify;
@@ -33,7 +34,10 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Show the latest signed head and the queue depth of a data directory.
     Status(directory::DataArgs),
-    /// Benchmark epoch updates of the sharded sparse Merkle map (seeded, repeatable).
+    /// Check a data directory offline (server stopped): replay heads and archives, check the map
+    /// against every signed root and proof, read the queue back.
+    Fsck(fsck::FsckArgs),
+    /// Benchmark epoch jobs: phases, mutations/s, cores, peak RSS (seeded, repeatable; --json).
     Bench(bench::BenchArgs),
     /// Submit one mutation to a server and print its durable receipt.
     Submit(client::SubmitArgs),
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
         Command::Epoch(args) => directory::epoch(&args),
         Command::Status(args) => directory::status(&args),
         Command::Verify(args) => verify::verify(&args),
+        Command::Fsck(args) => fsck::fsck(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Submit(args) => client::submit(&args),
         Command::Lookup(args) => client::lookup(&args),

@@ -51,6 +51,13 @@ pub struct ServeArgs {
     /// (repeat for several; `keyfold keygen` makes a witness key).
     #[arg(long = "witness", value_name = "NAME=KEY", env = "KEYFOLD_WITNESSES", value_delimiter = ',')]
     witness: Vec<String>,
+    /// Close a connection whose request headers have not all arrived this long after it started
+    /// waiting for them: slow clients, and idle keep-alive connections.
+    #[arg(long, env = "KEYFOLD_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    header_timeout_ms: u64,
+    /// Answer 408 to a request not handled within this long (a body trickling in, say).
+    #[arg(long, env = "KEYFOLD_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    request_timeout_ms: u64,
     /// Log lines on stderr: `text` or `json` (one object per line). The level filter comes from
     /// `KEYFOLD_LOG` (e.g. `info`, `debug`, `keyfold_epoch=debug`; default `info`).
     #[arg(long, value_enum, env = "KEYFOLD_LOG_FORMAT", default_value_t = LogFormat::Text)]
@@ -100,6 +107,8 @@ struct ServeFile {
     fdb_prefix: Option<String>,
     log_format: Option<LogFormat>,
     witness: Option<Vec<String>>,
+    header_timeout_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -134,6 +143,8 @@ impl ServeArgs {
         fill!(cluster_file);
         fill!(option fdb_prefix);
         fill!(log_format);
+        fill!(header_timeout_ms);
+        fill!(request_timeout_ms);
         if unset("witness")
             && let Some(witnesses) = file.witness
         {
@@ -146,6 +157,49 @@ impl ServeArgs {
 fn now_ms() -> u64 {
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Serves `app` on `listener` (HTTP/1.1) until `shutdown`, then stops accepting and finishes the
+/// requests in flight. Each connection has a header read timeout, so slow clients and idle
+/// keep-alive connections are closed instead of held forever.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    header_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors, say: back off instead of spinning.
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -255,7 +309,8 @@ where
         tracing::info!(origin = %config.origin, data = %args.data.display(), %addr, "serving");
         // Graceful shutdown: stop accepting, finish the requests in flight (an acknowledged
         // mutation is already durable), then stop the scheduler below.
-        axum::serve(listener, router(api)).with_graceful_shutdown(shutdown_signal()).await.map_err(|e| e.to_string())
+        let app = keyfold_api::with_request_timeout(router(api), Duration::from_millis(args.request_timeout_ms));
+        serve_http(listener, app, Duration::from_millis(args.header_timeout_ms), shutdown_signal()).await
     });
     // The scheduler finishes the epoch it is running (or an interrupted one is recovered by the
     // next start: the same code path, the same head).

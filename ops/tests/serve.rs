@@ -227,58 +227,132 @@ fn witness_monitor_cosigns_and_lookup_requires_it() {
     stop(server);
 }
 
-/// Hostile clients against the real server: invalid UTF-8 and a body that lies about its length
-/// get 4xx; 200 idle connections and a client trickling a request one byte at a time do not stop
-/// a well-behaved client from being served promptly.
+/// Hostile clients against the real server: invalid UTF-8 and a declared length over the limit
+/// get 4xx at once; a body trickling in gets 408 within the request timeout; headers trickling in
+/// and idle connections are closed within the header timeout; meanwhile well-behaved clients are
+/// served promptly.
 #[test]
-fn hostile_clients_get_4xx_and_do_not_starve_others() {
-    use std::io::Write;
+fn hostile_clients_get_4xx_or_are_closed_in_bounded_time() {
+    use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path());
+    let server = start_with(dir.path(), &["--header-timeout-ms", "400", "--request-timeout-ms", "800"]);
     let addr = server.addr;
-    let raw = |request: &[u8]| -> String {
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let connect = || {
+        let stream = std::net::TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream
+    };
+    let raw = |request: &[u8]| -> String {
+        let mut stream = connect();
         stream.write_all(request).unwrap();
         let mut response = Vec::new();
-        std::io::Read::read_to_end(&mut stream, &mut response).ok();
+        stream.read_to_end(&mut response).ok();
         String::from_utf8_lossy(&response).into_owned()
     };
+    let post_head = |length: usize| {
+        format!(
+            "POST /v1/mutations HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+        )
+    };
     let body: &[u8] = b"{\"mutations\":[{\"key\":\"\xff\xfe\",\"value\":null,\"expected_version\":0}]}";
-    let head = format!(
-        "POST /v1/mutations HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    let response = raw(&[head.as_bytes(), body].concat());
+    let response = raw(&[post_head(body.len()).as_bytes(), body].concat());
     assert!(response.starts_with("HTTP/1.1 400"), "invalid UTF-8: {response}");
-    let huge_length = b"POST /v1/mutations HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 99999999999\r\n\r\n{}";
-    let response = raw(huge_length);
+    let response = raw(format!("{}{{}}", post_head(99_999_999_999)).as_bytes());
     assert!(response.starts_with("HTTP/1.1 413"), "a declared length over the limit: {response}");
-    let (status, body) =
-        http(addr, "POST", "/v1/mutations", r#"{"mutations":[{"key":"a","value":"@@@","expected_version":0}]}"#);
-    assert_eq!(status, 400, "{body}");
 
-    // 200 idle connections and one trickling client, held open while others are served.
-    let idle: Vec<std::net::TcpStream> = (0..200).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
-    let stop_trickle = std::sync::atomic::AtomicBool::new(false);
+    // Read until the server answers or closes; returns what it sent and how long it took.
+    let wait_for_server = |stream: &mut std::net::TcpStream| {
+        let started = Instant::now();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).ok();
+        (String::from_utf8_lossy(&response).into_owned(), started.elapsed())
+    };
+    let idle: Vec<std::net::TcpStream> = (0..200).map(|_| connect()).collect();
     std::thread::scope(|s| {
-        s.spawn(|| {
-            let mut slow = std::net::TcpStream::connect(addr).unwrap();
-            for byte in b"POST /v1/mutations HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{".iter().cycle() {
-                if stop_trickle.load(std::sync::atomic::Ordering::SeqCst) || slow.write_all(&[*byte]).is_err() {
-                    break;
+        let body_trickle = s.spawn(|| {
+            let mut stream = connect();
+            stream.write_all(post_head(100).as_bytes()).unwrap();
+            let writer = stream.try_clone().unwrap();
+            let trickle = std::thread::spawn(move || {
+                let mut writer = writer;
+                while writer.write_all(b" ").is_ok() {
+                    std::thread::sleep(Duration::from_millis(50));
                 }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            });
+            let answer = wait_for_server(&mut stream);
+            drop(stream);
+            let _ = trickle.join();
+            answer
+        });
+        let header_trickle = s.spawn(|| {
+            let mut stream = connect();
+            let writer = stream.try_clone().unwrap();
+            let trickle = std::thread::spawn(move || {
+                let mut writer = writer;
+                for byte in b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ".iter().chain(std::iter::repeat(&b'a')) {
+                    if writer.write_all(&[*byte]).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+            let answer = wait_for_server(&mut stream);
+            drop(stream);
+            let _ = trickle.join();
+            answer
         });
         for _ in 0..20 {
             let started = Instant::now();
-            let (status, _) = http(addr, "GET", "/healthz", "");
-            assert_eq!(status, 200);
+            assert_eq!(http(addr, "GET", "/healthz", "").0, 200);
             assert!(started.elapsed() < Duration::from_secs(2), "a normal request waited {:?}", started.elapsed());
         }
-        stop_trickle.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (response, took) = body_trickle.join().unwrap();
+        assert!(response.starts_with("HTTP/1.1 408"), "a trickling body: {response}");
+        assert!(took < Duration::from_secs(5), "408 after {took:?}");
+        let (response, took) = header_trickle.join().unwrap();
+        assert!(!response.contains("200 OK"), "trickling headers are not served: {response}");
+        assert!(took < Duration::from_secs(5), "trickling headers closed after {took:?}");
     });
-    drop(idle);
+    // The idle connections were closed by the server, not kept forever.
+    for mut stream in idle.into_iter().take(5) {
+        let (response, took) = wait_for_server(&mut stream);
+        assert!(!response.contains("200"), "{response}");
+        assert!(took < Duration::from_secs(5), "an idle connection stayed open {took:?}");
+    }
     stop(server);
+}
+
+/// `keyfold fsck` passes a healthy directory and names the damage in a broken one.
+#[test]
+fn fsck_passes_a_healthy_directory_and_locates_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("kf");
+    let data_arg = data.to_str().unwrap();
+    let (ok, _, stderr) =
+        keyfold(&["bench", "--keys", "300", "--mutations", "60", "--epochs", "3", "--data", data_arg]);
+    assert!(ok, "{stderr}");
+    let (ok, stdout, stderr) = keyfold(&["fsck", "--data", data_arg]);
+    assert!(ok, "{stdout} {stderr}");
+    assert!(stdout.contains("no problems") && stdout.contains("proofs of all 390 keys verify"), "{stdout}");
+
+    // A flipped byte in epoch 3's archive: the replay fails there, and the map is not checked
+    // against a replay that failed.
+    let archive = data.join("archives").join("epoch-00000000000000000003.parquet");
+    let good = std::fs::read(&archive).unwrap();
+    let mut bad = good.clone();
+    bad[good.len() / 3] ^= 0x40;
+    std::fs::write(&archive, &bad).unwrap();
+    let (ok, stdout, stderr) = keyfold(&["fsck", "--data", data_arg]);
+    assert!(!ok);
+    assert!(stdout.contains("FAIL  heads and archives") && stdout.contains("epoch 3"), "{stdout}");
+    assert!(stderr.contains("1 problem(s)"), "{stderr}");
+    std::fs::write(&archive, &good).unwrap();
+
+    // A lost map (its files deleted) no longer agrees with the signed heads.
+    let (ok, stdout, _) = keyfold(&["fsck", "--data", data_arg]);
+    assert!(ok, "restored: {stdout}");
+    std::fs::remove_dir_all(data.join("tree")).unwrap();
+    let (ok, stdout, _) = keyfold(&["fsck", "--data", data_arg]);
+    assert!(!ok, "a lost map must not pass: {stdout}");
+    assert!(stdout.contains("FAIL  map: the map is at epoch 0 but the heads at 4"), "{stdout}");
 }

@@ -1,0 +1,114 @@
+//! Storage faults at the HTTP boundary: the durable queue's storage fails (an fsync error, a full
+//! disk); submissions get 503 with `Retry-After`, never a 5xx of another kind; nothing is
+//! acknowledged that was not persisted, and after a restart every acknowledged mutation is there.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use keyfold_api::{Api, router};
+use keyfold_core::{HashSuite, SigningKey};
+use keyfold_epoch::{EpochJob, MemoryHeadStore};
+use keyfold_ingest::faults::{FaultPlan, open_faulty_queue};
+use keyfold_ingest::{Entry, Limits, Position, Queue, RedbQueue, RedbQueueOptions};
+use keyfold_shards::{Map, MemoryStore, TreeConfig};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use tower::ServiceExt;
+
+type FaultyApi = Api<RedbQueue, MemoryStore, MemoryHeadStore>;
+const OPTIONS: RedbQueueOptions = RedbQueueOptions { suite: HashSuite::Blake3, max_depth: 1_000_000 };
+
+fn api(queue: RedbQueue) -> Arc<FaultyApi> {
+    let config = TreeConfig::new(HashSuite::Blake3, 4).unwrap();
+    let job = EpochJob::open(
+        queue,
+        Map::new(MemoryStore::new(config)),
+        MemoryHeadStore::default(),
+        Arc::new(keyfold_epoch::MemoryArchives::default()),
+        SigningKey::from_bytes(&[3; 32]),
+        "faults.test/keyfold",
+        1_000,
+    )
+    .unwrap();
+    Arc::new(Api {
+        job: Arc::new(job),
+        origin: "faults.test/keyfold".into(),
+        limits: Limits::default(),
+        trigger: Arc::new(AtomicBool::new(false)),
+        operator_token: None,
+        retry_after_secs: 3,
+        metrics: None,
+        witnesses: Vec::new(),
+        cosignatures: Arc::new(keyfold_epoch::MemoryCosignatures::default()),
+    })
+}
+
+async fn submit(api: &Arc<FaultyApi>, batch: u32) -> (StatusCode, header::HeaderMap, serde_json::Value) {
+    let mutations: Vec<String> = (0..5)
+        .map(|i| format!(r#"{{"key":"user{batch}-{i}@example.com","value":null,"expected_version":0}}"#))
+        .collect();
+    let body = format!(r#"{{"mutations":[{}]}}"#, mutations.join(","));
+    let request =
+        Request::post("/v1/mutations").header(header::CONTENT_TYPE, "application/json").body(Body::from(body)).unwrap();
+    let response = router(Arc::clone(api)).oneshot(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap())
+}
+
+fn ids(receipts: &serde_json::Value) -> Vec<String> {
+    receipts["receipts"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect()
+}
+
+fn queued_ids(queue: &RedbQueue) -> HashSet<String> {
+    queue
+        .read(Position(0), 1000)
+        .unwrap()
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            Entry::Mutation(m) => Some(m.id(HashSuite::Blake3).to_hex()),
+            Entry::Marker(_) => None,
+        })
+        .collect()
+}
+
+/// An fsync error, then (after a restart) a full disk. After a failed fsync the storage refuses
+/// every later write until it is reopened (the page cache can no longer be trusted: the fsyncgate
+/// lesson), so the server keeps answering 503 until it restarts; a restart recovers everything
+/// that was acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_faults_are_503_with_retry_after_and_restart_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue.redb");
+    let mut acked = Vec::new();
+    for (round, fault) in ["fsync", "disk full"].into_iter().enumerate() {
+        let plan = FaultPlan::new();
+        let api = api(open_faulty_queue(&path, OPTIONS, &plan).unwrap());
+        let batch = u32::try_from(round * 10).unwrap();
+        let (status, _, body) = submit(&api, batch).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{fault}: {body}");
+        acked.extend(ids(&body));
+        if fault == "fsync" {
+            plan.fail_sync_in(1)
+        } else {
+            plan.set_disk_full(true)
+        }
+        for attempt in 1..=2 {
+            let (status, headers, body) = submit(&api, batch + attempt).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{fault}, attempt {attempt}: {body}");
+            assert_eq!(headers[header::RETRY_AFTER], "3");
+            assert!(body["message"].as_str().unwrap().contains("not acknowledged"), "{body}");
+            plan.clear();
+        }
+        assert!(plan.injected() >= 1, "{fault}: the fault was hit");
+    }
+    // Restarted over the same file without faults: every acknowledged mutation is queued, and
+    // submissions are accepted again.
+    let queue = open_faulty_queue(&path, OPTIONS, &FaultPlan::new()).unwrap();
+    let present = queued_ids(&queue);
+    assert!(acked.iter().all(|id| present.contains(id)), "an acknowledged mutation was lost");
+    let api = api(queue);
+    let (status, _, body) = submit(&api, 99).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "after the restart submissions are accepted again: {body}");
+}
