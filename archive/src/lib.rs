@@ -84,6 +84,8 @@ pub enum ArchiveError {
     Schema(String),
     #[error("row {row}: {message}")]
     Row { row: usize, message: String },
+    #[error("not a readable Parquet archive: the reader failed on malformed input ({0})")]
+    Malformed(String),
 }
 
 /// The archive schema (SPEC.md section 8), column by column.
@@ -259,8 +261,21 @@ impl<'a> Columns<'a> {
 }
 
 /// Decodes an archive; the schema must be exactly format 1 and rows in strictly increasing
-/// position order.
+/// position order. Archives come from outside (a monitor downloads them), so malformed bytes are
+/// an error, never a panic: the Parquet reader panics on some (found by fuzzing: negative column
+/// offsets in the footer), and such a panic is turned into [`ArchiveError::Malformed`].
 pub fn read_archive(bytes: &[u8]) -> Result<Vec<ArchiveRow>, ArchiveError> {
+    std::panic::catch_unwind(|| read_archive_unguarded(bytes)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        Err(ArchiveError::Malformed(message))
+    })
+}
+
+fn read_archive_unguarded(bytes: &[u8]) -> Result<Vec<ArchiveRow>, ArchiveError> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::copy_from_slice(bytes))?;
     if builder.schema().fields() != schema().fields() {
         return Err(ArchiveError::Schema(format!("found {:?}", builder.schema().fields())));

@@ -83,3 +83,19 @@ fn foreign_schemas_are_refused() {
     w.close().unwrap();
     assert!(matches!(read_archive(&out), Err(ArchiveError::Schema(_))));
 }
+
+/// Inputs the fuzzer (`fuzz/`, target `archive_read`) found to crash the Parquet reader: each must
+/// be refused with an error, never a panic.
+#[test]
+fn malformed_archives_found_by_fuzzing_are_errors() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/malformed");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let result = keyfold_archive::read_archive(&bytes);
+        assert!(result.is_err(), "{} must not read as an archive", path.display());
+        seen += 1;
+    }
+    assert!(seen >= 1, "the regression inputs are there");
+}

@@ -143,20 +143,24 @@ impl StorageBackend for FaultyBackend {
     }
 }
 
-/// A durable queue in the file at `path` whose storage obeys `plan`.
+/// A durable queue in the file at `path` whose storage obeys `plan`, reopened after a failed write
+/// over the same file and plan (as [`RedbQueue::open`] does for a plain file).
 pub fn open_faulty_queue(
     path: &std::path::Path,
     options: RedbQueueOptions,
     plan: &Arc<FaultPlan>,
 ) -> Result<RedbQueue, QueueError> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| QueueError::Io(Box::new(e)))?;
-    let backend = FaultyBackend::new(file, Arc::clone(plan)).map_err(QueueError::io)?;
-    let db = redb::Database::builder().create_with_backend(backend).map_err(QueueError::io)?;
-    RedbQueue::on_database(db, options)
+    let (path, plan) = (path.to_path_buf(), Arc::clone(plan));
+    let open = move || -> Result<redb::Database, QueueError> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| QueueError::Io(Box::new(e)))?;
+        let backend = FaultyBackend::new(file, Arc::clone(&plan)).map_err(QueueError::io)?;
+        redb::Database::builder().create_with_backend(backend).map_err(QueueError::io)
+    };
+    RedbQueue::on_database(open()?, options, Some(Box::new(open)))
 }

@@ -19,4 +19,4 @@ pub use error::{QueueError, ValidationError};
 pub use limits::{Limits, validate};
 pub use memory::MemoryQueue;
 pub use queue::{Entry, Marker, Position, Queue, Receipt, Slot, decode_entry, encode_entry};
-pub use redb_queue::{RedbQueue, RedbQueueOptions};
+pub use redb_queue::{RedbQueue, RedbQueueOptions, Reopen};

@@ -11,7 +11,7 @@ use keyfold_core::{HashSuite, Mutation};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 
 const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
@@ -43,16 +43,74 @@ struct State {
     depth: u64,
 }
 
-#[derive(Debug)]
+/// Opens the queue's database again after a failed write (see [`Shared::fail`]).
+pub type Reopen = Box<dyn Fn() -> Result<Database, QueueError> + Send + Sync>;
+
 struct Shared {
-    db: Database,
+    /// `None` after a failed write, until a reopen succeeds.
+    db: RwLock<Option<Database>>,
+    reopen: Option<Reopen>,
     options: RedbQueueOptions,
     state: Mutex<State>,
 }
 
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("options", &self.options).field("state", &self.state).finish_non_exhaustive()
+    }
+}
+
+/// The open database, read-locked for the length of one operation.
+struct OpenDb<'a>(RwLockReadGuard<'a, Option<Database>>);
+
+impl std::ops::Deref for OpenDb<'_> {
+    type Target = Database;
+    fn deref(&self) -> &Database {
+        self.0.as_ref().expect("OpenDb holds an open database")
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The database, reopened first if a write failed since it was last open. Never call it while
+    /// holding the state lock (reopening takes it).
+    fn open_db(&self) -> Result<OpenDb<'_>, QueueError> {
+        {
+            let guard = self.db.read().unwrap_or_else(PoisonError::into_inner);
+            if guard.is_some() {
+                return Ok(OpenDb(guard));
+            }
+        }
+        self.reopen_db()?;
+        let guard = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        if guard.is_some() { Ok(OpenDb(guard)) } else { Err(QueueError::Io("the queue's storage is not open".into())) }
+    }
+
+    /// After a failed write redb refuses every later write through the same handle (after a
+    /// failed fsync the page cache cannot be trusted). Drop the handle; the next operation reopens
+    /// the file. Recovery: whatever the failed commit left is found by `recover` on reopen, exactly
+    /// as after a crash; none of it was acknowledged.
+    fn fail(&self) {
+        *self.db.write().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    fn reopen_db(&self) -> Result<(), QueueError> {
+        let Some(reopen) = &self.reopen else {
+            return Err(QueueError::Io("the queue's storage failed; restart the process to recover".into()));
+        };
+        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_some() {
+            return Ok(()); // another thread reopened it meanwhile
+        }
+        let db = reopen()?;
+        let (next, depth) = recover(&db)?;
+        let mut state = self.lock();
+        (state.next, state.depth) = (next, depth);
+        *slot = Some(db);
+        Ok(())
     }
 }
 
@@ -67,15 +125,25 @@ pub struct RedbQueue {
 impl RedbQueue {
     /// Opens (or creates) the queue file at `path`, recovering the next position and the depth
     /// from what is durably there.
+    /// After a failed write (an I/O error, a full disk) the queue refuses appends until it has
+    /// reopened the file, which it tries again at each later operation.
     pub fn open(path: &Path, options: RedbQueueOptions) -> Result<RedbQueue, QueueError> {
-        RedbQueue::on_database(Database::create(path).map_err(QueueError::io)?, options)
+        let path = path.to_path_buf();
+        let reopen: Reopen = Box::new(move || Database::create(&path).map_err(QueueError::io));
+        RedbQueue::on_database(reopen()?, options, Some(reopen))
     }
 
     /// The queue over an already opened database (a custom storage backend: the fault injection
-    /// of [`crate::faults`]).
-    pub fn on_database(db: Database, options: RedbQueueOptions) -> Result<RedbQueue, QueueError> {
+    /// of [`crate::faults`]); `reopen` opens it again after a failed write (without one, the
+    /// queue stays failed until the process restarts).
+    pub fn on_database(
+        db: Database,
+        options: RedbQueueOptions,
+        reopen: Option<Reopen>,
+    ) -> Result<RedbQueue, QueueError> {
         let (next, depth) = recover(&db)?;
-        let shared = Arc::new(Shared { db, options, state: Mutex::new(State { next, depth }) });
+        let state = Mutex::new(State { next, depth });
+        let shared = Arc::new(Shared { db: RwLock::new(Some(db)), reopen, options, state });
         let (sender, receiver) = mpsc::sync_channel(MAX_REQUESTS_PER_COMMIT);
         let worker = Arc::clone(&shared);
         let committer = std::thread::Builder::new()
@@ -144,6 +212,20 @@ fn commit_loop(shared: &Shared, receiver: &Receiver<Request>) {
 /// take no positions.
 fn commit_group(shared: &Shared, group: Vec<Request>) {
     let suite = shared.options.suite;
+    let db = match shared.open_db() {
+        Ok(db) => db,
+        Err(e) => {
+            let message = e.to_string();
+            for request in group {
+                let err = || QueueError::Io(message.clone().into());
+                match request {
+                    Request::Append(_, reply) => drop(reply.send(Err(err()))),
+                    Request::Marker(_, reply) => drop(reply.send(Err(err()))),
+                }
+            }
+            return;
+        }
+    };
     let mut state = shared.lock();
     let (mut next, mut depth) = (state.next, state.depth);
     let mut records: Vec<(u64, Vec<u8>)> = Vec::new();
@@ -175,7 +257,9 @@ fn commit_group(shared: &Shared, group: Vec<Request>) {
     if records.is_empty() {
         return;
     }
-    match write_records(&shared.db, &records, next) {
+    let written = write_records(&db, &records, next);
+    drop(db);
+    match written {
         // Recovery if the process dies right after this commit: the records are durable; on open,
         // `recover` finds them (next position and depth), and the epoch job reads them. Whether or
         // not the replies below were delivered, nothing acknowledged is lost; an unacknowledged
@@ -191,10 +275,12 @@ fn commit_group(shared: &Shared, group: Vec<Request>) {
                 }
             }
         }
-        // Recovery if it fails: nothing was committed and nothing is acknowledged; positions are
-        // not advanced, so the next group reuses them.
+        // Recovery if it fails: nothing is acknowledged. What the failed commit left may or may
+        // not be durable: the handle is dropped and the next operation reopens the file, where
+        // `recover` finds the next position and the depth from what is really there.
         Err(e) => {
             drop(state);
+            shared.fail();
             let message = e.to_string();
             for (request, _, _) in answers {
                 let err = || QueueError::Io(message.clone().into());
@@ -220,6 +306,26 @@ fn write_records(db: &Database, records: &[(u64, Vec<u8>)], next: u64) -> Result
     txn.commit().map_err(QueueError::io)
 }
 
+/// Removes every entry at positions `<= through`; returns how many were mutations.
+fn remove_records(db: &Database, through: Position) -> Result<u64, QueueError> {
+    let mut txn = db.begin_write().map_err(QueueError::io)?;
+    txn.set_durability(Durability::Immediate).map_err(QueueError::io)?;
+    let mut removed = 0u64;
+    {
+        let mut table = txn.open_table(QUEUE).map_err(QueueError::io)?;
+        table
+            .retain_in(..=through.0, |_, value| {
+                if value.first() == Some(&0) {
+                    removed += 1;
+                }
+                false
+            })
+            .map_err(QueueError::io)?;
+    }
+    txn.commit().map_err(QueueError::io)?;
+    Ok(removed)
+}
+
 impl Queue for RedbQueue {
     fn suite(&self) -> HashSuite {
         self.shared.options.suite
@@ -237,7 +343,8 @@ impl Queue for RedbQueue {
     }
 
     fn read(&self, from: Position, max_entries: usize) -> Result<Vec<(Position, Entry)>, QueueError> {
-        let txn = self.shared.db.begin_read().map_err(QueueError::io)?;
+        let db = self.shared.open_db()?;
+        let txn = db.begin_read().map_err(QueueError::io)?;
         let table = txn.open_table(QUEUE).map_err(QueueError::io)?;
         let mut out = Vec::new();
         for item in table.range(from.0..).map_err(QueueError::io)?.take(max_entries) {
@@ -253,24 +360,20 @@ impl Queue for RedbQueue {
     // committed epoch; if it dies before, they are still there and the epoch job skips what its
     // committed cursor says it consumed.
     fn remove_through(&self, through: Position) -> Result<u64, QueueError> {
-        let mut txn = self.shared.db.begin_write().map_err(QueueError::io)?;
-        txn.set_durability(Durability::Immediate).map_err(QueueError::io)?;
-        let mut removed = 0u64;
-        {
-            let mut table = txn.open_table(QUEUE).map_err(QueueError::io)?;
-            table
-                .retain_in(..=through.0, |_, value| {
-                    if value.first() == Some(&0) {
-                        removed += 1;
-                    }
-                    false
-                })
-                .map_err(QueueError::io)?;
+        let db = self.shared.open_db()?;
+        let removed = remove_records(&db, through);
+        drop(db);
+        match removed {
+            Ok(removed) => {
+                let mut state = self.shared.lock();
+                state.depth -= removed;
+                Ok(removed)
+            }
+            Err(e) => {
+                self.shared.fail(); // reopened (and the depth recounted) by the next operation
+                Err(e)
+            }
         }
-        txn.commit().map_err(QueueError::io)?;
-        let mut state = self.shared.lock();
-        state.depth -= removed;
-        Ok(removed)
     }
 
     fn depth(&self) -> u64 {

@@ -1,6 +1,7 @@
 //! I/O faults under the durable queue (an error at the k-th write or fsync, a full disk): an
-//! append that hits one is refused with a retryable error and acknowledges nothing; every append
-//! acknowledged before or after the fault is there after a restart; the queue works again.
+//! append that hits one is refused with an I/O error and acknowledges nothing; once the fault
+//! clears the queue reopens its file and accepts appends again, in the same process; every append
+//! acknowledged before, during or after the fault is there, and after a restart too.
 
 use keyfold_core::{HashSuite, Mutation, MutationId, Version};
 use keyfold_ingest::faults::{FaultPlan, open_faulty_queue};
@@ -34,7 +35,7 @@ fn faults_acknowledge_nothing_unpersisted_and_restart_loses_nothing() {
         let path = dir.path().join("queue.redb");
         let plan = FaultPlan::new();
         let mut acked: Vec<MutationId> = Vec::new();
-        let mut refused = 0;
+        let (mut refused, mut refused_after_clear) = (0, 0);
         {
             let queue = open_faulty_queue(&path, OPTIONS, &plan).unwrap();
             acked.extend(queue.append(batch(0)).unwrap().into_iter().map(|r| r.id));
@@ -52,11 +53,13 @@ fn faults_acknowledge_nothing_unpersisted_and_restart_loses_nothing() {
                     Err(e) => {
                         assert!(matches!(e, QueueError::Io(_)), "{fault:?}: an I/O fault is an I/O error: {e}");
                         refused += 1;
+                        refused_after_clear += u32::from(b >= 4);
                     }
                 }
             }
         }
         assert!(plan.injected() > 0 && refused > 0, "{fault:?}: the fault was hit ({} injected)", plan.injected());
+        assert_eq!(refused_after_clear, 0, "{fault:?}: once the fault cleared, the queue recovered in place");
         // Restart over the same file: everything acknowledged is there, and appends work again.
         let queue = open_faulty_queue(&path, OPTIONS, &FaultPlan::new()).unwrap();
         let present: HashSet<MutationId> = queue
