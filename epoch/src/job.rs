@@ -55,6 +55,20 @@ pub struct PhaseTimings {
     pub commit: Duration,
 }
 
+impl PhaseTimings {
+    /// Each phase with its name, in pipeline order (metrics labels, benchmark reports).
+    pub fn named(&self) -> [(&'static str, Duration); 6] {
+        [
+            ("cut", self.cut),
+            ("apply", self.apply),
+            ("tree", self.tree),
+            ("archive", self.archive),
+            ("sign", self.sign),
+            ("commit", self.commit),
+        ]
+    }
+}
+
 /// What one epoch run produced.
 #[derive(Debug, Clone)]
 pub struct EpochReport {
@@ -495,16 +509,7 @@ pub(crate) fn archive_rows(
 fn record_metrics(result: &Result<EpochReport, EpochError>) {
     match result {
         Ok(report) => {
-            let t = &report.timings;
-            let phases = [
-                ("cut", t.cut),
-                ("apply", t.apply),
-                ("tree", t.tree),
-                ("archive", t.archive),
-                ("sign", t.sign),
-                ("commit", t.commit),
-            ];
-            for (phase, took) in phases {
+            for (phase, took) in report.timings.named() {
                 metrics::histogram!("keyfold_epoch_phase_duration_seconds", "phase" => phase)
                     .record(took.as_secs_f64());
             }

@@ -7,9 +7,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use keyfold_benches::{prefill, updates_for, user_key, w1_ids};
 use keyfold_core::{HashSuite, Mutation, SigningKey, Version};
-use keyfold_epoch::{
-    ArchiveSink, DirArchives, EpochJob, HeadStore, MemoryArchives, MemoryHeadStore, PhaseTimings, RedbHeadStore,
-};
+use keyfold_epoch::{ArchiveSink, DirArchives, EpochJob, HeadStore, MemoryArchives, MemoryHeadStore, RedbHeadStore};
 use keyfold_ingest::{MemoryQueue, Queue, RedbQueue, RedbQueueOptions};
 use keyfold_shards::{Map, MemoryStore, RedbOptions, RedbStore, TreeConfig, TreeError, TreeStore, lookup_in};
 use rand::{Rng, SeedableRng};
@@ -391,17 +389,6 @@ fn cores_used(cpu_before: Option<Duration>, wall: Instant) -> Option<f64> {
 
 const PIPELINE_PHASES: [&str; 7] = ["ingest", "cut", "apply", "tree", "archive", "sign", "commit"];
 
-fn phases_of(t: &PhaseTimings) -> [(&'static str, Duration); 6] {
-    [
-        ("cut", t.cut),
-        ("apply", t.apply),
-        ("tree", t.tree),
-        ("archive", t.archive),
-        ("sign", t.sign),
-        ("commit", t.commit),
-    ]
-}
-
 /// Seeded mutations with the versions the keys are at, so that every one applies.
 struct Workload {
     versions: Vec<u64>,
@@ -444,7 +431,7 @@ fn run_pipeline<Q: Queue, S: TreeStore, H: HeadStore>(
         let ingest = start.elapsed();
         now_ms += 1000;
         let report = job.run_epoch(now_ms).map_err(|e| e.to_string())?;
-        let mut s = sample(report.head.epoch.0, &phases_of(&report.timings), Some(ingest));
+        let mut s = sample(report.head.epoch.0, &report.timings.named(), Some(ingest));
         s.applied = report.head.counts.applied;
         s.rejected = report.head.counts.rejected;
         if s.rejected != 0 {
