@@ -20,6 +20,8 @@ use rayon::prelude::*;
 use std::sync::Arc;
 use thiserror::Error;
 
+mod footer;
+
 /// The `created_by` recorded in every archive (part of the bytes, so pinned).
 pub const CREATED_BY: &str = "keyfold archive format 1";
 
@@ -84,6 +86,9 @@ pub enum ArchiveError {
     Schema(String),
     #[error("row {row}: {message}")]
     Row { row: usize, message: String },
+    /// The footer fails the bounds check made before the Parquet reader sees it (`footer`).
+    #[error("the Parquet footer is not that of a Keyfold format 1 archive: {0}")]
+    Footer(String),
     #[error("not a readable Parquet archive: the reader failed on malformed input ({0})")]
     Malformed(String),
 }
@@ -263,7 +268,9 @@ impl<'a> Columns<'a> {
 /// Decodes an archive; the schema must be exactly format 1 and rows in strictly increasing
 /// position order. Archives come from outside (a monitor downloads them), so malformed bytes are
 /// an error, never a panic: the Parquet reader panics on some (found by fuzzing: negative column
-/// offsets in the footer), and such a panic is turned into [`ArchiveError::Malformed`].
+/// offsets in the footer), and such a panic is turned into [`ArchiveError::Malformed`]. A panic
+/// cannot guard against an allocation the size of whatever the footer declares (that aborts), so
+/// the footer's declared lengths are bounded before the reader sees it (`footer::check`).
 pub fn read_archive(bytes: &[u8]) -> Result<Vec<ArchiveRow>, ArchiveError> {
     std::panic::catch_unwind(|| read_archive_unguarded(bytes)).unwrap_or_else(|panic| {
         let message = panic
@@ -276,6 +283,8 @@ pub fn read_archive(bytes: &[u8]) -> Result<Vec<ArchiveRow>, ArchiveError> {
 }
 
 fn read_archive_unguarded(bytes: &[u8]) -> Result<Vec<ArchiveRow>, ArchiveError> {
+    // The reader would allocate whatever the footer declares: check it first (see `footer`).
+    footer::check(bytes).map_err(ArchiveError::Footer)?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::copy_from_slice(bytes))?;
     if builder.schema().fields() != schema().fields() {
         return Err(ArchiveError::Schema(format!("found {:?}", builder.schema().fields())));

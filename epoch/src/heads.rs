@@ -5,7 +5,11 @@
 use crate::error::EpochError;
 use keyfold_core::Epoch;
 use keyfold_ingest::Position;
+use keyfold_shards::reopen::{Opener, ReopeningDb, file_opener};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+/// redb's page cache for the small heads and index files.
+pub(crate) const DEFAULT_CACHE_BYTES: usize = 16 << 20;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
@@ -70,20 +74,43 @@ const HEADS: TableDefinition<u64, &[u8]> = TableDefinition::new("heads");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const KEY_CURSOR: &str = "cursor";
 
-/// Heads in `heads.redb`.
+/// Heads in `heads.redb`. After a failed write (I/O error, full disk) the file is reopened on
+/// next use ([`ReopeningDb`]), so the store recovers in place once the fault clears.
 #[derive(Debug)]
 pub struct RedbHeadStore {
-    db: Database,
+    db: ReopeningDb,
 }
 
 impl RedbHeadStore {
     pub fn open(path: &Path) -> Result<RedbHeadStore, EpochError> {
-        let db = Database::create(path).map_err(EpochError::io)?;
-        let txn = db.begin_write().map_err(EpochError::io)?;
-        drop(txn.open_table(HEADS).map_err(EpochError::io)?);
-        drop(txn.open_table(META).map_err(EpochError::io)?);
-        txn.commit().map_err(EpochError::io)?;
-        Ok(RedbHeadStore { db })
+        Self::open_with(path, file_opener(DEFAULT_CACHE_BYTES))
+    }
+
+    /// As [`RedbHeadStore::open`], opening the file with `opener` (tests inject faults with it).
+    pub fn open_with(path: &Path, opener: Opener) -> Result<RedbHeadStore, EpochError> {
+        let store = RedbHeadStore { db: ReopeningDb::open(path, opener).map_err(EpochError::io)? };
+        store.write(|db| {
+            let txn = db.begin_write().map_err(EpochError::io)?;
+            drop(txn.open_table(HEADS).map_err(EpochError::io)?);
+            drop(txn.open_table(META).map_err(EpochError::io)?);
+            txn.commit().map_err(EpochError::io)
+        })?;
+        Ok(store)
+    }
+
+    fn read(&self) -> Result<redb::ReadTransaction, EpochError> {
+        self.db.get().map_err(EpochError::io)?.begin_read().map_err(EpochError::io)
+    }
+
+    /// Runs a write; after an I/O error the handle is dropped and reopened on next use.
+    fn write<T>(&self, write: impl FnOnce(&Database) -> Result<T, EpochError>) -> Result<T, EpochError> {
+        let db = self.db.get().map_err(EpochError::io)?;
+        let result = write(&db);
+        if matches!(result, Err(EpochError::Io(_))) {
+            drop(db);
+            self.db.failed();
+        }
+        result
     }
 }
 
@@ -93,7 +120,7 @@ fn note_from(bytes: &[u8], epoch: u64) -> Result<String, EpochError> {
 
 impl HeadStore for RedbHeadStore {
     fn latest(&self) -> Result<Option<(Epoch, String)>, EpochError> {
-        let txn = self.db.begin_read().map_err(EpochError::io)?;
+        let txn = self.read()?;
         let table = txn.open_table(HEADS).map_err(EpochError::io)?;
         match table.last().map_err(EpochError::io)? {
             Some((e, note)) => Ok(Some((Epoch(e.value()), note_from(note.value(), e.value())?))),
@@ -102,28 +129,32 @@ impl HeadStore for RedbHeadStore {
     }
 
     fn get(&self, epoch: Epoch) -> Result<Option<String>, EpochError> {
-        let txn = self.db.begin_read().map_err(EpochError::io)?;
+        let txn = self.read()?;
         let table = txn.open_table(HEADS).map_err(EpochError::io)?;
         table.get(epoch.0).map_err(EpochError::io)?.map(|n| note_from(n.value(), epoch.0)).transpose()
     }
 
     fn cursor(&self) -> Result<Position, EpochError> {
-        let txn = self.db.begin_read().map_err(EpochError::io)?;
+        let txn = self.read()?;
         let table = txn.open_table(META).map_err(EpochError::io)?;
         Ok(Position(table.get(KEY_CURSOR).map_err(EpochError::io)?.map_or(0, |v| v.value())))
     }
 
+    // If this commit fails (I/O error, full disk), redb's recovery on reopen discards it: no head
+    // for `epoch` exists, exactly as after a crash before it, and the epoch is run again.
     fn commit(&self, epoch: Epoch, note: &str, cursor: Position) -> Result<(), EpochError> {
-        let mut txn = self.db.begin_write().map_err(EpochError::io)?;
-        txn.set_durability(Durability::Immediate).map_err(EpochError::io)?;
-        {
-            let mut heads = txn.open_table(HEADS).map_err(EpochError::io)?;
-            let latest = heads.last().map_err(EpochError::io)?.map(|(e, _)| Epoch(e.value()));
-            check_next(latest, epoch)?; // compare-and-set inside the write transaction
-            heads.insert(epoch.0, note.as_bytes()).map_err(EpochError::io)?;
-            txn.open_table(META).map_err(EpochError::io)?.insert(KEY_CURSOR, cursor.0).map_err(EpochError::io)?;
-        }
-        txn.commit().map_err(EpochError::io)
+        self.write(|db| {
+            let mut txn = db.begin_write().map_err(EpochError::io)?;
+            txn.set_durability(Durability::Immediate).map_err(EpochError::io)?;
+            {
+                let mut heads = txn.open_table(HEADS).map_err(EpochError::io)?;
+                let latest = heads.last().map_err(EpochError::io)?.map(|(e, _)| Epoch(e.value()));
+                check_next(latest, epoch)?; // compare-and-set inside the write transaction
+                heads.insert(epoch.0, note.as_bytes()).map_err(EpochError::io)?;
+                txn.open_table(META).map_err(EpochError::io)?.insert(KEY_CURSOR, cursor.0).map_err(EpochError::io)?;
+            }
+            txn.commit().map_err(EpochError::io)
+        })
     }
 }
 

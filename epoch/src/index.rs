@@ -9,6 +9,7 @@
 use crate::error::EpochError;
 use keyfold_archive::{ArchiveOutcome, ArchiveRow};
 use keyfold_core::{Epoch, Index, MutationId, Version};
+use keyfold_shards::reopen::{Opener, ReopeningDb, file_opener};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -181,22 +182,31 @@ fn history_key(index: &Index, epoch: Epoch, position: u64) -> [u8; 48] {
     k
 }
 
-/// The indexes in one redb file (`index.redb` in a data directory).
+/// The indexes in one redb file (`index.redb` in a data directory). After a failed write the
+/// file is reopened on next use ([`ReopeningDb`]).
 #[derive(Debug)]
 pub struct RedbOutcomeIndex {
-    db: Database,
+    db: ReopeningDb,
 }
 
 impl RedbOutcomeIndex {
     pub fn open(path: &Path) -> Result<RedbOutcomeIndex, EpochError> {
-        let db = Database::create(path).map_err(EpochError::io)?;
-        Ok(RedbOutcomeIndex { db })
+        Self::open_with(path, file_opener(crate::heads::DEFAULT_CACHE_BYTES))
+    }
+
+    /// As [`RedbOutcomeIndex::open`], opening the file with `opener` (tests inject faults with it).
+    pub fn open_with(path: &Path, opener: Opener) -> Result<RedbOutcomeIndex, EpochError> {
+        Ok(RedbOutcomeIndex { db: ReopeningDb::open(path, opener).map_err(EpochError::io)? })
+    }
+
+    fn read(&self) -> Result<redb::ReadTransaction, EpochError> {
+        self.db.get().map_err(EpochError::io)?.begin_read().map_err(EpochError::io)
     }
 }
 
 impl OutcomeIndex for RedbOutcomeIndex {
     fn indexed_through(&self) -> Result<Epoch, EpochError> {
-        let txn = self.db.begin_read().map_err(EpochError::io)?;
+        let txn = self.read()?;
         match txn.open_table(META) {
             Ok(t) => Ok(Epoch(t.get(KEY_THROUGH).map_err(EpochError::io)?.map_or(0, |v| v.value()))),
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(Epoch(0)),
@@ -207,34 +217,17 @@ impl OutcomeIndex for RedbOutcomeIndex {
     // Recovery if the process dies right after this commit: the epoch is indexed. If it dies
     // before: nothing of it is; the next start re-reads its archive.
     fn record(&self, epoch: Epoch, rows: &[ArchiveRow]) -> Result<(), EpochError> {
-        let mut txn = self.db.begin_write().map_err(EpochError::io)?;
-        txn.set_durability(Durability::Immediate).map_err(EpochError::io)?;
-        {
-            let mut meta = txn.open_table(META).map_err(EpochError::io)?;
-            let through = Epoch(meta.get(KEY_THROUGH).map_err(EpochError::io)?.map_or(0, |v| v.value()));
-            if !check_order(through, epoch)? {
-                return Ok(());
-            }
-            let mut outcomes = txn.open_table(OUTCOMES).map_err(EpochError::io)?;
-            for row in rows {
-                outcomes
-                    .insert(&row.mutation_id.0, encode_outcome(&outcome_of(row, epoch)).as_slice())
-                    .map_err(EpochError::io)?;
-            }
-            let mut history = txn.open_table(HISTORY).map_err(EpochError::io)?;
-            for (index, change, position) in applied(epoch, rows) {
-                let mut value = [0u8; 9];
-                value[..8].copy_from_slice(&change.version.0.to_be_bytes());
-                value[8] = u8::from(change.deleted);
-                history.insert(&history_key(&index, epoch, position), &value).map_err(EpochError::io)?;
-            }
-            meta.insert(KEY_THROUGH, epoch.0).map_err(EpochError::io)?;
+        let db = self.db.get().map_err(EpochError::io)?;
+        let result = record_in(&db, epoch, rows);
+        if matches!(result, Err(EpochError::Io(_))) {
+            drop(db);
+            self.db.failed(); // reopened (and recovered by redb) on next use
         }
-        txn.commit().map_err(EpochError::io)
+        result
     }
 
     fn outcome(&self, id: &MutationId) -> Result<Option<OutcomeRecord>, EpochError> {
-        let txn = self.db.begin_read().map_err(EpochError::io)?;
+        let txn = self.read()?;
         let table = match txn.open_table(OUTCOMES) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -244,7 +237,7 @@ impl OutcomeIndex for RedbOutcomeIndex {
     }
 
     fn history(&self, index: &Index, after: Epoch, limit: usize) -> Result<Vec<KeyVersion>, EpochError> {
-        let txn = self.db.begin_read().map_err(EpochError::io)?;
+        let txn = self.read()?;
         let table = match txn.open_table(HISTORY) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -264,6 +257,34 @@ impl OutcomeIndex for RedbOutcomeIndex {
         }
         Ok(out)
     }
+}
+
+/// One epoch's index records in one durable transaction (see `RedbOutcomeIndex::record`).
+fn record_in(db: &Database, epoch: Epoch, rows: &[ArchiveRow]) -> Result<(), EpochError> {
+    let mut txn = db.begin_write().map_err(EpochError::io)?;
+    txn.set_durability(Durability::Immediate).map_err(EpochError::io)?;
+    {
+        let mut meta = txn.open_table(META).map_err(EpochError::io)?;
+        let through = Epoch(meta.get(KEY_THROUGH).map_err(EpochError::io)?.map_or(0, |v| v.value()));
+        if !check_order(through, epoch)? {
+            return Ok(());
+        }
+        let mut outcomes = txn.open_table(OUTCOMES).map_err(EpochError::io)?;
+        for row in rows {
+            outcomes
+                .insert(&row.mutation_id.0, encode_outcome(&outcome_of(row, epoch)).as_slice())
+                .map_err(EpochError::io)?;
+        }
+        let mut history = txn.open_table(HISTORY).map_err(EpochError::io)?;
+        for (index, change, position) in applied(epoch, rows) {
+            let mut value = [0u8; 9];
+            value[..8].copy_from_slice(&change.version.0.to_be_bytes());
+            value[8] = u8::from(change.deleted);
+            history.insert(&history_key(&index, epoch, position), &value).map_err(EpochError::io)?;
+        }
+        meta.insert(KEY_THROUGH, epoch.0).map_err(EpochError::io)?;
+    }
+    txn.commit().map_err(EpochError::io)
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ mod error;
 mod map;
 mod memory;
 mod redb_store;
+pub mod reopen;
 mod store;
 mod update;
 

@@ -19,12 +19,13 @@ use crate::encoding::{
     find_in_leaf_page, find_in_node_page, node_key, node_page_position, page_key,
 };
 use crate::error::TreeError;
+use crate::reopen::{Opener, ReopeningDb, file_opener};
 use crate::store::{Child, Children, EpochBatch, NodeKey, Snapshot, TreeConfig, TreeStore};
 use keyfold_core::{Epoch, HashSuite, Index, LeafValue};
 use rayon::prelude::*;
 use redb::{Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 type BytesTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
 
@@ -68,8 +69,8 @@ pub enum CommitFault {
 pub struct RedbStore {
     config: TreeConfig,
     dir: PathBuf,
-    meta: Database,
-    groups: Vec<Database>,
+    meta: ReopeningDb,
+    groups: Vec<ReopeningDb>,
     commit_lock: Mutex<()>,
 }
 
@@ -90,20 +91,26 @@ struct GroupRecords {
 impl RedbStore {
     /// Opens the store in `dir`, creating it (and `dir`) if it holds none.
     pub fn open(dir: &Path, options: RedbOptions) -> Result<RedbStore, TreeError> {
+        Self::open_with(dir, options, file_opener(options.cache_size_bytes))
+    }
+
+    /// As [`RedbStore::open`], opening each file with `opener` (tests inject I/O faults with it).
+    /// After a failed write the store drops that file's handle and reopens it on next use (see
+    /// [`ReopeningDb`]), so it recovers in place once the fault clears.
+    pub fn open_with(dir: &Path, options: RedbOptions, opener: Opener) -> Result<RedbStore, TreeError> {
         if options.groups == 0 || options.groups > 256 {
             return Err(TreeError::InvalidConfig(format!("groups is {}; choose 1..=256", options.groups)));
         }
         std::fs::create_dir_all(dir).map_err(TreeError::io)?;
         let meta_path = dir.join("meta.redb");
         let fresh = !meta_path.exists();
-        let open =
-            |path: PathBuf| Database::builder().set_cache_size(options.cache_size_bytes).create(path).map_err(io);
+        let open = |path: PathBuf| ReopeningDb::open(&path, Arc::clone(&opener)).map_err(io);
         let meta = open(meta_path)?;
         let (config, groups) = if fresh {
-            Self::initialise(&meta, &options)?;
+            Self::initialise(&*meta.get().map_err(io)?, &options)?;
             (options.config, options.groups)
         } else {
-            Self::read_config(&meta, &options)?
+            Self::read_config(&*meta.get().map_err(io)?, &options)?
         };
         let groups = (0..groups).map(|g| open(dir.join(format!("group-{g:03}.redb")))).collect::<Result<_, _>>()?;
         Ok(RedbStore { config, dir: dir.to_path_buf(), meta, groups, commit_lock: Mutex::new(()) })
@@ -204,35 +211,49 @@ impl RedbStore {
         self.groups
             .par_iter()
             .zip(records.par_iter_mut())
-            .map(|(db, records)| write_group(db, batch.epoch, records))
+            .map(|(db, records)| on_failure(db, |d| write_group(d, batch.epoch, records)))
             .collect::<Result<Vec<()>, TreeError>>()?;
         if fault == CommitFault::AfterGroups {
             return Ok(());
         }
         // Step 2: meta.redb names the new epoch, atomically with its root and top nodes.
         // Recovery if the process dies right after this commit: nothing to do; the epoch is complete.
-        self.write_meta(batch)
+        // If this commit fails instead (I/O error, full disk), the same holds as for a crash
+        // before it: the group records are unreachable and the retry of the epoch replaces them.
+        on_failure(&self.meta, |meta| write_meta(meta, batch))
     }
+}
 
-    fn write_meta(&self, batch: &EpochBatch) -> Result<(), TreeError> {
-        let e = batch.epoch;
-        let mut txn = self.meta.begin_write().map_err(io)?;
-        txn.set_durability(Durability::Immediate).map_err(io)?;
-        {
-            let mut nodes = txn.open_table(NODES).map_err(io)?;
-            let mut buf = Vec::with_capacity(146);
-            for (key, children) in &batch.top_nodes {
-                buf.clear();
-                encode_children(children, &mut buf);
-                nodes.insert(node_key(key, e).as_slice(), buf.as_slice()).map_err(io)?;
-            }
-            buf.clear();
-            encode_child(&batch.root, &mut buf);
-            txn.open_table(ROOTS).map_err(io)?.insert(e.0, buf.as_slice()).map_err(io)?;
-            txn.open_table(META).map_err(io)?.insert(KEY_LATEST, e.0.to_be_bytes().as_slice()).map_err(io)?;
-        }
-        txn.commit().map_err(io)
+/// Runs a write on `db`'s handle; after a storage error the handle is dropped, so the next use
+/// reopens the file (redb refuses every later write through a handle whose write failed).
+fn on_failure<T>(db: &ReopeningDb, write: impl FnOnce(&Database) -> Result<T, TreeError>) -> Result<T, TreeError> {
+    let handle = db.get().map_err(io)?;
+    let result = write(&handle);
+    if matches!(result, Err(TreeError::Io(_))) {
+        drop(handle);
+        db.failed();
     }
+    result
+}
+
+fn write_meta(meta: &Database, batch: &EpochBatch) -> Result<(), TreeError> {
+    let e = batch.epoch;
+    let mut txn = meta.begin_write().map_err(io)?;
+    txn.set_durability(Durability::Immediate).map_err(io)?;
+    {
+        let mut nodes = txn.open_table(NODES).map_err(io)?;
+        let mut buf = Vec::with_capacity(146);
+        for (key, children) in &batch.top_nodes {
+            buf.clear();
+            encode_children(children, &mut buf);
+            nodes.insert(node_key(key, e).as_slice(), buf.as_slice()).map_err(io)?;
+        }
+        buf.clear();
+        encode_child(&batch.root, &mut buf);
+        txn.open_table(ROOTS).map_err(io)?.insert(e.0, buf.as_slice()).map_err(io)?;
+        txn.open_table(META).map_err(io)?.insert(KEY_LATEST, e.0.to_be_bytes().as_slice()).map_err(io)?;
+    }
+    txn.commit().map_err(io)
 }
 
 /// Writes one group's records of `epoch` in one durable transaction, after deleting whatever an
@@ -355,12 +376,12 @@ impl TreeStore for RedbStore {
     }
 
     fn latest_epoch(&self) -> Result<Epoch, TreeError> {
-        let txn = self.meta.begin_read().map_err(io)?;
+        let txn = self.meta.get().map_err(io)?.begin_read().map_err(io)?;
         read_latest(&txn)
     }
 
     fn snapshot(&self, at: Epoch) -> Result<RedbSnapshot<'_>, TreeError> {
-        let meta = self.meta.begin_read().map_err(io)?;
+        let meta = self.meta.get().map_err(io)?.begin_read().map_err(io)?;
         let latest = read_latest(&meta)?;
         if at > latest {
             return Err(TreeError::EpochNotCommitted { requested: at, latest });
@@ -371,7 +392,7 @@ impl TreeStore for RedbStore {
         let mut group_nodes = Vec::with_capacity(self.groups.len());
         let mut group_leaves = Vec::with_capacity(self.groups.len());
         for db in &self.groups {
-            let txn = db.begin_read().map_err(io)?;
+            let txn = db.get().map_err(io)?.begin_read().map_err(io)?;
             group_nodes.push(open_read_table(&txn, NODES)?);
             group_leaves.push(open_read_table(&txn, LEAVES)?);
         }
