@@ -6,7 +6,7 @@
 //! `created_by` string is ours, and rows come in queue order, so the same epoch always gives the
 //! same file and digest.
 
-use arrow_array::builder::{BinaryBuilder, BooleanBuilder, FixedSizeBinaryBuilder, StringBuilder, UInt64Builder};
+use arrow_array::builder::{BinaryBuilder, FixedSizeBinaryBuilder, StringBuilder, UInt64Builder};
 use arrow_array::{
     Array, ArrayRef, BinaryArray, BooleanArray, FixedSizeBinaryArray, RecordBatch, StringArray, UInt64Array,
 };
@@ -14,6 +14,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use keyfold_core::{Hash, HashSuite};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_writer::{ArrowColumnChunk, compute_leaves};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
 use rayon::prelude::*;
@@ -122,15 +123,15 @@ fn writer_properties() -> WriterProperties {
         .set_dictionary_enabled(false)
         .set_statistics_enabled(EnabledStatistics::None)
         .set_bloom_filter_enabled(false)
-        .set_max_row_group_size(1 << 20)
+        .set_max_row_group_size(ROW_GROUP_ROWS)
         .set_data_page_size_limit(1 << 20)
         .set_write_batch_size(1024)
         .set_key_value_metadata(None)
         .build()
 }
 
-fn hash_array(values: impl Iterator<Item = Option<Hash>>) -> Result<ArrayRef, ArchiveError> {
-    let mut b = FixedSizeBinaryBuilder::new(32);
+fn hash_array(values: impl ExactSizeIterator<Item = Option<Hash>>) -> Result<ArrayRef, ArchiveError> {
+    let mut b = FixedSizeBinaryBuilder::with_capacity(values.len(), 32);
     for v in values {
         match v {
             Some(h) => b.append_value(h.0)?,
@@ -140,55 +141,84 @@ fn hash_array(values: impl Iterator<Item = Option<Hash>>) -> Result<ArrayRef, Ar
     Ok(Arc::new(b.finish()))
 }
 
-fn binary_array<'a>(values: impl Iterator<Item = Option<&'a [u8]>>) -> ArrayRef {
-    let mut b = BinaryBuilder::new();
+fn binary_array<'a>(values: impl Iterator<Item = Option<&'a [u8]>> + Clone) -> ArrayRef {
+    let bytes = values.clone().map(|v| v.map_or(0, <[u8]>::len)).sum();
+    let mut b = BinaryBuilder::with_capacity(values.size_hint().0, bytes);
     for v in values {
         b.append_option(v);
     }
     Arc::new(b.finish())
 }
 
-/// Encodes `rows` (in queue order) as an archive file.
-pub fn write_archive(rows: &[ArchiveRow]) -> Result<Vec<u8>, ArchiveError> {
-    assert!(rows.windows(2).all(|w| w[0].position < w[1].position), "archive rows must be in queue order");
+/// The largest row group (pinned in [`writer_properties`] as well).
+const ROW_GROUP_ROWS: usize = 1 << 20;
+
+/// Column `c` of the schema for `rows`.
+fn column_array(c: usize, rows: &[ArchiveRow]) -> Result<ArrayRef, ArchiveError> {
     let u64s = |f: &dyn Fn(&ArchiveRow) -> Option<u64>| -> ArrayRef {
-        let mut b = UInt64Builder::new();
+        let mut b = UInt64Builder::with_capacity(rows.len());
         for r in rows {
             b.append_option(f(r));
         }
         Arc::new(b.finish())
     };
-    let position = u64s(&|r| Some(r.position));
-    let expected = u64s(&|r| Some(r.expected_version));
-    let new_version = u64s(&|r| r.new_version);
-    let mut tombstone = BooleanBuilder::new();
-    let mut outcome = StringBuilder::new();
-    let mut reason = StringBuilder::new();
-    for r in rows {
-        tombstone.append_value(r.tombstone);
-        outcome.append_value(r.outcome.as_str());
-        reason.append_option(r.reason.as_deref());
+    Ok(match c {
+        0 => u64s(&|r| Some(r.position)),
+        1 => hash_array(rows.iter().map(|r| Some(r.mutation_id)))?,
+        2 => hash_array(rows.iter().map(|r| r.key_index))?,
+        3 => binary_array(rows.iter().map(|r| r.key.as_deref())),
+        4 => binary_array(rows.iter().map(|r| r.value.as_deref())),
+        5 => Arc::new(rows.iter().map(|r| Some(r.tombstone)).collect::<BooleanArray>()),
+        6 => binary_array(rows.iter().map(|r| r.owner_signature.as_deref())),
+        7 => u64s(&|r| Some(r.expected_version)),
+        8 => u64s(&|r| r.new_version),
+        9 => {
+            let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 8);
+            rows.iter().for_each(|r| b.append_value(r.outcome.as_str()));
+            Arc::new(b.finish())
+        }
+        10 => {
+            let mut b = StringBuilder::new();
+            rows.iter().for_each(|r| b.append_option(r.reason.as_deref()));
+            Arc::new(b.finish())
+        }
+        11 => hash_array(rows.iter().map(|r| r.leaf_hash))?,
+        _ => unreachable!("the schema has 12 columns"),
+    })
+}
+
+/// Encodes `rows` (in queue order) as an archive file.
+///
+/// Row groups of [`ROW_GROUP_ROWS`] rows, as `ArrowWriter` cuts them; within a row group the 12
+/// columns are built and encoded in parallel (each column chunk's bytes depend only on its
+/// column), then appended in schema order, so the bytes are the same as a sequential
+/// `ArrowWriter` writes, whatever the thread count (pinned by the golden archive digests).
+pub fn write_archive(rows: &[ArchiveRow]) -> Result<Vec<u8>, ArchiveError> {
+    assert!(rows.windows(2).all(|w| w[0].position < w[1].position), "archive rows must be in queue order");
+    let schema = schema();
+    let writer = ArrowWriter::try_new(Vec::new(), Arc::clone(&schema), Some(writer_properties()))?;
+    let (mut writer, factory) = writer.into_serialized_writer()?;
+    for (group, rows) in rows.chunks(ROW_GROUP_ROWS).enumerate() {
+        let columns = factory.create_column_writers(group)?;
+        assert_eq!(columns.len(), schema.fields().len(), "one leaf column per field");
+        let chunks = columns
+            .into_par_iter()
+            .enumerate()
+            .map(|(c, mut column)| {
+                let array = column_array(c, rows)?;
+                for leaf in compute_leaves(schema.field(c), &array)? {
+                    column.write(&leaf)?;
+                }
+                Ok(column.close()?)
+            })
+            .collect::<Result<Vec<ArrowColumnChunk>, ArchiveError>>()?;
+        let mut row_group = writer.next_row_group()?;
+        for chunk in chunks {
+            chunk.append_to_row_group(&mut row_group)?;
+        }
+        row_group.close()?;
     }
-    let columns: Vec<ArrayRef> = vec![
-        position,
-        hash_array(rows.iter().map(|r| Some(r.mutation_id)))?,
-        hash_array(rows.iter().map(|r| r.key_index))?,
-        binary_array(rows.iter().map(|r| r.key.as_deref())),
-        binary_array(rows.iter().map(|r| r.value.as_deref())),
-        Arc::new(tombstone.finish()),
-        binary_array(rows.iter().map(|r| r.owner_signature.as_deref())),
-        expected,
-        new_version,
-        Arc::new(outcome.finish()),
-        Arc::new(reason.finish()),
-        hash_array(rows.iter().map(|r| r.leaf_hash))?,
-    ];
-    let batch = RecordBatch::try_new(schema(), columns)?;
-    let mut out = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut out, schema(), Some(writer_properties()))?;
-    writer.write(&batch)?;
-    writer.close()?;
-    Ok(out)
+    Ok(writer.into_inner()?) // writes the footer
 }
 
 /// The digest signed in the head: `suite.archive_digest(file bytes)`.
@@ -306,4 +336,64 @@ fn read_archive_unguarded(bytes: &[u8]) -> Result<Vec<ArchiveRow>, ArchiveError>
         return Err(ArchiveError::Row { row: w + 1, message: "positions are not strictly increasing".into() });
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plain `ArrowWriter` path: one record batch, encoded column after column.
+    fn write_sequential(rows: &[ArchiveRow]) -> Vec<u8> {
+        let columns = (0..12).map(|c| column_array(c, rows).unwrap()).collect();
+        let batch = RecordBatch::try_new(schema(), columns).unwrap();
+        let mut out = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut out, schema(), Some(writer_properties())).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        out
+    }
+
+    fn rows(n: usize) -> Vec<ArchiveRow> {
+        (0..n)
+            .map(|i| {
+                let b = u8::try_from(i % 251).unwrap();
+                ArchiveRow {
+                    position: i as u64 * 3 + 1,
+                    mutation_id: Hash([b; 32]),
+                    key_index: Some(Hash([b ^ 0x5a; 32])),
+                    key: Some(format!("user{i}@example.com").into_bytes()),
+                    value: (i % 7 != 0).then(|| vec![b; i % 40]),
+                    tombstone: i % 7 == 0,
+                    owner_signature: (i % 5 == 0).then(|| vec![b; 64]),
+                    expected_version: (i % 3) as u64,
+                    new_version: (i % 4 != 0).then_some((i % 3) as u64 + 1),
+                    outcome: match i % 4 {
+                        0 => ArchiveOutcome::Rejected,
+                        1 | 2 => ArchiveOutcome::Applied,
+                        _ => ArchiveOutcome::Duplicate,
+                    },
+                    reason: (i % 4 == 0).then(|| "expected version 0, found 1".to_owned()),
+                    leaf_hash: (i % 4 != 0).then_some(Hash([b.wrapping_add(1); 32])),
+                }
+            })
+            .collect()
+    }
+
+    /// Parallel column encoding writes the bytes the sequential writer writes, across a row
+    /// group boundary and whatever the thread count.
+    #[test]
+    fn parallel_encoding_writes_the_sequential_bytes() {
+        for n in [0, 1, 50, ROW_GROUP_ROWS + 3] {
+            let rows = rows(n);
+            let expected = write_sequential(&rows);
+            for threads in [1, 3] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let bytes = pool.install(|| write_archive(&rows)).unwrap();
+                assert!(bytes == expected, "{n} rows, {threads} threads: the bytes differ");
+            }
+            if n > ROW_GROUP_ROWS {
+                assert_eq!(read_archive(&expected).unwrap(), rows, "two row groups read back");
+            }
+        }
+    }
 }

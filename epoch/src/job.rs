@@ -342,10 +342,11 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         // signs its digest. Recovery if the process dies right after: the re-run writes the same
         // bytes again (deterministic) and signs the same digest.
         let t = Instant::now();
-        let rows = archive_rows(suite, &mutations, &applied.outcomes);
+        let rows = archive_rows(suite, mutations, &applied.outcomes);
         let bytes = write_archive(&rows)?;
-        let archive = suite.archive_digest(&bytes);
-        self.archives.put(epoch, &bytes)?;
+        // The digest (CPU) while the file is written and fsynced (mostly waiting on the disk).
+        let (archive, stored) = rayon::join(|| suite.archive_digest(&bytes), || self.archives.put(epoch, &bytes));
+        stored?;
         timings.archive = t.elapsed();
         stop(CrashPoint::AfterArchiveWrite)?;
 
@@ -466,19 +467,20 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
     }
 }
 
-/// The archive rows of an epoch: each consumed mutation (queue order) with its outcome.
+/// The archive rows of an epoch: each consumed mutation (queue order) with its outcome. The
+/// mutations move into the rows (keys, values and signatures are not copied).
 pub(crate) fn archive_rows(
     suite: keyfold_core::HashSuite,
-    mutations: &[(Position, Mutation)],
+    mutations: Vec<(Position, Mutation)>,
     outcomes: &[MutationOutcome],
 ) -> Vec<ArchiveRow> {
     assert_eq!(mutations.len(), outcomes.len(), "one outcome per mutation");
     mutations
-        .par_iter()
+        .into_par_iter()
         .zip(outcomes)
         .with_min_len(1024)
         .map(|((position, m), o)| {
-            debug_assert_eq!(*position, o.position);
+            debug_assert_eq!(position, o.position);
             let (outcome, new_version, reason, leaf_hash) = match &o.outcome {
                 Outcome::Applied { version } => {
                     let leaf = suite.leaf_hash_parts(&o.index, *version, m.value.as_deref());
@@ -491,10 +493,10 @@ pub(crate) fn archive_rows(
                 position: position.0,
                 mutation_id: o.id.0,
                 key_index: Some(keyfold_core::Hash(o.index.0)),
-                key: Some(m.key.clone()),
-                value: m.value.clone(),
                 tombstone: m.value.is_none(),
-                owner_signature: m.owner_signature.clone(),
+                key: Some(m.key),
+                value: m.value,
+                owner_signature: m.owner_signature,
                 expected_version: m.expected_version.0,
                 new_version,
                 outcome,
