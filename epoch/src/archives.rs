@@ -1,71 +1,174 @@
-//! Where epoch archives are kept: a local directory (durable) or memory (tests).
+//! Where epoch archives are kept: objects in an object store (`object_store`: a local directory
+//! by default, durable with fsync), or plain memory for tests.
 
 use crate::error::EpochError;
+use bytes::Bytes;
 use keyfold_core::Epoch;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{GetOptions, ObjectStore, PutOptions, PutPayload};
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 /// Stores each epoch's archive file. `put` returns only once the bytes are durable.
 pub trait ArchiveSink: Send + Sync + std::fmt::Debug {
-    fn put(&self, epoch: Epoch, bytes: &[u8]) -> Result<(), EpochError>;
+    fn put(&self, epoch: Epoch, bytes: Bytes) -> Result<(), EpochError>;
     fn get(&self, epoch: Epoch) -> Result<Option<Vec<u8>>, EpochError>;
 }
 
-/// Archives as files `epoch-<20 digits>.parquet` in a directory.
-#[derive(Debug)]
-pub struct DirArchives {
-    dir: PathBuf,
+/// The object name of an epoch's archive: `epoch-<20 digits>.parquet`.
+pub fn archive_name(epoch: Epoch) -> String {
+    format!("epoch-{:020}.parquet", epoch.0)
 }
 
-impl DirArchives {
-    pub fn open(dir: &Path) -> Result<DirArchives, EpochError> {
-        std::fs::create_dir_all(dir).map_err(|e| EpochError::Io(Box::new(e)))?;
-        Ok(DirArchives { dir: dir.to_path_buf() })
-    }
+/// Archives as objects `<prefix>/epoch-<20 digits>.parquet` in an [`ObjectStore`].
+///
+/// The default is a local directory ([`ObjectArchives::local`]): `object_store`'s
+/// `LocalFileSystem` with fsync on, which writes a staging file, fsyncs it, renames it over the
+/// final name and fsyncs the directory before `put` returns. Any other store (S3, GCS, Azure
+/// when `object_store` is built with their features) acknowledges a put once it is durable by
+/// its own contract. Recovery if the process dies during or right after a put: no head names
+/// the archive yet; the re-run of the epoch writes the identical bytes again (archives are
+/// deterministic), overwriting whatever is there.
+pub struct ObjectArchives {
+    store: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+    /// Where the archives are, for messages.
+    location: String,
+    /// Drives the store's async API from the (synchronous) epoch job and API workers.
+    runtime: tokio::runtime::Runtime,
+}
 
-    pub fn path(&self, epoch: Epoch) -> PathBuf {
-        self.dir.join(format!("epoch-{:020}.parquet", epoch.0))
+impl std::fmt::Debug for ObjectArchives {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectArchives").field("location", &self.location).finish()
     }
 }
 
-impl ArchiveSink for DirArchives {
-    // Written to a temporary file, synced, renamed over the final name, then the directory is
-    // synced. Recovery if the process dies at any point: either no file or a complete one exists;
-    // the re-run of the epoch writes the identical bytes again (archives are deterministic).
-    fn put(&self, epoch: Epoch, bytes: &[u8]) -> Result<(), EpochError> {
-        let io = |e: std::io::Error| EpochError::Io(Box::new(e));
-        let tmp = self.dir.join(format!("epoch-{:020}.parquet.tmp", epoch.0));
-        let mut file = std::fs::File::create(&tmp).map_err(io)?;
-        file.write_all(bytes).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, self.path(epoch)).map_err(io)?;
-        std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io)
+fn io(e: impl std::error::Error + Send + Sync + 'static) -> EpochError {
+    EpochError::Io(Box::new(e))
+}
+
+impl ObjectArchives {
+    /// Archives in the local directory `dir` (created if missing), durable with fsync.
+    pub fn local(dir: &Path) -> Result<ObjectArchives, EpochError> {
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let store = LocalFileSystem::new_with_prefix(dir).map_err(io)?.with_fsync(true);
+        Self::new(Arc::new(store), ObjectPath::default(), &dir.display().to_string())
+    }
+
+    /// Archives under `prefix` in `store`; `location` names it in messages.
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: ObjectPath, location: &str) -> Result<ObjectArchives, EpochError> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(io)?;
+        Ok(ObjectArchives { store, prefix, location: location.to_owned(), runtime })
+    }
+
+    /// The object path of `epoch`'s archive.
+    pub fn path(&self, epoch: Epoch) -> ObjectPath {
+        self.prefix.clone().join(archive_name(epoch))
+    }
+
+    /// Where `epoch`'s archive is, for a person: the location and the object path.
+    pub fn describe(&self, epoch: Epoch) -> String {
+        format!("{}/{}", self.location.trim_end_matches('/'), self.path(epoch))
+    }
+
+    /// Runs `future` to completion on this sink's runtime, from a thread of its own: callers may
+    /// be on a thread inside another tokio runtime (an API worker), where blocking on a runtime
+    /// is refused.
+    fn block_on<F>(&self, future: F) -> F::Output
+    where
+        F: std::future::Future + Send,
+        F::Output: Send,
+    {
+        std::thread::scope(|scope| {
+            scope.spawn(|| self.runtime.block_on(future)).join().expect("the object store call panicked")
+        })
+    }
+}
+
+impl ArchiveSink for ObjectArchives {
+    fn put(&self, epoch: Epoch, bytes: Bytes) -> Result<(), EpochError> {
+        let path = self.path(epoch);
+        let put = self.store.put_opts(&path, PutPayload::from(bytes), PutOptions::default());
+        self.block_on(put).map(drop).map_err(|e| {
+            EpochError::Io(format!("storing the archive of epoch {epoch} in {}: {e}", self.location).into())
+        })
     }
 
     fn get(&self, epoch: Epoch) -> Result<Option<Vec<u8>>, EpochError> {
-        match std::fs::read(self.path(epoch)) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(EpochError::Io(Box::new(e))),
+        let path = self.path(epoch);
+        let fetched = self.block_on(async {
+            match self.store.get_opts(&path, GetOptions::default()).await {
+                Ok(result) => result.bytes().await.map(Some),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        match fetched {
+            Ok(bytes) => Ok(bytes.map(Vec::from)),
+            Err(e) => {
+                Err(EpochError::Io(format!("reading the archive of epoch {epoch} from {}: {e}", self.location).into()))
+            }
         }
     }
 }
 
-/// Archives in memory, for tests.
+/// Archives in memory, for tests and the in-memory benchmark.
 #[derive(Debug, Default)]
 pub struct MemoryArchives {
-    files: Mutex<BTreeMap<u64, Vec<u8>>>,
+    files: Mutex<BTreeMap<u64, Bytes>>,
 }
 
 impl ArchiveSink for MemoryArchives {
-    fn put(&self, epoch: Epoch, bytes: &[u8]) -> Result<(), EpochError> {
-        self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(epoch.0, bytes.to_vec());
+    fn put(&self, epoch: Epoch, bytes: Bytes) -> Result<(), EpochError> {
+        self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(epoch.0, bytes);
         Ok(())
     }
 
     fn get(&self, epoch: Epoch) -> Result<Option<Vec<u8>>, EpochError> {
-        Ok(self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&epoch.0).cloned())
+        Ok(self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&epoch.0).map(|b| b.to_vec()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(sink: &dyn ArchiveSink) {
+        assert_eq!(sink.get(Epoch(1)).unwrap(), None, "nothing stored yet");
+        sink.put(Epoch(1), Bytes::from_static(b"first")).unwrap();
+        sink.put(Epoch(2), Bytes::from_static(b"second")).unwrap();
+        sink.put(Epoch(1), Bytes::from_static(b"first again")).unwrap(); // a re-run overwrites
+        assert_eq!(sink.get(Epoch(1)).unwrap().as_deref(), Some(&b"first again"[..]));
+        assert_eq!(sink.get(Epoch(2)).unwrap().as_deref(), Some(&b"second"[..]));
+        assert_eq!(sink.get(Epoch(3)).unwrap(), None);
+    }
+
+    #[test]
+    fn local_archives_are_files_named_by_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = ObjectArchives::local(&dir.path().join("archives")).unwrap();
+        round_trip(&sink);
+        let file = dir.path().join("archives").join("epoch-00000000000000000002.parquet");
+        assert_eq!(std::fs::read(file).unwrap(), b"second");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("archives")).unwrap().collect();
+        assert_eq!(leftovers.len(), 2, "no staging files left behind");
+    }
+
+    #[test]
+    fn any_object_store_and_memory_hold_archives() {
+        let store = Arc::new(object_store::memory::InMemory::new());
+        round_trip(&ObjectArchives::new(store, ObjectPath::from("some/prefix"), "memory").unwrap());
+        round_trip(&MemoryArchives::default());
+    }
+
+    #[test]
+    fn works_from_inside_a_tokio_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = ObjectArchives::local(dir.path()).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap();
+        runtime.block_on(async { round_trip(&sink) });
     }
 }

@@ -343,9 +343,10 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         // bytes again (deterministic) and signs the same digest.
         let t = Instant::now();
         let rows = archive_rows(suite, mutations, &applied.outcomes);
-        let bytes = write_archive(&rows)?;
+        let bytes = bytes::Bytes::from(write_archive(&rows)?);
         // The digest (CPU) while the file is written and fsynced (mostly waiting on the disk).
-        let (archive, stored) = rayon::join(|| suite.archive_digest(&bytes), || self.archives.put(epoch, &bytes));
+        let (archive, stored) =
+            rayon::join(|| suite.archive_digest(&bytes), || self.archives.put(epoch, bytes.clone()));
         stored?;
         timings.archive = t.elapsed();
         stop(CrashPoint::AfterArchiveWrite)?;

@@ -19,7 +19,7 @@ mod replay;
 mod schedule;
 
 pub use apply::{Applied, MutationOutcome, Outcome, RejectReason, apply_mutations, hash_mutations};
-pub use archives::{ArchiveSink, DirArchives, MemoryArchives};
+pub use archives::{ArchiveSink, MemoryArchives, ObjectArchives};
 pub use cosignatures::{CosignatureStore, MemoryCosignatures, RedbCosignatures};
 pub use error::EpochError;
 pub use heads::{HeadStore, MemoryHeadStore, RedbHeadStore};

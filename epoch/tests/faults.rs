@@ -6,7 +6,7 @@
 
 use keyfold_core::{Epoch, HashSuite, Mutation, SigningKey, Version};
 use keyfold_epoch::{
-    ArchiveSink, DirArchives, EpochError, EpochJob, HeadStore, MutationStatus, RedbHeadStore, RedbOutcomeIndex,
+    ArchiveSink, EpochError, EpochJob, HeadStore, MutationStatus, ObjectArchives, RedbHeadStore, RedbOutcomeIndex,
 };
 use keyfold_ingest::faults::{FaultPlan, FaultyBackend};
 use keyfold_ingest::{Queue, RedbQueue, RedbQueueOptions};
@@ -37,12 +37,12 @@ fn faulty_opener(plan: &Arc<FaultPlan>) -> Opener {
 /// Archives in a directory whose `put` fails like a full disk while `full` is set.
 #[derive(Debug)]
 struct FullDiskArchives {
-    inner: DirArchives,
+    inner: ObjectArchives,
     full: AtomicBool,
 }
 
 impl ArchiveSink for FullDiskArchives {
-    fn put(&self, epoch: Epoch, bytes: &[u8]) -> Result<(), EpochError> {
+    fn put(&self, epoch: Epoch, bytes: bytes::Bytes) -> Result<(), EpochError> {
         if self.full.load(Ordering::SeqCst) {
             let e = std::io::Error::new(std::io::ErrorKind::StorageFull, "injected: no space left on device");
             return Err(EpochError::Io(Box::new(e)));
@@ -103,7 +103,7 @@ fn open(dir: &Path, faults: bool) -> Faulty {
     let store = RedbStore::open_with(&dir.join("tree"), RedbOptions::new(config()), opener(&map)).unwrap();
     let head_store = RedbHeadStore::open_with(&dir.join("heads.redb"), opener(&heads)).unwrap();
     let archives = Arc::new(FullDiskArchives {
-        inner: DirArchives::open(&dir.join("archives")).unwrap(),
+        inner: ObjectArchives::local(&dir.join("archives")).unwrap(),
         full: AtomicBool::new(false),
     });
     let index_store = RedbOutcomeIndex::open_with(&dir.join("index.redb"), opener(&index)).unwrap();

@@ -3,7 +3,8 @@
 
 use keyfold_core::{Epoch, HashSuite, Mutation, SigningKey, Version, verify_head_note};
 use keyfold_epoch::{
-    CrashPoint, DirArchives, EpochError, EpochJob, HeadStore, MemoryArchives, MemoryHeadStore, Outcome, RedbHeadStore,
+    CrashPoint, EpochError, EpochJob, HeadStore, MemoryArchives, MemoryHeadStore, ObjectArchives, Outcome,
+    RedbHeadStore,
 };
 use keyfold_ingest::{MemoryQueue, Queue, RedbQueue, RedbQueueOptions};
 use keyfold_shards::{Map, MemoryStore, RedbOptions, RedbStore, TreeConfig};
@@ -35,7 +36,7 @@ fn open(dir: &Path) -> DurableJob {
             .unwrap();
     let map = Map::new(RedbStore::open(&dir.join("tree"), RedbOptions::new(config)).unwrap());
     let heads = RedbHeadStore::open(&dir.join("heads.redb")).unwrap();
-    let archives = Arc::new(DirArchives::open(&dir.join("archives")).unwrap());
+    let archives = Arc::new(ObjectArchives::local(&dir.join("archives")).unwrap());
     EpochJob::open(queue, map, heads, archives, key(), ORIGIN, T0).unwrap()
 }
 

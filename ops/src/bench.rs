@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use keyfold_benches::{prefill, updates_for, user_key, w1_ids};
 use keyfold_core::{HashSuite, Mutation, SigningKey, Version};
-use keyfold_epoch::{ArchiveSink, DirArchives, EpochJob, HeadStore, MemoryArchives, MemoryHeadStore, RedbHeadStore};
+use keyfold_epoch::{ArchiveSink, EpochJob, HeadStore, MemoryArchives, MemoryHeadStore, ObjectArchives, RedbHeadStore};
 use keyfold_ingest::{MemoryQueue, Queue, RedbQueue, RedbQueueOptions};
 use keyfold_shards::{Map, MemoryStore, RedbOptions, RedbStore, TreeConfig, TreeError, TreeStore, lookup_in};
 use rand::{Rng, SeedableRng};
@@ -515,7 +515,7 @@ fn bench_pipeline(args: &BenchArgs, plan: &Plan, config: TreeConfig, dir: &Path)
                     .map_err(|e| e.to_string())?;
             let heads = RedbHeadStore::open(&dir.join("heads.redb")).map_err(|e| e.to_string())?;
             let archives: Arc<dyn ArchiveSink> =
-                Arc::new(DirArchives::open(&dir.join("archives")).map_err(|e| e.to_string())?);
+                Arc::new(ObjectArchives::local(&dir.join("archives")).map_err(|e| e.to_string())?);
             write_directory_files(dir, config, args.groups, &key)?;
             let job = EpochJob::open(queue, Map::new(store), heads, archives, key, BENCH_ORIGIN, 1)
                 .map_err(|e| e.to_string())?;

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use clap::Args;
 use keyfold_core::{HashSuite, verify_head_note};
 use keyfold_epoch::{
-    DirArchives, EpochJob, HeadStore, RedbHeadStore, RedbOutcomeIndex, generate_key_files, load_signing_key,
+    EpochJob, HeadStore, ObjectArchives, RedbHeadStore, RedbOutcomeIndex, generate_key_files, load_signing_key,
 };
 use keyfold_ingest::{Queue, RedbQueue, RedbQueueOptions};
 use keyfold_shards::{Map, RedbOptions, RedbStore, TreeConfig};
@@ -85,7 +85,7 @@ pub fn open_job(dir: &Path) -> Result<(DirectoryConfig, DurableJob), String> {
         .map_err(|e| format!("map: {e}"))?;
     let heads = RedbHeadStore::open(&dir.join("heads.redb")).map_err(|e| e.to_string())?;
     let key = load_signing_key(&dir.join("signing.key")).map_err(|e| e.to_string())?;
-    let archives = std::sync::Arc::new(DirArchives::open(&dir.join("archives")).map_err(|e| e.to_string())?);
+    let archives = std::sync::Arc::new(ObjectArchives::local(&dir.join("archives")).map_err(|e| e.to_string())?);
     let index = std::sync::Arc::new(RedbOutcomeIndex::open(&dir.join("index.redb")).map_err(|e| e.to_string())?);
     let job = EpochJob::open(queue, Map::new(store), heads, archives, key, &config.origin, now_ms())
         .and_then(|job| job.with_index(index))

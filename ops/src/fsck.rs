@@ -11,7 +11,7 @@ use crate::directory::read_config;
 use clap::Args;
 use keyfold_archive::read_archive;
 use keyfold_core::{Epoch, HashSuite, MapRoot, verify_head_note};
-use keyfold_epoch::{ArchiveSink, DirArchives, HeadStore, RedbHeadStore, Replayer, load_public_key};
+use keyfold_epoch::{ArchiveSink, HeadStore, ObjectArchives, RedbHeadStore, Replayer, load_public_key};
 use keyfold_ingest::{Entry, Position, Queue, RedbQueue, RedbQueueOptions};
 use keyfold_shards::{Map, RedbOptions, RedbStore, TreeConfig, TreeStore, lookup_in};
 use rayon::prelude::*;
@@ -38,7 +38,7 @@ struct Replayed {
 
 fn replay_all(
     heads: &RedbHeadStore,
-    archives: &DirArchives,
+    archives: &ObjectArchives,
     origin: &str,
     public: &[u8; 32],
     shard_bits: u8,
@@ -54,7 +54,7 @@ fn replay_all(
         let epoch = Epoch(e);
         let archive = ArchiveSink::get(archives, epoch)
             .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("epoch {epoch}: archive {} missing", archives.path(epoch).display()))?;
+            .ok_or_else(|| format!("epoch {epoch}: archive {} missing", archives.describe(epoch)))?;
         let head = replayer.replay(&note(epoch)?, &archive).map_err(|d| format!("divergence: {d}"))?;
         mutations += head.counts.mutations;
         let rows = read_archive(&archive).map_err(|e| format!("epoch {epoch}: {e}"))?;
@@ -163,7 +163,7 @@ pub fn fsck(args: &FsckArgs) -> Result<(), String> {
     let suite = HashSuite::from_name(&config.hash).ok_or_else(|| format!("unknown hash {:?}", config.hash))?;
     let public = load_public_key(&dir.join("signing.pub")).map_err(|e| e.to_string())?;
     let heads = RedbHeadStore::open(&dir.join("heads.redb")).map_err(|e| busy("heads", e))?;
-    let archives = DirArchives::open(&dir.join("archives")).map_err(|e| e.to_string())?;
+    let archives = ObjectArchives::local(&dir.join("archives")).map_err(|e| e.to_string())?;
     let tree = TreeConfig::new(suite, config.shard_bits).map_err(|e| e.to_string())?;
     let store = RedbStore::open(&dir.join("tree"), RedbOptions { groups: config.groups, ..RedbOptions::new(tree) })
         .map_err(|e| busy("map", e))?;

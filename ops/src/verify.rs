@@ -9,7 +9,7 @@ use crate::directory::read_config;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use keyfold_core::Epoch;
-use keyfold_epoch::{ArchiveSink, DirArchives, HeadStore, RedbHeadStore, Replayer};
+use keyfold_epoch::{ArchiveSink, HeadStore, ObjectArchives, RedbHeadStore, Replayer};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -39,7 +39,7 @@ trait Source {
 
 struct DirSource {
     heads: RedbHeadStore,
-    archives: DirArchives,
+    archives: ObjectArchives,
 }
 
 impl Source for DirSource {
@@ -54,7 +54,7 @@ impl Source for DirSource {
     fn archive(&self, epoch: Epoch) -> Result<Vec<u8>, String> {
         ArchiveSink::get(&self.archives, epoch)
             .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("epoch {epoch}: archive {} missing", self.archives.path(epoch).display()))
+            .ok_or_else(|| format!("epoch {epoch}: archive {} missing", self.archives.describe(epoch)))
     }
 }
 
@@ -79,7 +79,7 @@ pub fn verify(args: &VerifyArgs) -> Result<(), String> {
             let config = read_config(dir)?;
             let public = keyfold_epoch::load_public_key(&dir.join("signing.pub")).map_err(|e| e.to_string())?;
             let heads = RedbHeadStore::open(&dir.join("heads.redb")).map_err(|e| e.to_string())?;
-            let archives = DirArchives::open(&dir.join("archives")).map_err(|e| e.to_string())?;
+            let archives = ObjectArchives::local(&dir.join("archives")).map_err(|e| e.to_string())?;
             (Box::new(DirSource { heads, archives }), config.origin, public, config.shard_bits)
         }
         (None, Some(server)) => {

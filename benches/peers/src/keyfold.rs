@@ -6,7 +6,7 @@ use crate::driver::{EpochFigures, Instance, Peer, System, What};
 use crate::workload::Item;
 use anyhow::{Context, Result, bail};
 use keyfold_core::{HashSuite, LeafValue, Mutation, SigningKey, Version};
-use keyfold_epoch::{DirArchives, EpochJob, RedbHeadStore};
+use keyfold_epoch::{ObjectArchives, EpochJob, RedbHeadStore};
 use keyfold_ingest::{Queue, RedbQueue, RedbQueueOptions};
 use keyfold_shards::{Map, MemoryStore, RedbOptions, RedbStore, TreeConfig};
 use std::sync::Arc;
@@ -93,7 +93,7 @@ impl System for FullEpoch {
         let store =
             RedbStore::open(&path.join("tree"), RedbOptions { groups: self.groups, ..RedbOptions::new(self.config) })?;
         let heads = RedbHeadStore::open(&path.join("heads.redb"))?;
-        let archives = Arc::new(DirArchives::open(&path.join("archives"))?);
+        let archives = Arc::new(ObjectArchives::local(&path.join("archives"))?);
         // A fixed benchmark key: ed25519 signing is deterministic, so heads are too.
         let key = SigningKey::from_bytes(&[7; 32]);
         let job = EpochJob::open(queue, Map::new(store), heads, archives, key, ORIGIN, 1)?;
