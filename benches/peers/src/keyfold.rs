@@ -6,7 +6,7 @@ use crate::driver::{EpochFigures, Instance, Peer, System, What};
 use crate::workload::Item;
 use anyhow::{Context, Result, bail};
 use keyfold_core::{HashSuite, LeafValue, Mutation, SigningKey, Version};
-use keyfold_epoch::{ObjectArchives, EpochJob, RedbHeadStore};
+use keyfold_epoch::{EpochJob, ObjectArchives, RedbHeadStore};
 use keyfold_ingest::{Queue, RedbQueue, RedbQueueOptions};
 use keyfold_shards::{Map, MemoryStore, RedbOptions, RedbStore, TreeConfig};
 use std::sync::Arc;
