@@ -38,9 +38,18 @@ impl Mutation {
     /// Panics if the key is longer than 65,535 bytes, the value longer than 4 GiB or the signature
     /// longer than 65,535 bytes; validation (in `ingest`) rejects those long before.
     pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// [`Mutation::encode`] into `out` (cleared first), so a caller encoding many mutations
+    /// reuses one buffer.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
         let value_len = self.value.as_ref().map_or(0, Vec::len);
         let sig_len = self.owner_signature.as_ref().map_or(0, Vec::len);
-        let mut out = Vec::with_capacity(18 + self.key.len() + value_len + sig_len);
+        out.clear();
+        out.reserve(18 + self.key.len() + value_len + sig_len);
         out.push(MUTATION_FORMAT_V1);
         out.extend_from_slice(&u16::try_from(self.key.len()).expect("key <= 65535 bytes").to_be_bytes());
         out.extend_from_slice(&self.key);
@@ -61,7 +70,6 @@ impl Mutation {
                 out.extend_from_slice(s);
             }
         }
-        out
     }
 
     /// Decodes a canonical encoding; rejects truncation, unknown tags and trailing bytes.
@@ -106,6 +114,12 @@ impl Mutation {
     /// The mutation id under `suite` (SPEC.md "Mutations").
     pub fn id(&self, suite: HashSuite) -> MutationId {
         MutationId(suite.mutation_id(&self.encode()))
+    }
+
+    /// [`Mutation::id`], encoding into `buffer` (reused across calls).
+    pub fn id_with(&self, suite: HashSuite, buffer: &mut Vec<u8>) -> MutationId {
+        self.encode_into(buffer);
+        MutationId(suite.mutation_id(buffer))
     }
 }
 

@@ -60,7 +60,11 @@ pub struct Applied {
 /// The id and map index of every mutation, hashed once, in parallel (independent per mutation).
 /// Callers use them to read the touched keys and pass them on to [`apply_mutations`].
 pub fn hash_mutations(suite: HashSuite, mutations: &[(Position, Mutation)]) -> Vec<(MutationId, Index)> {
-    mutations.par_iter().with_min_len(512).map(|(_, m)| (m.id(suite), suite.index_of(&m.key))).collect()
+    mutations
+        .par_iter()
+        .with_min_len(512)
+        .map_init(Vec::new, |buffer, (_, m)| (m.id_with(suite, buffer), suite.index_of(&m.key)))
+        .collect()
 }
 
 /// The value at `epoch` of every key the mutations touch (`None` where absent), ascending by

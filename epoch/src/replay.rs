@@ -98,17 +98,26 @@ impl Replayer {
         let digest = suite.archive_digest(archive);
         check(digest == head.archive, "archive digest", head.archive.to_hex(), digest.to_hex())?;
         let mut rows = read_archive(archive).map_err(|e| diverge(epoch, None, "archive", "a format 1 archive", e))?;
-        let mutations =
-            rows.iter_mut().enumerate().map(|(i, r)| mutation_of(epoch, i, r)).collect::<Result<Vec<_>, _>>()?;
+        // In parallel; the first failure in row order is reported (`collect` into a `Result` does
+        // not promise which one).
+        let converted: Vec<Result<(Position, Mutation), Divergence>> =
+            rows.par_iter_mut().enumerate().with_min_len(1024).map(|(i, r)| mutation_of(epoch, i, r)).collect();
+        let mutations = converted.into_iter().collect::<Result<Vec<_>, _>>()?;
         let hashed = hash_mutations(suite, &mutations);
-        for (i, (row, (id, index))) in rows.iter().zip(&hashed).enumerate() {
-            let at = |what: &str, expected: String, found: String| Err(diverge(epoch, Some(i), what, expected, found));
-            if id.0 != row.mutation_id {
-                return at("mutation id", id.to_hex(), row.mutation_id.to_hex());
-            }
-            if row.key_index != Some(Hash(index.0)) {
-                return at("key index", index.to_hex(), row.key_index.map_or("null".into(), |h| h.to_hex()));
-            }
+        let mismatch =
+            rows.par_iter().zip(&hashed).enumerate().with_min_len(1024).find_map_first(|(i, (row, (id, index)))| {
+                let at =
+                    |what: &str, expected: String, found: String| Some(diverge(epoch, Some(i), what, expected, found));
+                if id.0 != row.mutation_id {
+                    return at("mutation id", id.to_hex(), row.mutation_id.to_hex());
+                }
+                if row.key_index != Some(Hash(index.0)) {
+                    return at("key index", index.to_hex(), row.key_index.map_or("null".into(), |h| h.to_hex()));
+                }
+                None
+            });
+        if let Some(divergence) = mismatch {
+            return Err(divergence);
         }
         let current =
             read_touched(&self.map, &hashed, prev.epoch).map_err(|e| diverge(epoch, None, "replica", "readable", e))?;
