@@ -60,7 +60,8 @@ fn check_order(indexed: Epoch, epoch: Epoch) -> Result<bool, EpochError> {
     Ok(true)
 }
 
-fn outcome_of(row: &ArchiveRow, epoch: Epoch) -> OutcomeRecord {
+/// The outcome record an index keeps for `row` of `epoch`'s archive.
+pub fn outcome_of(row: &ArchiveRow, epoch: Epoch) -> OutcomeRecord {
     OutcomeRecord {
         epoch,
         position: row.position,
@@ -71,8 +72,9 @@ fn outcome_of(row: &ArchiveRow, epoch: Epoch) -> OutcomeRecord {
     }
 }
 
-/// The applied rows of `epoch` as `(index, change, queue position)`, in queue order.
-fn applied(epoch: Epoch, rows: &[ArchiveRow]) -> impl Iterator<Item = (Index, KeyVersion, u64)> + '_ {
+/// The applied rows of `epoch` as `(index, change, queue position)`, in queue order: what a key
+/// history holds.
+pub fn applied(epoch: Epoch, rows: &[ArchiveRow]) -> impl Iterator<Item = (Index, KeyVersion, u64)> + '_ {
     rows.iter().filter(|r| r.outcome == ArchiveOutcome::Applied).filter_map(move |r| {
         let index = Index(r.key_index?.0);
         let version = Version(r.new_version?);

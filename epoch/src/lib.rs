@@ -23,7 +23,7 @@ pub use archives::{ArchiveSink, MemoryArchives, ObjectArchives};
 pub use cosignatures::{CosignatureStore, MemoryCosignatures, RedbCosignatures};
 pub use error::EpochError;
 pub use heads::{HeadStore, MemoryHeadStore, RedbHeadStore};
-pub use index::{KeyVersion, MemoryOutcomeIndex, OutcomeIndex, OutcomeRecord, RedbOutcomeIndex};
+pub use index::{KeyVersion, MemoryOutcomeIndex, OutcomeIndex, OutcomeRecord, RedbOutcomeIndex, applied, outcome_of};
 pub use job::{CrashPoint, EpochJob, EpochReport, MutationStatus, PhaseTimings};
 pub use keys::{generate_key_files, load_public_key, load_signing_key};
 pub use replay::{Divergence, Replayer};

@@ -5,17 +5,24 @@
 //! * the map: its root at every epoch is the signed root, and at the latest signed epoch every
 //!   key the archives name has a lookup proof that verifies against that root and gives the value
 //!   the replay computed;
+//! * the outcome index (`index.redb`): every mutation of every indexed epoch has its archived
+//!   outcome (its latest appearance), every key its archived history, and the index is not ahead
+//!   of the heads (behind is a crash's normal state: the next start catches it up);
 //! * the queue: the entries after the heads' cursor read back and decode, in position order.
 
 use crate::directory::read_config;
 use clap::Args;
 use keyfold_archive::read_archive;
 use keyfold_core::{Epoch, HashSuite, MapRoot, verify_head_note};
-use keyfold_epoch::{ArchiveSink, HeadStore, ObjectArchives, RedbHeadStore, Replayer, load_public_key};
+use keyfold_core::{Index, MutationId};
+use keyfold_epoch::{
+    ArchiveSink, HeadStore, KeyVersion, ObjectArchives, OutcomeIndex, OutcomeRecord, RedbHeadStore, RedbOutcomeIndex,
+    Replayer, applied, load_public_key, outcome_of,
+};
 use keyfold_ingest::{Entry, Position, Queue, RedbQueue, RedbQueueOptions};
 use keyfold_shards::{Map, RedbOptions, RedbStore, TreeConfig, TreeStore, lookup_in};
 use rayon::prelude::*;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
@@ -28,12 +35,23 @@ pub struct FsckArgs {
 /// What a check found: a one-line summary, or the problem.
 type Finding = Result<String, String>;
 
-/// What the replay of heads and archives leaves for the map check.
+/// What the replay of heads and archives leaves for the map and index checks.
 struct Replayed {
     replayer: Replayer,
     /// Every key the archives name.
     keys: BTreeSet<Vec<u8>>,
     mutations: u64,
+    /// What the index must hold for the epochs it says it indexed.
+    index: ExpectedIndex,
+}
+
+/// The outcome of each mutation's latest appearance, and each key's applied changes in order, over
+/// epochs `1..=through`.
+#[derive(Default)]
+struct ExpectedIndex {
+    through: Epoch,
+    outcomes: HashMap<MutationId, OutcomeRecord>,
+    histories: HashMap<Index, Vec<KeyVersion>>,
 }
 
 fn replay_all(
@@ -42,6 +60,7 @@ fn replay_all(
     origin: &str,
     public: &[u8; 32],
     shard_bits: u8,
+    indexed_through: Epoch,
 ) -> Result<Replayed, String> {
     let (latest, _) = heads.latest().map_err(|e| e.to_string())?.ok_or("no head at all, not even genesis")?;
     let note = |epoch: Epoch| {
@@ -50,6 +69,7 @@ fn replay_all(
     let mut replayer =
         Replayer::from_genesis(&note(Epoch(0))?, origin, public, shard_bits).map_err(|d| format!("divergence: {d}"))?;
     let (mut keys, mut mutations) = (BTreeSet::new(), 0);
+    let mut index = ExpectedIndex { through: indexed_through.min(latest), ..ExpectedIndex::default() };
     for e in 1..=latest.0 {
         let epoch = Epoch(e);
         let archive = ArchiveSink::get(archives, epoch)
@@ -58,9 +78,17 @@ fn replay_all(
         let head = replayer.replay(&note(epoch)?, &archive).map_err(|d| format!("divergence: {d}"))?;
         mutations += head.counts.mutations;
         let rows = read_archive(&archive).map_err(|e| format!("epoch {epoch}: {e}"))?;
+        if epoch <= index.through {
+            for row in &rows {
+                index.outcomes.insert(MutationId(row.mutation_id), outcome_of(row, epoch));
+            }
+            for (key, change, _) in applied(epoch, &rows) {
+                index.histories.entry(key).or_default().push(change);
+            }
+        }
         keys.extend(rows.into_iter().filter_map(|row| row.key));
     }
-    Ok(Replayed { replayer, keys, mutations })
+    Ok(Replayed { replayer, keys, mutations, index })
 }
 
 fn check_map(
@@ -118,6 +146,37 @@ fn check_key<A: keyfold_shards::Snapshot, B: keyfold_shards::Snapshot>(
     Ok(())
 }
 
+fn check_index(index: &RedbOutcomeIndex, indexed_through: Epoch, replayed: &Replayed) -> Finding {
+    let signed = replayed.replayer.head().epoch;
+    if indexed_through > signed {
+        return Err(format!("the index is at epoch {indexed_through} but the heads only at {signed}"));
+    }
+    let expected = &replayed.index;
+    expected.outcomes.par_iter().try_for_each(|(id, want)| match index.outcome(id) {
+        Ok(Some(found)) if &found == want => Ok(()),
+        Ok(found) => Err(format!("mutation {}: indexed as {found:?}, archived as {want:?}", id.0.to_hex())),
+        Err(e) => Err(format!("mutation {}: {e}", id.0.to_hex())),
+    })?;
+    expected.histories.par_iter().try_for_each(|(key_index, want)| {
+        let found = index.history(key_index, Epoch(0), want.len() + 1).map_err(|e| e.to_string())?;
+        if &found == want {
+            Ok(())
+        } else {
+            Err(format!("key index {}: history {found:?}, archived {want:?}", key_index.to_hex()))
+        }
+    })?;
+    let behind = if indexed_through < signed {
+        format!("; it is {} epoch(s) behind the heads, caught up at the next start", signed.0 - indexed_through.0)
+    } else {
+        String::new()
+    };
+    Ok(format!(
+        "through epoch {indexed_through}: the outcomes of all {} mutations and the histories of all {} keys are the archived ones{behind}",
+        expected.outcomes.len(),
+        expected.histories.len()
+    ))
+}
+
 fn check_queue(queue: &RedbQueue, cursor: Position) -> Finding {
     let (mut from, mut mutations, mut markers) = (Position(cursor.0 + 1), 0u64, 0u64);
     loop {
@@ -169,8 +228,17 @@ pub fn fsck(args: &FsckArgs) -> Result<(), String> {
         .map_err(|e| busy("map", e))?;
     let queue = RedbQueue::open(&dir.join("queue.redb"), RedbQueueOptions { suite, max_depth: config.queue_max_depth })
         .map_err(|e| busy("queue", e))?;
+    let index_path = dir.join("index.redb");
+    let index = match index_path.exists() {
+        true => Some(RedbOutcomeIndex::open(&index_path).map_err(|e| busy("index", e))?),
+        false => None,
+    };
+    let indexed_through = match &index {
+        Some(index) => index.indexed_through().map_err(|e| e.to_string())?,
+        None => Epoch(0),
+    };
     let mut problems = Vec::new();
-    let replayed = replay_all(&heads, &archives, &config.origin, &public, config.shard_bits);
+    let replayed = replay_all(&heads, &archives, &config.origin, &public, config.shard_bits, indexed_through);
     let summary = replayed.as_ref().map(|r| {
         format!(
             "epochs 0..={} replay: {} mutations; signatures, links, times, digests, outcomes and roots hold",
@@ -184,6 +252,11 @@ pub fn fsck(args: &FsckArgs) -> Result<(), String> {
             report(&mut problems, "map", check_map(&Map::new(store), &heads, &config.origin, &public, replayed))
         }
         Err(_) => println!("skip  map: it is checked against the replay, which failed"),
+    }
+    match (&index, &replayed) {
+        (Some(index), Ok(replayed)) => report(&mut problems, "index", check_index(index, indexed_through, replayed)),
+        (None, _) => println!("skip  index: no index.redb (it is rebuilt from the archives at the next start)"),
+        (_, Err(_)) => println!("skip  index: it is checked against the archives, whose replay failed"),
     }
     let cursor = heads.cursor().map_err(|e| e.to_string())?;
     report(&mut problems, "queue", check_queue(&queue, cursor));

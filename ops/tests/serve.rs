@@ -348,9 +348,31 @@ fn fsck_passes_a_healthy_directory_and_locates_damage() {
     assert!(stderr.contains("1 problem(s)"), "{stderr}");
     std::fs::write(&archive, &good).unwrap();
 
+    // The outcome index: built from the archives, it passes; built with epochs 2 and 3 swapped,
+    // the outcomes and histories it serves are wrong and fsck names one.
+    let build_index = |order: [u64; 4]| {
+        use keyfold_epoch::OutcomeIndex;
+        let path = data.join("index.redb");
+        let _ = std::fs::remove_file(&path);
+        let index = keyfold_epoch::RedbOutcomeIndex::open(&path).unwrap();
+        for (e, source) in (1..=4).zip(order) {
+            let name = format!("epoch-{source:020}.parquet");
+            let rows =
+                keyfold_archive::read_archive(&std::fs::read(data.join("archives").join(name)).unwrap()).unwrap();
+            index.record(keyfold_core::Epoch(e), &rows).unwrap();
+        }
+    };
+    build_index([1, 2, 3, 4]);
+    let (ok, stdout, _) = keyfold(&["fsck", "--data", data_arg]);
+    assert!(ok && stdout.contains("ok    index: through epoch 4: the outcomes of all"), "{stdout}");
+    build_index([1, 3, 2, 4]);
+    let (ok, stdout, _) = keyfold(&["fsck", "--data", data_arg]);
+    assert!(!ok && stdout.contains("FAIL  index: "), "a wrong index must not pass: {stdout}");
+    std::fs::remove_file(data.join("index.redb")).unwrap();
+
     // A lost map (its files deleted) no longer agrees with the signed heads.
     let (ok, stdout, _) = keyfold(&["fsck", "--data", data_arg]);
-    assert!(ok, "restored: {stdout}");
+    assert!(ok && stdout.contains("skip  index: no index.redb"), "restored: {stdout}");
     std::fs::remove_dir_all(data.join("tree")).unwrap();
     let (ok, stdout, _) = keyfold(&["fsck", "--data", data_arg]);
     assert!(!ok, "a lost map must not pass: {stdout}");
