@@ -6,6 +6,7 @@ mod client;
 mod directory;
 #[cfg(feature = "fdb")]
 mod fdb_backend;
+mod first_head;
 mod fsck;
 mod monitor;
 mod serve;

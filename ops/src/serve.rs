@@ -1,6 +1,7 @@
 //! `keyfold serve`: the HTTP API and the epoch scheduler over one data directory.
 
 use crate::directory::{self, DirectoryConfig, open_job};
+use crate::first_head;
 use clap::{Args, ValueEnum};
 use keyfold_api::{Api, router};
 use keyfold_epoch::{EpochJob, HeadStore, Schedule, run_scheduler};
@@ -51,8 +52,8 @@ pub struct ServeArgs {
     /// (repeat for several; `keyfold keygen` makes a witness key).
     #[arg(long = "witness", value_name = "NAME=KEY", env = "KEYFOLD_WITNESSES", value_delimiter = ',')]
     witness: Vec<String>,
-    /// Close a connection whose request headers have not all arrived this long after it started
-    /// waiting for them: slow clients, and idle keep-alive connections.
+    /// A connection's first request head must arrive whole within this long, or it is answered
+    /// 408 (closed, if nothing came); later heads on a kept-alive connection too, or it is closed.
     #[arg(long, env = "KEYFOLD_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
     header_timeout_ms: u64,
     /// Answer 408 to a request not handled within this long (a body trickling in, say).
@@ -183,13 +184,18 @@ async fn serve_http(
                     }
                 };
                 let service = hyper_util::service::TowerToHyperService::new(app.clone());
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(header_timeout)
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                let connection = graceful.watch(connection);
+                let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    if let Err(e) = connection.await {
+                    let mut stream = stream;
+                    // The first head within the header timeout, or 408 (see `first_head`).
+                    let Some(head) = first_head::read_first_head(&mut stream, header_timeout).await else {
+                        return;
+                    };
+                    let connection = hyper::server::conn::http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(header_timeout)
+                        .serve_connection(hyper_util::rt::TokioIo::new(first_head::Prefixed::new(head, stream)), service);
+                    if let Err(e) = watcher.watch(connection).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 });
