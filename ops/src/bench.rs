@@ -482,6 +482,7 @@ fn write_directory_files(dir: &Path, config: TreeConfig, groups: u16, key: &Sign
         shard_bits: config.shard_bits,
         groups,
         queue_max_depth: u64::MAX,
+        archives: None,
     };
     std::fs::write(dir.join("keyfold.toml"), toml::to_string(&dir_config).map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())?;

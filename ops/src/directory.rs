@@ -2,7 +2,7 @@
 //!
 //! Layout of `--data DIR`: `keyfold.toml` (origin, hash suite, shard bits, group files, queue
 //! bound), `signing.key` (mode 0600) and `signing.pub`, `queue.redb`, `heads.redb`, `tree/`,
-//! `archives/`, and `index.redb` (outcomes by mutation id and key histories, derived from the archives).
+//! `archives/` (or the local directory `archives` in `keyfold.toml` names), and `index.redb` (outcomes by mutation id and key histories, derived from the archives).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -27,6 +27,35 @@ pub struct DirectoryConfig {
     pub shard_bits: u8,
     pub groups: u16,
     pub queue_max_depth: u64,
+    /// Where the epoch archives are: a local directory (an absolute path or a `file://` URL);
+    /// absent: `archives/` in the data directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archives: Option<String>,
+}
+
+/// The archives of the directory in `dir`, where its config puts them. They go through
+/// `object_store`; only its local backend is built into this binary.
+pub fn open_archives(dir: &Path, config: &DirectoryConfig) -> Result<ObjectArchives, String> {
+    let local = match config.archives.as_deref() {
+        None => dir.join("archives"),
+        Some(location) => archives_path(location)?,
+    };
+    ObjectArchives::local(&local).map_err(|e| format!("archives at {}: {e}", local.display()))
+}
+
+/// The local directory an `archives` location names.
+fn archives_path(location: &str) -> Result<PathBuf, String> {
+    let path = location.strip_prefix("file://").unwrap_or(location);
+    if path.contains("://") {
+        return Err(format!(
+            "archives = {location:?}: only local directories (an absolute path or a file:// URL) are built into this \
+             keyfold; object stores such as s3:// need object_store's cloud features"
+        ));
+    }
+    if !Path::new(path).is_absolute() {
+        return Err(format!("archives = {location:?}: give an absolute path (or a file:// URL)"));
+    }
+    Ok(PathBuf::from(path))
 }
 
 #[derive(Debug, Args)]
@@ -49,6 +78,10 @@ pub struct InitArgs {
     /// Pending mutations beyond which submissions are refused (HTTP 503 once the server exists).
     #[arg(long, default_value_t = 1_000_000)]
     queue_max_depth: u64,
+    /// Keep the epoch archives in this local directory (an absolute path or a file:// URL)
+    /// instead of `archives/` in the data directory: another volume, or one a web server shares.
+    #[arg(long)]
+    archives: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -85,7 +118,7 @@ pub fn open_job(dir: &Path) -> Result<(DirectoryConfig, DurableJob), String> {
         .map_err(|e| format!("map: {e}"))?;
     let heads = RedbHeadStore::open(&dir.join("heads.redb")).map_err(|e| e.to_string())?;
     let key = load_signing_key(&dir.join("signing.key")).map_err(|e| e.to_string())?;
-    let archives = std::sync::Arc::new(ObjectArchives::local(&dir.join("archives")).map_err(|e| e.to_string())?);
+    let archives = std::sync::Arc::new(open_archives(dir, &config)?);
     let index = std::sync::Arc::new(RedbOutcomeIndex::open(&dir.join("index.redb")).map_err(|e| e.to_string())?);
     let job = EpochJob::open(queue, Map::new(store), heads, archives, key, &config.origin, now_ms())
         .and_then(|job| job.with_index(index))
@@ -105,6 +138,7 @@ pub fn init_if_empty(dir: &Path) -> Result<(), String> {
         origin: "keyfold.localhost".into(),
         groups: 2,
         queue_max_depth: 1_000_000,
+        archives: None,
     })
 }
 
@@ -120,6 +154,9 @@ pub fn init(args: &InitArgs) -> Result<(), String> {
         .ok_or_else(|| format!("unknown --hash {:?}: choose blake3 or sha256", args.hash))?;
     keyfold_core::check_origin(&args.origin).map_err(|e| format!("--origin: {e}"))?;
     TreeConfig::new(suite, args.shards_bits).map_err(|e| format!("--shards-bits: {e}"))?;
+    if let Some(location) = &args.archives {
+        archives_path(location).map_err(|e| format!("--archives: {e}"))?;
+    }
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let public = generate_key_files(&dir.join("signing.key"), &dir.join("signing.pub")).map_err(|e| e.to_string())?;
     let config = DirectoryConfig {
@@ -128,6 +165,7 @@ pub fn init(args: &InitArgs) -> Result<(), String> {
         shard_bits: args.shards_bits,
         groups: args.groups,
         queue_max_depth: args.queue_max_depth,
+        archives: args.archives.clone(),
     };
     let text = toml::to_string(&config).map_err(|e| e.to_string())?;
     // The config is written last but one: a directory with a config and keys opens; the genesis

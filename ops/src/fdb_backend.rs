@@ -6,7 +6,7 @@
 use crate::directory::{now_ms, read_config};
 use crate::serve::{ServeArgs, run};
 use keyfold_core::HashSuite;
-use keyfold_epoch::{EpochJob, ObjectArchives, RedbOutcomeIndex, load_signing_key};
+use keyfold_epoch::{EpochJob, RedbOutcomeIndex, load_signing_key};
 use keyfold_fdb::{
     EpochWriterLease, FdbHeadStore, FdbQueue, FdbStore, FdbStoreOptions, Layout, LeaseOptions, Network, open_database,
 };
@@ -50,7 +50,7 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
     .map_err(|e| format!("map: {e}"))?;
     let heads = FdbHeadStore::new(Arc::clone(&db), layout, Some(Arc::clone(&lease)));
     let key = load_signing_key(&args.data.join("signing.key")).map_err(|e| e.to_string())?;
-    let archives = Arc::new(ObjectArchives::local(&args.data.join("archives")).map_err(|e| e.to_string())?);
+    let archives = Arc::new(crate::directory::open_archives(&args.data, &config)?);
     // The derived index is per server, rebuilt from the archives where it lags.
     let index = Arc::new(RedbOutcomeIndex::open(&args.data.join("index.redb")).map_err(|e| e.to_string())?);
     let job = EpochJob::open(queue, Map::new(store), heads, archives, key, &config.origin, now_ms())

@@ -222,7 +222,7 @@ pub fn fsck(args: &FsckArgs) -> Result<(), String> {
     let suite = HashSuite::from_name(&config.hash).ok_or_else(|| format!("unknown hash {:?}", config.hash))?;
     let public = load_public_key(&dir.join("signing.pub")).map_err(|e| e.to_string())?;
     let heads = RedbHeadStore::open(&dir.join("heads.redb")).map_err(|e| busy("heads", e))?;
-    let archives = ObjectArchives::local(&dir.join("archives")).map_err(|e| e.to_string())?;
+    let archives = crate::directory::open_archives(dir, &config)?;
     let tree = TreeConfig::new(suite, config.shard_bits).map_err(|e| e.to_string())?;
     let store = RedbStore::open(&dir.join("tree"), RedbOptions { groups: config.groups, ..RedbOptions::new(tree) })
         .map_err(|e| busy("map", e))?;

@@ -79,7 +79,7 @@ pub fn verify(args: &VerifyArgs) -> Result<(), String> {
             let config = read_config(dir)?;
             let public = keyfold_epoch::load_public_key(&dir.join("signing.pub")).map_err(|e| e.to_string())?;
             let heads = RedbHeadStore::open(&dir.join("heads.redb")).map_err(|e| e.to_string())?;
-            let archives = ObjectArchives::local(&dir.join("archives")).map_err(|e| e.to_string())?;
+            let archives = crate::directory::open_archives(dir, &config)?;
             (Box::new(DirSource { heads, archives }), config.origin, public, config.shard_bits)
         }
         (None, Some(server)) => {

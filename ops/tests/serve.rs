@@ -382,3 +382,27 @@ fn fsck_passes_a_healthy_directory_and_locates_damage() {
     assert!(!ok, "a lost map must not pass: {stdout}");
     assert!(stdout.contains("FAIL  map: the map is at epoch 0 but the heads at 4"), "{stdout}");
 }
+
+/// `init --archives DIR` keeps the archives in another local directory: epochs write there, and
+/// `verify` and `fsck` read them there; a location that is not a local directory is refused.
+#[test]
+fn archives_can_live_in_another_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("kf");
+    let elsewhere = dir.path().join("shared").join("archives");
+    let (data_arg, elsewhere_arg) = (data.to_str().unwrap(), format!("file://{}", elsewhere.display()));
+    let (ok, _, stderr) = keyfold(&["init", "--data", data_arg, "--archives", "s3://bucket/prefix"]);
+    assert!(!ok && stderr.contains("only local directories"), "{stderr}");
+    let (ok, _, stderr) = keyfold(&["init", "--data", data_arg, "--archives", "relative/dir"]);
+    assert!(!ok && stderr.contains("absolute path"), "{stderr}");
+    let (ok, _, stderr) = keyfold(&["init", "--data", data_arg, "--archives", &elsewhere_arg]);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = keyfold(&["epoch", "--data", data_arg]);
+    assert!(ok, "{stderr}");
+    assert!(elsewhere.join("epoch-00000000000000000001.parquet").exists(), "the archive is in the other directory");
+    assert!(!data.join("archives").exists(), "and not in the data directory");
+    let (ok, stdout, stderr) = keyfold(&["verify", "--data", data_arg]);
+    assert!(ok, "{stdout} {stderr}");
+    let (ok, stdout, stderr) = keyfold(&["fsck", "--data", data_arg]);
+    assert!(ok && stdout.contains("no problems"), "{stdout} {stderr}");
+}
