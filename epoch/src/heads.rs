@@ -104,13 +104,7 @@ impl RedbHeadStore {
 
     /// Runs a write; after an I/O error the handle is dropped and reopened on next use.
     fn write<T>(&self, write: impl FnOnce(&Database) -> Result<T, EpochError>) -> Result<T, EpochError> {
-        let db = self.db.get().map_err(EpochError::io)?;
-        let result = write(&db);
-        if matches!(result, Err(EpochError::Io(_))) {
-            drop(db);
-            self.db.failed();
-        }
-        result
+        self.db.write(EpochError::io, |e| matches!(e, EpochError::Io(_)), write)
     }
 }
 

@@ -219,13 +219,8 @@ impl OutcomeIndex for RedbOutcomeIndex {
     // Recovery if the process dies right after this commit: the epoch is indexed. If it dies
     // before: nothing of it is; the next start re-reads its archive.
     fn record(&self, epoch: Epoch, rows: &[ArchiveRow]) -> Result<(), EpochError> {
-        let db = self.db.get().map_err(EpochError::io)?;
-        let result = record_in(&db, epoch, rows);
-        if matches!(result, Err(EpochError::Io(_))) {
-            drop(db);
-            self.db.failed(); // reopened (and recovered by redb) on next use
-        }
-        result
+        // After a storage error the handle is dropped; reopened (and recovered by redb) on next use.
+        self.db.write(EpochError::io, |e| matches!(e, EpochError::Io(_)), |db| record_in(db, epoch, rows))
     }
 
     fn outcome(&self, id: &MutationId) -> Result<Option<OutcomeRecord>, EpochError> {

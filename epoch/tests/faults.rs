@@ -8,7 +8,7 @@ use keyfold_core::{Epoch, HashSuite, Mutation, SigningKey, Version};
 use keyfold_epoch::{
     ArchiveSink, EpochError, EpochJob, HeadStore, MutationStatus, ObjectArchives, RedbHeadStore, RedbOutcomeIndex,
 };
-use keyfold_ingest::faults::{FaultPlan, FaultyBackend};
+use keyfold_ingest::faults::{FaultPlan, open_faulty_database};
 use keyfold_ingest::{Queue, RedbQueue, RedbQueueOptions};
 use keyfold_shards::reopen::{Opener, file_opener};
 use keyfold_shards::{Map, RedbOptions, RedbStore, TreeConfig};
@@ -22,16 +22,7 @@ const T0: u64 = 1_000_000;
 /// An opener whose files obey `plan`.
 fn faulty_opener(plan: &Arc<FaultPlan>) -> Opener {
     let plan = Arc::clone(plan);
-    Arc::new(move |path: &Path| {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(e)))?;
-        redb::Database::builder().create_with_backend(FaultyBackend::new(file, Arc::clone(&plan))?)
-    })
+    Arc::new(move |path: &Path| open_faulty_database(path, &plan))
 }
 
 /// Archives in a directory whose `put` fails like a full disk while `full` is set.

@@ -143,6 +143,22 @@ impl StorageBackend for FaultyBackend {
     }
 }
 
+/// A redb database in the file at `path` (created if missing) whose storage obeys `plan`: the
+/// opener every store's fault tests use.
+pub fn open_faulty_database(
+    path: &std::path::Path,
+    plan: &Arc<FaultPlan>,
+) -> Result<redb::Database, redb::DatabaseError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(e)))?;
+    redb::Database::builder().create_with_backend(FaultyBackend::new(file, Arc::clone(plan))?)
+}
+
 /// A durable queue in the file at `path` whose storage obeys `plan`, reopened after a failed write
 /// over the same file and plan (as [`RedbQueue::open`] does for a plain file).
 pub fn open_faulty_queue(
@@ -151,16 +167,6 @@ pub fn open_faulty_queue(
     plan: &Arc<FaultPlan>,
 ) -> Result<RedbQueue, QueueError> {
     let (path, plan) = (path.to_path_buf(), Arc::clone(plan));
-    let open = move || -> Result<redb::Database, QueueError> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| QueueError::Io(Box::new(e)))?;
-        let backend = FaultyBackend::new(file, Arc::clone(&plan)).map_err(QueueError::io)?;
-        redb::Database::builder().create_with_backend(backend).map_err(QueueError::io)
-    };
+    let open = move || open_faulty_database(&path, &plan).map_err(QueueError::io);
     RedbQueue::on_database(open()?, options, Some(Box::new(open)))
 }

@@ -227,13 +227,7 @@ impl RedbStore {
 /// Runs a write on `db`'s handle; after a storage error the handle is dropped, so the next use
 /// reopens the file (redb refuses every later write through a handle whose write failed).
 fn on_failure<T>(db: &ReopeningDb, write: impl FnOnce(&Database) -> Result<T, TreeError>) -> Result<T, TreeError> {
-    let handle = db.get().map_err(io)?;
-    let result = write(&handle);
-    if matches!(result, Err(TreeError::Io(_))) {
-        drop(handle);
-        db.failed();
-    }
-    result
+    db.write(io, |e| matches!(e, TreeError::Io(_)), write)
 }
 
 fn write_meta(meta: &Database, batch: &EpochBatch) -> Result<(), TreeError> {

@@ -66,4 +66,24 @@ impl ReopeningDb {
     pub fn failed(&self) {
         *self.db.write().unwrap_or_else(PoisonError::into_inner) = None;
     }
+
+    /// Runs `write` on the open handle (`open_error` says how a failed reopen is reported); when
+    /// it fails with an error `is_storage` calls a storage failure, the handle is dropped, so the
+    /// next use reopens the file. Every write of a store using this goes through here.
+    pub fn write<T, E>(
+        &self,
+        open_error: impl FnOnce(redb::DatabaseError) -> E,
+        is_storage: impl FnOnce(&E) -> bool,
+        write: impl FnOnce(&Database) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let db = self.get().map_err(open_error)?;
+        let result = write(&db);
+        if let Err(e) = &result
+            && is_storage(e)
+        {
+            drop(db);
+            self.failed();
+        }
+        result
+    }
 }
