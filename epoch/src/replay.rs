@@ -83,6 +83,12 @@ impl Replayer {
 
     /// Verifies the next epoch: its signed head and its archive.
     pub fn replay(&mut self, note: &str, archive: &[u8]) -> Result<Head, Divergence> {
+        self.replay_rows(note, archive).map(|(head, _)| head)
+    }
+
+    /// As [`Replayer::replay`], also handing back the archive's rows (verified), so a caller that
+    /// needs them does not decode the archive a second time.
+    pub fn replay_rows(&mut self, note: &str, archive: &[u8]) -> Result<(Head, Vec<ArchiveRow>), Divergence> {
         let prev = &self.previous;
         let epoch = prev.epoch.next();
         let head = verify_head_note(note, &self.origin, &self.public_key)
@@ -136,7 +142,11 @@ impl Replayer {
         let root = self.map.apply(applied.updates).map_err(|e| diverge(epoch, None, "replica", "updatable", e))?;
         check(root.hash == head.root, "map root", root.hash.to_hex(), head.root.to_hex())?;
         self.previous = head.clone();
-        Ok(head)
+        // The keys, values and signatures moved into the mutations go back into their rows.
+        for (row, (_, m)) in rows.iter_mut().zip(mutations) {
+            (row.key, row.value, row.owner_signature) = (Some(m.key), m.value, m.owner_signature);
+        }
+        Ok((head, rows))
     }
 }
 

@@ -86,6 +86,12 @@ fn honest_history_replays() {
     assert!(rows.iter().any(|r| r.outcome == ArchiveOutcome::Rejected && r.reason.is_some()));
     assert!(rows.iter().any(|r| r.tombstone && r.outcome == ArchiveOutcome::Applied));
     assert!(read_archive(&history[2].1).unwrap().is_empty(), "heartbeat epochs have an empty archive");
+    // `replay_rows` hands back exactly the archive's rows.
+    let mut replayer = Replayer::from_genesis(&genesis, ORIGIN, &key().verifying_key().to_bytes(), BITS).unwrap();
+    for (note, archive) in &history {
+        let (_, rows) = replayer.replay_rows(note, archive).unwrap();
+        assert_eq!(rows, read_archive(archive).unwrap());
+    }
 }
 
 #[test]

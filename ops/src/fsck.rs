@@ -12,7 +12,6 @@
 
 use crate::directory::read_config;
 use clap::Args;
-use keyfold_archive::read_archive;
 use keyfold_core::{Epoch, HashSuite, MapRoot, verify_head_note};
 use keyfold_core::{Index, MutationId};
 use keyfold_epoch::{
@@ -75,9 +74,8 @@ fn replay_all(
         let archive = ArchiveSink::get(archives, epoch)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("epoch {epoch}: archive {} missing", archives.describe(epoch)))?;
-        let head = replayer.replay(&note(epoch)?, &archive).map_err(|d| format!("divergence: {d}"))?;
+        let (head, rows) = replayer.replay_rows(&note(epoch)?, &archive).map_err(|d| format!("divergence: {d}"))?;
         mutations += head.counts.mutations;
-        let rows = read_archive(&archive).map_err(|e| format!("epoch {epoch}: {e}"))?;
         if epoch <= index.through {
             for row in &rows {
                 index.outcomes.insert(MutationId(row.mutation_id), outcome_of(row, epoch));
