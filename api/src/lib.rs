@@ -751,7 +751,7 @@ async fn archive<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'sta
         Ok(None) => Ok((StatusCode::OK, common, bytes).into_response()),
         Ok(Some(range)) => {
             let content_range = format!("bytes {}-{}/{}", range.start, range.end - 1, bytes.len());
-            let mut response = (StatusCode::PARTIAL_CONTENT, common, bytes[range].to_vec()).into_response();
+            let mut response = (StatusCode::PARTIAL_CONTENT, common, bytes.slice(range)).into_response();
             response.headers_mut().insert(header::CONTENT_RANGE, content_range.parse().expect("ascii"));
             Ok(response)
         }

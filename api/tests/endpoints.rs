@@ -230,7 +230,7 @@ async fn archives_are_served_immutable_with_ranges() {
     // The raw bytes through the router (not through String).
     let response = router(Arc::clone(&api)).oneshot(get("/v1/epochs/1/archive")).await.unwrap();
     let body = response.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(body.as_ref(), full.as_slice());
+    assert_eq!(body.as_ref(), full.as_ref());
     let ranged = Request::get("/v1/epochs/1/archive").header(header::RANGE, "bytes=0-3").body(Body::empty()).unwrap();
     let response = router(Arc::clone(&api)).oneshot(ranged).await.unwrap();
     assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);

@@ -314,37 +314,77 @@ impl<'a> Columns<'a> {
 /// offsets in the footer), and such a panic is turned into [`ArchiveError::Malformed`]. A panic
 /// cannot guard against an allocation the size of whatever the footer declares (that aborts), so
 /// the footer's declared lengths are bounded before the reader sees it (`footer::check`).
+///
+/// Copies `bytes` once; [`read_archive_bytes`] reads shared bytes in place.
 pub fn read_archive(bytes: &[u8]) -> Result<Vec<ArchiveRow>, ArchiveError> {
-    std::panic::catch_unwind(|| read_archive_unguarded(bytes)).unwrap_or_else(|panic| {
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".into());
-        Err(ArchiveError::Malformed(message))
-    })
+    read_archive_bytes(bytes::Bytes::copy_from_slice(bytes))
 }
 
-fn read_archive_unguarded(bytes: &[u8]) -> Result<Vec<ArchiveRow>, ArchiveError> {
+/// [`read_archive`] of bytes the caller already holds as [`bytes::Bytes`] (what an object store
+/// hands back): the reader slices them, nothing is copied.
+pub fn read_archive_bytes(bytes: bytes::Bytes) -> Result<Vec<ArchiveRow>, ArchiveError> {
+    std::panic::catch_unwind(|| read_archive_unguarded(bytes)).unwrap_or_else(|panic| Err(malformed(panic.as_ref())))
+}
+
+/// The error for a panic of the Parquet reader, with its message.
+fn malformed(panic: &(dyn std::any::Any + Send)) -> ArchiveError {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into());
+    ArchiveError::Malformed(message)
+}
+
+/// Rows are preallocated from the row count the footer declares, but never more than one per
+/// this many bytes of file: a hostile footer cannot make the reader reserve more than the file
+/// justifies (a real row takes over 100 bytes; more rows than the hint just grow the vector).
+const PREALLOCATE_BYTES_PER_ROW: usize = 16;
+
+/// Record batches decoded ahead of the one being converted.
+const DECODED_AHEAD: usize = 2;
+
+fn read_archive_unguarded(bytes: bytes::Bytes) -> Result<Vec<ArchiveRow>, ArchiveError> {
     // The reader would allocate whatever the footer declares: check it first (see `footer`).
-    footer::check(bytes).map_err(ArchiveError::Footer)?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::copy_from_slice(bytes))?;
+    footer::check(&bytes).map_err(ArchiveError::Footer)?;
+    let size = bytes.len();
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
     if builder.schema().fields() != schema().fields() {
         return Err(ArchiveError::Schema(format!("found {:?}", builder.schema().fields())));
     }
-    let mut rows = Vec::new();
-    for batch in builder.with_batch_size(READ_BATCH_ROWS).build()? {
-        let batch = batch?;
-        let columns = Columns::of(&batch)?;
-        let first = rows.len();
-        // Rows convert independently, in parallel; the first error in row order is reported.
-        let converted: Vec<Result<ArchiveRow, ArchiveError>> =
-            (0..batch.num_rows()).into_par_iter().with_min_len(1024).map(|i| columns.row(i, first + i)).collect();
-        rows.reserve(converted.len());
-        for row in converted {
-            rows.push(row?);
+    let declared = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+    let mut rows = Vec::with_capacity(declared.min(size / PREALLOCATE_BYTES_PER_ROW));
+    let reader = builder.with_batch_size(READ_BATCH_ROWS).build()?;
+    // Decoding is sequential, converting rows is parallel: the next batches decode on a thread of
+    // their own while the pool converts this one. A panic of the reader on that thread comes
+    // back as a batch that failed.
+    let (decoded, batches) = std::sync::mpsc::sync_channel::<Result<RecordBatch, ArchiveError>>(DECODED_AHEAD);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                for batch in reader {
+                    if decoded.send(batch.map_err(ArchiveError::from)).is_err() {
+                        return; // the converter stopped at an error
+                    }
+                }
+            }));
+            if let Err(panic) = read {
+                let _ = decoded.send(Err(malformed(panic.as_ref())));
+            }
+        });
+        for batch in batches {
+            let batch = batch?;
+            let columns = Columns::of(&batch)?;
+            let first = rows.len();
+            // Rows convert independently, in parallel; the first error in row order is reported.
+            let converted: Vec<Result<ArchiveRow, ArchiveError>> =
+                (0..batch.num_rows()).into_par_iter().with_min_len(1024).map(|i| columns.row(i, first + i)).collect();
+            for row in converted {
+                rows.push(row?);
+            }
         }
-    }
+        Ok::<(), ArchiveError>(())
+    })?;
     if let Some(w) = rows.windows(2).position(|w| w[0].position >= w[1].position) {
         return Err(ArchiveError::Row { row: w + 1, message: "positions are not strictly increasing".into() });
     }

@@ -52,8 +52,11 @@ pub struct MutationOutcome {
 pub struct Applied {
     /// One per mutation, in queue order.
     pub outcomes: Vec<MutationOutcome>,
-    /// The final value of every changed key (one per index), for the tree update.
+    /// The final value of every changed key (one per index, ascending), for the tree update.
     pub updates: Vec<(Index, LeafValue)>,
+    /// For each of `updates`, the mutation whose value it is (the key's last applied one), as a
+    /// position in the epoch's list: its leaf hash is the update's.
+    pub update_sources: Vec<u32>,
     pub counts: HeadCounts,
 }
 
@@ -120,7 +123,9 @@ pub fn apply_mutations(
         .collect();
     let mut outcome_of = vec![Outcome::Duplicate; mutations.len()];
     let mut counts = HeadCounts { mutations: u64::from(count), ..HeadCounts::default() };
-    let mut updates = Vec::with_capacity(parts.iter().map(|p| p.updates.len()).sum());
+    let changed = parts.iter().map(|p| p.updates.len()).sum();
+    let mut versions = Vec::with_capacity(changed);
+    let mut update_sources = Vec::with_capacity(changed);
     for part in parts {
         for (i, outcome) in part.outcomes {
             outcome_of[i as usize] = outcome;
@@ -129,23 +134,55 @@ pub fn apply_mutations(
         counts.rejected += part.counts.rejected;
         counts.duplicates += part.counts.duplicates;
         // Buckets come in index order and each is sorted: the concatenation is sorted.
-        updates.extend(part.updates);
+        versions.extend(part.updates);
+        update_sources.extend(part.update_sources);
     }
-    debug_assert!(updates.windows(2).all(|w| w[0].0 < w[1].0), "updates sorted, one per index");
+    debug_assert!(versions.windows(2).all(|w| w[0].0 < w[1].0), "updates sorted, one per index");
+    let values = values_of(mutations, &update_sources);
+    let updates = versions
+        .into_iter()
+        .zip(values)
+        .map(|((index, version), value)| (index, LeafValue { version, value }))
+        .collect();
     let outcomes = outcome_of
         .into_par_iter()
         .zip(mutations.par_iter().zip(hashed))
         .with_min_len(4096)
         .map(|(outcome, ((position, _), &(id, index)))| MutationOutcome { position: *position, id, index, outcome })
         .collect();
-    Applied { outcomes, updates, counts }
+    Applied { outcomes, updates, update_sources, counts }
 }
 
-/// One bucket's outcomes (with the mutation each belongs to), sorted updates and counts.
+/// The value of mutation `sources[k]`, for each `k`. Copied in queue order, not in index order:
+/// the values lie in memory in queue order (decoded or read in it), so the copy streams instead
+/// of missing the cache on every key (in index order, a 1M-key epoch spent most of its apply
+/// here).
+fn values_of(mutations: &[(Position, Mutation)], sources: &[u32]) -> Vec<Option<Vec<u8>>> {
+    let mut slot = vec![u32::MAX; mutations.len()];
+    for (k, &i) in (0u32..).zip(sources) {
+        slot[i as usize] = k;
+    }
+    let copied: Vec<(u32, Option<Vec<u8>>)> = mutations
+        .par_iter()
+        .zip(&slot)
+        .with_min_len(4096)
+        .filter(|(_, k)| **k != u32::MAX)
+        .map(|((_, m), k)| (*k, m.value.clone()))
+        .collect();
+    let mut values = vec![None; sources.len()];
+    for (k, value) in copied {
+        values[k as usize] = value;
+    }
+    values
+}
+
+/// One bucket's outcomes (with the mutation each belongs to), sorted updates (index and new
+/// version; the value is the source mutation's) and counts.
 #[derive(Debug)]
 struct BucketApplied {
     outcomes: Vec<(u32, Outcome)>,
-    updates: Vec<(Index, LeafValue)>,
+    updates: Vec<(Index, Version)>,
+    update_sources: Vec<u32>,
     counts: HeadCounts,
 }
 
@@ -159,6 +196,7 @@ fn apply_bucket(
 ) -> BucketApplied {
     let mut outcomes = Vec::with_capacity(members.len());
     let mut updates = Vec::new();
+    let mut update_sources = Vec::new();
     let mut counts = HeadCounts::default();
     let mut cursor = 0;
     for group in members.chunk_by(|a, b| a.0 == b.0) {
@@ -198,10 +236,11 @@ fn apply_bucket(
             outcomes.push((i, outcome));
         }
         if let Some(i) = last_applied {
-            updates.push((index, LeafValue { version, value: mutations[i as usize].1.value.clone() }));
+            updates.push((index, version));
+            update_sources.push(i);
         }
     }
-    BucketApplied { outcomes, updates, counts }
+    BucketApplied { outcomes, updates, update_sources, counts }
 }
 
 #[cfg(test)]
@@ -271,8 +310,12 @@ mod tests {
     }
 
     /// The definition, one mutation after the other over one table: the sharded, parallel apply
-    /// must agree with it exactly, whatever the thread count.
-    fn reference(current: &[(Index, Option<LeafValue>)], ms: &[(Position, Mutation)]) -> Vec<Outcome> {
+    /// must agree with it exactly, whatever the thread count. Returns the outcomes and the final
+    /// value of every changed key.
+    fn reference(
+        current: &[(Index, Option<LeafValue>)],
+        ms: &[(Position, Mutation)],
+    ) -> (Vec<Outcome>, HashMap<Index, LeafValue>) {
         let suite = HashSuite::Blake3;
         let current: HashMap<Index, Option<LeafValue>> = current.iter().cloned().collect();
         let mut state: HashMap<Index, LeafValue> = HashMap::new();
@@ -298,7 +341,7 @@ mod tests {
                 out.push(Outcome::Applied { version: Version(version.0 + 1) });
             }
         }
-        out
+        (out, state)
     }
 
     #[test]
@@ -327,7 +370,7 @@ mod tests {
             ms.push(m);
         }
         let ms: Vec<_> = ms.into_iter().enumerate().map(|(i, m)| (Position(i as u64 + 1), m)).collect();
-        let expected = reference(&current, &ms);
+        let (expected, state) = reference(&current, &ms);
         let applied: Vec<Applied> = [1, 3]
             .iter()
             .map(|&threads| {
@@ -337,6 +380,14 @@ mod tests {
             .collect();
         assert_eq!(applied[0], applied[1], "thread count changes nothing");
         assert_eq!(outcomes(&applied[0]), expected);
+        let mut changed: Vec<(Index, LeafValue)> = state.into_iter().collect();
+        changed.sort_by_key(|c| c.0);
+        assert_eq!(applied[0].updates, changed, "each changed key's final value, ascending");
+        for (update, &source) in applied[0].updates.iter().zip(&applied[0].update_sources) {
+            let (_, m) = &ms[source as usize];
+            assert_eq!((suite.index_of(&m.key), &m.value), (update.0, &update.1.value), "the source is its last write");
+            assert_eq!(applied[0].outcomes[source as usize].outcome, Outcome::Applied { version: update.1.version });
+        }
         let c = applied[0].counts;
         assert!(
             c.applied > 1000 && c.rejected > 1000 && c.duplicates > 100,

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 /// Stores each epoch's archive file. `put` returns only once the bytes are durable.
 pub trait ArchiveSink: Send + Sync + std::fmt::Debug {
     fn put(&self, epoch: Epoch, bytes: Bytes) -> Result<(), EpochError>;
-    fn get(&self, epoch: Epoch) -> Result<Option<Vec<u8>>, EpochError>;
+    fn get(&self, epoch: Epoch) -> Result<Option<Bytes>, EpochError>;
 }
 
 /// The object name of an epoch's archive: `epoch-<20 digits>.parquet`.
@@ -97,7 +97,7 @@ impl ArchiveSink for ObjectArchives {
         })
     }
 
-    fn get(&self, epoch: Epoch) -> Result<Option<Vec<u8>>, EpochError> {
+    fn get(&self, epoch: Epoch) -> Result<Option<Bytes>, EpochError> {
         let path = self.path(epoch);
         let fetched = self.block_on(async {
             match self.store.get_opts(&path, GetOptions::default()).await {
@@ -107,7 +107,7 @@ impl ArchiveSink for ObjectArchives {
             }
         });
         match fetched {
-            Ok(bytes) => Ok(bytes.map(Vec::from)),
+            Ok(bytes) => Ok(bytes),
             Err(e) => {
                 Err(EpochError::Io(format!("reading the archive of epoch {epoch} from {}: {e}", self.location).into()))
             }
@@ -127,8 +127,8 @@ impl ArchiveSink for MemoryArchives {
         Ok(())
     }
 
-    fn get(&self, epoch: Epoch) -> Result<Option<Vec<u8>>, EpochError> {
-        Ok(self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&epoch.0).map(|b| b.to_vec()))
+    fn get(&self, epoch: Epoch) -> Result<Option<Bytes>, EpochError> {
+        Ok(self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&epoch.0).cloned())
     }
 }
 

@@ -7,7 +7,7 @@ use crate::heads::HeadStore;
 use crate::index::{KeyVersion, OutcomeIndex, OutcomeRecord};
 use crate::schedule::epoch_time_ms;
 use hashbrown::HashSet;
-use keyfold_archive::{ArchiveOutcome, ArchiveRow, read_archive, write_archive};
+use keyfold_archive::{ArchiveOutcome, ArchiveRow, read_archive_bytes, write_archive};
 use keyfold_core::{Epoch, Hash, Head, HeadCounts, Index, MapRoot, Mutation, MutationId, SigningKey, verify_head_note};
 use keyfold_ingest::{Entry, Marker, Position, Queue, QueueError, Receipt};
 use keyfold_shards::{Map, TreeStore};
@@ -235,7 +235,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
                     let bytes = self.archives.get(next)?.ok_or_else(|| {
                         EpochError::Corrupt(format!("epoch {next} has a signed head but no archive to index"))
                     })?;
-                    index.record(next, &read_archive(&bytes)?)?;
+                    index.record(next, &read_archive_bytes(bytes)?)?;
                 }
             }
             next = next.next();

@@ -3,7 +3,8 @@
 //! the map root, using nothing but the heads, the archives and the public key.
 
 use crate::apply::{Outcome, apply_mutations, hash_mutations, read_touched};
-use keyfold_archive::{ArchiveOutcome, ArchiveRow, read_archive};
+use bytes::Bytes;
+use keyfold_archive::{ArchiveOutcome, ArchiveRow, read_archive_bytes};
 use keyfold_core::{Epoch, Hash, HashSuite, Head, Index, Mutation, Version, verify_head_note};
 use keyfold_ingest::Position;
 use keyfold_shards::{Map, MemoryStore, TreeConfig};
@@ -82,13 +83,13 @@ impl Replayer {
     }
 
     /// Verifies the next epoch: its signed head and its archive.
-    pub fn replay(&mut self, note: &str, archive: &[u8]) -> Result<Head, Divergence> {
+    pub fn replay(&mut self, note: &str, archive: Bytes) -> Result<Head, Divergence> {
         self.replay_rows(note, archive).map(|(head, _)| head)
     }
 
     /// As [`Replayer::replay`], also handing back the archive's rows (verified), so a caller that
     /// needs them does not decode the archive a second time.
-    pub fn replay_rows(&mut self, note: &str, archive: &[u8]) -> Result<(Head, Vec<ArchiveRow>), Divergence> {
+    pub fn replay_rows(&mut self, note: &str, archive: Bytes) -> Result<(Head, Vec<ArchiveRow>), Divergence> {
         let prev = &self.previous;
         let epoch = prev.epoch.next();
         let head = verify_head_note(note, &self.origin, &self.public_key)
@@ -101,9 +102,10 @@ impl Replayer {
         check(head.previous == prev.hash(), "chain link", prev.hash().to_hex(), head.previous.to_hex())?;
         check(head.time_ms > prev.time_ms, "epoch time", format!("> {}", prev.time_ms), head.time_ms.to_string())?;
         let suite = head.suite;
-        let digest = suite.archive_digest(archive);
+        let digest = suite.archive_digest(&archive);
         check(digest == head.archive, "archive digest", head.archive.to_hex(), digest.to_hex())?;
-        let mut rows = read_archive(archive).map_err(|e| diverge(epoch, None, "archive", "a format 1 archive", e))?;
+        let mut rows =
+            read_archive_bytes(archive).map_err(|e| diverge(epoch, None, "archive", "a format 1 archive", e))?;
         // In parallel; the first failure in row order is reported (`collect` into a `Result` does
         // not promise which one).
         let converted: Vec<Result<(Position, Mutation), Divergence>> =
@@ -139,7 +141,17 @@ impl Replayer {
             return Err(divergence);
         }
         check(applied.counts == head.counts, "counts", format!("{:?}", applied.counts), format!("{:?}", head.counts))?;
-        let root = self.map.apply(applied.updates).map_err(|e| diverge(epoch, None, "replica", "updatable", e))?;
+        // Every applied row's leaf hash was recomputed and matched above: each key's final one is
+        // its last applied row's, and the tree takes it instead of hashing the leaf again.
+        let leaf_hashes = applied
+            .update_sources
+            .iter()
+            .map(|&i| rows[i as usize].leaf_hash.expect("an applied row's leaf hash was checked"))
+            .collect();
+        let root = self
+            .map
+            .apply_hashed(applied.updates, leaf_hashes)
+            .map_err(|e| diverge(epoch, None, "replica", "updatable", e))?;
         check(root.hash == head.root, "map root", root.hash.to_hex(), head.root.to_hex())?;
         self.previous = head.clone();
         // The keys, values and signatures moved into the mutations go back into their rows.

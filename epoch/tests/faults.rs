@@ -41,7 +41,7 @@ impl ArchiveSink for FullDiskArchives {
         self.inner.put(epoch, bytes)
     }
 
-    fn get(&self, epoch: Epoch) -> Result<Option<Vec<u8>>, EpochError> {
+    fn get(&self, epoch: Epoch) -> Result<Option<bytes::Bytes>, EpochError> {
         self.inner.get(epoch)
     }
 }
@@ -222,7 +222,7 @@ fn fault_then_recover(target: Option<Target>, fault: Fault, reference: &(String,
     for e in 1..=expected_last.0 {
         let note = f.job.heads().get(Epoch(e)).unwrap().unwrap();
         let archive = f.job.archives().get(Epoch(e)).unwrap().unwrap();
-        replayer.replay(&note, &archive).unwrap_or_else(|d| panic!("{what}: epoch {e}: {d}"));
+        replayer.replay(&note, archive).unwrap_or_else(|d| panic!("{what}: epoch {e}: {d}"));
     }
 }
 

@@ -52,7 +52,7 @@ fn history() -> (String, Vec<(String, Vec<u8>)>) {
             job.queue().append(ms).unwrap();
         }
         let report = job.run_epoch(2_000 + e as u64).unwrap();
-        out.push((report.note, job.archives().get(report.head.epoch).unwrap().unwrap()));
+        out.push((report.note, job.archives().get(report.head.epoch).unwrap().unwrap().to_vec()));
     }
     let genesis = job.heads().get(Epoch(0)).unwrap().unwrap();
     (genesis, out)
@@ -62,7 +62,7 @@ fn replay_all(genesis: &str, history: &[(String, Vec<u8>)]) -> Result<Head, keyf
     let public = key().verifying_key().to_bytes();
     let mut replayer = Replayer::from_genesis(genesis, ORIGIN, &public, BITS)?;
     for (note, archive) in history {
-        replayer.replay(note, archive)?;
+        replayer.replay(note, archive.clone().into())?;
     }
     Ok(replayer.head().clone())
 }
@@ -89,7 +89,7 @@ fn honest_history_replays() {
     // `replay_rows` hands back exactly the archive's rows.
     let mut replayer = Replayer::from_genesis(&genesis, ORIGIN, &key().verifying_key().to_bytes(), BITS).unwrap();
     for (note, archive) in &history {
-        let (_, rows) = replayer.replay_rows(note, archive).unwrap();
+        let (_, rows) = replayer.replay_rows(note, archive.clone().into()).unwrap();
         assert_eq!(rows, read_archive(archive).unwrap());
     }
 }

@@ -98,8 +98,8 @@ impl Published {
         self.get(path)?.text().map_err(|e| e.to_string())
     }
 
-    pub(crate) fn bytes(&self, path: &str) -> Result<Vec<u8>, String> {
-        Ok(self.get(path)?.bytes().map_err(|e| e.to_string())?.to_vec())
+    pub(crate) fn bytes(&self, path: &str) -> Result<bytes::Bytes, String> {
+        self.get(path)?.bytes().map_err(|e| e.to_string())
     }
 
     /// The shard bits the server states (untrusted: a wrong value makes the first root diverge).

@@ -74,7 +74,7 @@ fn replay_all(
         let archive = ArchiveSink::get(archives, epoch)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("epoch {epoch}: archive {} missing", archives.describe(epoch)))?;
-        let (head, rows) = replayer.replay_rows(&note(epoch)?, &archive).map_err(|d| format!("divergence: {d}"))?;
+        let (head, rows) = replayer.replay_rows(&note(epoch)?, archive).map_err(|d| format!("divergence: {d}"))?;
         mutations += head.counts.mutations;
         if epoch <= index.through {
             for row in &rows {

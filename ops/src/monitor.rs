@@ -72,7 +72,7 @@ pub fn monitor(args: &MonitorArgs) -> Result<(), String> {
             let note = server.text(&format!("/v1/heads/{}", epoch.0))?;
             let archive = server.bytes(&format!("/v1/epochs/{}/archive", epoch.0))?;
             let head = replayer
-                .replay(&note, &archive)
+                .replay(&note, archive)
                 .map_err(|d| format!("divergence at epoch {epoch}, not cosigned; stopping: {d}"))?;
             let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
             let line = cosign(&note, &args.witness_name, &key, now).map_err(|e| e.to_string())?;

@@ -34,7 +34,7 @@ pub struct VerifyArgs {
 trait Source {
     fn latest(&self) -> Result<Epoch, String>;
     fn head(&self, epoch: Epoch) -> Result<String, String>;
-    fn archive(&self, epoch: Epoch) -> Result<Vec<u8>, String>;
+    fn archive(&self, epoch: Epoch) -> Result<bytes::Bytes, String>;
 }
 
 struct DirSource {
@@ -51,7 +51,7 @@ impl Source for DirSource {
         self.heads.get(epoch).map_err(|e| e.to_string())?.ok_or_else(|| format!("epoch {epoch}: head missing"))
     }
 
-    fn archive(&self, epoch: Epoch) -> Result<Vec<u8>, String> {
+    fn archive(&self, epoch: Epoch) -> Result<bytes::Bytes, String> {
         ArchiveSink::get(&self.archives, epoch)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("epoch {epoch}: archive {} missing", self.archives.describe(epoch)))
@@ -67,7 +67,7 @@ impl Source for Published {
         self.text(&format!("/v1/heads/{}", epoch.0))
     }
 
-    fn archive(&self, epoch: Epoch) -> Result<Vec<u8>, String> {
+    fn archive(&self, epoch: Epoch) -> Result<bytes::Bytes, String> {
         self.bytes(&format!("/v1/epochs/{}/archive", epoch.0))
     }
 }
@@ -107,7 +107,7 @@ pub fn verify(args: &VerifyArgs) -> Result<(), String> {
     for e in 1..=latest.0 {
         let epoch = Epoch(e);
         let (note, archive) = (source.head(epoch)?, source.archive(epoch)?);
-        let head = replayer.replay(&note, &archive).map_err(|d| {
+        let head = replayer.replay(&note, archive).map_err(|d| {
             progress.abandon();
             format!("divergence: {d}")
         })?;

@@ -24,4 +24,4 @@ pub use map::{Lookup, Map, lookup_in};
 pub use memory::MemoryStore;
 pub use redb_store::{CommitFault, RedbOptions, RedbStore};
 pub use store::{Child, Children, EpochBatch, NodeKey, ShardUpdate, Snapshot, TreeConfig, TreeStore};
-pub use update::{HashedLeaf, prepare_epoch, update_shard};
+pub use update::{HashedLeaf, prepare_epoch, prepare_epoch_hashed, update_shard};

@@ -2,8 +2,8 @@
 
 use crate::error::TreeError;
 use crate::store::{Child, EpochBatch, NodeKey, Snapshot, TreeStore};
-use crate::update::prepare_epoch;
-use keyfold_core::{Epoch, HashSuite, Index, LeafValue, MapRoot, Node, Proof, Terminal};
+use crate::update::{prepare_epoch, prepare_epoch_hashed};
+use keyfold_core::{Epoch, Hash, HashSuite, Index, LeafValue, MapRoot, Node, Proof, Terminal};
 
 /// The answer to a lookup: the key's value at an epoch (if any) and the proof of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +76,11 @@ impl<S: TreeStore> Map<S> {
     /// Commits a batch from [`Map::prepare`] and re-reads the committed root to check it.
     pub fn commit(&self, batch: &EpochBatch) -> Result<MapRoot, TreeError> {
         self.store.commit(batch)?;
+        self.check_committed(batch)
+    }
+
+    /// Re-reads the root `batch` committed and checks it is the one the batch computed.
+    fn check_committed(&self, batch: &EpochBatch) -> Result<MapRoot, TreeError> {
         let root = self.root(batch.epoch)?;
         let expected = batch.root.node.hash(self.store.config().suite);
         if root.hash != expected {
@@ -89,10 +94,26 @@ impl<S: TreeStore> Map<S> {
         Ok(root)
     }
 
-    /// Prepares and commits one epoch.
+    /// Prepares and commits one epoch (the batch is handed to the store, which may move its
+    /// records instead of copying them).
     pub fn apply(&self, updates: Vec<(Index, LeafValue)>) -> Result<MapRoot, TreeError> {
         let batch = self.prepare(updates)?;
-        self.commit(&batch)
+        self.commit_batch(batch)
+    }
+
+    /// [`Map::apply`] of updates ascending by index with their leaf hashes computed by the
+    /// caller (see [`prepare_epoch_hashed`]).
+    pub fn apply_hashed(&self, updates: Vec<(Index, LeafValue)>, leaf_hashes: Vec<Hash>) -> Result<MapRoot, TreeError> {
+        let snapshot = self.store.snapshot(self.store.latest_epoch()?)?;
+        let batch = prepare_epoch_hashed(self.store.config(), &snapshot, updates, leaf_hashes)?;
+        drop(snapshot); // the memory store's commit waits for its readers
+        self.commit_batch(batch)
+    }
+
+    fn commit_batch(&self, batch: EpochBatch) -> Result<MapRoot, TreeError> {
+        let committed = EpochBatch { shards: Vec::new(), top_nodes: Vec::new(), leaves: Vec::new(), ..batch };
+        self.store.commit_owned(batch)?;
+        self.check_committed(&committed)
     }
 
     /// The value of `index` at `epoch` with its inclusion or absence proof.

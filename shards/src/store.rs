@@ -222,4 +222,9 @@ pub trait TreeStore: Send + Sync {
     /// Makes `batch` visible atomically; `batch.epoch` must be latest + 1. Records a previous,
     /// interrupted attempt at the same epoch left behind are discarded first.
     fn commit(&self, batch: &EpochBatch) -> Result<(), TreeError>;
+    /// [`TreeStore::commit`] of a batch the caller no longer needs: a store that keeps records in
+    /// memory moves them instead of copying.
+    fn commit_owned(&self, batch: EpochBatch) -> Result<(), TreeError> {
+        self.commit(&batch)
+    }
 }

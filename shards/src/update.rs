@@ -248,17 +248,53 @@ pub fn prepare_epoch<S: Snapshot>(
     mut updates: Vec<(Index, LeafValue)>,
 ) -> Result<EpochBatch, TreeError> {
     let suite = config.suite;
-    let epoch = snapshot.epoch().next();
     updates.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
     if let Some(w) = updates.windows(2).find(|w| w[0].0 == w[1].0) {
         return Err(TreeError::DuplicateIndex(w[0].0.to_hex()));
     }
+    let leaf_hashes =
+        updates.par_iter().with_min_len(256).map(|(index, value)| suite.leaf_hash_of(index, value)).collect();
+    prepare_sorted(config, snapshot, updates, leaf_hashes)
+}
+
+/// [`prepare_epoch`] of updates already ascending by index, one per index, whose leaf hashes
+/// (`leaf_hashes[i]` is `suite.leaf_hash_of` of `updates[i]`) the caller has computed anyway: a
+/// monitor's replay has just recomputed and checked every applied mutation's leaf hash, so the
+/// leaves are not hashed twice. A wrong hash gives a batch that [`EpochBatch::verify`] refuses
+/// and a root nobody else computes. Panics if `updates` are not ascending (a caller bug).
+pub fn prepare_epoch_hashed<S: Snapshot>(
+    config: TreeConfig,
+    snapshot: &S,
+    updates: Vec<(Index, LeafValue)>,
+    leaf_hashes: Vec<Hash>,
+) -> Result<EpochBatch, TreeError> {
+    assert_eq!(updates.len(), leaf_hashes.len(), "one leaf hash per update");
+    if let Some(w) = updates.windows(2).find(|w| w[0].0 >= w[1].0) {
+        assert!(w[0].0 == w[1].0, "updates must ascend by index");
+        return Err(TreeError::DuplicateIndex(w[0].0.to_hex()));
+    }
+    debug_assert!(
+        updates.iter().zip(&leaf_hashes).all(|((index, value), hash)| config.suite.leaf_hash_of(index, value) == *hash),
+        "every leaf hash is its update's"
+    );
+    prepare_sorted(config, snapshot, updates, leaf_hashes)
+}
+
+/// The update proper: `updates` ascending and distinct, `leaf_hashes` theirs.
+fn prepare_sorted<S: Snapshot>(
+    config: TreeConfig,
+    snapshot: &S,
+    updates: Vec<(Index, LeafValue)>,
+    leaf_hashes: Vec<Hash>,
+) -> Result<EpochBatch, TreeError> {
+    let epoch = snapshot.epoch().next();
     let hashed: Vec<HashedLeaf> = updates
         .par_iter()
-        .with_min_len(256)
-        .map(|(index, value)| HashedLeaf { index: *index, hash: suite.leaf_hash_of(index, value), written: epoch })
+        .zip(leaf_hashes)
+        .with_min_len(1024)
+        .map(|((index, _), hash)| HashedLeaf { index: *index, hash, written: epoch })
         .collect();
-    let ctx = Ctx { suite, shard_bits: usize::from(config.shard_bits), snapshot, epoch };
+    let ctx = Ctx { suite: config.suite, shard_bits: usize::from(config.shard_bits), snapshot, epoch };
     let mut shards = Vec::new();
     let mut top_nodes = Vec::new();
     let root = ctx.top(0, snapshot.root()?, &hashed, &mut shards, &mut top_nodes)?;

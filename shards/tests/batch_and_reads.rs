@@ -1,8 +1,9 @@
 //! `EpochBatch::verify` catches every inconsistency between a batch and the root it claims;
-//! `Map::get_many` agrees with single lookups.
+//! `Map::get_many` agrees with single lookups; leaf hashes handed in give the batch the tree
+//! computes itself, and a wrong one is refused by `verify`.
 
 use keyfold_core::{Epoch, Hash, HashSuite, Index, LeafValue, Node, Version};
-use keyfold_shards::{Map, MemoryStore, TreeConfig};
+use keyfold_shards::{Map, MemoryStore, TreeConfig, TreeError, TreeStore, prepare_epoch, prepare_epoch_hashed};
 
 fn updates(range: std::ops::Range<u32>, version: u64) -> Vec<(Index, LeafValue)> {
     range
@@ -69,4 +70,47 @@ fn get_many_agrees_with_lookups() {
             }
         }
     }
+}
+
+#[test]
+fn leaf_hashes_handed_in_give_the_same_batch() {
+    let suite = HashSuite::Blake3;
+    let config = TreeConfig::new(suite, 3).unwrap();
+    let map = Map::new(MemoryStore::new(config));
+    map.apply(updates(0..800, 1)).unwrap();
+    let mut next = updates(600..1500, 2);
+    next.sort_by_key(|u| u.0);
+    let hashes: Vec<Hash> = next.iter().map(|(index, value)| suite.leaf_hash_of(index, value)).collect();
+    let snapshot = map.store().snapshot(Epoch(1)).unwrap();
+    let computed = prepare_epoch(config, &snapshot, next.clone()).unwrap();
+    let handed = prepare_epoch_hashed(config, &snapshot, next.clone(), hashes.clone()).unwrap();
+    assert_eq!(handed, computed);
+
+    let mut twice = next.clone();
+    twice[1] = twice[0].clone();
+    let mut twice_hashes = hashes.clone();
+    twice_hashes[1] = twice_hashes[0];
+    let refused = prepare_epoch_hashed(config, &snapshot, twice, twice_hashes);
+    assert!(matches!(refused, Err(TreeError::DuplicateIndex(_))), "{refused:?}");
+
+    // A wrong hash is caught: by a debug assertion in debug builds, else by `verify`.
+    let mut wrong = hashes.clone();
+    wrong[7] = Hash([7; 32]);
+    let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        prepare_epoch_hashed(config, &snapshot, next.clone(), wrong).unwrap()
+    }));
+    match prepared {
+        Ok(batch) => assert!(batch.verify(suite, 3).is_err(), "verify refuses a wrong leaf hash"),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or_default();
+            assert!(message.contains("every leaf hash is its update's"), "only the debug assertion panics: {message}");
+        }
+    }
+    drop(snapshot);
+    let root = map.apply_hashed(next, hashes).unwrap();
+    assert_eq!(root.hash, computed.root.node.hash(suite));
 }
