@@ -276,13 +276,7 @@ impl HashSuite {
 
     /// The digest of an epoch archive file, signed in the head.
     pub fn archive_digest(self, file: &[u8]) -> Hash {
-        /// Below this, forking costs more than it saves (blake3's own advice: 128 KiB).
-        const PARALLEL_DIGEST_BYTES: usize = 128 * 1024;
         match self {
-            // Big archives hash on the rayon pool (the same bytes out as the one-shot hash).
-            HashSuite::Blake3 if file.len() >= PARALLEL_DIGEST_BYTES => {
-                Hash(*blake3::Hasher::new_keyed(&BLAKE3_KEYS.archive).update_rayon(file).finalize().as_bytes())
-            }
             HashSuite::Blake3 => Hash(*blake3::keyed_hash(&BLAKE3_KEYS.archive, file).as_bytes()),
             HashSuite::Sha256 => sha256(&[&[SHA256_PREFIX_ARCHIVE], file]),
         }
@@ -311,16 +305,6 @@ impl HashSuite {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The parallel digest of a big archive is the one-shot keyed hash, around the threshold too.
-    #[test]
-    fn parallel_archive_digest_is_the_one_shot_hash() {
-        for len in [0, 1, 128 * 1024 - 1, 128 * 1024, 3 * 1024 * 1024 + 7] {
-            let file: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-            let one_shot = Hash(*blake3::keyed_hash(&BLAKE3_KEYS.archive, &file).as_bytes());
-            assert_eq!(HashSuite::Blake3.archive_digest(&file), one_shot, "{len} bytes");
-        }
-    }
 
     #[test]
     fn domains_differ_and_suites_differ() {

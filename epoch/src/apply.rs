@@ -124,7 +124,7 @@ pub fn apply_mutations(
     let mut outcome_of = vec![Outcome::Duplicate; mutations.len()];
     let mut counts = HeadCounts { mutations: u64::from(count), ..HeadCounts::default() };
     let changed = parts.iter().map(|p| p.updates.len()).sum();
-    let mut versions = Vec::with_capacity(changed);
+    let mut updates = Vec::with_capacity(changed);
     let mut update_sources = Vec::with_capacity(changed);
     for part in parts {
         for (i, outcome) in part.outcomes {
@@ -134,16 +134,10 @@ pub fn apply_mutations(
         counts.rejected += part.counts.rejected;
         counts.duplicates += part.counts.duplicates;
         // Buckets come in index order and each is sorted: the concatenation is sorted.
-        versions.extend(part.updates);
+        updates.extend(part.updates);
         update_sources.extend(part.update_sources);
     }
-    debug_assert!(versions.windows(2).all(|w| w[0].0 < w[1].0), "updates sorted, one per index");
-    let values = values_of(mutations, &update_sources);
-    let updates = versions
-        .into_iter()
-        .zip(values)
-        .map(|((index, version), value)| (index, LeafValue { version, value }))
-        .collect();
+    debug_assert!(updates.windows(2).all(|w| w[0].0 < w[1].0), "updates sorted, one per index");
     let outcomes = outcome_of
         .into_par_iter()
         .zip(mutations.par_iter().zip(hashed))
@@ -153,35 +147,11 @@ pub fn apply_mutations(
     Applied { outcomes, updates, update_sources, counts }
 }
 
-/// The value of mutation `sources[k]`, for each `k`. Copied in queue order, not in index order:
-/// the values lie in memory in queue order (decoded or read in it), so the copy streams instead
-/// of missing the cache on every key (in index order, a 1M-key epoch spent most of its apply
-/// here).
-fn values_of(mutations: &[(Position, Mutation)], sources: &[u32]) -> Vec<Option<Vec<u8>>> {
-    let mut slot = vec![u32::MAX; mutations.len()];
-    for (k, &i) in (0u32..).zip(sources) {
-        slot[i as usize] = k;
-    }
-    let copied: Vec<(u32, Option<Vec<u8>>)> = mutations
-        .par_iter()
-        .zip(&slot)
-        .with_min_len(4096)
-        .filter(|(_, k)| **k != u32::MAX)
-        .map(|((_, m), k)| (*k, m.value.clone()))
-        .collect();
-    let mut values = vec![None; sources.len()];
-    for (k, value) in copied {
-        values[k as usize] = value;
-    }
-    values
-}
-
-/// One bucket's outcomes (with the mutation each belongs to), sorted updates (index and new
-/// version; the value is the source mutation's) and counts.
+/// One bucket's outcomes (with the mutation each belongs to), sorted updates and counts.
 #[derive(Debug)]
 struct BucketApplied {
     outcomes: Vec<(u32, Outcome)>,
-    updates: Vec<(Index, Version)>,
+    updates: Vec<(Index, LeafValue)>,
     update_sources: Vec<u32>,
     counts: HeadCounts,
 }
@@ -236,7 +206,7 @@ fn apply_bucket(
             outcomes.push((i, outcome));
         }
         if let Some(i) = last_applied {
-            updates.push((index, version));
+            updates.push((index, LeafValue { version, value: mutations[i as usize].1.value.clone() }));
             update_sources.push(i);
         }
     }
