@@ -4,7 +4,7 @@
 
 use crate::error::EpochError;
 use keyfold_core::Epoch;
-use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
@@ -51,6 +51,24 @@ pub struct RedbCosignatures {
 impl RedbCosignatures {
     pub fn open(path: &Path) -> Result<RedbCosignatures, EpochError> {
         Ok(RedbCosignatures { db: Database::create(path).map_err(EpochError::io)? })
+    }
+
+    /// Every stored cosignature: (epoch, witness, line), ascending by epoch then witness (for
+    /// `keyfold fsck`).
+    pub fn all(&self) -> Result<Vec<(Epoch, String, String)>, EpochError> {
+        let txn = self.db.begin_read().map_err(EpochError::io)?;
+        let table = match txn.open_table(COSIGNATURES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(EpochError::io(e)),
+        };
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(EpochError::io)? {
+            let (k, v) = entry.map_err(EpochError::io)?;
+            let (epoch, witness) = k.value();
+            out.push((Epoch(epoch), witness.to_owned(), v.value().to_owned()));
+        }
+        Ok(out)
     }
 }
 
@@ -114,6 +132,17 @@ mod tests {
     #[test]
     fn redb_cosignatures() {
         let dir = tempfile::tempdir().unwrap();
-        conformance(&RedbCosignatures::open(&dir.path().join("cosignatures.redb")).unwrap());
+        let store = RedbCosignatures::open(&dir.path().join("cosignatures.redb")).unwrap();
+        assert!(store.all().unwrap().is_empty(), "no table yet");
+        conformance(&store);
+        let all: Vec<(u64, String, String)> = store.all().unwrap().into_iter().map(|(e, w, l)| (e.0, w, l)).collect();
+        assert_eq!(
+            all,
+            [
+                (1, "a".into(), "line a1\n".into()),
+                (1, "b".into(), "line b1 later\n".into()),
+                (2, "a".into(), "line a2\n".into())
+            ]
+        );
     }
 }

@@ -8,15 +8,18 @@
 //! * the outcome index (`index.redb`): every mutation of every indexed epoch has its archived
 //!   outcome (its latest appearance), every key its archived history, and the index is not ahead
 //!   of the heads (behind is a crash's normal state: the next start catches it up);
-//! * the queue: the entries after the heads' cursor read back and decode, in position order.
+//! * the queue: the entries after the heads' cursor read back and decode, in position order;
+//! * the witnesses' cosignatures (`cosignatures.redb`): each is of an epoch that has a head, and
+//!   each by a witness given with `--witness NAME=KEY` verifies on that head (the others are
+//!   counted, not checked: the directory does not hold witness keys).
 
 use crate::directory::read_config;
 use clap::Args;
-use keyfold_core::{Epoch, HashSuite, MapRoot, verify_head_note};
+use keyfold_core::{Epoch, HashSuite, MapRoot, Witness, verify_cosignature, verify_head_note, with_cosignatures};
 use keyfold_core::{Index, MutationId};
 use keyfold_epoch::{
-    ArchiveSink, HeadStore, KeyVersion, ObjectArchives, OutcomeIndex, OutcomeRecord, RedbHeadStore, RedbOutcomeIndex,
-    Replayer, applied, load_public_key, outcome_of,
+    ArchiveSink, HeadStore, KeyVersion, ObjectArchives, OutcomeIndex, OutcomeRecord, RedbCosignatures, RedbHeadStore,
+    RedbOutcomeIndex, Replayer, applied, load_public_key, outcome_of,
 };
 use keyfold_ingest::{Entry, Position, Queue, RedbQueue, RedbQueueOptions};
 use keyfold_shards::{Map, RedbOptions, RedbStore, TreeConfig, TreeStore, lookup_in};
@@ -29,6 +32,10 @@ pub struct FsckArgs {
     /// The data directory to check (its server stopped).
     #[arg(long, env = "KEYFOLD_DATA")]
     data: PathBuf,
+    /// A witness whose stored cosignatures to verify: `NAME=BASE64_PUBLIC_KEY`, as for `serve`
+    /// (repeat for several).
+    #[arg(long = "witness", value_name = "NAME=KEY", env = "KEYFOLD_WITNESSES", value_delimiter = ',')]
+    witness: Vec<String>,
 }
 
 /// What a check found: a one-line summary, or the problem.
@@ -200,6 +207,33 @@ fn check_queue(queue: &RedbQueue, cursor: Position) -> Finding {
     ))
 }
 
+/// The stored cosignatures: each of an epoch that has a head, and each by a listed witness
+/// verifying on that head.
+fn check_cosignatures(stored: &RedbCosignatures, heads: &RedbHeadStore, witnesses: &[Witness]) -> Finding {
+    let all = stored.all().map_err(|e| e.to_string())?;
+    let (mut verified, mut unchecked) = (0usize, BTreeSet::new());
+    for (epoch, name, line) in &all {
+        let note = heads
+            .get(*epoch)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{name}'s cosignature of epoch {epoch}, which has no head"))?;
+        let Some(witness) = witnesses.iter().find(|w| w.name == *name) else {
+            unchecked.insert(name.as_str());
+            continue;
+        };
+        verify_cosignature(&with_cosignatures(&note, std::slice::from_ref(line)), witness)
+            .map_err(|e| format!("epoch {epoch}: {e}"))?;
+        verified += 1;
+    }
+    let mut summary = format!("{} stored, {verified} verified", all.len());
+    if !unchecked.is_empty() {
+        let names: Vec<&str> = unchecked.into_iter().collect();
+        summary
+            .push_str(&format!("; not checked, by witnesses not given with --witness NAME=KEY: {}", names.join(", ")));
+    }
+    Ok(summary)
+}
+
 fn report(problems: &mut Vec<String>, what: &str, finding: Finding) {
     match finding {
         Ok(summary) => println!("ok    {what}: {summary}"),
@@ -216,6 +250,7 @@ fn busy(what: &str, e: impl std::fmt::Display) -> String {
 
 pub fn fsck(args: &FsckArgs) -> Result<(), String> {
     let dir: &Path = &args.data;
+    let witnesses = crate::serve::parse_witnesses(&args.witness)?;
     let config = read_config(dir)?;
     let suite = HashSuite::from_name(&config.hash).ok_or_else(|| format!("unknown hash {:?}", config.hash))?;
     let public = load_public_key(&dir.join("signing.pub")).map_err(|e| e.to_string())?;
@@ -258,6 +293,14 @@ pub fn fsck(args: &FsckArgs) -> Result<(), String> {
     }
     let cursor = heads.cursor().map_err(|e| e.to_string())?;
     report(&mut problems, "queue", check_queue(&queue, cursor));
+    let cosignatures_path = dir.join("cosignatures.redb");
+    match cosignatures_path.exists() {
+        true => {
+            let stored = RedbCosignatures::open(&cosignatures_path).map_err(|e| busy("cosignatures", e))?;
+            report(&mut problems, "cosignatures", check_cosignatures(&stored, &heads, &witnesses));
+        }
+        false => println!("skip  cosignatures: none stored (no cosignatures.redb)"),
+    }
     match problems.first() {
         None => {
             println!("fsck {}: no problems", dir.display());

@@ -338,6 +338,41 @@ fn fsck_passes_a_healthy_directory_and_locates_damage() {
     let (ok, stdout, stderr) = keyfold(&["fsck", "--data", data_arg]);
     assert!(ok, "{stdout} {stderr}");
     assert!(stdout.contains("no problems") && stdout.contains("proofs of all 390 keys verify"), "{stdout}");
+    assert!(stdout.contains("skip  cosignatures: none stored"), "{stdout}");
+
+    // Cosignatures: a witness's line verifies with the witness's key given and is counted, not
+    // checked, without it; a line that is not of its epoch's head, or of an epoch without a head,
+    // fails.
+    let (witness_key, witness_pub) = (dir.path().join("witness.key"), dir.path().join("witness.pub"));
+    keyfold_epoch::generate_key_files(&witness_key, &witness_pub).unwrap();
+    let key = keyfold_epoch::load_signing_key(&witness_key).unwrap();
+    let witness = format!("witness.test={}", std::fs::read_to_string(&witness_pub).unwrap().trim());
+    let note = |e: u64| {
+        use keyfold_epoch::HeadStore;
+        let heads = keyfold_epoch::RedbHeadStore::open(&data.join("heads.redb")).unwrap();
+        heads.get(keyfold_core::Epoch(e)).unwrap().unwrap()
+    };
+    let store = |e: u64, line: &str| {
+        use keyfold_epoch::CosignatureStore;
+        let stored = keyfold_epoch::RedbCosignatures::open(&data.join("cosignatures.redb")).unwrap();
+        stored.put(keyfold_core::Epoch(e), "witness.test", line).unwrap();
+    };
+    let cosign = |e: u64| keyfold_core::cosign(&note(e), "witness.test", &key, 1_900_000_000 + e).unwrap();
+    store(2, &cosign(2));
+    let (ok, stdout, stderr) = keyfold(&["fsck", "--data", data_arg, "--witness", &witness]);
+    assert!(ok && stdout.contains("ok    cosignatures: 1 stored, 1 verified\n"), "{stdout} {stderr}");
+    let (ok, stdout, _) = keyfold(&["fsck", "--data", data_arg]);
+    assert!(ok && stdout.contains("1 stored, 0 verified; not checked, by witnesses not given"), "{stdout}");
+    store(3, &cosign(2));
+    let (ok, stdout, _) = keyfold(&["fsck", "--data", data_arg, "--witness", &witness]);
+    assert!(!ok && stdout.contains("FAIL  cosignatures: epoch 3: "), "epoch 2's line as epoch 3's: {stdout}");
+    store(3, &cosign(3));
+    let (ok, stdout, _) = keyfold(&["fsck", "--data", data_arg, "--witness", &witness]);
+    assert!(ok && stdout.contains("ok    cosignatures: 2 stored, 2 verified"), "{stdout}");
+    store(9, &cosign(3));
+    let (ok, stdout, _) = keyfold(&["fsck", "--data", data_arg, "--witness", &witness]);
+    assert!(!ok && stdout.contains("cosignature of epoch 9, which has no head"), "{stdout}");
+    std::fs::remove_file(data.join("cosignatures.redb")).unwrap();
 
     // A flipped byte in epoch 3's archive: the replay fails there, and the map is not checked
     // against a replay that failed.
