@@ -31,7 +31,7 @@ pub struct VerifyArgs {
 }
 
 /// Where the published artefacts come from.
-trait Source {
+trait Source: Sync {
     fn latest(&self) -> Result<Epoch, String>;
     fn head(&self, epoch: Epoch) -> Result<String, String>;
     fn archive(&self, epoch: Epoch) -> Result<bytes::Bytes, String>;
@@ -72,6 +72,9 @@ impl Source for Published {
     }
 }
 
+/// Epochs fetched ahead of the one replaying.
+const FETCHED_AHEAD: usize = 1;
+
 pub fn verify(args: &VerifyArgs) -> Result<(), String> {
     let (source, origin, public, shard_bits): (Box<dyn Source>, String, [u8; 32], u8) = match (&args.data, &args.server)
     {
@@ -104,16 +107,33 @@ pub fn verify(args: &VerifyArgs) -> Result<(), String> {
     progress.set_message("replaying");
     let started = Instant::now();
     let mut mutations = 0u64;
-    for e in 1..=latest.0 {
-        let epoch = Epoch(e);
-        let (note, archive) = (source.head(epoch)?, source.archive(epoch)?);
-        let head = replayer.replay(&note, archive).map_err(|d| {
-            progress.abandon();
-            format!("divergence: {d}")
-        })?;
-        mutations += head.counts.mutations;
-        progress.inc(1);
-    }
+    // The next epoch's head and archive are fetched (from disk or the network) while this one
+    // replays; at most FETCHED_AHEAD epochs wait in memory.
+    let (fetched, arrivals) = std::sync::mpsc::sync_channel(FETCHED_AHEAD);
+    let source = &*source;
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for e in 1..=latest.0 {
+                let epoch = Epoch(e);
+                let fetch = source.head(epoch).and_then(|note| Ok((note, source.archive(epoch)?)));
+                let failed = fetch.is_err();
+                if fetched.send((epoch, fetch)).is_err() || failed {
+                    return; // the replay stopped, or cannot go past this epoch
+                }
+            }
+        });
+        for (epoch, fetch) in arrivals {
+            let (note, archive) = fetch.inspect_err(|_| progress.abandon())?;
+            let head = replayer.replay(&note, archive).map_err(|d| {
+                progress.abandon();
+                format!("divergence: {d}")
+            })?;
+            debug_assert_eq!(head.epoch, epoch);
+            mutations += head.counts.mutations;
+            progress.inc(1);
+        }
+        Ok::<(), String>(())
+    })?;
     progress.finish_and_clear();
     let head = replayer.head();
     println!(
