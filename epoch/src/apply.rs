@@ -70,18 +70,38 @@ pub fn hash_mutations(suite: HashSuite, mutations: &[(Position, Mutation)]) -> V
         .collect()
 }
 
-/// The value at `epoch` of every key the mutations touch (`None` where absent), ascending by
+/// What compare-and-set needs of a key's current value: its version, and whether it holds a
+/// value (a tombstone does not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyState {
+    pub version: Version,
+    pub has_value: bool,
+}
+
+impl KeyState {
+    pub fn of(leaf: &LeafValue) -> KeyState {
+        KeyState { version: leaf.version, has_value: leaf.value.is_some() }
+    }
+}
+
+/// Every index the mutations touch, ascending, once each.
+pub fn touched_indexes(hashed: &[(MutationId, Index)]) -> Vec<Index> {
+    let mut touched: Vec<Index> = hashed.iter().map(|(_, index)| *index).collect();
+    touched.par_sort_unstable();
+    touched.dedup();
+    touched
+}
+
+/// The state at `epoch` of every key the mutations touch (`None` where absent), ascending by
 /// index, one entry per index: the `current` state [`apply_mutations`] takes.
 pub fn read_touched<S: TreeStore>(
     map: &Map<S>,
     hashed: &[(MutationId, Index)],
     epoch: Epoch,
-) -> Result<Vec<(Index, Option<LeafValue>)>, TreeError> {
-    let mut touched: Vec<Index> = hashed.iter().map(|(_, index)| *index).collect();
-    touched.par_sort_unstable();
-    touched.dedup();
+) -> Result<Vec<(Index, Option<KeyState>)>, TreeError> {
+    let touched = touched_indexes(hashed);
     let values = map.get_many(&touched, epoch)?;
-    Ok(touched.into_iter().zip(values).collect())
+    Ok(touched.into_iter().zip(values).map(|(index, value)| (index, value.as_ref().map(KeyState::of))).collect())
 }
 
 /// Mutations of one key always fall into the same bucket (by the first byte of the key's index),
@@ -99,7 +119,7 @@ const SMALL_GROUP: usize = 16;
 /// same id, hence the same key, so each key's mutations are applied on their own: sorted by index
 /// (stable, so queue order holds within a key) and merged with `current`, no hash tables.
 pub fn apply_mutations(
-    current: &[(Index, Option<LeafValue>)],
+    current: &[(Index, Option<KeyState>)],
     mutations: &[(Position, Mutation)],
     hashed: &[(MutationId, Index)],
 ) -> Applied {
@@ -159,7 +179,7 @@ struct BucketApplied {
 /// Applies one bucket: `members` sorted by index, queue order within an index; `current` the
 /// bucket's slice of the previous state.
 fn apply_bucket(
-    current: &[(Index, Option<LeafValue>)],
+    current: &[(Index, Option<KeyState>)],
     mutations: &[(Position, Mutation)],
     hashed: &[(MutationId, Index)],
     members: &[(Index, u32)],
@@ -176,7 +196,7 @@ fn apply_bucket(
         }
         let before = current.get(cursor).filter(|(at, _)| *at == index).and_then(|(_, v)| v.as_ref());
         let mut version = before.map_or(Version(0), |v| v.version);
-        let mut has_value = before.is_some_and(|v| v.value.is_some());
+        let mut has_value = before.is_some_and(|v| v.has_value);
         let mut last_applied = None;
         let mut seen: Option<HashSet<MutationId>> =
             (group.len() > SMALL_GROUP).then(|| HashSet::with_capacity(group.len()));
@@ -230,7 +250,7 @@ mod tests {
     fn run(current: &[(&str, LeafValue)], ms: Vec<Mutation>) -> Applied {
         let suite = HashSuite::Blake3;
         let mut current: Vec<_> =
-            current.iter().map(|(k, v)| (suite.index_of(k.as_bytes()), Some(v.clone()))).collect();
+            current.iter().map(|(k, v)| (suite.index_of(k.as_bytes()), Some(KeyState::of(v)))).collect();
         current.sort_by_key(|c| c.0);
         let ms: Vec<_> = ms.into_iter().enumerate().map(|(i, m)| (Position(i as u64 + 1), m)).collect();
         apply_mutations(&current, &ms, &hash_mutations(suite, &ms))
@@ -283,11 +303,11 @@ mod tests {
     /// must agree with it exactly, whatever the thread count. Returns the outcomes and the final
     /// value of every changed key.
     fn reference(
-        current: &[(Index, Option<LeafValue>)],
+        current: &[(Index, Option<KeyState>)],
         ms: &[(Position, Mutation)],
     ) -> (Vec<Outcome>, HashMap<Index, LeafValue>) {
         let suite = HashSuite::Blake3;
-        let current: HashMap<Index, Option<LeafValue>> = current.iter().cloned().collect();
+        let current: HashMap<Index, Option<KeyState>> = current.iter().copied().collect();
         let mut state: HashMap<Index, LeafValue> = HashMap::new();
         let mut seen = HashSet::new();
         let mut out = Vec::new();
@@ -297,14 +317,14 @@ mod tests {
                 out.push(Outcome::Duplicate);
                 continue;
             }
-            let now = state.get(&index).cloned().or_else(|| current.get(&index).cloned().flatten());
-            let version = now.as_ref().map_or(Version(0), |v| v.version);
+            let now = state.get(&index).map(KeyState::of).or_else(|| current.get(&index).copied().flatten());
+            let version = now.map_or(Version(0), |v| v.version);
             if m.expected_version != version {
                 out.push(Outcome::Rejected(RejectReason::VersionMismatch {
                     expected: m.expected_version,
                     current: version,
                 }));
-            } else if m.value.is_none() && now.as_ref().is_none_or(|v| v.value.is_none()) {
+            } else if m.value.is_none() && now.is_none_or(|v| !v.has_value) {
                 out.push(Outcome::Rejected(RejectReason::NothingToDelete { current: version }));
             } else {
                 state.insert(index, LeafValue { version: Version(version.0 + 1), value: m.value.clone() });
@@ -320,8 +340,9 @@ mod tests {
         let suite = HashSuite::Blake3;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
         let key = |k: u64| format!("user{k}").into_bytes();
-        let mut current: Vec<(Index, Option<LeafValue>)> = (0..300u64)
-            .map(|k| (suite.index_of(&key(k)), Some(LeafValue { version: Version(k % 3 + 1), value: Some(vec![1]) })))
+        // Some keys start as tombstones.
+        let mut current: Vec<(Index, Option<KeyState>)> = (0..300u64)
+            .map(|k| (suite.index_of(&key(k)), Some(KeyState { version: Version(k % 3 + 1), has_value: k % 5 != 0 })))
             .collect();
         current.sort_by_key(|c| c.0);
         let mut ms: Vec<Mutation> = Vec::new();

@@ -18,7 +18,7 @@ mod keys;
 mod replay;
 mod schedule;
 
-pub use apply::{Applied, MutationOutcome, Outcome, RejectReason, apply_mutations, hash_mutations};
+pub use apply::{Applied, KeyState, MutationOutcome, Outcome, RejectReason, apply_mutations, hash_mutations};
 pub use archives::{ArchiveSink, MemoryArchives, ObjectArchives};
 pub use cosignatures::{CosignatureStore, MemoryCosignatures, RedbCosignatures};
 pub use error::EpochError;

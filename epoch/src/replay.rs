@@ -2,8 +2,9 @@
 //! archive's digest, every archived mutation and outcome (re-running the compare-and-set rules) and
 //! the map root, using nothing but the heads, the archives and the public key.
 
-use crate::apply::{Outcome, apply_mutations, hash_mutations, read_touched};
+use crate::apply::{KeyState, Outcome, apply_mutations, hash_mutations, touched_indexes};
 use bytes::Bytes;
+use hashbrown::HashMap;
 use keyfold_archive::{ArchiveOutcome, ArchiveRow, read_archive_bytes};
 use keyfold_core::{Epoch, Hash, HashSuite, Head, Index, Mutation, Version, verify_head_note};
 use keyfold_ingest::Position;
@@ -43,6 +44,9 @@ pub struct Replayer {
     origin: String,
     public_key: [u8; 32],
     map: Map<MemoryStore>,
+    /// Every key's version and presence at the last verified epoch (what compare-and-set reads),
+    /// so an epoch reads its touched keys here instead of walking the replica's tree to them.
+    states: HashMap<Index, KeyState>,
     previous: Head,
 }
 
@@ -69,7 +73,7 @@ impl Replayer {
                 head.root.to_hex(),
             ));
         }
-        Ok(Replayer { origin: origin.to_owned(), public_key: *public_key, map, previous: head })
+        Ok(Replayer { origin: origin.to_owned(), public_key: *public_key, map, states: HashMap::new(), previous: head })
     }
 
     /// The replica of the map, at the last verified epoch and every one before.
@@ -128,8 +132,9 @@ impl Replayer {
         if let Some(divergence) = mismatch {
             return Err(divergence);
         }
-        let current =
-            read_touched(&self.map, &hashed, prev.epoch).map_err(|e| diverge(epoch, None, "replica", "readable", e))?;
+        let states = &self.states;
+        let current: Vec<(Index, Option<KeyState>)> =
+            touched_indexes(&hashed).into_par_iter().map(|index| (index, states.get(&index).copied())).collect();
         let applied = apply_mutations(&current, &mutations, &hashed);
         // In parallel; the divergence reported is the first in row order.
         let first =
@@ -149,11 +154,14 @@ impl Replayer {
             .iter()
             .map(|&i| rows[i as usize].leaf_hash.expect("an applied row's leaf hash was checked"))
             .collect();
+        let changed: Vec<(Index, KeyState)> =
+            applied.updates.iter().map(|(index, value)| (*index, KeyState::of(value))).collect();
         let root = self
             .map
             .apply_hashed(applied.updates, leaf_hashes)
             .map_err(|e| diverge(epoch, None, "replica", "updatable", e))?;
         check(root.hash == head.root, "map root", root.hash.to_hex(), head.root.to_hex())?;
+        self.states.extend(changed);
         self.previous = head.clone();
         // The keys, values and signatures moved into the mutations go back into their rows.
         for (row, (_, m)) in rows.iter_mut().zip(mutations) {

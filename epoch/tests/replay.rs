@@ -44,7 +44,9 @@ fn history() -> (String, Vec<(String, Vec<u8>)>) {
             .chain([m(5, Some("c"), 2), m(6, None, 2), m(7, Some("stale"), 1), m(99, None, 0)])
             .collect(),
         vec![],
-        (30..60).map(|i| m(i, Some("d"), u64::from(i < 40))).collect(),
+        // Key 6 was deleted in epoch 2 (version 3): deleting it again is rejected, setting it
+        // again applies (the replay reads both from its own record of key states).
+        (30..60).map(|i| m(i, Some("d"), u64::from(i < 40))).chain([m(6, None, 3), m(6, Some("back"), 3)]).collect(),
     ];
     let mut out = Vec::new();
     for (e, ms) in epochs.into_iter().enumerate() {
@@ -86,6 +88,10 @@ fn honest_history_replays() {
     assert!(rows.iter().any(|r| r.outcome == ArchiveOutcome::Rejected && r.reason.is_some()));
     assert!(rows.iter().any(|r| r.tombstone && r.outcome == ArchiveOutcome::Applied));
     assert!(read_archive(&history[2].1).unwrap().is_empty(), "heartbeat epochs have an empty archive");
+    let rows = read_archive(&history[3].1).unwrap();
+    let (delete_again, set_again) = (&rows[rows.len() - 2], &rows[rows.len() - 1]);
+    assert_eq!(delete_again.reason.as_deref(), Some("the key has no value to delete (version 3)"));
+    assert_eq!((set_again.outcome, set_again.new_version), (ArchiveOutcome::Applied, Some(4)));
     // `replay_rows` hands back exactly the archive's rows.
     let mut replayer = Replayer::from_genesis(&genesis, ORIGIN, &key().verifying_key().to_bytes(), BITS).unwrap();
     for (note, archive) in &history {
