@@ -45,8 +45,9 @@ pub struct Replayer {
     public_key: [u8; 32],
     map: Map<MemoryStore>,
     /// Every key's version and presence at the last verified epoch (what compare-and-set reads),
-    /// so an epoch reads its touched keys here instead of walking the replica's tree to them.
-    states: HashMap<Index, KeyState>,
+    /// so an epoch reads its touched keys here instead of walking the replica's tree to them. One
+    /// table per first byte of the index, updated in parallel.
+    states: Vec<HashMap<Index, KeyState>>,
     previous: Head,
 }
 
@@ -73,7 +74,13 @@ impl Replayer {
                 head.root.to_hex(),
             ));
         }
-        Ok(Replayer { origin: origin.to_owned(), public_key: *public_key, map, states: HashMap::new(), previous: head })
+        Ok(Replayer {
+            origin: origin.to_owned(),
+            public_key: *public_key,
+            map,
+            states: (0..STATE_TABLES).map(|_| HashMap::new()).collect(),
+            previous: head,
+        })
     }
 
     /// The replica of the map, at the last verified epoch and every one before.
@@ -134,7 +141,7 @@ impl Replayer {
         }
         let states = &self.states;
         let current: Vec<(Index, Option<KeyState>)> =
-            touched_indexes(&hashed).into_par_iter().map(|index| (index, states.get(&index).copied())).collect();
+            touched_indexes(&hashed).into_par_iter().map(|index| (index, state_of(states, &index))).collect();
         let applied = apply_mutations(&current, &mutations, &hashed);
         // In parallel; the divergence reported is the first in row order.
         let first =
@@ -161,7 +168,12 @@ impl Replayer {
             .apply_hashed(applied.updates, leaf_hashes)
             .map_err(|e| diverge(epoch, None, "replica", "updatable", e))?;
         check(root.hash == head.root, "map root", root.hash.to_hex(), head.root.to_hex())?;
-        self.states.extend(changed);
+        // `changed` ascends by index, so each table's share is one run.
+        self.states.par_iter_mut().enumerate().for_each(|(t, table)| {
+            let start = changed.partition_point(|(index, _)| usize::from(index.0[0]) < t);
+            let end = changed.partition_point(|(index, _)| usize::from(index.0[0]) <= t);
+            table.extend(changed[start..end].iter().copied());
+        });
         self.previous = head.clone();
         // The keys, values and signatures moved into the mutations go back into their rows.
         for (row, (_, m)) in rows.iter_mut().zip(mutations) {
@@ -169,6 +181,13 @@ impl Replayer {
         }
         Ok((head, rows))
     }
+}
+
+/// Key-state tables, by the first byte of the index.
+const STATE_TABLES: usize = 256;
+
+fn state_of(states: &[HashMap<Index, KeyState>], index: &Index) -> Option<KeyState> {
+    states[usize::from(index.0[0])].get(index).copied()
 }
 
 /// The mutation an archive row records; its key, value and signature move out of the row.
