@@ -4,8 +4,9 @@
 
 use crate::error::EpochError;
 use keyfold_core::Epoch;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 use std::collections::BTreeMap;
+use std::ops::RangeBounds;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -56,6 +57,14 @@ impl RedbCosignatures {
     /// Every stored cosignature: (epoch, witness, line), ascending by epoch then witness (for
     /// `keyfold fsck`).
     pub fn all(&self) -> Result<Vec<(Epoch, String, String)>, EpochError> {
+        self.lines(..)
+    }
+
+    /// The stored cosignatures whose (epoch, witness) keys are in `range`, in key order.
+    fn lines<'a>(
+        &self,
+        range: impl RangeBounds<(u64, &'a str)> + 'a,
+    ) -> Result<Vec<(Epoch, String, String)>, EpochError> {
         let txn = self.db.begin_read().map_err(EpochError::io)?;
         let table = match txn.open_table(COSIGNATURES) {
             Ok(t) => t,
@@ -63,7 +72,7 @@ impl RedbCosignatures {
             Err(e) => return Err(EpochError::io(e)),
         };
         let mut out = Vec::new();
-        for entry in table.iter().map_err(EpochError::io)? {
+        for entry in table.range(range).map_err(EpochError::io)? {
             let (k, v) = entry.map_err(EpochError::io)?;
             let (epoch, witness) = k.value();
             out.push((Epoch(epoch), witness.to_owned(), v.value().to_owned()));
@@ -86,22 +95,11 @@ impl CosignatureStore for RedbCosignatures {
     }
 
     fn get(&self, epoch: Epoch) -> Result<BTreeMap<String, String>, EpochError> {
-        let txn = self.db.begin_read().map_err(EpochError::io)?;
-        let table = match txn.open_table(COSIGNATURES) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(BTreeMap::new()),
-            Err(e) => return Err(EpochError::io(e)),
+        let lines = match epoch.0.checked_add(1) {
+            Some(next) => self.lines((epoch.0, "")..(next, ""))?,
+            None => self.lines((epoch.0, "")..)?,
         };
-        let mut out = BTreeMap::new();
-        for entry in table.range((epoch.0, "")..).map_err(EpochError::io)? {
-            let (k, v) = entry.map_err(EpochError::io)?;
-            let (e, witness) = k.value();
-            if e != epoch.0 {
-                break;
-            }
-            out.insert(witness.to_owned(), v.value().to_owned());
-        }
-        Ok(out)
+        Ok(lines.into_iter().map(|(_, witness, line)| (witness, line)).collect())
     }
 }
 
