@@ -76,17 +76,17 @@ impl<S: TreeStore> Map<S> {
     /// Commits a batch from [`Map::prepare`] and re-reads the committed root to check it.
     pub fn commit(&self, batch: &EpochBatch) -> Result<MapRoot, TreeError> {
         self.store.commit(batch)?;
-        self.check_committed(batch)
+        self.check_committed(batch.epoch, batch.root)
     }
 
-    /// Re-reads the root `batch` committed and checks it is the one the batch computed.
-    fn check_committed(&self, batch: &EpochBatch) -> Result<MapRoot, TreeError> {
-        let root = self.root(batch.epoch)?;
-        let expected = batch.root.node.hash(self.store.config().suite);
+    /// Re-reads the root committed for `epoch` and checks it is `computed`, the batch's.
+    fn check_committed(&self, epoch: Epoch, computed: Child) -> Result<MapRoot, TreeError> {
+        let root = self.root(epoch)?;
+        let expected = computed.node.hash(self.store.config().suite);
         if root.hash != expected {
             return Err(TreeError::Corrupt(format!(
                 "epoch {} committed root {} but the batch computed {}",
-                batch.epoch.0,
+                epoch.0,
                 root.hash.to_hex(),
                 expected.to_hex()
             )));
@@ -111,9 +111,9 @@ impl<S: TreeStore> Map<S> {
     }
 
     fn commit_batch(&self, batch: EpochBatch) -> Result<MapRoot, TreeError> {
-        let committed = EpochBatch { shards: Vec::new(), top_nodes: Vec::new(), leaves: Vec::new(), ..batch };
+        let (epoch, computed) = (batch.epoch, batch.root);
         self.store.commit_owned(batch)?;
-        self.check_committed(&committed)
+        self.check_committed(epoch, computed)
     }
 
     /// The value of `index` at `epoch` with its inclusion or absence proof.

@@ -252,9 +252,13 @@ pub fn prepare_epoch<S: Snapshot>(
     if let Some(w) = updates.windows(2).find(|w| w[0].0 == w[1].0) {
         return Err(TreeError::DuplicateIndex(w[0].0.to_hex()));
     }
-    let leaf_hashes =
-        updates.par_iter().with_min_len(256).map(|(index, value)| suite.leaf_hash_of(index, value)).collect();
-    prepare_sorted(config, snapshot, updates, leaf_hashes)
+    let epoch = snapshot.epoch().next();
+    let hashed = updates
+        .par_iter()
+        .with_min_len(256)
+        .map(|(index, value)| HashedLeaf { index: *index, hash: suite.leaf_hash_of(index, value), written: epoch })
+        .collect();
+    prepare_sorted(config, snapshot, updates, hashed)
 }
 
 /// [`prepare_epoch`] of updates already ascending by index, one per index, whose leaf hashes
@@ -277,23 +281,26 @@ pub fn prepare_epoch_hashed<S: Snapshot>(
         updates.iter().zip(&leaf_hashes).all(|((index, value), hash)| config.suite.leaf_hash_of(index, value) == *hash),
         "every leaf hash is its update's"
     );
-    prepare_sorted(config, snapshot, updates, leaf_hashes)
-}
-
-/// The update proper: `updates` ascending and distinct, `leaf_hashes` theirs.
-fn prepare_sorted<S: Snapshot>(
-    config: TreeConfig,
-    snapshot: &S,
-    updates: Vec<(Index, LeafValue)>,
-    leaf_hashes: Vec<Hash>,
-) -> Result<EpochBatch, TreeError> {
     let epoch = snapshot.epoch().next();
-    let hashed: Vec<HashedLeaf> = updates
+    let hashed = updates
         .par_iter()
         .zip(leaf_hashes)
         .with_min_len(1024)
         .map(|((index, _), hash)| HashedLeaf { index: *index, hash, written: epoch })
         .collect();
+    prepare_sorted(config, snapshot, updates, hashed)
+}
+
+/// The update proper: `updates` ascending and distinct, `hashed` their leaves for epoch
+/// `snapshot.epoch() + 1`.
+fn prepare_sorted<S: Snapshot>(
+    config: TreeConfig,
+    snapshot: &S,
+    updates: Vec<(Index, LeafValue)>,
+    hashed: Vec<HashedLeaf>,
+) -> Result<EpochBatch, TreeError> {
+    let epoch = snapshot.epoch().next();
+    debug_assert!(hashed.iter().all(|h| h.written == epoch));
     let ctx = Ctx { suite: config.suite, shard_bits: usize::from(config.shard_bits), snapshot, epoch };
     let mut shards = Vec::new();
     let mut top_nodes = Vec::new();
