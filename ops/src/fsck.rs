@@ -212,18 +212,22 @@ fn check_queue(queue: &RedbQueue, cursor: Position) -> Finding {
 fn check_cosignatures(stored: &RedbCosignatures, heads: &RedbHeadStore, witnesses: &[Witness]) -> Finding {
     let all = stored.all().map_err(|e| e.to_string())?;
     let (mut verified, mut unchecked) = (0usize, BTreeSet::new());
-    for (epoch, name, line) in &all {
+    // `all` ascends by epoch: each epoch's head is read once, for all its witnesses.
+    for lines in all.chunk_by(|a, b| a.0 == b.0) {
+        let (epoch, first_name, _) = &lines[0];
         let note = heads
             .get(*epoch)
             .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("{name}'s cosignature of epoch {epoch}, which has no head"))?;
-        let Some(witness) = witnesses.iter().find(|w| w.name == *name) else {
-            unchecked.insert(name.as_str());
-            continue;
-        };
-        verify_cosignature(&with_cosignatures(&note, std::slice::from_ref(line)), witness)
-            .map_err(|e| format!("epoch {epoch}: {e}"))?;
-        verified += 1;
+            .ok_or_else(|| format!("{first_name}'s cosignature of epoch {epoch}, which has no head"))?;
+        for (_, name, line) in lines {
+            let Some(witness) = witnesses.iter().find(|w| w.name == *name) else {
+                unchecked.insert(name.as_str());
+                continue;
+            };
+            verify_cosignature(&with_cosignatures(&note, std::slice::from_ref(line)), witness)
+                .map_err(|e| format!("epoch {epoch}: {e}"))?;
+            verified += 1;
+        }
     }
     let mut summary = format!("{} stored, {verified} verified", all.len());
     if !unchecked.is_empty() {
