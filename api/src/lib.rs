@@ -267,7 +267,7 @@ fn check_key(limits: &Limits, key: &str) -> Result<(), ApiError> {
     if key.is_empty() || key.len() > limits.max_key_bytes {
         return Err(ApiError::BadRequest("invalid_key", format!("keys are 1 to {} bytes", limits.max_key_bytes)));
     }
-    Ok(())
+    keyfold_ingest::check_key_text(key.as_bytes()).map_err(|e| ApiError::BadRequest("invalid_key", e.to_string()))
 }
 
 /// A JSON integer, also written with a zero fraction (`3.0`): JSON Schema's `integer` allows both.
@@ -438,7 +438,9 @@ pub(crate) struct MutationStatusResponse {
     responses(
         (status = 200, description = "Pending, or its outcome", body = MutationStatusResponse),
         (status = 400, description = "Not a mutation id", body = ErrorBody),
-        (status = 404, description = "Neither pending nor in an indexed epoch", body = ErrorBody),
+        (status = 404, description = "Neither pending nor in any signed epoch", body = ErrorBody),
+        (status = 503, description = "Not pending, and the outcome index is catching up with the signed epochs: retry",
+            body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 async fn mutation_status<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'static>(
     State(api): State<Arc<Api<Q, S, H>>>,
@@ -471,6 +473,13 @@ async fn mutation_status<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStor
             reason: r.reason,
             ..empty
         })),
+        MutationStatus::NotYetIndexed { indexed_through, latest } => Err(ApiError::Unavailable {
+            retry_after_secs: api.retry_after_secs,
+            message: format!(
+                "mutation {id} is not pending; the outcome index is catching up (indexed through epoch \
+                 {indexed_through}, signed through epoch {latest}), so it may be in a signed epoch: retry"
+            ),
+        }),
         MutationStatus::Unknown => {
             Err(ApiError::NotFound(format!("mutation {id} is neither pending on this server nor in an indexed epoch")))
         }
@@ -516,6 +525,8 @@ const HISTORY_LIMIT_MAX: usize = 1000;
         (status = 200, description = "A page of versions", body = HistoryResponse),
         (status = 400, description = "Bad key or query", body = ErrorBody),
         (status = 404, description = "This server keeps no history index", body = ErrorBody),
+        (status = 503, description = "The history index is catching up with the signed epochs: retry",
+            body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 async fn key_history<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'static>(
     State(api): State<Arc<Api<Q, S, H>>>,
@@ -530,7 +541,18 @@ async fn key_history<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 
     }
     let job = Arc::clone(&api.job);
     let after = Epoch(query.after.unwrap_or(0));
+    let retry_after_secs = api.retry_after_secs;
     let versions = blocking(move || {
+        // A lagging index would give a page with versions missing, silently: say so instead.
+        if let Some((indexed, latest)) = job.index_lag().map_err(ApiError::internal)? {
+            return Err(ApiError::Unavailable {
+                retry_after_secs,
+                message: format!(
+                    "the history index is catching up (indexed through epoch {indexed}, signed through \
+                     epoch {latest}): retry"
+                ),
+            });
+        }
         let index = job.map().store().config().suite.index_of(key.as_bytes());
         job.key_history(&index, after, limit + 1).map_err(ApiError::internal)
     })

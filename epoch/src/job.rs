@@ -89,7 +89,11 @@ pub enum MutationStatus {
     Pending,
     /// Consumed by an indexed epoch.
     Done(OutcomeRecord),
-    /// Neither pending here nor in an indexed epoch.
+    /// Not pending and not indexed, while the index lags the signed heads (its writes failed, a
+    /// full disk say, and it has not caught up yet): it may be in a signed epoch not yet indexed,
+    /// so nobody can say it is unknown.
+    NotYetIndexed { indexed_through: Epoch, latest: Epoch },
+    /// Neither pending here nor in any signed epoch (the index is complete).
     Unknown,
 }
 
@@ -208,7 +212,29 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
             // An identical mutation may be pending again; the consumed one is reported.
             return Ok(MutationStatus::Done(record));
         }
-        Ok(if self.lock_pending().contains(id) { MutationStatus::Pending } else { MutationStatus::Unknown })
+        if self.lock_pending().contains(id) {
+            return Ok(MutationStatus::Pending);
+        }
+        Ok(match self.index_lag()? {
+            Some((indexed_through, latest)) => MutationStatus::NotYetIndexed { indexed_through, latest },
+            None => MutationStatus::Unknown,
+        })
+    }
+
+    /// `(indexed through, latest signed epoch)` while the index is behind the heads; `None` when it
+    /// is complete (or there is no index).
+    pub fn index_lag(&self) -> Result<Option<(Epoch, Epoch)>, EpochError> {
+        let Some(index) = &self.index else { return Ok(None) };
+        let indexed = index.indexed_through()?;
+        let latest = self.heads.latest()?.map_or(Epoch(0), |(epoch, _)| epoch);
+        Ok((indexed < latest).then_some((indexed, latest)))
+    }
+
+    /// Indexes every signed epoch the index lacks, from the archives. The scheduler calls it while
+    /// [`EpochJob::index_lag`] says the index is behind, so it catches up as soon as its writes
+    /// succeed again, without waiting for the next epoch.
+    pub fn catch_up_index_now(&self) -> Result<(), EpochError> {
+        self.catch_up_index(None)
     }
 
     /// The applied versions of the key at `index` after epoch `after`, oldest first; `None`

@@ -250,3 +250,41 @@ fn faults_under_the_index_and_the_archives_recover_in_place() {
     }
     fault_then_recover(None, Fault::DiskFull, &reference);
 }
+
+/// While the index cannot be written (a full disk), a mutation of a signed epoch is reported as
+/// not yet indexed, never as unknown; once writes succeed the index catches up without another
+/// epoch (what the scheduler does at every poll while it lags).
+#[test]
+fn an_index_that_lags_says_so_and_catches_up_without_a_new_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = open(dir.path(), true);
+    f.job.queue().append(epoch1()).unwrap();
+    f.job.run_epoch(2_000_000).unwrap();
+    let receipts = f.job.queue().append(epoch2()).unwrap();
+    f.index.set_disk_full(true);
+    let err = f.job.run_epoch(3_000_000).unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(f.job.heads().latest().unwrap().unwrap().0, Epoch(2), "the head is published before indexing");
+    let lag = MutationStatus::NotYetIndexed { indexed_through: Epoch(1), latest: Epoch(2) };
+    // While the disk is full even reading the index fails (reopening it needs a write): a
+    // retryable error (503), never "unknown".
+    match f.job.mutation_status(&receipts[0].id) {
+        Ok(status) => assert_eq!(status, lag),
+        Err(e) => assert!(e.is_retryable(), "{e}"),
+    }
+    assert!(f.job.catch_up_index_now().is_err(), "still full");
+    f.index.clear();
+    // Space is back, the index not yet caught up: the consumed mutations are not unknown.
+    for receipt in &receipts {
+        let status = f.job.mutation_status(&receipt.id).unwrap();
+        assert_eq!(status, lag, "a consumed mutation is not unknown while the index lags");
+    }
+    f.job.catch_up_index_now().unwrap();
+    assert_eq!(f.job.index_lag().unwrap(), None);
+    for receipt in &receipts {
+        let status = f.job.mutation_status(&receipt.id).unwrap();
+        assert!(matches!(&status, MutationStatus::Done(r) if r.epoch == Epoch(2)), "{status:?}");
+    }
+    let unknown = keyfold_core::MutationId(keyfold_core::Hash([7; 32]));
+    assert_eq!(f.job.mutation_status(&unknown).unwrap(), MutationStatus::Unknown);
+}

@@ -15,6 +15,20 @@ pub enum ValidationError {
     ValueTooLarge { at: usize, len: usize, max: usize },
     #[error("mutation {at}: the owner signature is {len} bytes; at most {max} bytes are accepted")]
     SignatureTooLarge { at: usize, len: usize, max: usize },
+    #[error("mutation {at}: {problem}")]
+    Key { at: usize, problem: KeyError },
+}
+
+/// Why a key is not a valid identity (SPEC section 5: keys are UTF-8 in Unicode NFC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum KeyError {
+    #[error("the key is not valid UTF-8 (byte {valid_up_to} starts an invalid sequence); keys are UTF-8 text")]
+    NotUtf8 { valid_up_to: usize },
+    #[error(
+        "the key is not in Unicode Normalization Form C (NFC); normalise it to NFC before sending \
+         (one address must have one spelling: NFD or other forms would be a second identity)"
+    )]
+    NotNfc,
 }
 
 /// Queue failures, classified: `Full` is back-pressure (retry later, HTTP 503 + Retry-After).

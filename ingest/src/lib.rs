@@ -15,8 +15,8 @@ mod memory;
 mod queue;
 mod redb_queue;
 
-pub use error::{QueueError, ValidationError};
-pub use limits::{Limits, validate};
+pub use error::{KeyError, QueueError, ValidationError};
+pub use limits::{Limits, check_key_text, validate};
 pub use memory::MemoryQueue;
 pub use queue::{Entry, Marker, Position, Queue, Receipt, Slot, decode_entry, encode_entry};
 pub use redb_queue::{RedbQueue, RedbQueueOptions, Reopen};

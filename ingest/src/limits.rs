@@ -1,4 +1,4 @@
-use crate::error::ValidationError;
+use crate::error::{KeyError, ValidationError};
 use keyfold_core::Mutation;
 
 /// Size limits on what a frontend may submit. Explicit at every call site.
@@ -33,6 +33,7 @@ pub fn validate(limits: &Limits, batch: &[Mutation]) -> Result<(), ValidationErr
         if m.key.len() > max_key {
             return Err(ValidationError::KeyTooLong { at, len: m.key.len(), max: max_key });
         }
+        check_key_text(&m.key).map_err(|problem| ValidationError::Key { at, problem })?;
         let value_len = m.value.as_ref().map_or(0, Vec::len);
         if value_len > limits.max_value_bytes {
             return Err(ValidationError::ValueTooLarge { at, len: value_len, max: limits.max_value_bytes });
@@ -44,6 +45,14 @@ pub fn validate(limits: &Limits, batch: &[Mutation]) -> Result<(), ValidationErr
         }
     }
     Ok(())
+}
+
+/// A key is UTF-8 text in Unicode Normalization Form C (SPEC section 5), so that one address has
+/// one spelling and therefore one index. NFC does not fold confusables (Latin `a` and Cyrillic `а`
+/// stay two keys) or case: that policy is the frontend's, which knows what its identifiers are.
+pub fn check_key_text(key: &[u8]) -> Result<(), KeyError> {
+    let text = std::str::from_utf8(key).map_err(|e| KeyError::NotUtf8 { valid_up_to: e.valid_up_to() })?;
+    if unicode_normalization::is_nfc(text) { Ok(()) } else { Err(KeyError::NotNfc) }
 }
 
 #[cfg(test)]
@@ -58,6 +67,10 @@ mod tests {
             expected_version: Version(0),
             owner_signature: None,
         }
+    }
+
+    fn limits_wide() -> Limits {
+        Limits { max_key_bytes: 64, max_value_bytes: 8, max_signature_bytes: 2, max_batch_mutations: 3 }
     }
 
     #[test]
@@ -76,6 +89,21 @@ mod tests {
         let mut signed = m(b"a", None);
         signed.owner_signature = Some(vec![0; 3]);
         assert_eq!(validate(&limits, &[signed]), Err(ValidationError::SignatureTooLarge { at: 0, len: 3, max: 2 }));
+        // One address, one spelling: NFD, and bytes that are not UTF-8, are refused.
+        let nfc = "jos\u{e9}@example.com";
+        let nfd = "jose\u{301}@example.com";
+        assert_eq!(validate(&limits_wide(), &[m(nfc.as_bytes(), None)]), Ok(()));
+        let refused = validate(&limits_wide(), &[m(b"a", None), m(nfd.as_bytes(), None)]);
+        assert_eq!(refused, Err(ValidationError::Key { at: 1, problem: KeyError::NotNfc }));
+        assert!(refused.unwrap_err().to_string().contains("NFC"));
+        assert_eq!(
+            validate(&limits_wide(), &[m(b"ok\xff", None)]),
+            Err(ValidationError::Key { at: 0, problem: KeyError::NotUtf8 { valid_up_to: 2 } })
+        );
+        // Fullwidth and zero-width variants are NFC already: they stay distinct keys (confusables
+        // are the frontend's policy, SPEC section 5).
+        assert_eq!(check_key_text("\u{ff41}lice".as_bytes()), Ok(()));
+        assert_eq!(check_key_text("al\u{200b}ice".as_bytes()), Ok(()));
         let message = ValidationError::KeyTooLong { at: 2, len: 5000, max: 1024 }.to_string();
         assert!(message.contains("mutation 2") && message.contains("1024"), "{message}");
     }

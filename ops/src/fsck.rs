@@ -1,5 +1,6 @@
 //! `keyfold fsck --data DIR`: an offline check of a whole data directory (stop the server first:
-//! the stores are opened exclusively), store by store, reporting every problem found:
+//! the stores are opened exclusively), store by store, reporting every problem found. It never
+//! panics on damaged files: a library that panics on them is caught and the file is named.
 //! * heads and archives: the full monitor replay from genesis (signatures, chain links, strictly
 //!   increasing times, archive digests, every outcome, every root);
 //! * the map: its root at every epoch is the signed root, and at the latest signed epoch every
@@ -9,6 +10,8 @@
 //!   outcome (its latest appearance), every key its archived history, and the index is not ahead
 //!   of the heads (behind is a crash's normal state: the next start catches it up);
 //! * the queue: the entries after the heads' cursor read back and decode, in position order;
+//! * every redb file (queue, heads, index, cosignatures, the map's files): redb's own integrity
+//!   check, the checksum of every page of its committed trees, on a copy of the file;
 //! * the witnesses' cosignatures (`cosignatures.redb`): each is of an epoch that has a head, and
 //!   each by a witness given with `--witness NAME=KEY` verifies on that head (the others are
 //!   counted, not checked: the directory does not hold witness keys).
@@ -252,58 +255,112 @@ fn busy(what: &str, e: impl std::fmt::Display) -> String {
     format!("cannot open the {what}: {e} (is a server running on this directory? stop it first)")
 }
 
+/// Runs `f`, turning a panic (a library meeting bytes it did not expect, such as a redb page
+/// altered on disk) into a finding: fsck reports damage, it never dies of it.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let cause = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            Err(format!("{what}: reading it failed with a panic ({cause}): its storage is corrupt"))
+        }
+    }
+}
+
+/// The redb files of a data directory, relative to it, in a fixed order.
+fn redb_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = ["queue.redb", "heads.redb", "index.redb", "cosignatures.redb"]
+        .iter()
+        .map(PathBuf::from)
+        .filter(|f| dir.join(f).exists())
+        .collect();
+    let mut tree: Vec<PathBuf> = std::fs::read_dir(dir.join("tree"))
+        .map(|entries| entries.filter_map(Result::ok).map(|e| Path::new("tree").join(e.file_name())).collect())
+        .unwrap_or_default();
+    tree.retain(|f| f.extension().is_some_and(|e| e == "redb"));
+    tree.sort();
+    files.extend(tree);
+    files
+}
+
+/// redb's own integrity check of one file (the checksum of every page of its committed trees),
+/// run on a copy: the check repairs what it can by going back to the previous commit, which on
+/// the live file would silently drop the latest acknowledged write. Repairable damage is reported
+/// too, since it means the newest commit is unreadable.
+fn check_redb_file(dir: &Path, file: &Path, scratch: &Path) -> Finding {
+    let copy = scratch.join(file.file_name().unwrap_or_default());
+    std::fs::copy(dir.join(file), &copy).map_err(|e| format!("cannot copy it for the check: {e}"))?;
+    let checked = guarded("redb", || {
+        let mut db = redb::Database::open(&copy).map_err(|e| format!("redb cannot open it: {e}"))?;
+        db.check_integrity().map_err(|e| format!("redb's integrity check failed: {e}"))
+    });
+    let _ = std::fs::remove_file(&copy);
+    match checked? {
+        true => Ok("redb integrity check: every page checksum holds".into()),
+        false => {
+            Err("redb integrity check: damaged; redb could only repair it by rolling back its latest commit".into())
+        }
+    }
+}
+
+fn check_redb_files(dir: &Path, problems: &mut Vec<String>) -> Result<(), String> {
+    let scratch = tempfile::tempdir().map_err(|e| format!("a scratch directory for redb's checks: {e}"))?;
+    for file in redb_files(dir) {
+        report(problems, &file.display().to_string(), check_redb_file(dir, &file, scratch.path()));
+    }
+    Ok(())
+}
+
+/// Every store of a directory, opened (exclusively: a running server holds them).
+struct Stores {
+    heads: RedbHeadStore,
+    archives: ObjectArchives,
+    store: RedbStore,
+    queue: RedbQueue,
+    index: Option<RedbOutcomeIndex>,
+}
+
+fn open_stores(dir: &Path, config: &crate::directory::DirectoryConfig, suite: HashSuite) -> Result<Stores, String> {
+    let heads = guarded("heads.redb", || RedbHeadStore::open(&dir.join("heads.redb")).map_err(|e| busy("heads", e)))?;
+    let archives = crate::directory::open_archives(dir, config)?;
+    let tree = TreeConfig::new(suite, config.shard_bits).map_err(|e| e.to_string())?;
+    let options = RedbOptions { groups: config.groups, ..RedbOptions::new(tree) };
+    let store = guarded("tree", || RedbStore::open(&dir.join("tree"), options).map_err(|e| busy("map", e)))?;
+    let queue_options = RedbQueueOptions { suite, max_depth: config.queue_max_depth };
+    let queue = guarded("queue.redb", || {
+        RedbQueue::open(&dir.join("queue.redb"), queue_options).map_err(|e| busy("queue", e))
+    })?;
+    let index_path = dir.join("index.redb");
+    let index = match index_path.exists() {
+        true => Some(guarded("index.redb", || RedbOutcomeIndex::open(&index_path).map_err(|e| busy("index", e)))?),
+        false => None,
+    };
+    Ok(Stores { heads, archives, store, queue, index })
+}
+
 pub fn fsck(args: &FsckArgs) -> Result<(), String> {
+    // Panics are caught and reported as findings (`guarded`); the default hook would also print
+    // each one as if fsck itself had crashed.
+    std::panic::set_hook(Box::new(|_| {}));
     let dir: &Path = &args.data;
     let witnesses = crate::serve::parse_witnesses(&args.witness)?;
     let config = read_config(dir)?;
     let suite = HashSuite::from_name(&config.hash).ok_or_else(|| format!("unknown hash {:?}", config.hash))?;
     let public = load_public_key(&dir.join("signing.pub")).map_err(|e| e.to_string())?;
-    let heads = RedbHeadStore::open(&dir.join("heads.redb")).map_err(|e| busy("heads", e))?;
-    let archives = crate::directory::open_archives(dir, &config)?;
-    let tree = TreeConfig::new(suite, config.shard_bits).map_err(|e| e.to_string())?;
-    let store = RedbStore::open(&dir.join("tree"), RedbOptions { groups: config.groups, ..RedbOptions::new(tree) })
-        .map_err(|e| busy("map", e))?;
-    let queue = RedbQueue::open(&dir.join("queue.redb"), RedbQueueOptions { suite, max_depth: config.queue_max_depth })
-        .map_err(|e| busy("queue", e))?;
-    let index_path = dir.join("index.redb");
-    let index = match index_path.exists() {
-        true => Some(RedbOutcomeIndex::open(&index_path).map_err(|e| busy("index", e))?),
-        false => None,
-    };
-    let indexed_through = match &index {
-        Some(index) => index.indexed_through().map_err(|e| e.to_string())?,
-        None => Epoch(0),
-    };
     let mut problems = Vec::new();
-    let replayed = replay_all(&heads, &archives, &config.origin, &public, config.shard_bits, indexed_through);
-    let summary = replayed.as_ref().map(|r| {
-        format!(
-            "epochs 0..={} replay: {} mutations; signatures, links, times, digests, outcomes and roots hold",
-            r.replayer.head().epoch,
-            r.mutations
-        )
+    check_redb_files(dir, &mut problems)?;
+    // Closing a damaged store may panic too, so the stores are opened, checked and dropped inside.
+    let checked = guarded("stores", || {
+        let stores = open_stores(dir, &config, suite)?;
+        check_stores(dir, &config, &public, &witnesses, stores, &mut problems);
+        Ok(())
     });
-    report(&mut problems, "heads and archives", summary.map_err(Clone::clone));
-    match &replayed {
-        Ok(replayed) => {
-            report(&mut problems, "map", check_map(&Map::new(store), &heads, &config.origin, &public, replayed))
-        }
-        Err(_) => println!("skip  map: it is checked against the replay, which failed"),
-    }
-    match (&index, &replayed) {
-        (Some(index), Ok(replayed)) => report(&mut problems, "index", check_index(index, indexed_through, replayed)),
-        (None, _) => println!("skip  index: no index.redb (it is rebuilt from the archives at the next start)"),
-        (_, Err(_)) => println!("skip  index: it is checked against the archives, whose replay failed"),
-    }
-    let cursor = heads.cursor().map_err(|e| e.to_string())?;
-    report(&mut problems, "queue", check_queue(&queue, cursor));
-    let cosignatures_path = dir.join("cosignatures.redb");
-    match cosignatures_path.exists() {
-        true => {
-            let stored = RedbCosignatures::open(&cosignatures_path).map_err(|e| busy("cosignatures", e))?;
-            report(&mut problems, "cosignatures", check_cosignatures(&stored, &heads, &witnesses));
-        }
-        false => println!("skip  cosignatures: none stored (no cosignatures.redb)"),
+    if let Err(problem) = checked {
+        report(&mut problems, "stores", Err(problem));
     }
     match problems.first() {
         None => {
@@ -311,5 +368,60 @@ pub fn fsck(args: &FsckArgs) -> Result<(), String> {
             Ok(())
         }
         Some(first) => Err(format!("fsck {}: {} problem(s); the first: {first}", dir.display(), problems.len())),
+    }
+}
+
+fn check_stores(
+    dir: &Path,
+    config: &crate::directory::DirectoryConfig,
+    public: &[u8; 32],
+    witnesses: &[Witness],
+    stores: Stores,
+    problems: &mut Vec<String>,
+) {
+    let Stores { heads, archives, store, queue, index } = stores;
+    let indexed_through = match &index {
+        Some(index) => guarded("index", || index.indexed_through().map_err(|e| e.to_string())),
+        None => Ok(Epoch(0)),
+    };
+    let replayed = guarded("heads and archives", || {
+        let through = indexed_through.clone()?;
+        replay_all(&heads, &archives, &config.origin, public, config.shard_bits, through)
+    });
+    let summary = replayed.as_ref().map(|r| {
+        format!(
+            "epochs 0..={} replay: {} mutations; signatures, links, times, digests, outcomes and roots hold",
+            r.replayer.head().epoch,
+            r.mutations
+        )
+    });
+    report(problems, "heads and archives", summary.map_err(Clone::clone));
+    match &replayed {
+        Ok(r) => {
+            let finding = guarded("map", || check_map(&Map::new(store), &heads, &config.origin, public, r));
+            report(problems, "map", finding);
+        }
+        Err(_) => println!("skip  map: it is checked against the replay, which failed"),
+    }
+    match (&index, &replayed, &indexed_through) {
+        (Some(index), Ok(r), Ok(through)) => {
+            report(problems, "index", guarded("index", || check_index(index, *through, r)));
+        }
+        (None, _, _) => println!("skip  index: no index.redb (it is rebuilt from the archives at the next start)"),
+        _ => println!("skip  index: it is checked against the archives, whose replay failed"),
+    }
+    let queue_finding =
+        guarded("queue", || check_queue(&queue, heads.cursor().map_err(|e| format!("the heads' cursor: {e}"))?));
+    report(problems, "queue", queue_finding);
+    let cosignatures_path = dir.join("cosignatures.redb");
+    match cosignatures_path.exists() {
+        true => {
+            let finding = guarded("cosignatures", || {
+                let stored = RedbCosignatures::open(&cosignatures_path).map_err(|e| busy("cosignatures", e))?;
+                check_cosignatures(&stored, &heads, witnesses)
+            });
+            report(problems, "cosignatures", finding);
+        }
+        false => println!("skip  cosignatures: none stored (no cosignatures.redb)"),
     }
 }

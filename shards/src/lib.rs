@@ -23,5 +23,8 @@ pub use error::{ErrorClass, TreeError};
 pub use map::{Lookup, Map, lookup_in};
 pub use memory::MemoryStore;
 pub use redb_store::{CommitFault, RedbOptions, RedbStore};
-pub use store::{Child, Children, EpochBatch, NodeKey, ShardUpdate, Snapshot, TreeConfig, TreeStore};
+pub use store::{
+    Child, Children, EpochBatch, NodeKey, ShardUpdate, Snapshot, TreeConfig, TreeStore, check_leaf_read,
+    check_node_read,
+};
 pub use update::{HashedLeaf, prepare_epoch, prepare_epoch_hashed, update_shard};

@@ -1,7 +1,7 @@
 //! The orchestrator: prepares epochs with the pure update, commits them, and serves proofs.
 
 use crate::error::TreeError;
-use crate::store::{Child, EpochBatch, NodeKey, Snapshot, TreeStore};
+use crate::store::{Child, EpochBatch, NodeKey, Snapshot, TreeStore, check_leaf_read, check_node_read};
 use crate::update::{prepare_epoch, prepare_epoch_hashed};
 use keyfold_core::{Epoch, Hash, HashSuite, Index, LeafValue, MapRoot, Node, Proof, Terminal};
 
@@ -25,6 +25,10 @@ impl<S: TreeStore> Map<S> {
 
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    fn suite(&self) -> HashSuite {
+        self.store.config().suite
     }
 
     pub fn latest_epoch(&self) -> Result<Epoch, TreeError> {
@@ -58,14 +62,14 @@ impl<S: TreeStore> Map<S> {
         if indexes.windows(2).all(|w| w[0] < w[1]) {
             // Already ascending and distinct (as `read_touched` asks): no permutation to undo.
             let mut found = vec![None; indexes.len()];
-            get_sorted(&snapshot, 0, snapshot.root()?, indexes, &mut found)?;
+            get_sorted(&snapshot, self.suite(), 0, snapshot.root()?, indexes, &mut found)?;
             return Ok(found);
         }
         let mut order: Vec<usize> = (0..indexes.len()).collect();
         order.sort_unstable_by_key(|i| indexes[*i]);
         let sorted: Vec<Index> = order.iter().map(|i| indexes[*i]).collect();
         let mut found = vec![None; sorted.len()];
-        get_sorted(&snapshot, 0, snapshot.root()?, &sorted, &mut found)?;
+        get_sorted(&snapshot, self.suite(), 0, snapshot.root()?, &sorted, &mut found)?;
         let mut out = vec![None; indexes.len()];
         for (slot, value) in order.into_iter().zip(found) {
             out[slot] = value;
@@ -124,9 +128,11 @@ impl<S: TreeStore> Map<S> {
 }
 
 /// Values of sorted `indexes` under `child` (at `depth`), into `out` (same positions). Duplicate
-/// indexes are allowed: each gets the value.
+/// indexes are allowed: each gets the value. Every record read is checked against its parent's
+/// pointer (compare-and-set decides on these values).
 fn get_sorted<T: Snapshot>(
     snapshot: &T,
+    suite: HashSuite,
     depth: usize,
     child: Child,
     indexes: &[Index],
@@ -144,6 +150,7 @@ fn get_sorted<T: Snapshot>(
                 let value = snapshot
                     .leaf(&index, child.written)?
                     .ok_or_else(|| TreeError::Corrupt(format!("leaf {} has no value record", index.to_hex())))?;
+                check_leaf_read(suite, &child, &value)?;
                 out[lo..hi].fill(Some(value));
             }
             Ok(())
@@ -153,16 +160,17 @@ fn get_sorted<T: Snapshot>(
             let [left, right] = snapshot
                 .node(&key, child.written)?
                 .ok_or_else(|| TreeError::Corrupt(format!("interior node at depth {depth} is missing")))?;
+            check_node_read(suite, &key, &child, &[left, right])?;
             let split = indexes.partition_point(|i| !i.bit(depth));
             let (out_left, out_right) = out.split_at_mut(split);
             let (l, r) = (&indexes[..split], &indexes[split..]);
             if indexes.len() < 512 {
-                get_sorted(snapshot, depth + 1, left, l, out_left)?;
-                return get_sorted(snapshot, depth + 1, right, r, out_right);
+                get_sorted(snapshot, suite, depth + 1, left, l, out_left)?;
+                return get_sorted(snapshot, suite, depth + 1, right, r, out_right);
             }
             let (a, b) = rayon::join(
-                || get_sorted(snapshot, depth + 1, left, l, out_left),
-                || get_sorted(snapshot, depth + 1, right, r, out_right),
+                || get_sorted(snapshot, suite, depth + 1, left, l, out_left),
+                || get_sorted(snapshot, suite, depth + 1, right, r, out_right),
             );
             a.and(b)
         }
@@ -185,11 +193,13 @@ pub fn lookup_in<T: Snapshot>(snapshot: &T, suite: HashSuite, index: &Index) -> 
             Node::Empty => Terminal::Empty,
             Node::Leaf { index: leaf_index, .. } if leaf_index == *index => {
                 let value = read_leaf(index, child.written)?;
+                check_leaf_read(suite, &child, &value)?;
                 let proof = Proof::new(suite, snapshot.epoch(), *index, siblings, Terminal::Included);
                 return Ok(Lookup { value: Some(value), proof });
             }
             Node::Leaf { index: other, .. } => {
                 let value = read_leaf(&other, child.written)?;
+                check_leaf_read(suite, &child, &value)?;
                 Terminal::OtherLeaf { index: other, commitment: suite.value_commitment(&value) }
             }
             Node::Internal { .. } => {
@@ -200,6 +210,8 @@ pub fn lookup_in<T: Snapshot>(snapshot: &T, suite: HashSuite, index: &Index) -> 
                         index.to_hex()
                     ))
                 })?;
+                // A proof is served only from records that hash to the path above them.
+                check_node_read(suite, &key, &child, &children)?;
                 let bit = usize::from(index.bit(depth));
                 siblings.push(children[1 - bit].node.hash(suite));
                 child = children[bit];

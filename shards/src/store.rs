@@ -228,3 +228,40 @@ pub trait TreeStore: Send + Sync {
         self.commit(&batch)
     }
 }
+
+/// Checks a record read from storage against the pointer its parent holds: an interior node's
+/// children must hash to the parent's hash of it. Every read that feeds a signed root or a
+/// compare-and-set decision goes through this (or [`check_leaf_read`]), so that a record changed
+/// on disk (a flipped bit, a torn page) stops the epoch with a named corruption error instead of
+/// being signed into the next root. Reads start at a root that the caller checks against its
+/// signed head, so each check extends that trust one level down.
+pub fn check_node_read(suite: HashSuite, key: &NodeKey, pointer: &Child, children: &Children) -> Result<(), TreeError> {
+    let Node::Internal { hash } = pointer.node else { return Ok(()) };
+    let found = suite.node_hash(&children[0].node.hash(suite), &children[1].node.hash(suite));
+    if found == hash {
+        return Ok(());
+    }
+    Err(TreeError::Corrupt(format!(
+        "interior node at depth {}, prefix {}, written by epoch {} does not hash to its parent's pointer \
+         ({} stored, {} recomputed): the tree store is corrupt (run `keyfold fsck`)",
+        key.depth,
+        key.prefix.to_hex(),
+        pointer.written.0,
+        hash.to_hex(),
+        found.to_hex()
+    )))
+}
+
+/// Checks a leaf value read from storage against the leaf hash its parent holds.
+pub fn check_leaf_read(suite: HashSuite, pointer: &Child, value: &LeafValue) -> Result<(), TreeError> {
+    let Node::Leaf { index, hash } = pointer.node else { return Ok(()) };
+    if suite.leaf_hash_of(&index, value) == hash {
+        return Ok(());
+    }
+    Err(TreeError::Corrupt(format!(
+        "the value record of leaf {} written by epoch {} does not hash to its parent's pointer: the tree \
+         store is corrupt (run `keyfold fsck`)",
+        index.to_hex(),
+        pointer.written.0
+    )))
+}

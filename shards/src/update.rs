@@ -8,7 +8,7 @@
 //! [`update_shard`] for each dirty shard; shard roots are then combined back up to the map root.
 
 use crate::error::TreeError;
-use crate::store::{Child, Children, EpochBatch, NodeKey, ShardUpdate, Snapshot, TreeConfig};
+use crate::store::{Child, Children, EpochBatch, NodeKey, ShardUpdate, Snapshot, TreeConfig, check_node_read};
 use keyfold_core::{Epoch, Hash, HashSuite, Index, LeafValue, Node, ShardId, combine};
 use rayon::prelude::*;
 
@@ -110,7 +110,10 @@ impl<S: Snapshot> Ctx<'_, S> {
 
     fn read_children(&self, depth: usize, path: &Index, old: Child) -> Result<Children, TreeError> {
         let key = NodeKey::on_path(path, depth);
-        self.snapshot.node(&key, old.written)?.ok_or_else(|| missing(depth, &key, old.written))
+        let children = self.snapshot.node(&key, old.written)?.ok_or_else(|| missing(depth, &key, old.written))?;
+        // The new root is built on these records: each must be what its signed parent names.
+        check_node_read(self.suite, &key, &old, &children)?;
+        Ok(children)
     }
 
     /// A subtree holding exactly `leaves`, none of which is stored under it yet.

@@ -114,3 +114,64 @@ fn leaf_hashes_handed_in_give_the_same_batch() {
     let root = map.apply_hashed(next, hashes).unwrap();
     assert_eq!(root.hash, computed.root.node.hash(suite));
 }
+
+/// A snapshot whose records were changed on disk: every node read at `depth` gets one child hash
+/// altered, or every leaf value read gets its version altered.
+struct Tampered<'a, S: keyfold_shards::Snapshot> {
+    inner: &'a S,
+    node_depth: Option<u8>,
+    leaves: bool,
+}
+
+impl<S: keyfold_shards::Snapshot> keyfold_shards::Snapshot for Tampered<'_, S> {
+    fn epoch(&self) -> Epoch {
+        self.inner.epoch()
+    }
+    fn root(&self) -> Result<keyfold_shards::Child, TreeError> {
+        self.inner.root()
+    }
+    fn node(
+        &self,
+        key: &keyfold_shards::NodeKey,
+        written: Epoch,
+    ) -> Result<Option<keyfold_shards::Children>, TreeError> {
+        let mut children = self.inner.node(key, written)?;
+        if let Some(c) = children.as_mut()
+            && Some(key.depth) == self.node_depth
+            && let Node::Internal { hash } | Node::Leaf { hash, .. } = &mut c[1].node
+        {
+            hash.0[7] ^= 0x10; // one flipped bit
+        }
+        Ok(children)
+    }
+    fn leaf(&self, index: &Index, written: Epoch) -> Result<Option<LeafValue>, TreeError> {
+        let value = self.inner.leaf(index, written)?;
+        Ok(match value {
+            Some(v) if self.leaves => Some(LeafValue::present(Version(v.version.0 + 2), v.value.unwrap_or_default())),
+            other => other,
+        })
+    }
+}
+
+#[test]
+fn records_that_do_not_hash_to_their_parent_are_refused_not_built_on() {
+    let suite = HashSuite::Blake3;
+    let config = TreeConfig::new(suite, 2).unwrap();
+    let map = Map::new(MemoryStore::new(config));
+    map.apply(updates(0..3000, 1)).unwrap();
+    let snapshot = map.store().snapshot(Epoch(1)).unwrap();
+    let probe = updates(10..11, 1)[0].0;
+    for depth in [0u8, 1, 5, 9] {
+        let tampered = Tampered { inner: &snapshot, node_depth: Some(depth), leaves: false };
+        let err = prepare_epoch(config, &tampered, updates(5..50, 2)).unwrap_err();
+        assert!(matches!(&err, TreeError::Corrupt(m) if m.contains("does not hash to its parent")), "{err}");
+        let err = keyfold_shards::lookup_in(&tampered, suite, &probe).unwrap_err();
+        assert!(matches!(&err, TreeError::Corrupt(m) if m.contains("does not hash to its parent")), "{err}");
+    }
+    let tampered = Tampered { inner: &snapshot, node_depth: None, leaves: true };
+    let err = keyfold_shards::lookup_in(&tampered, suite, &probe).unwrap_err();
+    assert!(matches!(&err, TreeError::Corrupt(m) if m.contains("value record")), "{err}");
+    // Untampered, the same reads succeed.
+    prepare_epoch(config, &snapshot, updates(5..50, 2)).unwrap();
+    keyfold_shards::lookup_in(&snapshot, suite, &probe).unwrap();
+}
