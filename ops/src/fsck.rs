@@ -21,7 +21,7 @@ use keyfold_epoch::{
     ArchiveSink, HeadStore, KeyVersion, ObjectArchives, OutcomeIndex, OutcomeRecord, RedbCosignatures, RedbHeadStore,
     RedbOutcomeIndex, Replayer, applied, load_public_key, outcome_of,
 };
-use keyfold_ingest::{Entry, Position, Queue, RedbQueue, RedbQueueOptions};
+use keyfold_ingest::{Entry, Position, Queue, RedbQueue};
 use keyfold_shards::{Map, RedbOptions, RedbStore, TreeConfig, TreeStore, lookup_in};
 use rayon::prelude::*;
 use std::collections::{BTreeSet, HashMap};
@@ -263,8 +263,7 @@ pub fn fsck(args: &FsckArgs) -> Result<(), String> {
     let tree = TreeConfig::new(suite, config.shard_bits).map_err(|e| e.to_string())?;
     let store = RedbStore::open(&dir.join("tree"), RedbOptions { groups: config.groups, ..RedbOptions::new(tree) })
         .map_err(|e| busy("map", e))?;
-    let queue = RedbQueue::open(&dir.join("queue.redb"), RedbQueueOptions { suite, max_depth: config.queue_max_depth })
-        .map_err(|e| busy("queue", e))?;
+    let queue = RedbQueue::open(&dir.join("queue.redb"), config.queue_options(suite)).map_err(|e| busy("queue", e))?;
     let index_path = dir.join("index.redb");
     let index = match index_path.exists() {
         true => Some(RedbOutcomeIndex::open(&index_path).map_err(|e| busy("index", e))?),
