@@ -300,3 +300,26 @@ pub fn status(args: &DataArgs) -> Result<(), String> {
     println!("epoch caps: {} mutations, {} bytes", config.epoch_max_mutations, config.epoch_max_bytes);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `keyfold.toml` written before the byte bound and the epoch caps existed opens with their
+    /// defaults; a zero bound is refused with its name.
+    #[test]
+    fn old_config_files_get_the_default_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = "origin = \"a.example\"\nhash = \"blake3\"\nshard_bits = 4\ngroups = 2\nqueue_max_depth = 500\n";
+        std::fs::write(dir.path().join(CONFIG_FILE), old).unwrap();
+        let config = read_config(dir.path()).unwrap();
+        assert_eq!(config.queue_max_depth, 500);
+        assert_eq!(config.queue_options(HashSuite::Blake3).max_bytes, DEFAULT_MAX_BYTES);
+        assert_eq!(config.epoch_limits(), EpochLimits::default());
+        let written = toml::to_string(&config).unwrap();
+        assert!(written.contains("epoch_max_bytes = 268435456"), "{written}");
+        std::fs::write(dir.path().join(CONFIG_FILE), format!("{old}epoch_max_mutations = 0\n")).unwrap();
+        let err = read_config(dir.path()).unwrap_err();
+        assert!(err.contains("epoch_max_mutations must be at least 1"), "{err}");
+    }
+}
