@@ -46,7 +46,9 @@ impl ApiError {
             },
             QueueError::TooLarge { .. } => ApiError::PayloadTooLarge(e.to_string()),
             QueueError::Fenced(_) => ApiError::Unavailable { retry_after_secs, message: e.to_string() },
-            QueueError::Closed | QueueError::Corrupt(_) => ApiError::Internal(e.to_string()),
+            QueueError::Closed | QueueError::Corrupt(_) | QueueError::MutationIdMismatch { .. } => {
+                ApiError::Internal(e.to_string())
+            }
         }
     }
 

@@ -17,7 +17,8 @@ use std::sync::atomic::AtomicBool;
 use tower::ServiceExt;
 
 type FaultyApi = Api<RedbQueue, MemoryStore, MemoryHeadStore>;
-const OPTIONS: RedbQueueOptions = RedbQueueOptions { suite: HashSuite::Blake3, max_depth: 1_000_000 };
+const OPTIONS: RedbQueueOptions =
+    RedbQueueOptions { suite: HashSuite::Blake3, max_depth: 1_000_000, max_bytes: 1 << 30 };
 
 fn api(queue: RedbQueue) -> Arc<FaultyApi> {
     let config = TreeConfig::new(HashSuite::Blake3, 4).unwrap();

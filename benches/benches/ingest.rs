@@ -21,7 +21,7 @@ fn mutation(i: u64) -> Mutation {
 
 fn ingest(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let options = RedbQueueOptions { suite: HashSuite::Blake3, max_depth: u64::MAX };
+    let options = RedbQueueOptions { suite: HashSuite::Blake3, max_depth: u64::MAX, max_bytes: u64::MAX };
     let queue = RedbQueue::open(&dir.path().join("queue.redb"), options).unwrap();
     let counter = AtomicU64::new(0);
     let mut g = c.benchmark_group("ingest");

@@ -9,21 +9,68 @@ use crate::schedule::epoch_time_ms;
 use hashbrown::HashSet;
 use keyfold_archive::{ArchiveOutcome, ArchiveRow, read_archive_bytes, write_archive};
 use keyfold_core::{Epoch, Hash, Head, HeadCounts, Index, MapRoot, Mutation, MutationId, SigningKey, verify_head_note};
-use keyfold_ingest::{Entry, Marker, Position, Queue, QueueError, Receipt};
+use keyfold_ingest::{Entry, Marker, Position, Queue, QueueError, Receipt, mutation_bytes};
 use keyfold_shards::{Map, TreeStore};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// An epoch's cut: its marker's position, the marker, and the mutations before it in queue order.
+/// The caps on what one epoch consumes, so that an epoch's memory is bounded whatever the
+/// backlog: the cut takes mutations in queue order until either cap, and the rest waits for the
+/// next epoch. An epoch always takes at least one mutation (a single one larger than `max_bytes`
+/// still goes through, alone), so a backlog always drains.
+///
+/// Peak memory of an epoch is about `2 x max_bytes + max_mutations x ~600 bytes` plus the
+/// process's fixed overhead (see `keyfold bench`'s `memory_ratio`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochLimits {
+    /// Mutations one epoch consumes at most.
+    pub max_mutations: u64,
+    /// Bytes of mutations ([`mutation_bytes`]: their canonical encodings) one epoch consumes at most.
+    pub max_bytes: u64,
+}
+
+impl EpochLimits {
+    /// 100,000 mutations: W2-sized epochs (about 0.3 s of apply and tree work on 8 cores), and a
+    /// per-mutation overhead (ids, indexes, outcomes, archive rows) of ~60 MB at most.
+    pub const DEFAULT_MAX_MUTATIONS: u64 = 100_000;
+    /// 256 MiB: an epoch of the largest values the default limits accept (~4,000 x 64 KiB) peaks
+    /// near 0.6 GB, well inside a small server's memory, and drains a full default queue (1 GiB)
+    /// in four epochs.
+    pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
+    /// No cap (benchmarks that measure a given epoch size; tests).
+    pub const UNLIMITED: EpochLimits = EpochLimits { max_mutations: u64::MAX, max_bytes: u64::MAX };
+}
+
+impl Default for EpochLimits {
+    fn default() -> EpochLimits {
+        EpochLimits { max_mutations: Self::DEFAULT_MAX_MUTATIONS, max_bytes: Self::DEFAULT_MAX_BYTES }
+    }
+}
+
+/// The mutations a walk over the queue took, in queue order, and where it stopped.
+struct Walk {
+    mutations: Vec<(Position, Mutation)>,
+    /// The last position the walk covered: its last mutation, or a marker of an earlier epoch
+    /// after it (or the cursor, when it took nothing).
+    through: Position,
+    /// The mutations' bytes ([`mutation_bytes`]).
+    bytes: u64,
+    /// Stopped at a cap rather than at the end of what it was asked to read.
+    capped: bool,
+}
+
+/// An epoch's cut: its marker's position, the marker, and what it consumes.
 struct Cut {
     position: Position,
     marker: Marker,
-    mutations: Vec<(Position, Mutation)>,
+    walk: Walk,
 }
 
-/// Entries read from the queue per call while cutting.
+/// Entries, and bytes of them, read from the queue per call while cutting or loading: the
+/// memory a read takes beyond the epoch's own mutations.
 const READ_CHUNK: usize = 4096;
+const READ_CHUNK_BYTES: u64 = 16 << 20;
 
 /// Where a test may stop a run, as if the process died right after that step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,8 +124,14 @@ pub struct EpochReport {
     pub note: String,
     /// One per consumed mutation, in queue order.
     pub outcomes: Vec<MutationOutcome>,
-    /// The queue position of the epoch's marker (the new cursor).
+    /// The queue position of the epoch's marker.
     pub marker: Position,
+    /// The last queue position the epoch consumed (the new cursor).
+    pub through: Position,
+    /// The bytes of the consumed mutations ([`mutation_bytes`]).
+    pub input_bytes: u64,
+    /// The cut stopped at a cap of [`EpochLimits`]: mutations are left for the next epoch.
+    pub capped: bool,
     pub timings: PhaseTimings,
 }
 
@@ -110,6 +163,7 @@ pub struct EpochJob<Q: Queue, S: TreeStore, H: HeadStore> {
     index: Option<Arc<dyn OutcomeIndex>>,
     /// Ids queued and not yet consumed by an epoch (bounded by the queue's depth bound).
     pending: Mutex<HashSet<MutationId>>,
+    limits: EpochLimits,
 }
 
 impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
@@ -137,6 +191,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
             origin: origin.to_owned(),
             index: None,
             pending: Mutex::new(HashSet::new()),
+            limits: EpochLimits::default(),
         };
         match job.heads.latest()? {
             None => job.write_genesis(now_ms)?,
@@ -165,13 +220,24 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         Ok(self)
     }
 
-    /// The ids of the mutations waiting in the queue (one pass over it at start).
+    /// Caps what each epoch consumes (default [`EpochLimits::default`]).
+    pub fn with_limits(mut self, limits: EpochLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn limits(&self) -> EpochLimits {
+        self.limits
+    }
+
+    /// The ids of the mutations waiting in the queue (one pass over it at start, in bounded
+    /// chunks; every entry's stored id is checked as it is read).
     fn load_pending(&self, from: Position) -> Result<(), EpochError> {
         let suite = self.queue.suite();
         let mut pending = self.lock_pending();
         let mut from = from;
         loop {
-            let chunk = self.queue.read(from, READ_CHUNK)?;
+            let chunk = self.queue.read_bounded(from, READ_CHUNK, READ_CHUNK_BYTES)?;
             let Some((last, _)) = chunk.last() else { return Ok(()) };
             from = Position(last.0 + 1);
             pending.extend(chunk.iter().filter_map(|(_, e)| match e {
@@ -344,8 +410,9 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         let previous = self.verify(&previous_note)?;
         let epoch = previous_epoch.next();
 
-        // 1. Cut and read.
-        let Cut { position: marker_position, marker, mutations } = self.cut(epoch, previous.time_ms, now_ms)?;
+        // 1. Cut and read: at most the caps of `EpochLimits`.
+        let Cut { position: marker_position, marker, walk } = self.cut(epoch, previous.time_ms, now_ms)?;
+        let Walk { mutations, bytes: input_bytes, capped, .. } = walk;
         timings.cut = started.elapsed();
         stop(CrashPoint::AfterRead)?;
 
@@ -398,16 +465,20 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         // 5. Head and cursor, atomically, with a compare-and-set on the epoch.
         // Recovery if the process dies right after: the epoch is complete and published; the next
         // `open` removes the consumed queue entries (step 6).
-        // If it dies before: no head for `epoch` exists; the re-run finds the same marker, the same
-        // mutations and the map already at `epoch` (checked, not rewritten), and signs the same bytes
-        // (ed25519 signatures are deterministic).
+        // If it dies before: no head for `epoch` exists; the re-run finds the same marker (the
+        // queue's last), consumes the same mutations (cursor, through] and finds the map already
+        // at `epoch` (checked, not rewritten), and signs the same bytes (ed25519 signatures are
+        // deterministic). The cursor is `through`: mutations after it (before or after the
+        // marker) wait for the next epoch.
         let t = Instant::now();
-        self.heads.commit(epoch, &note, marker_position)?;
+        self.heads.commit(epoch, &note, marker.through)?;
         stop(CrashPoint::AfterHeadWrite)?;
 
-        // 6. Drop what this epoch consumed from the queue.
+        // 6. Drop what this epoch consumed from the queue: positions up to `through`, which may
+        // include markers of earlier epochs; this epoch's own marker is after `through` and goes
+        // with a later epoch's removal (that epoch skips it as an earlier epoch's marker).
         // Recovery if the process dies right after: nothing to do. If it dies before: `open` does it.
-        self.queue.remove_through(marker_position)?;
+        self.queue.remove_through(marker.through)?;
         timings.commit = t.elapsed();
         stop(CrashPoint::AfterCursorAdvance)?;
 
@@ -423,32 +494,102 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
             }
         }
         indexed?; // an indexing failure is retried before the next epoch
-        Ok(EpochReport { head, note, outcomes: applied.outcomes, marker: marker_position, timings })
+        Ok(EpochReport {
+            head,
+            note,
+            outcomes: applied.outcomes,
+            marker: marker_position,
+            through: marker.through,
+            input_bytes,
+            capped,
+            timings,
+        })
     }
 
-    /// Finds this epoch's marker after the cursor (left by an interrupted run) or appends one, and
-    /// returns it with the mutations before it, in queue order.
+    /// The cut of `epoch`: the queue's last marker if it is this epoch's (an interrupted run cut
+    /// it), else a new one after the mutations the caps admit, appended at the queue's end.
     fn cut(&self, epoch: Epoch, previous_time_ms: u64, now_ms: u64) -> Result<Cut, EpochError> {
-        let mut mutations = Vec::new();
-        let mut from = Position(self.heads.cursor()?.0 + 1);
-        let mut appended = None;
-        loop {
-            let chunk = self.queue.read(from, READ_CHUNK)?;
-            let Some((last, _)) = chunk.last() else {
-                if appended.is_some() {
-                    return Err(EpochError::Corrupt(format!("the marker of epoch {epoch} vanished from the queue")));
+        let cursor = self.heads.cursor()?;
+        let time_ms = match self.queue.last_marker()? {
+            Some((position, marker)) if marker.epoch == epoch => {
+                if marker.through < cursor {
+                    return Err(EpochError::Corrupt(format!(
+                        "the marker of epoch {epoch} ends at position {}, before the cursor {}",
+                        marker.through.0, cursor.0
+                    )));
                 }
-                let marker = Marker { epoch, time_ms: epoch_time_ms(now_ms, previous_time_ms) };
-                // Recovery if the process dies right after: the marker is durable; the re-run
-                // finds it here and reuses its time, so the head comes out byte-identical.
-                appended = Some(self.queue.append_marker(marker)?);
-                continue;
-            };
-            from = Position(last.0 + 1);
+                let walk = self.walk(epoch, cursor, Some(marker.through), self.limits)?;
+                if !walk.capped || walk.through == marker.through {
+                    return Ok(Cut { position, marker, walk });
+                }
+                if self.map.latest_epoch()? == epoch {
+                    // The map already holds this epoch as first cut (and maybe its archive): only
+                    // that cut can finish it, above the caps lowered since.
+                    tracing::warn!(%epoch, through = marker.through.0, "finishing an interrupted epoch cut above the current caps");
+                    let walk = self.walk(epoch, cursor, Some(marker.through), EpochLimits::UNLIMITED)?;
+                    return Ok(Cut { position, marker, walk });
+                }
+                // Cut again at the current caps (lowered since the interrupted run, after it died
+                // of its size, say): nothing of the first cut is durable but its marker, which the
+                // new one supersedes as the last. Its time is kept, so the head does not depend
+                // on when the restart happened.
+                marker.time_ms
+            }
+            Some((_, marker)) if marker.epoch > epoch => {
+                return Err(EpochError::Corrupt(format!(
+                    "the queue's last marker is for epoch {}, but the next epoch is {epoch}",
+                    marker.epoch
+                )));
+            }
+            _ => epoch_time_ms(now_ms, previous_time_ms),
+        };
+        let walk = self.walk(epoch, cursor, None, self.limits)?;
+        let marker = Marker { epoch, time_ms, through: walk.through };
+        // Recovery if the process dies right after: the marker is durable and the queue's last;
+        // the re-run finds it and consumes exactly (cursor, through] at its time, so the head comes
+        // out byte-identical.
+        let position = self.queue.append_marker(marker)?;
+        Ok(Cut { position, marker, walk })
+    }
+
+    /// Takes the mutations after `cursor` in queue order, up to `end` (inclusive) if given and
+    /// within `limits`; markers of earlier epochs (left behind capped cuts) are skipped. Holds no
+    /// more than the mutations it takes and one read chunk.
+    fn walk(
+        &self,
+        epoch: Epoch,
+        cursor: Position,
+        end: Option<Position>,
+        limits: EpochLimits,
+    ) -> Result<Walk, EpochError> {
+        let mut walk = Walk { mutations: Vec::new(), through: cursor, bytes: 0, capped: false };
+        loop {
+            let left = limits.max_mutations.saturating_sub(walk.mutations.len() as u64);
+            if left == 0 {
+                walk.capped = true;
+                return Ok(walk);
+            }
+            let entries = READ_CHUNK.min(usize::try_from(left).unwrap_or(usize::MAX));
+            let budget = limits.max_bytes.saturating_sub(walk.bytes).clamp(1, READ_CHUNK_BYTES);
+            let chunk = self.queue.read_bounded(Position(walk.through.0 + 1), entries, budget)?;
+            if chunk.is_empty() {
+                return Ok(walk);
+            }
             for (position, entry) in chunk {
+                if end.is_some_and(|end| position > end) {
+                    return Ok(walk);
+                }
                 match entry {
-                    Entry::Mutation(m) => mutations.push((position, m)),
-                    Entry::Marker(marker) if marker.epoch == epoch => return Ok(Cut { position, marker, mutations }),
+                    Entry::Mutation(m) => {
+                        let size = mutation_bytes(&m);
+                        if !walk.mutations.is_empty() && walk.bytes + size > limits.max_bytes {
+                            walk.capped = true;
+                            return Ok(walk);
+                        }
+                        walk.bytes += size;
+                        walk.mutations.push((position, m));
+                    }
+                    Entry::Marker(marker) if marker.epoch < epoch => {} // left behind by a capped cut
                     Entry::Marker(marker) => {
                         return Err(EpochError::Corrupt(format!(
                             "found the marker of epoch {} at position {} while cutting epoch {epoch}",
@@ -456,6 +597,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
                         )));
                     }
                 }
+                walk.through = position;
             }
         }
     }

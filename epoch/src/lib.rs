@@ -24,7 +24,7 @@ pub use cosignatures::{CosignatureStore, MemoryCosignatures, RedbCosignatures};
 pub use error::EpochError;
 pub use heads::{HeadStore, MemoryHeadStore, RedbHeadStore};
 pub use index::{KeyVersion, MemoryOutcomeIndex, OutcomeIndex, OutcomeRecord, RedbOutcomeIndex, applied, outcome_of};
-pub use job::{CrashPoint, EpochJob, EpochReport, MutationStatus, PhaseTimings};
+pub use job::{CrashPoint, EpochJob, EpochLimits, EpochReport, MutationStatus, PhaseTimings};
 pub use keys::{generate_key_files, load_public_key, load_signing_key};
 pub use replay::{Divergence, Replayer};
 pub use schedule::{Schedule, epoch_time_ms, run_scheduler};

@@ -88,9 +88,11 @@ fn config() -> TreeConfig {
 fn open(dir: &Path, faults: bool) -> Faulty {
     let (map, heads, index) = (FaultPlan::new(), FaultPlan::new(), FaultPlan::new());
     let opener = |plan: &Arc<FaultPlan>| if faults { faulty_opener(plan) } else { file_opener(16 << 20) };
-    let queue =
-        RedbQueue::open(&dir.join("queue.redb"), RedbQueueOptions { suite: config().suite, max_depth: 100_000 })
-            .unwrap();
+    let queue = RedbQueue::open(
+        &dir.join("queue.redb"),
+        RedbQueueOptions { max_depth: 100_000, ..RedbQueueOptions::new(config().suite) },
+    )
+    .unwrap();
     let store = RedbStore::open_with(&dir.join("tree"), RedbOptions::new(config()), opener(&map)).unwrap();
     let head_store = RedbHeadStore::open_with(&dir.join("heads.redb"), opener(&heads)).unwrap();
     let archives = Arc::new(FullDiskArchives {

@@ -31,9 +31,7 @@ fn memory_job(config: TreeConfig, max_depth: u64) -> MemoryJob {
 
 fn open(dir: &Path) -> DurableJob {
     let config = TreeConfig::new(HashSuite::Blake3, 4).unwrap();
-    let queue =
-        RedbQueue::open(&dir.join("queue.redb"), RedbQueueOptions { suite: config.suite, max_depth: 1_000_000 })
-            .unwrap();
+    let queue = RedbQueue::open(&dir.join("queue.redb"), RedbQueueOptions::new(config.suite)).unwrap();
     let map = Map::new(RedbStore::open(&dir.join("tree"), RedbOptions::new(config)).unwrap());
     let heads = RedbHeadStore::open(&dir.join("heads.redb")).unwrap();
     let archives = Arc::new(ObjectArchives::local(&dir.join("archives")).unwrap());

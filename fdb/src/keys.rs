@@ -88,6 +88,8 @@ impl Layout {
         key.strip_prefix(self.key(QUEUE_STAGED, &[]).as_slice())?.try_into().ok()
     }
 
+    /// A log entry: value `slot (12) || queue record`, the slot being the versionstamp it was
+    /// staged under (zeros for a marker).
     pub(crate) fn log(&self, position: u64) -> Vec<u8> {
         self.key(QUEUE_LOG, &position.to_be_bytes())
     }
@@ -107,13 +109,20 @@ impl Layout {
         self.key(QUEUE_META, b"depth")
     }
 
-    /// The last marker: epoch (8) || position (8), so a retried marker append finds its first try.
-    pub(crate) fn queue_last_marker(&self) -> Vec<u8> {
-        self.key(QUEUE_META, b"marker")
+    /// Bytes of the mutations staged or logged and not yet removed (i64 LE, atomic adds).
+    pub(crate) fn queue_bytes(&self) -> Vec<u8> {
+        self.key(QUEUE_META, b"bytes")
     }
 
-    /// A staged mutation's versionstamp by mutation id, so an append whose commit outcome is
-    /// unknown can tell whether it landed (cleared when the mutation is sequenced).
+    /// The last marker: position (8) || marker record (SPEC.md "Queue records"), so a retried
+    /// marker append finds its first try and an interrupted epoch its cut.
+    pub(crate) fn queue_last_marker(&self) -> Vec<u8> {
+        self.key(QUEUE_META, b"last-marker")
+    }
+
+    /// A mutation's versionstamp by mutation id, so an append whose commit outcome is unknown can
+    /// tell whether it landed. Kept until the entry is removed after its epoch committed
+    /// (compare-and-cleared against the slot stored in front of its log value).
     pub(crate) fn queue_guard(&self, id: &[u8; 32]) -> Vec<u8> {
         self.key(QUEUE_GUARD, id)
     }

@@ -5,7 +5,7 @@
 //! * [`FdbQueue`]: appends are *staged* under versionstamped keys (`SET_VERSIONSTAMPED_KEY`), so
 //!   concurrent frontends never conflict and a receipt carries its versionstamp. The epoch writer
 //!   *sequences* staged entries into the numbered log in versionstamp order, up to a cut taken at a
-//!   read version, then appends the marker: the epoch consumes a recorded versionstamp range.
+//!   read version; the epoch consumes a capped log range `(cursor, through]` that its marker records.
 //! * [`FdbStore`]: the same epoch-prefixed, immutable page records as the embedded store, written
 //!   in chunks under FoundationDB's transaction limits and made visible by one small commit that
 //!   compares-and-sets the latest epoch. A half-written epoch is invisible and re-runnable.
@@ -45,6 +45,6 @@ pub use lease::{EpochWriterLease, LeaseOptions};
 #[cfg(feature = "fdb")]
 pub use network::{Network, open_database};
 #[cfg(feature = "fdb")]
-pub use queue::{FdbQueue, MAX_APPEND_BYTES};
+pub use queue::{FdbQueue, MAX_APPEND_BYTES, QueueBounds};
 #[cfg(feature = "fdb")]
 pub use tree::{FdbStore, FdbStoreOptions};

@@ -16,7 +16,10 @@ use foundationdb::options::{MutationType, StreamingMode};
 use foundationdb::{Database, FdbBindingError, RangeOption, RetryableTransaction, Transaction};
 use futures::executor::block_on;
 use keyfold_core::{HashSuite, Mutation, MutationId};
-use keyfold_ingest::{Entry, Marker, Position, Queue, QueueError, Receipt, Slot, decode_entry, encode_entry};
+use keyfold_ingest::{
+    Entry, Marker, Position, Queue, QueueError, Receipt, Slot, decode_entry, encode_marker, encode_mutation,
+    record_mutation_bytes, record_mutation_id,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -29,21 +32,50 @@ pub const MAX_APPEND_BYTES: usize = 8_000_000;
 const CHUNK_ENTRIES: usize = 1_000;
 const CHUNK_BYTES: usize = 1_000_000;
 
+/// The slot in front of a log value: the versionstamp the entry was staged under (12 zero bytes
+/// for a marker, which is never staged).
+const SLOT_LEN: usize = 12;
+
+/// The bounds of an [`FdbQueue`]: pending mutations, and bytes of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueBounds {
+    pub max_depth: u64,
+    /// Bytes of pending mutations ([`keyfold_ingest::mutation_bytes`]).
+    pub max_bytes: u64,
+}
+
 /// The FoundationDB queue of one directory.
 pub struct FdbQueue {
     db: Arc<Database>,
     layout: Layout,
     suite: HashSuite,
-    max_depth: u64,
+    bounds: QueueBounds,
     /// Markers and removals need the epoch-writer lease; appends never do.
     lease: Option<Arc<EpochWriterLease>>,
-    /// The depth last read, for [`Queue::depth`], which cannot fail.
+    /// The depth and bytes last read, for [`Queue::depth`] and [`Queue::pending_bytes`], which
+    /// cannot fail.
     depth_seen: AtomicU64,
+    bytes_seen: AtomicU64,
+}
+
+/// A log value: the entry's slot, then its record.
+fn log_value(slot: &[u8; SLOT_LEN], record: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(SLOT_LEN + record.len());
+    value.extend_from_slice(slot);
+    value.extend_from_slice(record);
+    value
+}
+
+/// The slot and the record of the log value at `position`.
+fn split_log_value(position: u64, value: &[u8]) -> Result<(&[u8], &[u8]), QueueError> {
+    value
+        .split_at_checked(SLOT_LEN)
+        .ok_or_else(|| QueueError::Corrupt(format!("log entry {position} is shorter than its slot")))
 }
 
 impl std::fmt::Debug for FdbQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FdbQueue").field("max_depth", &self.max_depth).finish_non_exhaustive()
+        f.debug_struct("FdbQueue").field("bounds", &self.bounds).finish_non_exhaustive()
     }
 }
 
@@ -56,7 +88,7 @@ fn read_u64_be(bytes: Option<&[u8]>, default: u64) -> Result<u64, FdbBindingErro
     }
 }
 
-fn read_depth(bytes: Option<&[u8]>) -> u64 {
+fn read_counter(bytes: Option<&[u8]>) -> u64 {
     // Written only by atomic adds of 8-byte little-endian integers; never negative when
     // consistent, clamped at 0 if an operator cleared keys by hand.
     bytes.and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, |b| u64::try_from(i64::from_le_bytes(b)).unwrap_or(0))
@@ -67,28 +99,60 @@ impl FdbQueue {
         db: Arc<Database>,
         layout: Layout,
         suite: HashSuite,
-        max_depth: u64,
+        bounds: QueueBounds,
         lease: Option<Arc<EpochWriterLease>>,
     ) -> FdbQueue {
-        FdbQueue { db, layout, suite, max_depth, lease, depth_seen: AtomicU64::new(0) }
+        FdbQueue { db, layout, suite, bounds, lease, depth_seen: AtomicU64::new(0), bytes_seen: AtomicU64::new(0) }
     }
 
-    /// Stages `entries` in one transaction; returns their slots.
-    async fn stage(&self, ids: &[MutationId], entries: &[Vec<u8>]) -> Result<Vec<Receipt>, FdbBindingError> {
+    /// As [`Queue::append`] after an earlier attempt of the same batch ended with an unknown
+    /// commit outcome: answers with the landed attempt's receipts if it landed, else stages it.
+    /// For the conformance runner, which cannot make a commit's outcome unknown on purpose.
+    #[doc(hidden)]
+    pub fn append_after_unknown_outcome(&self, mutations: Vec<Mutation>) -> Result<Vec<Receipt>, QueueError> {
+        let (ids, entries) = self.encode(mutations)?;
+        block_on(self.stage(&ids, &entries, true)).map_err(queue_error)
+    }
+
+    /// The ids and records of a batch, refused if one transaction cannot hold it.
+    fn encode(&self, mutations: Vec<Mutation>) -> Result<(Vec<MutationId>, Vec<Vec<u8>>), QueueError> {
+        if mutations.len() > usize::from(u16::MAX) {
+            return Err(QueueError::TooLarge { bytes: usize::MAX, max: MAX_APPEND_BYTES });
+        }
+        let ids: Vec<MutationId> = mutations.iter().map(|m| m.id(self.suite)).collect();
+        let entries: Vec<Vec<u8>> = ids.iter().zip(&mutations).map(|(id, m)| encode_mutation(id, m)).collect();
+        let key_bytes = self.layout.staged_len() + 4 + self.layout.queue_guard(&[0; 32]).len() + 16;
+        let bytes = entries.iter().map(|e| e.len() + key_bytes).sum::<usize>();
+        if bytes > MAX_APPEND_BYTES {
+            return Err(QueueError::TooLarge { bytes, max: MAX_APPEND_BYTES });
+        }
+        Ok((ids, entries))
+    }
+
+    /// Stages `entries` in one transaction; returns their slots. `maybe_committed`: an earlier
+    /// attempt's outcome is unknown (see [`Self::append_after_unknown_outcome`]).
+    async fn stage(
+        &self,
+        ids: &[MutationId],
+        entries: &[Vec<u8>],
+        mut maybe_committed: bool,
+    ) -> Result<Vec<Receipt>, FdbBindingError> {
         let n = u64::try_from(entries.len()).expect("batch length fits u64");
+        let bytes: u64 = entries.iter().filter_map(|e| record_mutation_bytes(e)).sum();
         let mut trx: Transaction = self.db.create_trx()?;
-        let mut maybe_committed = false;
         loop {
             if maybe_committed && let Some(receipts) = self.landed(&trx, ids).await? {
                 // The previous attempt's commit outcome was unknown, and it did land: answer with
                 // its receipts instead of staging the batch a second time.
                 return Ok(receipts);
             }
-            // Back-pressure from a snapshot read: appends never conflict on the counter, so the
-            // bound is approximate under concurrency (it can be exceeded by the appends in flight).
-            let depth = read_depth(trx.get(&self.layout.queue_depth(), true).await?.as_deref());
-            if depth + n > self.max_depth {
-                return Err(abort(QueueError::Full { depth, max: self.max_depth }));
+            // Back-pressure from snapshot reads: appends never conflict on the counters, so the
+            // bounds are approximate under concurrency (they can be exceeded by the appends in flight).
+            let depth = read_counter(trx.get(&self.layout.queue_depth(), true).await?.as_deref());
+            let pending = read_counter(trx.get(&self.layout.queue_bytes(), true).await?.as_deref());
+            if depth + n > self.bounds.max_depth || pending + bytes > self.bounds.max_bytes {
+                let QueueBounds { max_depth, max_bytes } = self.bounds;
+                return Err(abort(QueueError::Full { depth, max: max_depth, bytes: pending, max_bytes }));
             }
             for (i, (id, entry)) in ids.iter().zip(entries).enumerate() {
                 let i = u16::try_from(i).expect("batch length checked against u16");
@@ -101,6 +165,8 @@ impl FdbQueue {
             }
             let add = i64::try_from(n).expect("batch length fits i64").to_le_bytes();
             trx.atomic_op(&self.layout.queue_depth(), &add, MutationType::Add);
+            let add = i64::try_from(bytes).expect("batch bytes fit i64").to_le_bytes();
+            trx.atomic_op(&self.layout.queue_bytes(), &add, MutationType::Add);
             let versionstamp = trx.get_versionstamp();
             // Recovery if the process dies right after this commit: the batch is durable and staged;
             // the client got no receipt and may resend it (the epoch marks the copy a duplicate).
@@ -128,7 +194,9 @@ impl FdbQueue {
     }
 
     /// After an unknown commit outcome: the receipts of the batch if every one of its guards is
-    /// there (the attempt landed), `None` if not (it did not; stage again).
+    /// there (the attempt landed), `None` if not (it did not; stage again). Guards stay until the
+    /// entry's epoch is committed and the entry removed, so sequencing in between does not hide
+    /// a landed attempt.
     async fn landed(&self, trx: &Transaction, ids: &[MutationId]) -> Result<Option<Vec<Receipt>>, FdbBindingError> {
         let mut receipts = Vec::with_capacity(ids.len());
         for id in ids {
@@ -175,13 +243,11 @@ impl FdbQueue {
         let Some(last) = staged.last() else { return Ok((next, false)) };
         let mut position = next;
         for kv in staged.iter() {
-            if self.layout.staged_slot(kv.key()).is_none() {
+            let Some(slot) = self.layout.staged_slot(kv.key()) else {
                 return Err(abort(QueueError::Corrupt("a staged key has the wrong length".into())));
-            }
-            trx.set(&self.layout.log(position), kv.value());
-            if let Ok(Entry::Mutation(m)) = decode_entry(kv.value()) {
-                trx.clear(&self.layout.queue_guard(&m.id(self.suite).0.0));
-            }
+            };
+            // The guard stays (see `landed`); the log value keeps the slot it names.
+            trx.set(&self.layout.log(position), &log_value(&slot, kv.value()));
             position += 1;
         }
         let mut end = last.key().to_vec();
@@ -191,6 +257,21 @@ impl FdbQueue {
         // Recovery if the process dies right after this commit: the moved entries are in the log
         // and gone from staging; the next sequencing continues after them.
         Ok((position, staged.more() || staged.len() == CHUNK_ENTRIES))
+    }
+
+    /// A counter read at snapshot isolation, or the last value read if the read fails.
+    fn counter(&self, key: &[u8], seen: &AtomicU64) -> u64 {
+        let read = block_on(async {
+            let trx = self.db.create_trx()?;
+            Ok::<_, FdbBindingError>(read_counter(trx.get(key, true).await?.as_deref()))
+        });
+        match read {
+            Ok(value) => {
+                seen.store(value, Ordering::Relaxed);
+                value
+            }
+            Err(_) => seen.load(Ordering::Relaxed),
+        }
     }
 
     fn run<T>(&self, f: impl AsyncFn(&RetryableTransaction) -> Result<T, FdbBindingError>) -> Result<T, QueueError> {
@@ -208,49 +289,60 @@ impl Queue for FdbQueue {
     }
 
     fn append(&self, mutations: Vec<Mutation>) -> Result<Vec<Receipt>, QueueError> {
-        if mutations.len() > usize::from(u16::MAX) {
-            return Err(QueueError::TooLarge { bytes: usize::MAX, max: MAX_APPEND_BYTES });
-        }
-        let ids: Vec<MutationId> = mutations.iter().map(|m| m.id(self.suite)).collect();
-        let entries: Vec<Vec<u8>> = mutations.into_iter().map(|m| encode_entry(&Entry::Mutation(m))).collect();
-        let key_bytes = self.layout.staged_len() + 4 + self.layout.queue_guard(&[0; 32]).len() + 16;
-        let bytes = entries.iter().map(|e| e.len() + key_bytes).sum::<usize>();
-        if bytes > MAX_APPEND_BYTES {
-            return Err(QueueError::TooLarge { bytes, max: MAX_APPEND_BYTES });
-        }
-        block_on(self.stage(&ids, &entries)).map_err(queue_error)
+        let (ids, entries) = self.encode(mutations)?;
+        block_on(self.stage(&ids, &entries, false)).map_err(queue_error)
     }
 
     fn append_marker(&self, marker: Marker) -> Result<Position, QueueError> {
         self.sequence().map_err(queue_error)?;
         let lease = self.lease.as_deref();
-        let entry = encode_entry(&Entry::Marker(marker));
+        let record = encode_marker(&marker);
         self.run(async |trx| {
             check(lease, trx).await?;
-            // A retry after an unknown outcome finds the marker it already wrote.
+            // A retry after an unknown outcome finds the marker it already wrote (the whole
+            // marker: an epoch cut again at lower caps appends a second marker for its epoch).
             let last = trx.get(&self.layout.queue_last_marker(), false).await?;
             if let Some(last) = last.as_deref()
-                && last.len() == 16
-                && last[..8] == marker.epoch.0.to_be_bytes()
+                && last.len() == 8 + record.len()
+                && last[8..] == record[..]
             {
-                return Ok(Position(u64::from_be_bytes(last[8..].try_into().expect("8 bytes"))));
+                return Ok(Position(u64::from_be_bytes(last[..8].try_into().expect("8 bytes"))));
             }
-            // Entries staged since the cut above stay after the marker: they belong to the next epoch.
+            // Entries staged since the sequencing above stay after the marker: later epochs'.
             let next = read_u64_be(trx.get(&self.layout.queue_next(), false).await?.as_deref(), 1)?;
-            trx.set(&self.layout.log(next), &entry);
+            trx.set(&self.layout.log(next), &log_value(&[0; SLOT_LEN], &record));
             trx.set(&self.layout.queue_next(), &(next + 1).to_be_bytes());
-            let mut last = marker.epoch.0.to_be_bytes().to_vec();
-            last.extend_from_slice(&next.to_be_bytes());
+            let mut last = next.to_be_bytes().to_vec();
+            last.extend_from_slice(&record);
             trx.set(&self.layout.queue_last_marker(), &last);
             // Recovery if the process dies right after this commit: the epoch's cut is durable;
-            // the re-run finds this marker when it reads the queue and uses its time.
+            // the re-run finds this marker as the last one and consumes its range.
             Ok(Position(next))
         })
     }
 
-    fn read(&self, from: Position, max_entries: usize) -> Result<Vec<(Position, Entry)>, QueueError> {
+    fn last_marker(&self) -> Result<Option<(Position, Marker)>, QueueError> {
+        let last =
+            self.run(async |trx| Ok(trx.get(&self.layout.queue_last_marker(), false).await?.map(|v| v.to_vec())))?;
+        let Some(last) = last else { return Ok(None) };
+        let corrupt = || QueueError::Corrupt("the last marker record is malformed".into());
+        let (position, record) = last.split_at_checked(8).ok_or_else(corrupt)?;
+        let position = Position(u64::from_be_bytes(position.try_into().expect("8 bytes")));
+        match decode_entry(self.suite, position, record)? {
+            Entry::Marker(marker) => Ok(Some((position, marker))),
+            Entry::Mutation(_) => Err(corrupt()),
+        }
+    }
+
+    fn read_bounded(
+        &self,
+        from: Position,
+        max_entries: usize,
+        max_bytes: u64,
+    ) -> Result<Vec<(Position, Entry)>, QueueError> {
         self.sequence().map_err(queue_error)?;
         let mut out = Vec::new();
+        let mut total = 0u64;
         let mut begin = self.layout.log(from.0);
         let end = self.layout.log(u64::MAX);
         while out.len() < max_entries {
@@ -272,9 +364,13 @@ impl Queue for FdbQueue {
             for (key, value) in &page {
                 let position =
                     self.layout.log_position(key).ok_or_else(|| QueueError::Corrupt("bad log key".into()))?;
-                let entry =
-                    decode_entry(value).map_err(|e| QueueError::Corrupt(format!("log entry {position}: {e}")))?;
-                out.push((Position(position), entry));
+                let (_, record) = split_log_value(position, value)?;
+                let size = record.len() as u64;
+                if !out.is_empty() && total + size > max_bytes {
+                    return Ok(out);
+                }
+                total += size;
+                out.push((Position(position), decode_entry(self.suite, Position(position), record)?));
             }
             if !more && page.len() < want {
                 break;
@@ -296,15 +392,27 @@ impl Queue for FdbQueue {
                 };
                 let values = trx.get_range(&range, 1, false).await?;
                 let Some(last) = values.last() else { return Ok((0, false)) };
-                let mutations = values.iter().filter(|kv| kv.value().first() == Some(&0)).count();
+                let (mut mutations, mut bytes) = (0u64, 0u64);
+                for kv in values.iter() {
+                    let position = self.layout.log_position(kv.key()).unwrap_or(0);
+                    let (slot, record) = split_log_value(position, kv.value()).map_err(abort)?;
+                    if let (Some(n), Some(id)) = (record_mutation_bytes(record), record_mutation_id(record)) {
+                        mutations += 1;
+                        bytes += n;
+                        // Only this entry's guard: a later identical resubmission has its own slot.
+                        trx.atomic_op(&self.layout.queue_guard(&id.0.0), slot, MutationType::CompareAndClear);
+                    }
+                }
                 let mut end = last.key().to_vec();
                 end.push(0);
                 trx.clear_range(&self.layout.log(0), &end);
                 let minus = -i64::try_from(mutations).expect("chunk fits i64");
                 trx.atomic_op(&self.layout.queue_depth(), &minus.to_le_bytes(), MutationType::Add);
+                let minus = -i64::try_from(bytes).expect("chunk bytes fit i64");
+                trx.atomic_op(&self.layout.queue_bytes(), &minus.to_le_bytes(), MutationType::Add);
                 // Recovery if the process dies right after this commit: the removed entries were
                 // consumed by a committed epoch; the next removal continues after them.
-                Ok((u64::try_from(mutations).expect("fits"), values.more() || values.len() == CHUNK_ENTRIES))
+                Ok((mutations, values.more() || values.len() == CHUNK_ENTRIES))
             })?;
             removed += mutations;
             if !more {
@@ -314,16 +422,10 @@ impl Queue for FdbQueue {
     }
 
     fn depth(&self) -> u64 {
-        let read = block_on(async {
-            let trx = self.db.create_trx()?;
-            Ok::<_, FdbBindingError>(read_depth(trx.get(&self.layout.queue_depth(), true).await?.as_deref()))
-        });
-        match read {
-            Ok(depth) => {
-                self.depth_seen.store(depth, Ordering::Relaxed);
-                depth
-            }
-            Err(_) => self.depth_seen.load(Ordering::Relaxed), // the last known depth
-        }
+        self.counter(&self.layout.queue_depth(), &self.depth_seen)
+    }
+
+    fn pending_bytes(&self) -> u64 {
+        self.counter(&self.layout.queue_bytes(), &self.bytes_seen)
     }
 }

@@ -5,13 +5,13 @@
 //! `cargo test -p keyfold-fdb --features fdb --test fdb_conformance` (needs libfdb_c to link;
 //! `FDB_CLIENT_LIB_PATH` names its directory if it is not on the linker's path).
 
-use keyfold_core::{Epoch, HashSuite};
+use keyfold_core::{Epoch, HashSuite, Mutation, Version};
 use keyfold_epoch::{EpochError, HeadStore};
 use keyfold_fdb::{
     Database, EpochWriterLease, FdbHeadStore, FdbQueue, FdbStore, FdbStoreOptions, Layout, LeaseOptions, Network,
-    open_database,
+    QueueBounds, open_database,
 };
-use keyfold_ingest::Position;
+use keyfold_ingest::{Position, Queue};
 use keyfold_shards::TreeConfig;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::ExitCode;
@@ -53,8 +53,35 @@ fn fresh_layout() -> Layout {
     layout
 }
 
-fn make_queue(max_depth: u64) -> FdbQueue {
-    FdbQueue::new(db(), fresh_layout(), HashSuite::Blake3, max_depth, None)
+fn make_queue(max_depth: u64, max_bytes: u64) -> FdbQueue {
+    FdbQueue::new(db(), fresh_layout(), HashSuite::Blake3, QueueBounds { max_depth, max_bytes }, None)
+}
+
+/// An append retried after an unknown commit outcome, when sequencing (an epoch's cut) has moved
+/// the landed attempt from staging into the log meanwhile, answers with the landed attempt's
+/// receipts instead of staging the batch a second time (which would archive it twice). Once the
+/// epoch that consumed the batch is committed and its entries removed, their guards go with them.
+fn append_retried_after_sequencing_is_not_staged_twice() {
+    let q = make_queue(1000, u64::MAX);
+    let batch: Vec<Mutation> = (0..3u64)
+        .map(|i| Mutation {
+            key: format!("retried{i}").into_bytes(),
+            value: Some(i.to_be_bytes().to_vec()),
+            expected_version: Version(0),
+            owner_signature: None,
+        })
+        .collect();
+    let receipts = q.append(batch.clone()).expect("append");
+    let logged = q.read(Position(0), 100).expect("read (sequences the staged batch)");
+    assert_eq!(logged.len(), 3);
+    let retried = q.append_after_unknown_outcome(batch.clone()).expect("retried append");
+    assert_eq!(retried, receipts, "the retry finds the landed attempt");
+    assert_eq!(q.read(Position(0), 100).expect("read").len(), 3, "the batch is in the queue once");
+    assert_eq!(q.depth(), 3);
+    q.remove_through(logged.last().expect("entries").0).expect("remove after the epoch");
+    let resent = q.append_after_unknown_outcome(batch).expect("a later resubmission");
+    assert_ne!(resent, receipts, "a resubmission after removal is a new append");
+    assert_eq!(q.depth(), 3);
 }
 
 fn make_store(config: TreeConfig) -> FdbStore {
@@ -112,6 +139,10 @@ fn main() -> ExitCode {
         cases.push((name.to_owned(), Box::new(move || case(make_heads))));
     }
     cases.push(("lease_fences_a_deposed_writer".to_owned(), Box::new(lease_fences_a_deposed_writer)));
+    cases.push((
+        "queue_append_retried_after_sequencing_is_not_staged_twice".to_owned(),
+        Box::new(append_retried_after_sequencing_is_not_staged_twice),
+    ));
 
     let mut failed = 0;
     for (name, case) in &cases {

@@ -1,14 +1,17 @@
 //! The queue conformance suite: the same cases against every [`Queue`] implementation.
 //! Instantiate with [`queue_conformance_tests!`](crate::queue_conformance_tests), giving a
-//! function that makes a fresh, empty queue with a depth bound.
+//! function that makes a fresh, empty queue with a depth bound and a byte bound.
 
 use crate::error::QueueError;
-use crate::queue::{Entry, Marker, Position, Queue, Slot};
+use crate::queue::{Entry, Marker, Position, Queue, Slot, mutation_bytes};
 use keyfold_core::{Epoch, Mutation, Version};
 use std::collections::BTreeSet;
 
 /// A conformance case, run against the queue its argument makes.
-pub type Case<Q> = (&'static str, fn(fn(u64) -> Q));
+pub type Case<Q> = (&'static str, fn(Make<Q>));
+
+/// Makes a fresh, empty queue bounded by `max_depth` mutations and `max_bytes` bytes of them.
+pub type Make<Q> = fn(u64, u64) -> Q;
 
 /// Every case, for harnesses that cannot use `#[test]` (FoundationDB's network starts once per
 /// process). Keep in step with [`queue_conformance_tests!`](crate::queue_conformance_tests).
@@ -19,11 +22,14 @@ pub fn cases<Q: Queue>() -> Vec<Case<Q>> {
         ("queue_conformance_remove_through", remove_through::<Q>),
         ("queue_conformance_back_pressure", back_pressure::<Q>),
         ("queue_conformance_concurrent_appends", concurrent_appends::<Q>),
+        ("queue_conformance_byte_bound", byte_bound::<Q>),
+        ("queue_conformance_last_marker", last_marker::<Q>),
+        ("queue_conformance_bounded_reads", bounded_reads::<Q>),
     ]
 }
 
 /// Instantiates every queue conformance case as a `#[test]` for the queue made by `$make`
-/// (an expression of type `fn(u64) -> Q`, the argument being the depth bound).
+/// (an expression of type [`Make<Q>`]).
 /// Keep in step with [`cases`].
 #[macro_export]
 macro_rules! queue_conformance_tests {
@@ -48,6 +54,18 @@ macro_rules! queue_conformance_tests {
         fn queue_conformance_concurrent_appends() {
             $crate::conformance::concurrent_appends($make);
         }
+        #[test]
+        fn queue_conformance_byte_bound() {
+            $crate::conformance::byte_bound($make);
+        }
+        #[test]
+        fn queue_conformance_last_marker() {
+            $crate::conformance::last_marker($make);
+        }
+        #[test]
+        fn queue_conformance_bounded_reads() {
+            $crate::conformance::bounded_reads($make);
+        }
     };
 }
 
@@ -60,8 +78,8 @@ fn mutation(i: u32) -> Mutation {
     }
 }
 
-pub fn positions_and_ids<Q: Queue>(make: fn(u64) -> Q) {
-    let q = make(1000);
+pub fn positions_and_ids<Q: Queue>(make: Make<Q>) {
+    let q = make(1000, u64::MAX);
     let batch: Vec<Mutation> = (0..10).map(mutation).collect();
     let receipts = q.append(batch.clone()).unwrap();
     assert_eq!(receipts.len(), 10);
@@ -97,10 +115,10 @@ fn mutation_id<Q: Queue>(q: &Q, entry: &Entry) -> Option<keyfold_core::MutationI
     }
 }
 
-pub fn markers_and_reads<Q: Queue>(make: fn(u64) -> Q) {
-    let q = make(1000);
+pub fn markers_and_reads<Q: Queue>(make: Make<Q>) {
+    let q = make(1000, u64::MAX);
     q.append((0..3).map(mutation).collect()).unwrap();
-    let marker = Marker { epoch: Epoch(1), time_ms: 1_000 };
+    let marker = Marker { epoch: Epoch(1), time_ms: 1_000, through: Position(3) };
     let at = q.append_marker(marker).unwrap();
     q.append((3..5).map(mutation).collect()).unwrap();
     let all = q.read(Position(0), 100).unwrap();
@@ -116,10 +134,10 @@ pub fn markers_and_reads<Q: Queue>(make: fn(u64) -> Q) {
     assert_eq!(q.depth(), 5, "markers do not count towards depth");
 }
 
-pub fn remove_through<Q: Queue>(make: fn(u64) -> Q) {
-    let q = make(1000);
+pub fn remove_through<Q: Queue>(make: Make<Q>) {
+    let q = make(1000, u64::MAX);
     q.append((0..6).map(mutation).collect()).unwrap();
-    let marker = q.append_marker(Marker { epoch: Epoch(1), time_ms: 7 }).unwrap();
+    let marker = q.append_marker(Marker { epoch: Epoch(1), time_ms: 7, through: Position(6) }).unwrap();
     let positions: Vec<Position> = q.read(Position(0), 100).unwrap().into_iter().map(|(p, _)| p).collect();
     assert_eq!(positions.len(), 7);
     assert_eq!(q.remove_through(positions[3]).unwrap(), 4);
@@ -131,14 +149,14 @@ pub fn remove_through<Q: Queue>(make: fn(u64) -> Q) {
     assert_eq!(q.remove_through(marker).unwrap(), 0, "removing again is a no-op");
 }
 
-pub fn back_pressure<Q: Queue>(make: fn(u64) -> Q) {
-    let q = make(5);
+pub fn back_pressure<Q: Queue>(make: Make<Q>) {
+    let q = make(5, u64::MAX);
     q.append((0..3).map(mutation).collect()).unwrap();
     let err = q.append((3..6).map(mutation).collect()).unwrap_err();
-    assert!(matches!(err, QueueError::Full { depth: 3, max: 5 }), "{err}");
+    assert!(matches!(err, QueueError::Full { depth: 3, max: 5, .. }), "{err}");
     assert!(err.is_retryable());
     assert_eq!(q.read(Position(0), 100).unwrap().len(), 3, "a refused batch leaves nothing behind");
-    let marker = q.append_marker(Marker { epoch: Epoch(1), time_ms: 1 }).unwrap();
+    let marker = q.append_marker(Marker { epoch: Epoch(1), time_ms: 1, through: Position(3) }).unwrap();
     q.append((3..5).map(mutation).collect()).unwrap();
     assert!(q.append(vec![mutation(9)]).is_err());
     assert_eq!(q.remove_through(marker).unwrap(), 3);
@@ -148,8 +166,8 @@ pub fn back_pressure<Q: Queue>(make: fn(u64) -> Q) {
 
 /// 64 threads append single mutations concurrently: every append gets a distinct slot and every
 /// acknowledged mutation reads back exactly once.
-pub fn concurrent_appends<Q: Queue>(make: fn(u64) -> Q) {
-    let q = make(1_000_000);
+pub fn concurrent_appends<Q: Queue>(make: Make<Q>) {
+    let q = make(1_000_000, u64::MAX);
     let threads = 64u32;
     let per_thread = 8u32;
     let receipts: Vec<_> = std::thread::scope(|s| {
@@ -179,4 +197,71 @@ pub fn concurrent_appends<Q: Queue>(make: fn(u64) -> Q) {
     by_slot.sort_by_key(|r| r.slot);
     let in_order: Vec<_> = stored.iter().map(|(_, e)| mutation_id(&q, e).expect("mutation")).collect();
     assert_eq!(by_slot.iter().map(|r| r.id).collect::<Vec<_>>(), in_order);
+}
+
+/// A mutation of exactly `bytes` bytes ([`mutation_bytes`]), `bytes >= 23`.
+fn sized(i: u32, bytes: u64) -> Mutation {
+    let mut m = Mutation {
+        key: format!("k{i:05}").into_bytes(),
+        value: Some(Vec::new()),
+        expected_version: Version(0),
+        owner_signature: None,
+    };
+    let value_len = bytes - mutation_bytes(&m);
+    m.value = Some(vec![u8::try_from(i % 251).expect("< 251"); usize::try_from(value_len).expect("fits")]);
+    assert_eq!(mutation_bytes(&m), bytes);
+    m
+}
+
+/// Appends beyond the byte bound are refused as [`QueueError::Full`] (retryable, nothing left
+/// behind), whatever the depth; removing what an epoch consumed makes room again.
+pub fn byte_bound<Q: Queue>(make: Make<Q>) {
+    let q = make(1000, 1000);
+    q.append(vec![sized(0, 400), sized(1, 400)]).unwrap();
+    assert_eq!((q.depth(), q.pending_bytes()), (2, 800));
+    let err = q.append(vec![sized(2, 150), sized(3, 51)]).unwrap_err();
+    assert!(matches!(err, QueueError::Full { depth: 2, bytes: 800, max_bytes: 1000, .. }), "{err}");
+    assert!(err.is_retryable());
+    assert!(err.to_string().contains("1000 bytes"), "{err}");
+    assert_eq!(q.read(Position(0), 100).unwrap().len(), 2, "a refused batch leaves nothing behind");
+    assert_eq!(q.pending_bytes(), 800);
+    q.append(vec![sized(2, 200)]).unwrap(); // exactly at the bound
+    assert!(q.append(vec![sized(3, 30)]).is_err());
+    let first = q.read(Position(0), 1).unwrap()[0].0;
+    assert_eq!(q.remove_through(first).unwrap(), 1);
+    assert_eq!((q.depth(), q.pending_bytes()), (2, 600));
+    q.append(vec![sized(3, 400)]).unwrap();
+    assert_eq!(q.pending_bytes(), 1000);
+}
+
+/// The last marker is found without reading the queue, with its `through`, even after its entry
+/// was removed.
+pub fn last_marker<Q: Queue>(make: Make<Q>) {
+    let q = make(1000, u64::MAX);
+    assert_eq!(q.last_marker().unwrap(), None);
+    q.append((0..4).map(mutation).collect()).unwrap();
+    let first = Marker { epoch: Epoch(1), time_ms: 10, through: Position(2) };
+    let at = q.append_marker(first).unwrap();
+    assert_eq!(q.last_marker().unwrap(), Some((at, first)));
+    q.append((4..6).map(mutation).collect()).unwrap();
+    let second = Marker { epoch: Epoch(2), time_ms: 20, through: at };
+    let at2 = q.append_marker(second).unwrap();
+    assert!(at2 > at);
+    assert_eq!(q.last_marker().unwrap(), Some((at2, second)));
+    q.remove_through(at2).unwrap();
+    assert_eq!(q.last_marker().unwrap(), Some((at2, second)), "kept after its entry is removed");
+}
+
+/// Reads stop at the byte budget, but always return the first entry.
+pub fn bounded_reads<Q: Queue>(make: Make<Q>) {
+    let q = make(1000, u64::MAX);
+    q.append((0..5).map(|i| sized(i, 100)).collect()).unwrap();
+    let record = 100 + 33; // tag and id in front of each mutation's encoding
+    assert_eq!(q.read_bounded(Position(0), 100, 3 * record).unwrap().len(), 3);
+    assert_eq!(q.read_bounded(Position(0), 100, 3 * record - 1).unwrap().len(), 2);
+    assert_eq!(q.read_bounded(Position(0), 100, 1).unwrap().len(), 1, "the first entry always comes");
+    assert_eq!(q.read_bounded(Position(0), 2, u64::MAX).unwrap().len(), 2);
+    let all = q.read(Position(0), 100).unwrap();
+    let expected: Vec<Entry> = (0..5).map(|i| Entry::Mutation(sized(i, 100))).collect();
+    assert_eq!(all.into_iter().map(|(_, e)| e).collect::<Vec<_>>(), expected);
 }

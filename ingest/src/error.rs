@@ -1,3 +1,5 @@
+use crate::queue::Position;
+use keyfold_core::MutationId;
 use thiserror::Error;
 
 /// Why a batch of mutations was refused before anything was queued. Always the client's fault.
@@ -34,14 +36,28 @@ pub enum KeyError {
 /// Queue failures, classified: `Full` is back-pressure (retry later, HTTP 503 + Retry-After).
 #[derive(Debug, Error)]
 pub enum QueueError {
-    #[error("the queue holds {depth} pending mutations and accepts at most {max}; retry after the next epoch")]
-    Full { depth: u64, max: u64 },
+    #[error(
+        "the queue holds {depth} pending mutations of {bytes} bytes and accepts at most {max} mutations and \
+         {max_bytes} bytes; retry after the next epoch"
+    )]
+    Full { depth: u64, max: u64, bytes: u64, max_bytes: u64 },
     #[error("the queue is shut down")]
     Closed,
     #[error("queue storage failed: {0}")]
     Io(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("queue storage is corrupt: {0}")]
     Corrupt(String),
+    /// A queued mutation's bytes no longer hash to the id stored with it (the one its receipt
+    /// acknowledged): they changed on disk. Fatal; the mutation is never applied or signed.
+    #[error(
+        "queue storage is corrupt: the mutation at position {position} no longer matches the id it was \
+         acknowledged with (stored {stored}, its bytes hash to {computed}); refusing to apply it: restore \
+         queue.redb from a backup, or remove the entry once the client has been told to resend",
+        position = .position.0,
+        stored = .stored.to_hex(),
+        computed = .computed.to_hex()
+    )]
+    MutationIdMismatch { position: Position, stored: MutationId, computed: MutationId },
     #[error("the batch is {bytes} bytes encoded; this queue appends at most {max} bytes at once: send smaller batches")]
     TooLarge { bytes: usize, max: usize },
     #[error("this process does not hold the epoch-writer lease ({0}); only the lease holder cuts epochs")]

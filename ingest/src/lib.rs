@@ -18,5 +18,8 @@ mod redb_queue;
 pub use error::{KeyError, QueueError, ValidationError};
 pub use limits::{Limits, check_key_text, validate};
 pub use memory::MemoryQueue;
-pub use queue::{Entry, Marker, Position, Queue, Receipt, Slot, decode_entry, encode_entry};
-pub use redb_queue::{RedbQueue, RedbQueueOptions, Reopen};
+pub use queue::{
+    Entry, MUTATION_RECORD_OVERHEAD, Marker, Position, Queue, Receipt, Slot, decode_entry, encode_entry, encode_marker,
+    encode_mutation, mutation_bytes, record_bytes, record_mutation_bytes, record_mutation_id, upgrade_legacy_record,
+};
+pub use redb_queue::{DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, RedbQueue, RedbQueueOptions, Reopen};

@@ -6,7 +6,10 @@
 //! acknowledged only after its commit returned.
 
 use crate::error::QueueError;
-use crate::queue::{Entry, Marker, Position, Queue, Receipt, Slot, decode_entry, encode_entry};
+use crate::queue::{
+    Entry, Marker, Position, Queue, Receipt, Slot, decode_entry, encode_marker, encode_mutation, mutation_bytes,
+    record_mutation_bytes, upgrade_legacy_record,
+};
 use keyfold_core::{HashSuite, Mutation};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
@@ -16,11 +19,26 @@ use std::thread::JoinHandle;
 
 const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
 /// `next_position`: written with every append, so positions are never reused, even after every
-/// entry was removed.
+/// entry was removed. `format`: [`FORMAT`] once every record is in the current format.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const KEY_NEXT: &str = "next_position";
+const KEY_FORMAT: &str = "format";
+/// Records carry their mutation id and markers their `through` (SPEC.md "Queue records").
+const FORMAT: u64 = 2;
+/// `last`: the last marker appended, `position (8) || marker record`, written with it.
+const MARKERS: TableDefinition<&str, &[u8]> = TableDefinition::new("markers");
+const KEY_LAST_MARKER: &str = "last";
 /// Requests one commit takes at most (bounds a transaction's size).
 const MAX_REQUESTS_PER_COMMIT: usize = 4096;
+/// Legacy records rewritten per step of the upgrade (bounds its memory).
+const UPGRADE_CHUNK: usize = 4096;
+
+/// Default bound on pending mutations.
+pub const DEFAULT_MAX_DEPTH: u64 = 1_000_000;
+/// Default bound on the bytes of pending mutations: 1 GiB. At the largest mutation the default
+/// limits accept (~66 KiB) the depth bound alone would let ~66 GB wait; 1 GiB on disk is cheap,
+/// and epochs (256 MiB by default) drain it in four.
+pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
 
 /// How to open a [`RedbQueue`].
 #[derive(Debug, Clone, Copy)]
@@ -28,12 +46,30 @@ pub struct RedbQueueOptions {
     pub suite: HashSuite,
     /// Pending mutations beyond which appends are refused with [`QueueError::Full`].
     pub max_depth: u64,
+    /// Bytes of pending mutations ([`mutation_bytes`]) beyond which appends are refused with
+    /// [`QueueError::Full`].
+    pub max_bytes: u64,
+}
+
+impl RedbQueueOptions {
+    /// The default bounds ([`DEFAULT_MAX_DEPTH`], [`DEFAULT_MAX_BYTES`]).
+    pub fn new(suite: HashSuite) -> RedbQueueOptions {
+        RedbQueueOptions { suite, max_depth: DEFAULT_MAX_DEPTH, max_bytes: DEFAULT_MAX_BYTES }
+    }
 }
 
 type Reply<T> = SyncSender<Result<T, QueueError>>;
 
+/// A batch encoded by its appender (ids hashed off the committer thread): receipts without
+/// their slots yet, records, and the batch's mutation bytes.
+struct Batch {
+    ids: Vec<keyfold_core::MutationId>,
+    records: Vec<Vec<u8>>,
+    bytes: u64,
+}
+
 enum Request {
-    Append(Vec<Mutation>, Reply<Vec<Receipt>>),
+    Append(Batch, Reply<Vec<Receipt>>),
     Marker(Marker, Reply<Position>),
 }
 
@@ -41,6 +77,7 @@ enum Request {
 struct State {
     next: u64,
     depth: u64,
+    bytes: u64,
 }
 
 /// Opens the queue's database again after a failed write (see [`Shared::fail`]).
@@ -106,9 +143,9 @@ impl Shared {
             return Ok(()); // another thread reopened it meanwhile
         }
         let db = reopen()?;
-        let (next, depth) = recover(&db)?;
+        let recovered = recover(&db, self.options.suite)?;
         let mut state = self.lock();
-        (state.next, state.depth) = (next, depth);
+        *state = recovered;
         *slot = Some(db);
         Ok(())
     }
@@ -141,8 +178,7 @@ impl RedbQueue {
         options: RedbQueueOptions,
         reopen: Option<Reopen>,
     ) -> Result<RedbQueue, QueueError> {
-        let (next, depth) = recover(&db)?;
-        let state = Mutex::new(State { next, depth });
+        let state = Mutex::new(recover(&db, options.suite)?);
         let shared = Arc::new(Shared { db: RwLock::new(Some(db)), reopen, options, state });
         let (sender, receiver) = mpsc::sync_channel(MAX_REQUESTS_PER_COMMIT);
         let worker = Arc::clone(&shared);
@@ -170,12 +206,21 @@ impl Drop for RedbQueue {
     }
 }
 
-/// Next position = the stored next position (and at least last key + 1); depth = mutation entries
-/// present.
-fn recover(db: &Database) -> Result<(u64, u64), QueueError> {
+/// Next position = the stored next position (and at least last key + 1); depth and bytes = the
+/// mutation entries present. A file of the format before ids were stored is upgraded first.
+fn recover(db: &Database, suite: HashSuite) -> Result<State, QueueError> {
     let txn = db.begin_write().map_err(QueueError::io)?;
-    drop(txn.open_table(QUEUE).map_err(QueueError::io)?);
-    drop(txn.open_table(META).map_err(QueueError::io)?);
+    {
+        let mut queue = txn.open_table(QUEUE).map_err(QueueError::io)?;
+        let mut meta = txn.open_table(META).map_err(QueueError::io)?;
+        let mut markers = txn.open_table(MARKERS).map_err(QueueError::io)?;
+        if meta.get(KEY_FORMAT).map_err(QueueError::io)?.map(|v| v.value()) != Some(FORMAT) {
+            upgrade(&mut queue, &mut markers, suite)?;
+            meta.insert(KEY_FORMAT, FORMAT).map_err(QueueError::io)?;
+        }
+    }
+    // Recovery if the process dies right after this commit: the file is in the current format;
+    // before it: the upgrade is redone from the untouched legacy records.
     txn.commit().map_err(QueueError::io)?;
     let read = db.begin_read().map_err(QueueError::io)?;
     let table = read.open_table(QUEUE).map_err(QueueError::io)?;
@@ -185,14 +230,52 @@ fn recover(db: &Database) -> Result<(u64, u64), QueueError> {
         Some((key, _)) => stored_next.max(key.value() + 1),
         None => stored_next,
     };
-    let mut depth = 0;
+    let (mut depth, mut bytes) = (0, 0);
     for entry in table.iter().map_err(QueueError::io)? {
         let (_, value) = entry.map_err(QueueError::io)?;
-        if value.value().first() == Some(&0) {
+        if let Some(n) = record_mutation_bytes(value.value()) {
             depth += 1;
+            bytes += n;
         }
     }
-    Ok((next, depth))
+    Ok(State { next, depth, bytes })
+}
+
+/// Rewrites the records of the format before ids and `through` were stored, in bounded chunks,
+/// and records the last marker found as the last marker.
+fn upgrade(
+    queue: &mut redb::Table<u64, &[u8]>,
+    markers: &mut redb::Table<&str, &[u8]>,
+    suite: HashSuite,
+) -> Result<(), QueueError> {
+    let mut from = 0u64;
+    loop {
+        let mut rewrites = Vec::new();
+        let mut last = None;
+        for item in queue.range(from..).map_err(QueueError::io)?.take(UPGRADE_CHUNK) {
+            let (key, value) = item.map_err(QueueError::io)?;
+            last = Some(key.value());
+            if let Some(record) = upgrade_legacy_record(suite, Position(key.value()), value.value()) {
+                rewrites.push((key.value(), record));
+            }
+        }
+        let Some(last) = last else { return Ok(()) };
+        for (position, record) in rewrites {
+            if let Ok(Entry::Marker(_)) = decode_entry(suite, Position(position), &record) {
+                markers
+                    .insert(KEY_LAST_MARKER, last_marker_value(position, &record).as_slice())
+                    .map_err(QueueError::io)?;
+            }
+            queue.insert(position, record.as_slice()).map_err(QueueError::io)?;
+        }
+        from = last + 1;
+    }
+}
+
+fn last_marker_value(position: u64, record: &[u8]) -> Vec<u8> {
+    let mut value = position.to_be_bytes().to_vec();
+    value.extend_from_slice(record);
+    value
 }
 
 fn commit_loop(shared: &Shared, receiver: &Receiver<Request>) {
@@ -208,92 +291,130 @@ fn commit_loop(shared: &Shared, receiver: &Receiver<Request>) {
     }
 }
 
-/// One transaction for a group of requests. Requests refused for depth are answered at once and
-/// take no positions.
-fn commit_group(shared: &Shared, group: Vec<Request>) {
-    let suite = shared.options.suite;
-    let db = match shared.open_db() {
-        Ok(db) => db,
-        Err(e) => {
-            let message = e.to_string();
-            for request in group {
-                let err = || QueueError::Io(message.clone().into());
-                match request {
-                    Request::Append(_, reply) => drop(reply.send(Err(err()))),
-                    Request::Marker(_, reply) => drop(reply.send(Err(err()))),
-                }
-            }
-            return;
-        }
-    };
-    let mut state = shared.lock();
-    let (mut next, mut depth) = (state.next, state.depth);
-    let mut records: Vec<(u64, Vec<u8>)> = Vec::new();
-    let mut answers: Vec<(Request, Option<Vec<Receipt>>, Option<Position>)> = Vec::new();
+/// Answers every request of `group` with the same I/O failure.
+fn fail_all(group: Vec<Request>, message: &str) {
     for request in group {
-        match &request {
-            Request::Append(mutations, reply) => {
-                let n = mutations.len() as u64;
-                if depth + n > shared.options.max_depth {
-                    let _ = reply.send(Err(QueueError::Full { depth, max: shared.options.max_depth }));
+        let err = || QueueError::Io(message.to_owned().into());
+        match request {
+            Request::Append(_, reply) => drop(reply.send(Err(err()))),
+            Request::Marker(_, reply) => drop(reply.send(Err(err()))),
+        }
+    }
+}
+
+/// The answer to an accepted request, sent once its commit returned.
+enum Answer {
+    Append(Reply<Vec<Receipt>>, Vec<Receipt>),
+    Marker(Reply<Position>, Position),
+}
+
+impl Answer {
+    fn send(self, result: Result<(), &str>) {
+        let err = |message: &str| QueueError::Io(message.to_owned().into());
+        match self {
+            Answer::Append(reply, receipts) => drop(reply.send(result.map(|()| receipts).map_err(err))),
+            Answer::Marker(reply, position) => drop(reply.send(result.map(|()| position).map_err(err))),
+        }
+    }
+}
+
+/// What one commit writes: records by position, the next position, the last marker if one was
+/// appended, and what to answer each accepted request.
+#[derive(Default)]
+struct Planned {
+    records: Vec<(u64, Vec<u8>)>,
+    last_marker: Option<(u64, Vec<u8>)>,
+    answers: Vec<Answer>,
+}
+
+/// Numbers the group's entries from `state`, refusing (and answering at once) each batch that
+/// would take the queue over a bound; refused batches take no positions.
+fn plan(options: &RedbQueueOptions, state: &mut State, group: Vec<Request>) -> Planned {
+    let mut planned = Planned::default();
+    for request in group {
+        match request {
+            Request::Append(batch, reply) => {
+                let n = batch.ids.len() as u64;
+                if state.depth + n > options.max_depth || state.bytes + batch.bytes > options.max_bytes {
+                    let full = QueueError::Full {
+                        depth: state.depth,
+                        max: options.max_depth,
+                        bytes: state.bytes,
+                        max_bytes: options.max_bytes,
+                    };
+                    let _ = reply.send(Err(full));
                     continue;
                 }
-                let mut receipts = Vec::with_capacity(mutations.len());
-                for m in mutations {
-                    receipts.push(Receipt { id: m.id(suite), slot: Slot::Position(Position(next)) });
-                    records.push((next, encode_entry(&Entry::Mutation(m.clone()))));
-                    next += 1;
+                let mut receipts = Vec::with_capacity(batch.ids.len());
+                for (id, record) in batch.ids.iter().zip(batch.records) {
+                    receipts.push(Receipt { id: *id, slot: Slot::Position(Position(state.next)) });
+                    planned.records.push((state.next, record));
+                    state.next += 1;
                 }
-                depth += n;
-                answers.push((request, Some(receipts), None));
+                state.depth += n;
+                state.bytes += batch.bytes;
+                planned.answers.push(Answer::Append(reply, receipts));
             }
-            Request::Marker(marker, _) => {
-                records.push((next, encode_entry(&Entry::Marker(*marker))));
-                answers.push((request, None, Some(Position(next))));
-                next += 1;
+            Request::Marker(marker, reply) => {
+                let record = encode_marker(&marker);
+                planned.last_marker = Some((state.next, record.clone()));
+                planned.records.push((state.next, record));
+                planned.answers.push(Answer::Marker(reply, Position(state.next)));
+                state.next += 1;
             }
         }
     }
-    if records.is_empty() {
+    planned
+}
+
+/// One transaction for a group of requests. Requests refused for depth or bytes are answered at
+/// once and take no positions.
+fn commit_group(shared: &Shared, group: Vec<Request>) {
+    let db = match shared.open_db() {
+        Ok(db) => db,
+        Err(e) => return fail_all(group, &e.to_string()),
+    };
+    let mut state = shared.lock();
+    let mut next = State { next: state.next, depth: state.depth, bytes: state.bytes };
+    let planned = plan(&shared.options, &mut next, group);
+    if planned.records.is_empty() {
         return;
     }
-    let written = write_records(&db, &records, next);
+    let written = write_records(&db, &planned.records, next.next, planned.last_marker.as_ref());
     drop(db);
     match written {
         // Recovery if the process dies right after this commit: the records are durable; on open,
-        // `recover` finds them (next position and depth), and the epoch job reads them. Whether or
-        // not the replies below were delivered, nothing acknowledged is lost; an unacknowledged
-        // client that retries gets a second entry with the same mutation id, applied once.
+        // `recover` finds them (next position, depth and bytes), and the epoch job reads them.
+        // Whether or not the replies below were delivered, nothing acknowledged is lost; an
+        // unacknowledged client that retries gets a second entry with the same mutation id,
+        // applied once.
         Ok(()) => {
-            state.next = next;
-            state.depth = depth;
+            *state = next;
             drop(state);
-            for (request, receipts, position) in answers {
-                match request {
-                    Request::Append(_, reply) => drop(reply.send(Ok(receipts.expect("receipts")))),
-                    Request::Marker(_, reply) => drop(reply.send(Ok(position.expect("position")))),
-                }
+            for answer in planned.answers {
+                answer.send(Ok(()));
             }
         }
         // Recovery if it fails: nothing is acknowledged. What the failed commit left may or may
         // not be durable: the handle is dropped and the next operation reopens the file, where
-        // `recover` finds the next position and the depth from what is really there.
+        // `recover` finds the next position, the depth and the bytes from what is really there.
         Err(e) => {
             drop(state);
             shared.fail();
             let message = e.to_string();
-            for (request, _, _) in answers {
-                let err = || QueueError::Io(message.clone().into());
-                match request {
-                    Request::Append(_, reply) => drop(reply.send(Err(err()))),
-                    Request::Marker(_, reply) => drop(reply.send(Err(err()))),
-                }
+            for answer in planned.answers {
+                answer.send(Err(&message));
             }
         }
     }
 }
 
-fn write_records(db: &Database, records: &[(u64, Vec<u8>)], next: u64) -> Result<(), QueueError> {
+fn write_records(
+    db: &Database,
+    records: &[(u64, Vec<u8>)],
+    next: u64,
+    last_marker: Option<&(u64, Vec<u8>)>,
+) -> Result<(), QueueError> {
     let mut txn = db.begin_write().map_err(QueueError::io)?;
     txn.set_durability(Durability::Immediate).map_err(QueueError::io)?;
     {
@@ -302,28 +423,36 @@ fn write_records(db: &Database, records: &[(u64, Vec<u8>)], next: u64) -> Result
             table.insert(*position, bytes.as_slice()).map_err(QueueError::io)?;
         }
         txn.open_table(META).map_err(QueueError::io)?.insert(KEY_NEXT, next).map_err(QueueError::io)?;
+        if let Some((position, record)) = last_marker {
+            let value = last_marker_value(*position, record);
+            txn.open_table(MARKERS)
+                .map_err(QueueError::io)?
+                .insert(KEY_LAST_MARKER, value.as_slice())
+                .map_err(QueueError::io)?;
+        }
     }
     txn.commit().map_err(QueueError::io)
 }
 
-/// Removes every entry at positions `<= through`; returns how many were mutations.
-fn remove_records(db: &Database, through: Position) -> Result<u64, QueueError> {
+/// Removes every entry at positions `<= through`; returns how many were mutations, and their bytes.
+fn remove_records(db: &Database, through: Position) -> Result<(u64, u64), QueueError> {
     let mut txn = db.begin_write().map_err(QueueError::io)?;
     txn.set_durability(Durability::Immediate).map_err(QueueError::io)?;
-    let mut removed = 0u64;
+    let (mut removed, mut bytes) = (0u64, 0u64);
     {
         let mut table = txn.open_table(QUEUE).map_err(QueueError::io)?;
         table
             .retain_in(..=through.0, |_, value| {
-                if value.first() == Some(&0) {
+                if let Some(n) = record_mutation_bytes(value) {
                     removed += 1;
+                    bytes += n;
                 }
                 false
             })
             .map_err(QueueError::io)?;
     }
     txn.commit().map_err(QueueError::io)?;
-    Ok(removed)
+    Ok((removed, bytes))
 }
 
 impl Queue for RedbQueue {
@@ -335,23 +464,54 @@ impl Queue for RedbQueue {
         if mutations.is_empty() {
             return Ok(Vec::new());
         }
-        self.call(|reply| Request::Append(mutations, reply))
+        // Hashed and encoded here, on the appender's thread: the committer only writes.
+        let suite = self.shared.options.suite;
+        let mut buffer = Vec::new();
+        let ids: Vec<_> = mutations.iter().map(|m| m.id_with(suite, &mut buffer)).collect();
+        let records = ids.iter().zip(&mutations).map(|(id, m)| encode_mutation(id, m)).collect();
+        let bytes = mutations.iter().map(mutation_bytes).sum();
+        self.call(|reply| Request::Append(Batch { ids, records, bytes }, reply))
     }
 
     fn append_marker(&self, marker: Marker) -> Result<Position, QueueError> {
         self.call(|reply| Request::Marker(marker, reply))
     }
 
-    fn read(&self, from: Position, max_entries: usize) -> Result<Vec<(Position, Entry)>, QueueError> {
+    fn last_marker(&self) -> Result<Option<(Position, Marker)>, QueueError> {
+        let db = self.shared.open_db()?;
+        let txn = db.begin_read().map_err(QueueError::io)?;
+        let table = txn.open_table(MARKERS).map_err(QueueError::io)?;
+        let Some(value) = table.get(KEY_LAST_MARKER).map_err(QueueError::io)? else { return Ok(None) };
+        let value = value.value();
+        let corrupt = || QueueError::Corrupt("the last marker record is malformed".into());
+        let (position, record) = value.split_at_checked(8).ok_or_else(corrupt)?;
+        let position = Position(u64::from_be_bytes(position.try_into().expect("8 bytes")));
+        match decode_entry(self.shared.options.suite, position, record)? {
+            Entry::Marker(marker) => Ok(Some((position, marker))),
+            Entry::Mutation(_) => Err(corrupt()),
+        }
+    }
+
+    fn read_bounded(
+        &self,
+        from: Position,
+        max_entries: usize,
+        max_bytes: u64,
+    ) -> Result<Vec<(Position, Entry)>, QueueError> {
+        let suite = self.shared.options.suite;
         let db = self.shared.open_db()?;
         let txn = db.begin_read().map_err(QueueError::io)?;
         let table = txn.open_table(QUEUE).map_err(QueueError::io)?;
         let mut out = Vec::new();
+        let mut total = 0u64;
         for item in table.range(from.0..).map_err(QueueError::io)?.take(max_entries) {
             let (key, value) = item.map_err(QueueError::io)?;
-            let entry = decode_entry(value.value())
-                .map_err(|e| QueueError::Corrupt(format!("entry at position {}: {e}", key.value())))?;
-            out.push((Position(key.value()), entry));
+            let size = value.value().len() as u64;
+            if !out.is_empty() && total + size > max_bytes {
+                break;
+            }
+            total += size;
+            out.push((Position(key.value()), decode_entry(suite, Position(key.value()), value.value())?));
         }
         Ok(out)
     }
@@ -364,9 +524,10 @@ impl Queue for RedbQueue {
         let removed = remove_records(&db, through);
         drop(db);
         match removed {
-            Ok(removed) => {
+            Ok((removed, bytes)) => {
                 let mut state = self.shared.lock();
                 state.depth -= removed;
+                state.bytes -= bytes;
                 Ok(removed)
             }
             Err(e) => {
@@ -379,6 +540,10 @@ impl Queue for RedbQueue {
     fn depth(&self) -> u64 {
         self.shared.lock().depth
     }
+
+    fn pending_bytes(&self) -> u64 {
+        self.shared.lock().bytes
+    }
 }
 
 #[cfg(test)]
@@ -390,7 +555,7 @@ mod tests {
     fn reopen_recovers_positions_and_depth() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("queue.redb");
-        let options = RedbQueueOptions { suite: HashSuite::Blake3, max_depth: 100 };
+        let options = RedbQueueOptions { max_depth: 100, ..RedbQueueOptions::new(HashSuite::Blake3) };
         let m = |i: u8| Mutation {
             key: vec![i],
             value: Some(vec![i]),
@@ -400,7 +565,7 @@ mod tests {
         {
             let q = RedbQueue::open(&path, options).unwrap();
             q.append(vec![m(1), m(2), m(3)]).unwrap();
-            q.append_marker(Marker { epoch: keyfold_core::Epoch(1), time_ms: 5 }).unwrap();
+            q.append_marker(Marker { epoch: keyfold_core::Epoch(1), time_ms: 5, through: Position(3) }).unwrap();
             q.append(vec![m(4)]).unwrap();
             assert_eq!(q.remove_through(Position(2)).unwrap(), 2);
         }
@@ -417,5 +582,50 @@ mod tests {
         let q = RedbQueue::open(&path, options).unwrap();
         assert_eq!(q.depth(), 0);
         assert_eq!(q.append(vec![m(6)]).unwrap()[0].slot, Slot::Position(Position(7)), "positions are never reused");
+    }
+
+    /// A file written before ids and `through` were stored opens upgraded: its mutations read
+    /// back (with their ids), its marker cut everything before it and is the last marker.
+    #[test]
+    fn a_legacy_file_is_upgraded_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.redb");
+        let m = |i: u8| Mutation {
+            key: vec![i],
+            value: Some(vec![i; 3]),
+            expected_version: Version(0),
+            owner_signature: None,
+        };
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut queue = txn.open_table(QUEUE).unwrap();
+                for (position, i) in [(4u64, 1u8), (5, 2), (7, 3)] {
+                    let mut legacy = vec![0u8];
+                    legacy.extend_from_slice(&m(i).encode());
+                    queue.insert(position, legacy.as_slice()).unwrap();
+                }
+                let mut marker = vec![1u8];
+                marker.extend_from_slice(&3u64.to_be_bytes());
+                marker.extend_from_slice(&77u64.to_be_bytes());
+                queue.insert(6, marker.as_slice()).unwrap();
+                txn.open_table(META).unwrap().insert(KEY_NEXT, 8).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let q = RedbQueue::open(&path, RedbQueueOptions::new(HashSuite::Blake3)).unwrap();
+        let marker = Marker { epoch: keyfold_core::Epoch(3), time_ms: 77, through: Position(5) };
+        assert_eq!(q.last_marker().unwrap(), Some((Position(6), marker)));
+        let entries: Vec<(Position, Entry)> = q.read(Position(0), 10).unwrap();
+        let expected = vec![
+            (Position(4), Entry::Mutation(m(1))),
+            (Position(5), Entry::Mutation(m(2))),
+            (Position(6), Entry::Marker(marker)),
+            (Position(7), Entry::Mutation(m(3))),
+        ];
+        assert_eq!(entries, expected);
+        assert_eq!((q.depth(), q.pending_bytes()), (3, 3 * mutation_bytes(&m(1))));
+        assert_eq!(q.append(vec![m(4)]).unwrap()[0].slot, Slot::Position(Position(8)));
     }
 }

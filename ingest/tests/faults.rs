@@ -8,7 +8,8 @@ use keyfold_ingest::faults::{FaultPlan, open_faulty_queue};
 use keyfold_ingest::{Entry, Position, Queue, QueueError, RedbQueueOptions};
 use std::collections::HashSet;
 
-const OPTIONS: RedbQueueOptions = RedbQueueOptions { suite: HashSuite::Blake3, max_depth: 1_000_000 };
+const OPTIONS: RedbQueueOptions =
+    RedbQueueOptions { suite: HashSuite::Blake3, max_depth: 1_000_000, max_bytes: 1 << 30 };
 
 fn batch(b: u64) -> Vec<Mutation> {
     (0..20)

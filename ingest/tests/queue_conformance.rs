@@ -4,8 +4,8 @@ mod memory {
     use keyfold_core::HashSuite;
     use keyfold_ingest::{MemoryQueue, queue_conformance_tests};
 
-    fn make(max_depth: u64) -> MemoryQueue {
-        MemoryQueue::new(HashSuite::Blake3, max_depth)
+    fn make(max_depth: u64, max_bytes: u64) -> MemoryQueue {
+        MemoryQueue::bounded(HashSuite::Blake3, max_depth, max_bytes)
     }
 
     queue_conformance_tests!(make);
@@ -15,10 +15,10 @@ mod redb {
     use keyfold_core::HashSuite;
     use keyfold_ingest::{RedbQueue, RedbQueueOptions, queue_conformance_tests};
 
-    fn make(max_depth: u64) -> RedbQueue {
+    fn make(max_depth: u64, max_bytes: u64) -> RedbQueue {
         // The directory must outlive the queue; it is left to the OS temp dir cleaner.
         let dir = tempfile::tempdir().expect("temp dir").keep();
-        RedbQueue::open(&dir.join("queue.redb"), RedbQueueOptions { suite: HashSuite::Sha256, max_depth })
+        RedbQueue::open(&dir.join("queue.redb"), RedbQueueOptions { suite: HashSuite::Sha256, max_depth, max_bytes })
             .expect("open")
     }
 

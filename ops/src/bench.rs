@@ -1,13 +1,18 @@
 //! `keyfold bench`: the operator's benchmark of epoch jobs. Prefills N keys, then runs E epochs of
 //! M seeded mutations (updates of existing keys and new keys, mixed) through the real pipeline
 //! (queue append, cut, apply, tree, archive, sign, commit), or with `--tree-only` through the map
-//! alone, and reports each phase, mutations/s, cores used and peak RSS, as text and as JSON.
+//! alone, and reports each phase, mutations/s, cores used and peak RSS, as text and as JSON. For
+//! each pipeline epoch it also reports the epoch's input (the bytes of the mutations it consumed)
+//! and how far the resident set grew above its start during the epoch, and their ratio: the
+//! epoch's memory per byte of input (the goal: at most 2 plus a fixed overhead).
 
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use keyfold_benches::{prefill, updates_for, user_key, w1_ids};
 use keyfold_core::{HashSuite, Mutation, SigningKey, Version};
-use keyfold_epoch::{ArchiveSink, EpochJob, HeadStore, MemoryArchives, MemoryHeadStore, ObjectArchives, RedbHeadStore};
+use keyfold_epoch::{
+    ArchiveSink, EpochJob, EpochLimits, HeadStore, MemoryArchives, MemoryHeadStore, ObjectArchives, RedbHeadStore,
+};
 use keyfold_ingest::{MemoryQueue, Queue, RedbQueue, RedbQueueOptions};
 use keyfold_shards::{Map, MemoryStore, RedbOptions, RedbStore, TreeConfig, TreeError, TreeStore, lookup_in};
 use rand::{Rng, SeedableRng};
@@ -142,6 +147,13 @@ struct EpochSample {
     total_ms: f64,
     applied: u64,
     rejected: u64,
+    /// Bytes of the mutations the epoch consumed (their canonical encodings).
+    input_bytes: u64,
+    /// How far the resident set grew above its size at the epoch's start, at its peak during
+    /// the epoch (Linux; `None` where the peak cannot be reset).
+    memory_growth_bytes: Option<u64>,
+    /// `memory_growth_bytes / input_bytes`: the epoch's memory per byte of input.
+    memory_ratio: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -183,6 +195,8 @@ struct Report {
     /// CPU time over wall time during the measured epochs.
     cores_used: Option<f64>,
     peak_rss_mib: Option<u64>,
+    /// The largest `memory_ratio` of the measured pipeline epochs.
+    max_memory_ratio: Option<f64>,
     proofs: Option<ProofFigures>,
 }
 
@@ -194,10 +208,34 @@ fn cpu_time() -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10)) // USER_HZ is 100 on Linux
 }
 
-fn peak_rss_mib() -> Option<u64> {
+/// A `/proc/self/status` field in KiB (`VmHWM`: peak resident set, `VmRSS`: current).
+fn status_kib(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? / 1024)
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok()
+}
+
+/// The process's peak resident set before the last [`reset_peak_rss`] (KiB).
+static PEAK_BEFORE_RESET_KIB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The process's peak resident set over the whole run, across the per-epoch resets.
+fn peak_rss_mib() -> Option<u64> {
+    let before = PEAK_BEFORE_RESET_KIB.load(std::sync::atomic::Ordering::Relaxed);
+    Some(status_kib("VmHWM:")?.max(before) / 1024)
+}
+
+/// Resets the peak resident set to the current one (Linux's `clear_refs` 5) and returns the
+/// current one in bytes; `None` if either is unavailable.
+fn reset_peak_rss() -> Option<u64> {
+    let peak = status_kib("VmHWM:")?;
+    PEAK_BEFORE_RESET_KIB.fetch_max(peak, std::sync::atomic::Ordering::Relaxed);
+    std::fs::write("/proc/self/clear_refs", "5").ok()?;
+    Some(status_kib("VmRSS:")? * 1024)
+}
+
+/// The peak resident set's growth above `start` (bytes) since [`reset_peak_rss`].
+fn rss_growth_since(start: Option<u64>) -> Option<u64> {
+    Some((status_kib("VmHWM:")? * 1024).saturating_sub(start?))
 }
 
 fn machine() -> Machine {
@@ -252,14 +290,31 @@ fn sample(epoch: u64, phases: &[(&'static str, Duration)], ingest: Option<Durati
     if let Some(ingest) = ingest {
         phases_ms.insert("ingest", ms(ingest));
     }
-    EpochSample { epoch, phases_ms, total_ms, applied: 0, rejected: 0 }
+    EpochSample {
+        epoch,
+        phases_ms,
+        total_ms,
+        applied: 0,
+        rejected: 0,
+        input_bytes: 0,
+        memory_growth_bytes: None,
+        memory_ratio: None,
+    }
 }
 
 fn describe(s: &EpochSample, order: &[&str]) -> String {
     let phases: Vec<String> =
         order.iter().filter_map(|name| s.phases_ms.get(name).map(|v| format!("{name} {v:.1}"))).collect();
+    let memory = match (s.memory_growth_bytes, s.memory_ratio) {
+        (Some(growth), Some(ratio)) => format!(
+            " | input {:.1} MiB, memory +{:.1} MiB ({ratio:.2}x)",
+            s.input_bytes as f64 / 1048576.0,
+            growth as f64 / 1048576.0
+        ),
+        _ => String::new(),
+    };
     format!(
-        "epoch {:>3}: {:>9.1} ms ({}) | {} applied, {} rejected",
+        "epoch {:>3}: {:>9.1} ms ({}) | {} applied, {} rejected{memory}",
         s.epoch,
         s.total_ms,
         phases.join(", "),
@@ -420,18 +475,27 @@ fn run_pipeline<Q: Queue, S: TreeStore, H: HeadStore>(
     let mut workload = Workload { versions: Vec::new(), rng: rand_chacha::ChaCha8Rng::seed_from_u64(args.seed) };
     let mut now_ms = 1_000u64;
     let mut epoch = |ids: &mut dyn Iterator<Item = u64>, workload: &mut Workload, progress: Option<&Progress>| {
-        let mutations: Vec<Mutation> = ids.map(|id| workload.mutation(id)).collect();
-        let start = Instant::now();
-        for chunk in mutations.chunks(1000) {
-            job.queue().append(chunk.to_vec()).map_err(|e| e.to_string())?;
+        let mut ingest = Duration::ZERO;
+        // Generated and appended a chunk at a time: the bench holds none of them during the epoch.
+        loop {
+            let chunk: Vec<Mutation> = ids.take(1000).map(|id| workload.mutation(id)).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let (n, start) = (chunk.len() as u64, Instant::now());
+            job.queue().append(chunk).map_err(|e| e.to_string())?;
+            ingest += start.elapsed();
             if let Some(p) = progress {
-                p.0.inc(chunk.len() as u64);
+                p.0.inc(n);
             }
         }
-        let ingest = start.elapsed();
         now_ms += 1000;
+        let rss_start = reset_peak_rss();
         let report = job.run_epoch(now_ms).map_err(|e| e.to_string())?;
         let mut s = sample(report.head.epoch.0, &report.timings.named(), Some(ingest));
+        s.memory_growth_bytes = rss_growth_since(rss_start);
+        s.input_bytes = report.input_bytes;
+        s.memory_ratio = s.memory_growth_bytes.map(|g| g as f64 / report.input_bytes.max(1) as f64);
         s.applied = report.head.counts.applied;
         s.rejected = report.head.counts.rejected;
         if s.rejected != 0 {
@@ -482,6 +546,9 @@ fn write_directory_files(dir: &Path, config: TreeConfig, groups: u16, key: &Sign
         shard_bits: config.shard_bits,
         groups,
         queue_max_depth: u64::MAX,
+        queue_max_bytes: u64::MAX,
+        epoch_max_mutations: u64::MAX,
+        epoch_max_bytes: u64::MAX,
         archives: None,
     };
     std::fs::write(dir.join("keyfold.toml"), toml::to_string(&dir_config).map_err(|e| e.to_string())?)
@@ -505,12 +572,13 @@ fn bench_pipeline(args: &BenchArgs, plan: &Plan, config: TreeConfig, dir: &Path)
                 BENCH_ORIGIN,
                 1,
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            .with_limits(EpochLimits::UNLIMITED); // each measured epoch is the plan's size
             run_pipeline(&job, plan, args)
         }
         StoreKind::Embedded => {
-            let queue = RedbQueue::open(&dir.join("queue.redb"), RedbQueueOptions { suite, max_depth: u64::MAX })
-                .map_err(|e| e.to_string())?;
+            let unbounded = RedbQueueOptions { suite, max_depth: u64::MAX, max_bytes: u64::MAX };
+            let queue = RedbQueue::open(&dir.join("queue.redb"), unbounded).map_err(|e| e.to_string())?;
             let store =
                 RedbStore::open(&dir.join("tree"), RedbOptions { groups: args.groups, ..RedbOptions::new(config) })
                     .map_err(|e| e.to_string())?;
@@ -519,7 +587,8 @@ fn bench_pipeline(args: &BenchArgs, plan: &Plan, config: TreeConfig, dir: &Path)
                 Arc::new(ObjectArchives::local(&dir.join("archives")).map_err(|e| e.to_string())?);
             write_directory_files(dir, config, args.groups, &key)?;
             let job = EpochJob::open(queue, Map::new(store), heads, archives, key, BENCH_ORIGIN, 1)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| e.to_string())?
+                .with_limits(EpochLimits::UNLIMITED); // each measured epoch is the plan's size
             run_pipeline(&job, plan, args)
         }
     }
@@ -603,6 +672,10 @@ fn summarise(args: &BenchArgs, plan: Plan, threads: usize, suite: HashSuite, m: 
     if let Some(rss) = peak_rss_mib {
         println!("peak RSS: {rss} MiB");
     }
+    let max_memory_ratio = m.epochs.iter().filter_map(|s| s.memory_ratio).max_by(f64::total_cmp);
+    if let Some(ratio) = max_memory_ratio {
+        println!("largest epoch memory growth per input byte: {ratio:.2}x");
+    }
     Report {
         keyfold_version: env!("CARGO_PKG_VERSION"),
         mode: if args.tree_only { "tree-only" } else { "pipeline" },
@@ -621,6 +694,7 @@ fn summarise(args: &BenchArgs, plan: Plan, threads: usize, suite: HashSuite, m: 
         mutations_per_second,
         cores_used: m.cores_used,
         peak_rss_mib,
+        max_memory_ratio,
         proofs: m.proofs,
     }
 }

@@ -1,7 +1,7 @@
 //! A directory's data directory: its config, keys and stores, and the operator commands on it.
 //!
 //! Layout of `--data DIR`: `keyfold.toml` (origin, hash suite, shard bits, group files, queue
-//! bound), `signing.key` (mode 0600) and `signing.pub`, `queue.redb`, `heads.redb`, `tree/`,
+//! bounds, epoch caps), `signing.key` (mode 0600) and `signing.pub`, `queue.redb`, `heads.redb`, `tree/`,
 //! `archives/` (or the local directory `archives` in `keyfold.toml` names), and `index.redb` (outcomes by mutation id and key histories, derived from the archives).
 
 use base64::Engine;
@@ -9,9 +9,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 use clap::Args;
 use keyfold_core::{HashSuite, verify_head_note};
 use keyfold_epoch::{
-    EpochJob, HeadStore, ObjectArchives, RedbHeadStore, RedbOutcomeIndex, generate_key_files, load_signing_key,
+    EpochJob, EpochLimits, HeadStore, ObjectArchives, RedbHeadStore, RedbOutcomeIndex, generate_key_files,
+    load_signing_key,
 };
-use keyfold_ingest::{Queue, RedbQueue, RedbQueueOptions};
+use keyfold_ingest::{DEFAULT_MAX_BYTES, Queue, RedbQueue, RedbQueueOptions};
 use keyfold_shards::{Map, RedbOptions, RedbStore, TreeConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -27,10 +28,60 @@ pub struct DirectoryConfig {
     pub shard_bits: u8,
     pub groups: u16,
     pub queue_max_depth: u64,
+    /// Bytes of pending mutations beyond which submissions are refused (503). Absent in files
+    /// written before it existed: the default, 1 GiB.
+    #[serde(default = "default_queue_max_bytes")]
+    pub queue_max_bytes: u64,
+    /// The most mutations one epoch consumes; the rest waits for the next. Default 100,000.
+    #[serde(default = "default_epoch_max_mutations")]
+    pub epoch_max_mutations: u64,
+    /// The most bytes of mutations one epoch consumes (its memory is about twice this, plus
+    /// per-mutation overhead). Default 256 MiB.
+    #[serde(default = "default_epoch_max_bytes")]
+    pub epoch_max_bytes: u64,
     /// Where the epoch archives are: a local directory (an absolute path or a `file://` URL);
     /// absent: `archives/` in the data directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archives: Option<String>,
+}
+
+fn default_queue_max_bytes() -> u64 {
+    DEFAULT_MAX_BYTES
+}
+
+fn default_epoch_max_mutations() -> u64 {
+    EpochLimits::DEFAULT_MAX_MUTATIONS
+}
+
+fn default_epoch_max_bytes() -> u64 {
+    EpochLimits::DEFAULT_MAX_BYTES
+}
+
+impl DirectoryConfig {
+    /// The queue's bounds under `suite`.
+    pub fn queue_options(&self, suite: HashSuite) -> RedbQueueOptions {
+        RedbQueueOptions { suite, max_depth: self.queue_max_depth, max_bytes: self.queue_max_bytes }
+    }
+
+    /// The caps on each epoch's cut.
+    pub fn epoch_limits(&self) -> EpochLimits {
+        EpochLimits { max_mutations: self.epoch_max_mutations, max_bytes: self.epoch_max_bytes }
+    }
+
+    /// Every bound must let something through.
+    fn check_bounds(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("queue_max_depth", self.queue_max_depth),
+            ("queue_max_bytes", self.queue_max_bytes),
+            ("epoch_max_mutations", self.epoch_max_mutations),
+            ("epoch_max_bytes", self.epoch_max_bytes),
+        ] {
+            if value == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The archives of the directory in `dir`, where its config puts them. They go through
@@ -75,9 +126,20 @@ pub struct InitArgs {
     /// Embedded store group files (parallel writers).
     #[arg(long, default_value_t = 2)]
     groups: u16,
-    /// Pending mutations beyond which submissions are refused (HTTP 503 once the server exists).
+    /// Pending mutations beyond which submissions are refused (HTTP 503 + Retry-After).
     #[arg(long, default_value_t = 1_000_000)]
     queue_max_depth: u64,
+    /// Bytes of pending mutations (their canonical encodings) beyond which submissions are
+    /// refused (HTTP 503 + Retry-After).
+    #[arg(long, default_value_t = DEFAULT_MAX_BYTES)]
+    queue_max_bytes: u64,
+    /// The most mutations one epoch consumes; the rest waits for the next epoch.
+    #[arg(long, default_value_t = EpochLimits::DEFAULT_MAX_MUTATIONS)]
+    epoch_max_mutations: u64,
+    /// The most bytes of mutations one epoch consumes: an epoch's memory is about twice this,
+    /// plus per-mutation overhead.
+    #[arg(long, default_value_t = EpochLimits::DEFAULT_MAX_BYTES)]
+    epoch_max_bytes: u64,
     /// Keep the epoch archives in this local directory (an absolute path or a file:// URL)
     /// instead of `archives/` in the data directory: another volume, or one a web server shares.
     #[arg(long)]
@@ -103,7 +165,9 @@ pub(crate) fn read_config(dir: &Path) -> Result<DirectoryConfig, String> {
     let text = std::fs::read_to_string(&path).map_err(|e| {
         format!("cannot read {}: {e} (create a directory with `keyfold init --data {}`)", path.display(), dir.display())
     })?;
-    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    let config: DirectoryConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    config.check_bounds().map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(config)
 }
 
 /// Opens every store of an initialised directory and the epoch job over them.
@@ -112,8 +176,8 @@ pub fn open_job(dir: &Path) -> Result<(DirectoryConfig, DurableJob), String> {
     let suite =
         HashSuite::from_name(&config.hash).ok_or_else(|| format!("unknown hash {:?} in {CONFIG_FILE}", config.hash))?;
     let tree = TreeConfig::new(suite, config.shard_bits).map_err(|e| e.to_string())?;
-    let queue = RedbQueue::open(&dir.join("queue.redb"), RedbQueueOptions { suite, max_depth: config.queue_max_depth })
-        .map_err(|e| format!("queue: {e}"))?;
+    let queue =
+        RedbQueue::open(&dir.join("queue.redb"), config.queue_options(suite)).map_err(|e| format!("queue: {e}"))?;
     let store = RedbStore::open(&dir.join("tree"), RedbOptions { groups: config.groups, ..RedbOptions::new(tree) })
         .map_err(|e| format!("map: {e}"))?;
     let heads = RedbHeadStore::open(&dir.join("heads.redb")).map_err(|e| e.to_string())?;
@@ -122,7 +186,8 @@ pub fn open_job(dir: &Path) -> Result<(DirectoryConfig, DurableJob), String> {
     let index = std::sync::Arc::new(RedbOutcomeIndex::open(&dir.join("index.redb")).map_err(|e| e.to_string())?);
     let job = EpochJob::open(queue, Map::new(store), heads, archives, key, &config.origin, now_ms())
         .and_then(|job| job.with_index(index))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .with_limits(config.epoch_limits());
     Ok((config, job))
 }
 
@@ -138,6 +203,9 @@ pub fn init_if_empty(dir: &Path) -> Result<(), String> {
         origin: "keyfold.localhost".into(),
         groups: 2,
         queue_max_depth: 1_000_000,
+        queue_max_bytes: DEFAULT_MAX_BYTES,
+        epoch_max_mutations: EpochLimits::DEFAULT_MAX_MUTATIONS,
+        epoch_max_bytes: EpochLimits::DEFAULT_MAX_BYTES,
         archives: None,
     })
 }
@@ -165,8 +233,12 @@ pub fn init(args: &InitArgs) -> Result<(), String> {
         shard_bits: args.shards_bits,
         groups: args.groups,
         queue_max_depth: args.queue_max_depth,
+        queue_max_bytes: args.queue_max_bytes,
+        epoch_max_mutations: args.epoch_max_mutations,
+        epoch_max_bytes: args.epoch_max_bytes,
         archives: args.archives.clone(),
     };
+    config.check_bounds().map_err(|e| format!("--{}", e.replace('_', "-")))?;
     let text = toml::to_string(&config).map_err(|e| e.to_string())?;
     // The config is written last but one: a directory with a config and keys opens; the genesis
     // head is created by the first open if this process dies before it.
@@ -218,6 +290,36 @@ pub fn status(args: &DataArgs) -> Result<(), String> {
     println!("directory: {} ({}, {} shard bits)", config.origin, config.hash, config.shard_bits);
     println!("public key: {}", B64.encode(job.public_key()));
     println!("latest epoch: {epoch} at {} ms, root {}", head.time_ms, head.root.to_hex());
-    println!("pending mutations: {} (bound {})", job.queue().depth(), config.queue_max_depth);
+    println!(
+        "pending mutations: {} of {} bytes (bounds {} mutations, {} bytes)",
+        job.queue().depth(),
+        job.queue().pending_bytes(),
+        config.queue_max_depth,
+        config.queue_max_bytes
+    );
+    println!("epoch caps: {} mutations, {} bytes", config.epoch_max_mutations, config.epoch_max_bytes);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `keyfold.toml` written before the byte bound and the epoch caps existed opens with their
+    /// defaults; a zero bound is refused with its name.
+    #[test]
+    fn old_config_files_get_the_default_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = "origin = \"a.example\"\nhash = \"blake3\"\nshard_bits = 4\ngroups = 2\nqueue_max_depth = 500\n";
+        std::fs::write(dir.path().join(CONFIG_FILE), old).unwrap();
+        let config = read_config(dir.path()).unwrap();
+        assert_eq!(config.queue_max_depth, 500);
+        assert_eq!(config.queue_options(HashSuite::Blake3).max_bytes, DEFAULT_MAX_BYTES);
+        assert_eq!(config.epoch_limits(), EpochLimits::default());
+        let written = toml::to_string(&config).unwrap();
+        assert!(written.contains("epoch_max_bytes = 268435456"), "{written}");
+        std::fs::write(dir.path().join(CONFIG_FILE), format!("{old}epoch_max_mutations = 0\n")).unwrap();
+        let err = read_config(dir.path()).unwrap_err();
+        assert!(err.contains("epoch_max_mutations must be at least 1"), "{err}");
+    }
 }

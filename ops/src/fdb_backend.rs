@@ -8,7 +8,8 @@ use crate::serve::{ServeArgs, run};
 use keyfold_core::HashSuite;
 use keyfold_epoch::{EpochJob, RedbOutcomeIndex, load_signing_key};
 use keyfold_fdb::{
-    EpochWriterLease, FdbHeadStore, FdbQueue, FdbStore, FdbStoreOptions, Layout, LeaseOptions, Network, open_database,
+    EpochWriterLease, FdbHeadStore, FdbQueue, FdbStore, FdbStoreOptions, Layout, LeaseOptions, Network, QueueBounds,
+    open_database,
 };
 use keyfold_shards::{Map, TreeConfig};
 use std::sync::Arc;
@@ -41,7 +42,8 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
         EpochWriterLease::acquire(&db, &layout, LeaseOptions::new(process_id()))
             .map_err(|e| format!("epoch-writer lease: {e}"))?,
     );
-    let queue = FdbQueue::new(Arc::clone(&db), layout.clone(), suite, config.queue_max_depth, Some(Arc::clone(&lease)));
+    let bounds = QueueBounds { max_depth: config.queue_max_depth, max_bytes: config.queue_max_bytes };
+    let queue = FdbQueue::new(Arc::clone(&db), layout.clone(), suite, bounds, Some(Arc::clone(&lease)));
     let store = FdbStore::open(
         Arc::clone(&db),
         FdbStoreOptions { config: tree, layout: layout.clone() },
@@ -55,7 +57,8 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
     let index = Arc::new(RedbOutcomeIndex::open(&args.data.join("index.redb")).map_err(|e| e.to_string())?);
     let job = EpochJob::open(queue, Map::new(store), heads, archives, key, &config.origin, now_ms())
         .and_then(|job| job.with_index(index))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .with_limits(config.epoch_limits());
     let stop = Arc::new(AtomicBool::new(false));
     let heartbeat = {
         let (db, lease, stop) = (Arc::clone(&db), Arc::clone(&lease), Arc::clone(&stop));

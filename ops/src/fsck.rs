@@ -24,7 +24,7 @@ use keyfold_epoch::{
     ArchiveSink, HeadStore, KeyVersion, ObjectArchives, OutcomeIndex, OutcomeRecord, RedbCosignatures, RedbHeadStore,
     RedbOutcomeIndex, Replayer, applied, load_public_key, outcome_of,
 };
-use keyfold_ingest::{Entry, Position, Queue, RedbQueue, RedbQueueOptions};
+use keyfold_ingest::{Entry, Position, Queue, RedbQueue};
 use keyfold_shards::{Map, RedbOptions, RedbStore, TreeConfig, TreeStore, lookup_in};
 use rayon::prelude::*;
 use std::collections::{BTreeSet, HashMap};
@@ -330,7 +330,7 @@ fn open_stores(dir: &Path, config: &crate::directory::DirectoryConfig, suite: Ha
     let tree = TreeConfig::new(suite, config.shard_bits).map_err(|e| e.to_string())?;
     let options = RedbOptions { groups: config.groups, ..RedbOptions::new(tree) };
     let store = guarded("tree", || RedbStore::open(&dir.join("tree"), options).map_err(|e| busy("map", e)))?;
-    let queue_options = RedbQueueOptions { suite, max_depth: config.queue_max_depth };
+    let queue_options = config.queue_options(suite);
     let queue = guarded("queue.redb", || {
         RedbQueue::open(&dir.join("queue.redb"), queue_options).map_err(|e| busy("queue", e))
     })?;

@@ -98,7 +98,31 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let kills: u32 = env_or("KEYFOLD_DURABILITY_KILLS", 30);
     let seed: u64 = env_or("KEYFOLD_DURABILITY_SEED", 1);
     let dir = tempfile::tempdir().unwrap();
+    sigkill_run(&dir.path().join("data"), kills, seed);
+}
+
+/// The same with epochs capped at 100 mutations (`keyfold init --epoch-max-mutations 100`): the
+/// clients outrun the epochs, so the backlog drains over many epochs and kills land in the middle
+/// of those drains (after a capped cut, between the epochs of one backlog).
+#[test]
+fn sigkill_during_capped_multi_epoch_drains_loses_nothing_acknowledged() {
+    let kills: u32 = env_or("KEYFOLD_DURABILITY_KILLS", 30) / 2;
+    let seed: u64 = env_or("KEYFOLD_DURABILITY_SEED", 1) + 1000;
+    let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    let init = std::process::Command::new(env!("CARGO_BIN_EXE_keyfold"))
+        .args(["init", "--epoch-max-mutations", "100", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "init: {}", String::from_utf8_lossy(&init.stderr));
+    let capped_epochs = sigkill_run(&data, kills, seed);
+    assert!(capped_epochs > 0, "no epoch was cut short by the cap: the variant did not test multi-epoch drains");
+}
+
+/// Kills the server `kills` times on `data`, then checks; returns how many epochs the cap cut short.
+fn sigkill_run(data: &std::path::Path, kills: u32, seed: u64) -> usize {
+    let data = data.to_path_buf();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let acked = Mutex::new(Vec::new());
     let next_key = AtomicU64::new(0);
@@ -163,9 +187,17 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
 
     // Exactly once: every acknowledged mutation is in exactly one archive row.
     let mut archived: HashMap<String, u32> = HashMap::new();
+    let config = std::fs::read_to_string(data.join("keyfold.toml")).unwrap();
+    let cap: usize = config
+        .lines()
+        .find_map(|l| l.strip_prefix("epoch_max_mutations = "))
+        .map_or(usize::MAX, |v| v.trim().parse().unwrap());
+    let mut capped_epochs = 0;
     for e in 1..=latest.0 {
         let path = data.join("archives").join(format!("epoch-{e:020}.parquet"));
         let rows = keyfold_archive::read_archive(&std::fs::read(&path).unwrap()).unwrap();
+        assert!(rows.len() <= cap, "epoch {e} consumed {} mutations, over the cap {cap}", rows.len());
+        capped_epochs += usize::from(rows.len() == cap);
         for row in rows {
             *archived.entry(row.mutation_id.to_hex()).or_default() += 1;
         }
@@ -174,7 +206,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let lost: Vec<&String> = acked.iter().filter(|id| !archived.contains_key(*id)).collect();
     let twice: Vec<(&String, &u32)> = archived.iter().filter(|(_, n)| **n > 1).collect();
     println!(
-        "durability: {kills} SIGKILLs in {:.1} s, {} epochs, {} mutations acknowledged, {} archived ({} durable without an acknowledgement), lost {}, archived twice {}",
+        "durability: {kills} SIGKILLs in {:.1} s, {} epochs ({capped_epochs} at the cap), {} mutations acknowledged, {} archived ({} durable without an acknowledgement), lost {}, archived twice {}",
         started.elapsed().as_secs_f64(),
         latest.0,
         acked.len(),
@@ -188,4 +220,5 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     assert!(acked.len() > 100, "the run acknowledged too little to mean anything: {}", acked.len());
     // Epochs grow with the backlog, so kills land mid-epoch more and more; some must complete.
     assert!(latest.0 >= 5, "too few epochs ran: {latest}");
+    capped_epochs
 }

@@ -6,7 +6,7 @@ use crate::driver::{EpochFigures, Instance, Peer, System, What};
 use crate::workload::Item;
 use anyhow::{Context, Result, bail};
 use keyfold_core::{HashSuite, LeafValue, Mutation, SigningKey, Version};
-use keyfold_epoch::{EpochJob, ObjectArchives, RedbHeadStore};
+use keyfold_epoch::{EpochJob, EpochLimits, ObjectArchives, RedbHeadStore};
 use keyfold_ingest::{Queue, RedbQueue, RedbQueueOptions};
 use keyfold_shards::{Map, MemoryStore, RedbOptions, RedbStore, TreeConfig};
 use std::sync::Arc;
@@ -89,14 +89,16 @@ impl System for FullEpoch {
         let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
         let path = dir.path();
         let suite = self.config.suite;
-        let queue = RedbQueue::open(&path.join("queue.redb"), RedbQueueOptions { suite, max_depth: u64::MAX })?;
+        let unbounded = RedbQueueOptions { suite, max_depth: u64::MAX, max_bytes: u64::MAX };
+        let queue = RedbQueue::open(&path.join("queue.redb"), unbounded)?;
         let store =
             RedbStore::open(&path.join("tree"), RedbOptions { groups: self.groups, ..RedbOptions::new(self.config) })?;
         let heads = RedbHeadStore::open(&path.join("heads.redb"))?;
         let archives = Arc::new(ObjectArchives::local(&path.join("archives"))?);
         // A fixed benchmark key: ed25519 signing is deterministic, so heads are too.
         let key = SigningKey::from_bytes(&[7; 32]);
-        let job = EpochJob::open(queue, Map::new(store), heads, archives, key, ORIGIN, 1)?;
+        // Each measured epoch is the workload's size, uncapped.
+        let job = EpochJob::open(queue, Map::new(store), heads, archives, key, ORIGIN, 1)?.with_limits(EpochLimits::UNLIMITED);
         Ok(FullInstance { job, now_ms: 1, _dir: dir })
     }
 }
