@@ -206,6 +206,10 @@ where
 {
     let _guard = UnwindGuard(health);
     health.set(SchedulerState::Running);
+    for kind in ["retryable", "fatal", "panic"] {
+        // Registered at 0, so a dashboard sees the series before the first failure.
+        metrics::counter!("keyfold_scheduler_failures_total", "kind" => kind).increment(0);
+    }
     let mut backoff = options.backoff.clone();
     let mut epochs = 0u64;
     // (first failure's time, attempts) while retrying; an epoch that failed runs again when due or not.

@@ -6,7 +6,8 @@ use crate::first_head;
 use clap::{Args, ValueEnum};
 use keyfold_api::{Api, BodyBudget, router};
 use keyfold_epoch::{
-    Backoff, EpochJob, HeadStore, Schedule, SchedulerHealth, SchedulerOptions, backoff_seed, run_scheduler,
+    Backoff, EpochJob, HeadStore, Schedule, SchedulerError, SchedulerHealth, SchedulerOptions, backoff_seed,
+    run_scheduler,
 };
 use keyfold_ingest::{Limits, Queue};
 use keyfold_shards::TreeStore;
@@ -251,7 +252,16 @@ async fn serve_connection(
         .max_buf_size(first_head::MAX_HEAD_BYTES + 8192)
         .serve_connection(hyper_util::rt::TokioIo::new(io), service);
     if let Err(e) = watcher.watch(connection).await {
-        tracing::debug!(error = %e, "connection ended with an error");
+        let stalled = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+        static STALLED: std::sync::LazyLock<keyfold_api::LogLimiter> =
+            std::sync::LazyLock::new(|| keyfold_api::LogLimiter::new(Duration::from_secs(1)));
+        if stalled && let Some(suppressed) = STALLED.admit() {
+            tracing::warn!(error = %e, suppressed, "connection ended: the client stopped reading (--write-timeout-ms)");
+        } else {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
     }
 }
 
@@ -320,6 +330,23 @@ pub(crate) fn parse_witnesses(specs: &[String]) -> Result<Vec<keyfold_core::Witn
     Ok(witnesses)
 }
 
+/// The bounds on connections and on the request body bytes held at once.
+fn http_limits(args: &ServeArgs) -> (Arc<ConnectionOptions>, Arc<BodyBudget>) {
+    if args.max_inflight_body_bytes < keyfold_api::MAX_BODY_BYTES as u64 {
+        tracing::warn!(
+            max_inflight_body_bytes = args.max_inflight_body_bytes,
+            max_body_bytes = keyfold_api::MAX_BODY_BYTES,
+            "--max-inflight-body-bytes is below the largest request body: such requests are always refused"
+        );
+    }
+    let connections = ConnectionOptions {
+        cap: ConnectionCap::new(connection_cap(args.max_connections)),
+        header_timeout: Duration::from_millis(args.header_timeout_ms),
+        write_timeout: Duration::from_millis(args.write_timeout_ms),
+    };
+    (Arc::new(connections), Arc::new(BodyBudget::new(args.max_inflight_body_bytes)))
+}
+
 /// `max_connections`, lowered to what the open-file limit leaves room for (after raising it).
 fn connection_cap(max_connections: usize) -> usize {
     let room = raise_fd_limit().map_or(usize::MAX, |room| usize::try_from(room).unwrap_or(usize::MAX));
@@ -327,6 +354,34 @@ fn connection_cap(max_connections: usize) -> usize {
         tracing::warn!(max_connections, lowered_to = room, "--max-connections lowered to fit the open file limit");
     }
     max_connections.min(room)
+}
+
+/// Starts the epoch scheduler on a thread of its own. A fatal error or a panic ends the thread;
+/// `health` then says why, and the API refuses writes and fails /healthz while reads go on. Only
+/// a restart starts a new scheduler.
+fn spawn_scheduler<Q, S, H>(
+    args: &ServeArgs,
+    job: &Arc<EpochJob<Q, S, H>>,
+    trigger: &Arc<AtomicBool>,
+    stop: &Arc<AtomicBool>,
+    health: &Arc<SchedulerHealth>,
+) -> Result<std::thread::JoinHandle<Result<u64, SchedulerError>>, String>
+where
+    Q: Queue + 'static,
+    S: TreeStore + 'static,
+    H: HeadStore + 'static,
+{
+    let options = SchedulerOptions {
+        schedule: Schedule { interval_min_ms: args.epoch_interval_min_ms, interval_max_ms: args.epoch_interval_max_ms },
+        poll: Duration::from_millis(20),
+        // Retryable failures: 50 ms doubling to 30 s, jittered (a full disk is not hammered).
+        backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(30), backoff_seed()),
+    };
+    let (job, trigger, stop, health) = (Arc::clone(job), Arc::clone(trigger), Arc::clone(stop), Arc::clone(health));
+    std::thread::Builder::new()
+        .name("keyfold-epochs".into())
+        .spawn(move || run_scheduler(&job, &options, &now_ms, &trigger, &stop, &health))
+        .map_err(|e| e.to_string())
 }
 
 /// The HTTP API and the epoch scheduler over an opened job, until SIGTERM or Ctrl-C.
@@ -343,21 +398,7 @@ where
     let trigger = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let health = Arc::new(SchedulerHealth::default());
-    let options = SchedulerOptions {
-        schedule: Schedule { interval_min_ms: args.epoch_interval_min_ms, interval_max_ms: args.epoch_interval_max_ms },
-        poll: Duration::from_millis(20),
-        backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(30), backoff_seed()),
-    };
-    // A fatal error or a panic ends this thread; `health` then says why, and the API refuses
-    // writes and fails /healthz while reads go on. Only a restart starts a new scheduler.
-    let scheduler = {
-        let (job, trigger, stop, health) =
-            (Arc::clone(&job), Arc::clone(&trigger), Arc::clone(&stop), Arc::clone(&health));
-        std::thread::Builder::new()
-            .name("keyfold-epochs".into())
-            .spawn(move || run_scheduler(&job, &options, &now_ms, &trigger, &stop, &health))
-            .map_err(|e| e.to_string())?
-    };
+    let scheduler = spawn_scheduler(args, &job, &trigger, &stop, &health)?;
     let api = Arc::new(Api {
         job: Arc::clone(&job),
         origin: config.origin.clone(),
@@ -373,19 +414,7 @@ where
         ),
         scheduler: health,
     });
-    let connections = Arc::new(ConnectionOptions {
-        cap: ConnectionCap::new(connection_cap(args.max_connections)),
-        header_timeout: Duration::from_millis(args.header_timeout_ms),
-        write_timeout: Duration::from_millis(args.write_timeout_ms),
-    });
-    if args.max_inflight_body_bytes < keyfold_api::MAX_BODY_BYTES as u64 {
-        tracing::warn!(
-            max_inflight_body_bytes = args.max_inflight_body_bytes,
-            max_body_bytes = keyfold_api::MAX_BODY_BYTES,
-            "--max-inflight-body-bytes is below the largest request body: such requests are always refused"
-        );
-    }
-    let budget = Arc::new(BodyBudget::new(args.max_inflight_body_bytes));
+    let (connections, budget) = http_limits(args);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.http_threads.max(1))
         .enable_all()
