@@ -9,11 +9,15 @@
 //! Errors are `{"error": code, "message": text}`: 4xx for the client's fault, 503 + `Retry-After` for
 //! back-pressure. Storage work runs on `spawn_blocking`, never on the tokio workers.
 
+mod body_budget;
 mod error;
+mod log_limit;
 mod metrics_layer;
 mod openapi;
 
+pub use body_budget::{BodyBudget, with_body_budget};
 pub use error::{ApiError, ErrorBody};
+pub use log_limit::LogLimiter;
 pub use metrics_layer::install_recorder;
 pub use openapi::openapi;
 
@@ -28,7 +32,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use keyfold_core::{Epoch, Mutation, Version};
 use keyfold_core::{Witness, verify_cosignature, with_cosignatures};
-use keyfold_epoch::{CosignatureStore, EpochJob, HeadStore, MutationStatus};
+use keyfold_epoch::{CosignatureStore, EpochJob, HeadStore, MutationStatus, SchedulerHealth, SchedulerState};
 use keyfold_ingest::{Limits, Queue, Receipt, Slot, validate};
 use keyfold_shards::TreeStore;
 use serde::{Deserialize, Serialize};
@@ -55,9 +59,28 @@ pub struct Api<Q: Queue, S: TreeStore, H: HeadStore> {
     /// The witnesses whose cosignatures this server accepts, in the order their lines are served.
     pub witnesses: Vec<Witness>,
     pub cosignatures: Arc<dyn CosignatureStore>,
+    /// The epoch scheduler's state: once it has stopped, writes are refused and `/healthz` fails.
+    pub scheduler: Arc<SchedulerHealth>,
 }
 
+/// Seconds a writer is told to wait once the scheduler has stopped: only an operator's repair and
+/// restart brings it back, so not soon.
+const SCHEDULER_STOPPED_RETRY_AFTER_SECS: u64 = 60;
+
 impl<Q: Queue, S: TreeStore, H: HeadStore> Api<Q, S, H> {
+    /// 503 naming the cause once the epoch scheduler has stopped: a mutation accepted now would
+    /// stay pending forever. Reads go on (signed data stays verifiable for monitors).
+    fn refuse_writes_if_stopped(&self) -> Result<(), ApiError> {
+        let Some(cause) = self.scheduler.stopped_cause() else { return Ok(()) };
+        Err(ApiError::Unavailable {
+            retry_after_secs: SCHEDULER_STOPPED_RETRY_AFTER_SECS,
+            message: format!(
+                "the epoch scheduler has stopped ({cause}); no epoch will be cut, so writes are refused \
+                 until an operator repairs the cause and restarts the server; reads still work"
+            ),
+        })
+    }
+
     /// `note` (the head of `epoch`) with the stored cosignature lines appended, in witness order.
     fn served_note(&self, epoch: Epoch, note: String) -> Result<String, ApiError> {
         let stored = self.cosignatures.get(epoch).map_err(ApiError::internal)?;
@@ -87,7 +110,7 @@ where
         .route("/v1/heads/{epoch}/cosignatures", post(post_cosignature::<Q, S, H>))
         .route("/v1/epochs", post(trigger_epoch::<Q, S, H>))
         .route("/v1/epochs/{epoch}/archive", get(archive::<Q, S, H>))
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(healthz::<Q, S, H>))
         .route("/metrics", get(metrics_text::<Q, S, H>))
         .route("/openapi.json", get(openapi_json))
         .fallback(|| async { ApiError::NotFound("no such endpoint; see /openapi.json".into()) })
@@ -132,11 +155,63 @@ async fn refuse_declared_oversize(
     next.run(request).await
 }
 
-/// Liveness: the process answers HTTP.
+/// The server's health, for load balancers and supervisors.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct HealthResponse {
+    /// `ok`; `retrying`: epochs fail with a retryable error (a full disk, say) and are retried
+    /// with backoff, writes are still accepted; `stopped`: the epoch scheduler ended on a fatal
+    /// error or a panic, no epoch will be cut until an operator repairs the cause and restarts the
+    /// server, writes are refused, reads are served.
+    status: &'static str,
+    /// `scheduler_stopped` when stopped (the error body's code).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
+    /// When retrying or stopped: what failed, for a person.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    /// When retrying: the failed attempts so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempts: Option<u32>,
+    /// When retrying: when the first of them failed (ms since the Unix epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    since_ms: Option<u64>,
+}
+
+/// Health: 200 while epochs are cut (or retried after retryable failures), 503 once the epoch
+/// scheduler has stopped, with the cause.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
-    responses((status = 200, description = "The server is up", body = String, content_type = "text/plain")))]
-async fn healthz() -> &'static str {
-    "ok\n"
+    responses(
+        (status = 200, description = "Serving, and epochs are cut (`ok`) or retried after retryable failures \
+            (`retrying`, with the last error)", body = HealthResponse),
+        (status = 503, description = "The epoch scheduler has stopped (`stopped`, with the cause): writes are \
+            refused until an operator repairs it and restarts the server; reads are served", body = HealthResponse,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ))]
+async fn healthz<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'static>(
+    State(api): State<Arc<Api<Q, S, H>>>,
+) -> Response {
+    let none = HealthResponse { status: "ok", error: None, message: None, attempts: None, since_ms: None };
+    match api.scheduler.state() {
+        SchedulerState::Running => Json(none).into_response(),
+        SchedulerState::Retrying { since_ms, attempts, last_error } => Json(HealthResponse {
+            status: "retrying",
+            message: Some(format!("epochs are failing and being retried: {last_error}")),
+            attempts: Some(attempts),
+            since_ms: Some(since_ms),
+            ..none
+        })
+        .into_response(),
+        SchedulerState::Stopped { cause } => {
+            let body = HealthResponse {
+                status: "stopped",
+                error: Some("scheduler_stopped"),
+                message: Some(format!("the epoch scheduler has stopped: {cause}; writes are refused")),
+                ..none
+            };
+            let retry = [(header::RETRY_AFTER, SCHEDULER_STOPPED_RETRY_AFTER_SECS.to_string())];
+            (StatusCode::SERVICE_UNAVAILABLE, retry, Json(body)).into_response()
+        }
+    }
 }
 
 /// Prometheus metrics: queue depth, epoch phase durations, mutation outcomes, request latency.
@@ -318,13 +393,15 @@ fn parse_submission(body: &[u8]) -> Result<Vec<Mutation>, ApiError> {
         (status = 202, description = "Durably queued", body = SubmitResponse),
         (status = 400, description = "Bad JSON, base64 or limits", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 503, description = "Queue full (see Retry-After) or storage unavailable", body = ErrorBody,
+        (status = 503, description = "Queue full, request body budget spent, storage unavailable (see \
+            Retry-After), or the epoch scheduler has stopped (the message names the cause)", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 async fn submit<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'static>(
     State(api): State<Arc<Api<Q, S, H>>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
+    api.refuse_writes_if_stopped()?;
     let body = body.map_err(ApiError::from_body_rejection)?;
     let mutations = parse_submission(&body)?;
     validate(&api.limits, &mutations).map_err(|e| ApiError::BadRequest("invalid_mutation", e.to_string()))?;
@@ -687,6 +764,8 @@ async fn post_cosignature<Q: Queue + 'static, S: TreeStore + 'static, H: HeadSto
         (status = 202, description = "The scheduler cuts an epoch at its next poll", body = Object),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "Operator endpoints disabled", body = ErrorBody),
+        (status = 503, description = "The epoch scheduler has stopped (the message names the cause)",
+            body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 async fn trigger_epoch<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'static>(
     State(api): State<Arc<Api<Q, S, H>>>,
@@ -697,13 +776,26 @@ async fn trigger_epoch<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore 
             "operator endpoints are disabled: start the server with --operator-token".into(),
         ));
     };
-    let given =
-        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    if given != Some(token.as_str()) {
+    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    if !given.is_some_and(|given| token_matches(given, token)) {
+        static LOG: std::sync::LazyLock<LogLimiter> =
+            std::sync::LazyLock::new(|| LogLimiter::new(std::time::Duration::from_secs(1)));
+        if let Some(suppressed) = LOG.admit() {
+            let reason = if given.is_some() { "wrong token" } else { "no bearer token" };
+            tracing::warn!(reason, suppressed, "operator request refused: POST /v1/epochs without the operator token");
+        }
         return Err(ApiError::Unauthorized("send `Authorization: Bearer <operator token>`".into()));
     }
+    api.refuse_writes_if_stopped()?;
     api.trigger.store(true, Ordering::Release);
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "triggered": true }))))
+}
+
+/// Compares in time that does not depend on where the bytes differ (only on their lengths), so
+/// response times do not reveal the token a byte at a time.
+fn token_matches(given: &[u8], token: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(given.ct_eq(token.as_bytes()))
 }
 
 /// Parses a single `bytes=` range against a body of `len` bytes: `Ok(None)` for no Range header,

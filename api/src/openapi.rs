@@ -43,6 +43,7 @@ use utoipa::OpenApi;
         HistoryResponse,
         KeyVersionResponse,
         crate::CosignatureLine,
+        crate::HealthResponse,
         ErrorBody
     ))
 )]

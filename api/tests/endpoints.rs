@@ -41,6 +41,7 @@ fn api(max_depth: u64, token: Option<&str>) -> Arc<TestApi> {
         metrics: Some(recorder()),
         witnesses: vec![witness().1],
         cosignatures: Arc::new(keyfold_epoch::MemoryCosignatures::default()),
+        scheduler: Arc::default(),
     })
 }
 

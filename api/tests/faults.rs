@@ -42,6 +42,7 @@ fn api(queue: RedbQueue) -> Arc<FaultyApi> {
         metrics: None,
         witnesses: Vec::new(),
         cosignatures: Arc::new(keyfold_epoch::MemoryCosignatures::default()),
+        scheduler: Arc::default(),
     })
 }
 

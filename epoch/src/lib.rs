@@ -27,4 +27,7 @@ pub use index::{KeyVersion, MemoryOutcomeIndex, OutcomeIndex, OutcomeRecord, Red
 pub use job::{CrashPoint, EpochJob, EpochLimits, EpochReport, MutationStatus, PhaseTimings};
 pub use keys::{generate_key_files, load_public_key, load_signing_key};
 pub use replay::{Divergence, Replayer};
-pub use schedule::{Schedule, epoch_time_ms, run_scheduler};
+pub use schedule::{
+    Backoff, Schedule, SchedulerError, SchedulerHealth, SchedulerOptions, SchedulerState, backoff_seed, epoch_time_ms,
+    run_scheduler,
+};

@@ -241,14 +241,13 @@ fn scheduler_runs_epochs_heartbeats_and_triggers() {
     };
     std::thread::scope(|s| {
         let runner = s.spawn(|| {
-            keyfold_epoch::run_scheduler(
-                &job,
+            let options = keyfold_epoch::SchedulerOptions {
                 schedule,
-                Duration::from_millis(1),
-                &|| clock.load(Ordering::SeqCst),
-                &trigger,
-                &stop,
-            )
+                poll: Duration::from_millis(1),
+                backoff: keyfold_epoch::Backoff::new(Duration::from_millis(1), Duration::from_millis(10), 1),
+            };
+            let health = keyfold_epoch::SchedulerHealth::default();
+            keyfold_epoch::run_scheduler(&job, &options, &|| clock.load(Ordering::SeqCst), &trigger, &stop, &health)
         });
         job.queue().append(vec![m(1, Some("a"), 0)]).unwrap();
         std::thread::sleep(Duration::from_millis(20));

@@ -36,7 +36,7 @@ pub async fn read_first_head(stream: &mut TcpStream, timeout: Duration) -> Optio
         let head = head_length(&bytes);
         if head.unwrap_or(bytes.len()) > MAX_HEAD_BYTES {
             let message = format!("the request head is over {MAX_HEAD_BYTES} bytes");
-            refuse(stream, "431 Request Header Fields Too Large", "header_fields_too_large", &message).await;
+            refuse(stream, "431 Request Header Fields Too Large", "header_fields_too_large", &message, "").await;
             return None;
         }
         if head.is_some() {
@@ -51,18 +51,19 @@ pub async fn read_first_head(stream: &mut TcpStream, timeout: Duration) -> Optio
                     "the request head did not arrive within {} ms; send it whole, then the body",
                     timeout.as_millis()
                 );
-                refuse(stream, "408 Request Timeout", "request_timeout", &message).await;
+                refuse(stream, "408 Request Timeout", "request_timeout", &message, "").await;
                 return None;
             }
         }
     }
 }
 
-/// Answers `status` with the API's JSON error body and closes the connection.
-async fn refuse(stream: &mut TcpStream, status: &str, code: &str, message: &str) {
+/// Answers `status` with the API's JSON error body (and `headers`, each ending in CRLF) and
+/// closes the connection.
+pub async fn refuse(stream: &mut TcpStream, status: &str, code: &str, message: &str, headers: &str) {
     let body = serde_json::json!({ "error": code, "message": message }).to_string();
     let response = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{headers}connection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = tokio::time::timeout(ANSWER_TIMEOUT, async {

@@ -3,6 +3,7 @@
 
 mod bench;
 mod client;
+mod connection;
 mod directory;
 #[cfg(feature = "fdb")]
 mod fdb_backend;

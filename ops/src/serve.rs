@@ -1,10 +1,14 @@
 //! `keyfold serve`: the HTTP API and the epoch scheduler over one data directory.
 
+use crate::connection::{ConnectionCap, WriteTimeout, raise_fd_limit};
 use crate::directory::{self, DirectoryConfig, open_job};
 use crate::first_head;
 use clap::{Args, ValueEnum};
-use keyfold_api::{Api, router};
-use keyfold_epoch::{EpochJob, HeadStore, Schedule, run_scheduler};
+use keyfold_api::{Api, BodyBudget, router};
+use keyfold_epoch::{
+    Backoff, EpochJob, HeadStore, Schedule, SchedulerError, SchedulerHealth, SchedulerOptions, backoff_seed,
+    run_scheduler,
+};
 use keyfold_ingest::{Limits, Queue};
 use keyfold_shards::TreeStore;
 use std::net::SocketAddr;
@@ -59,6 +63,18 @@ pub struct ServeArgs {
     /// Answer 408 to a request not handled within this long (a body trickling in, say).
     #[arg(long, env = "KEYFOLD_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     request_timeout_ms: u64,
+    /// End a connection whose response makes no progress for this long (a client that stopped
+    /// reading, say), freeing what it holds.
+    #[arg(long, env = "KEYFOLD_WRITE_TIMEOUT_MS", default_value_t = 30_000)]
+    write_timeout_ms: u64,
+    /// Connections served at once; more are answered 503 (Retry-After) and closed. Lowered to what
+    /// the open-file limit allows (its soft limit is raised to the hard limit at start).
+    #[arg(long, env = "KEYFOLD_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// Request body bytes held in memory at once, over all connections; a request whose body
+    /// does not fit what is left is answered 503 (Retry-After) before its body is read.
+    #[arg(long, env = "KEYFOLD_MAX_INFLIGHT_BODY_BYTES", default_value_t = 256 << 20)]
+    max_inflight_body_bytes: u64,
     /// Log lines on stderr: `text` or `json` (one object per line). The level filter comes from
     /// `KEYFOLD_LOG` (e.g. `info`, `debug`, `keyfold_epoch=debug`; default `info`).
     #[arg(long, value_enum, env = "KEYFOLD_LOG_FORMAT", default_value_t = LogFormat::Text)]
@@ -110,6 +126,9 @@ struct ServeFile {
     witness: Option<Vec<String>>,
     header_timeout_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
+    write_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
+    max_inflight_body_bytes: Option<u64>,
 }
 
 impl ServeArgs {
@@ -146,6 +165,9 @@ impl ServeArgs {
         fill!(log_format);
         fill!(header_timeout_ms);
         fill!(request_timeout_ms);
+        fill!(write_timeout_ms);
+        fill!(max_connections);
+        fill!(max_inflight_body_bytes);
         if unset("witness")
             && let Some(witnesses) = file.witness
         {
@@ -160,13 +182,22 @@ fn now_ms() -> u64 {
     u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// What bounds each connection of [`serve_http`].
+#[derive(Debug)]
+struct ConnectionOptions {
+    cap: ConnectionCap,
+    header_timeout: Duration,
+    write_timeout: Duration,
+}
+
 /// Serves `app` on `listener` (HTTP/1.1) until `shutdown`, then stops accepting and finishes the
-/// requests in flight. Each connection has a header read timeout, so slow clients and idle
-/// keep-alive connections are closed instead of held forever.
+/// requests in flight. At most `options.cap` connections are open at once (more are answered 503
+/// and closed); each has a header read timeout, so slow clients and idle keep-alive connections
+/// are closed instead of held forever, and a write timeout, so one that stops reading is too.
 async fn serve_http(
     listener: tokio::net::TcpListener,
     app: axum::Router,
-    header_timeout: Duration,
+    options: Arc<ConnectionOptions>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -183,21 +214,16 @@ async fn serve_http(
                         continue;
                     }
                 };
+                let Some(permit) = options.cap.admit() else {
+                    options.cap.refuse(stream);
+                    continue;
+                };
                 let service = hyper_util::service::TowerToHyperService::new(app.clone());
                 let watcher = graceful.watcher();
+                let options = Arc::clone(&options);
                 tokio::spawn(async move {
-                    let mut stream = stream;
-                    // The first head within the header timeout, or 408 (see `first_head`).
-                    let Some(head) = first_head::read_first_head(&mut stream, header_timeout).await else {
-                        return;
-                    };
-                    let connection = hyper::server::conn::http1::Builder::new()
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(header_timeout)
-                        .serve_connection(hyper_util::rt::TokioIo::new(first_head::Prefixed::new(head, stream)), service);
-                    if let Err(e) = watcher.watch(connection).await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
+                    let _permit = permit; // this connection's place under the cap, until it closes
+                    serve_connection(stream, service, &options, watcher).await;
                 });
             }
             () = &mut shutdown => break,
@@ -206,6 +232,37 @@ async fn serve_http(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// One connection: its first head within the header timeout, or 408 (see `first_head`); then
+/// hyper, with a read buffer bounded like that head, over IO that ends a stalled response.
+async fn serve_connection(
+    mut stream: tokio::net::TcpStream,
+    service: hyper_util::service::TowerToHyperService<axum::Router>,
+    options: &ConnectionOptions,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let Some(head) = first_head::read_first_head(&mut stream, options.header_timeout).await else {
+        return;
+    };
+    let io = WriteTimeout::new(first_head::Prefixed::new(head, stream), options.write_timeout);
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(options.header_timeout)
+        .max_buf_size(first_head::MAX_HEAD_BYTES + 8192)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(connection).await {
+        let stalled = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+        static STALLED: std::sync::LazyLock<keyfold_api::LogLimiter> =
+            std::sync::LazyLock::new(|| keyfold_api::LogLimiter::new(Duration::from_secs(1)));
+        if stalled && let Some(suppressed) = STALLED.admit() {
+            tracing::warn!(error = %e, suppressed, "connection ended: the client stopped reading (--write-timeout-ms)");
+        } else {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -226,6 +283,14 @@ async fn shutdown_signal() {
 pub fn serve(args: &ServeArgs) -> Result<(), String> {
     if args.epoch_interval_min_ms > args.epoch_interval_max_ms {
         return Err("--epoch-interval-min-ms must not exceed --epoch-interval-max-ms".into());
+    }
+    if args.operator_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        return Err("--operator-token (or KEYFOLD_OPERATOR_TOKEN) is empty: give a secret token, or leave it unset \
+             to disable the operator endpoints"
+            .into());
+    }
+    if args.max_connections == 0 || args.write_timeout_ms == 0 || args.max_inflight_body_bytes == 0 {
+        return Err("--max-connections, --write-timeout-ms and --max-inflight-body-bytes must be above 0".into());
     }
     init_logging(args.log_format)?;
     directory::init_if_empty(&args.data)?;
@@ -265,6 +330,60 @@ pub(crate) fn parse_witnesses(specs: &[String]) -> Result<Vec<keyfold_core::Witn
     Ok(witnesses)
 }
 
+/// The bounds on connections and on the request body bytes held at once.
+fn http_limits(args: &ServeArgs) -> (Arc<ConnectionOptions>, Arc<BodyBudget>) {
+    if args.max_inflight_body_bytes < keyfold_api::MAX_BODY_BYTES as u64 {
+        tracing::warn!(
+            max_inflight_body_bytes = args.max_inflight_body_bytes,
+            max_body_bytes = keyfold_api::MAX_BODY_BYTES,
+            "--max-inflight-body-bytes is below the largest request body: such requests are always refused"
+        );
+    }
+    let connections = ConnectionOptions {
+        cap: ConnectionCap::new(connection_cap(args.max_connections)),
+        header_timeout: Duration::from_millis(args.header_timeout_ms),
+        write_timeout: Duration::from_millis(args.write_timeout_ms),
+    };
+    (Arc::new(connections), Arc::new(BodyBudget::new(args.max_inflight_body_bytes)))
+}
+
+/// `max_connections`, lowered to what the open-file limit leaves room for (after raising it).
+fn connection_cap(max_connections: usize) -> usize {
+    let room = raise_fd_limit().map_or(usize::MAX, |room| usize::try_from(room).unwrap_or(usize::MAX));
+    if room < max_connections {
+        tracing::warn!(max_connections, lowered_to = room, "--max-connections lowered to fit the open file limit");
+    }
+    max_connections.min(room)
+}
+
+/// Starts the epoch scheduler on a thread of its own. A fatal error or a panic ends the thread;
+/// `health` then says why, and the API refuses writes and fails /healthz while reads go on. Only
+/// a restart starts a new scheduler.
+fn spawn_scheduler<Q, S, H>(
+    args: &ServeArgs,
+    job: &Arc<EpochJob<Q, S, H>>,
+    trigger: &Arc<AtomicBool>,
+    stop: &Arc<AtomicBool>,
+    health: &Arc<SchedulerHealth>,
+) -> Result<std::thread::JoinHandle<Result<u64, SchedulerError>>, String>
+where
+    Q: Queue + 'static,
+    S: TreeStore + 'static,
+    H: HeadStore + 'static,
+{
+    let options = SchedulerOptions {
+        schedule: Schedule { interval_min_ms: args.epoch_interval_min_ms, interval_max_ms: args.epoch_interval_max_ms },
+        poll: Duration::from_millis(20),
+        // Retryable failures: 50 ms doubling to 30 s, jittered (a full disk is not hammered).
+        backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(30), backoff_seed()),
+    };
+    let (job, trigger, stop, health) = (Arc::clone(job), Arc::clone(trigger), Arc::clone(stop), Arc::clone(health));
+    std::thread::Builder::new()
+        .name("keyfold-epochs".into())
+        .spawn(move || run_scheduler(&job, &options, &now_ms, &trigger, &stop, &health))
+        .map_err(|e| e.to_string())
+}
+
 /// The HTTP API and the epoch scheduler over an opened job, until SIGTERM or Ctrl-C.
 pub(crate) fn run<Q, S, H>(
     args: &ServeArgs,
@@ -278,15 +397,8 @@ where
 {
     let trigger = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
-    let schedule =
-        Schedule { interval_min_ms: args.epoch_interval_min_ms, interval_max_ms: args.epoch_interval_max_ms };
-    let scheduler = {
-        let (job, trigger, stop) = (Arc::clone(&job), Arc::clone(&trigger), Arc::clone(&stop));
-        std::thread::Builder::new()
-            .name("keyfold-epochs".into())
-            .spawn(move || run_scheduler(&job, schedule, Duration::from_millis(20), &now_ms, &trigger, &stop))
-            .map_err(|e| e.to_string())?
-    };
+    let health = Arc::new(SchedulerHealth::default());
+    let scheduler = spawn_scheduler(args, &job, &trigger, &stop, &health)?;
     let api = Arc::new(Api {
         job: Arc::clone(&job),
         origin: config.origin.clone(),
@@ -300,7 +412,9 @@ where
             keyfold_epoch::RedbCosignatures::open(&args.data.join("cosignatures.redb"))
                 .map_err(|e| format!("cosignatures: {e}"))?,
         ),
+        scheduler: health,
     });
+    let (connections, budget) = http_limits(args);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.http_threads.max(1))
         .enable_all()
@@ -316,7 +430,8 @@ where
         // Graceful shutdown: stop accepting, finish the requests in flight (an acknowledged
         // mutation is already durable), then stop the scheduler below.
         let app = keyfold_api::with_request_timeout(router(api), Duration::from_millis(args.request_timeout_ms));
-        serve_http(listener, app, Duration::from_millis(args.header_timeout_ms), shutdown_signal()).await
+        let app = keyfold_api::with_body_budget(app, budget);
+        serve_http(listener, app, connections, shutdown_signal()).await
     });
     // The scheduler finishes the epoch it is running (or an interrupted one is recovered by the
     // next start: the same code path, the same head).
@@ -352,7 +467,8 @@ mod tests {
         let file = dir.path().join("serve.toml");
         std::fs::write(
             &file,
-            "listen = \"0.0.0.0:9000\"\noperator_token = \"from-file\"\nepoch_interval_min_ms = 250\n",
+            "listen = \"0.0.0.0:9000\"\noperator_token = \"from-file\"\nepoch_interval_min_ms = 250\n\
+             max_connections = 10\nmax_inflight_body_bytes = 4096\nwrite_timeout_ms = 7\n",
         )
         .unwrap();
         let file = file.to_str().unwrap();
@@ -361,6 +477,12 @@ mod tests {
         assert_eq!(args.operator_token.as_deref(), Some("from-file"));
         assert_eq!(args.epoch_interval_min_ms, 250);
         assert_eq!(args.epoch_interval_max_ms, 60_000, "untouched options keep their defaults");
+        assert_eq!((args.max_connections, args.max_inflight_body_bytes, args.write_timeout_ms), (10, 4096, 7));
+        let defaults = parse(&["serve"]);
+        assert_eq!(
+            (defaults.max_connections, defaults.max_inflight_body_bytes, defaults.write_timeout_ms),
+            (1024, 256 << 20, 30_000)
+        );
         let args = parse(&["serve", "--config", file, "--listen", "127.0.0.1:1", "--operator-token", "cli"]);
         assert_eq!(args.listen, "127.0.0.1:1".parse().unwrap());
         assert_eq!(args.operator_token.as_deref(), Some("cli"));

@@ -88,3 +88,69 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Str
 pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
+
+/// One request with extra header lines (`"Name: value"`); returns the status, the response head
+/// (lower-cased, for header checks) and the body.
+pub fn http_full(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let status = response.get(9..12).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status: {response}"));
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or_else(|| panic!("cut: {response}"));
+    (status, head.to_ascii_lowercase(), body.to_owned())
+}
+
+/// Starts `keyfold serve` as [`start_with`] does, with its stderr (the log) collected in the
+/// returned buffer instead of inherited.
+pub fn start_logged(data: &std::path::Path, extra: &[&str]) -> (Server, std::sync::Arc<std::sync::Mutex<String>>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyfold"))
+        .args(["serve", "--data"])
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0", "--epoch-interval-min-ms", "100", "--epoch-interval-max-ms", "600000"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start keyfold serve");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let sink = std::sync::Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("server printed its address").unwrap();
+        if let Some(url) = line.split("http://").nth(1) {
+            break url.trim().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    (Server { child, addr }, log)
+}
+
+/// Waits up to 20 s for `ready`, polling every 50 ms; `what` names it in the failure.
+pub fn wait_until(what: &str, mut ready: impl FnMut() -> Option<String>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match ready() {
+            None => return,
+            Some(seen) => last = seen,
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not happen within 20 s; last seen: {last}");
+}
