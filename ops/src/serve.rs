@@ -300,6 +300,8 @@ where
             keyfold_epoch::RedbCosignatures::open(&args.data.join("cosignatures.redb"))
                 .map_err(|e| format!("cosignatures: {e}"))?,
         ),
+        cosignature_max_future_secs: keyfold_api::COSIGNATURE_MAX_FUTURE_SECS_DEFAULT,
+        archive_reads: keyfold_api::ArchiveReads::default(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.http_threads.max(1))
