@@ -35,6 +35,10 @@ pub struct ArchiveReads {
     permits: Arc<Semaphore>,
     max_concurrent: usize,
     verified: Mutex<Verified>,
+    /// One gate per epoch being verified: a request for an archive under verification waits for
+    /// that verification instead of reading the file again. At most one entry per archive read
+    /// in flight.
+    verifying: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Verified archives by epoch (digest, size in bytes), the oldest entry evicted first.
@@ -52,7 +56,17 @@ impl ArchiveReads {
             permits: Arc::new(Semaphore::new(max_concurrent)),
             max_concurrent,
             verified: Mutex::new(Verified::default()),
+            verifying: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn gates(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<tokio::sync::Mutex<()>>>> {
+        self.verifying.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The gate of `epoch`'s verification, shared by every request that verifies it now.
+    fn gate(&self, epoch: u64) -> Gate<'_> {
+        Gate { reads: self, epoch, gate: Arc::clone(self.gates().entry(epoch).or_default()) }
     }
 
     fn permit(&self, retry_after_secs: u64) -> Result<OwnedSemaphorePermit, ApiError> {
@@ -82,6 +96,25 @@ impl ArchiveReads {
         while verified.order.len() > VERIFIED_ARCHIVES_MAX {
             let oldest = verified.order.pop_front().expect("longer than the bound");
             verified.by_epoch.remove(&oldest);
+        }
+    }
+}
+
+/// A request's hold on an epoch's verification gate. Dropped (also when the request is
+/// abandoned midway), it removes the gate once no other request holds it, so the map never keeps
+/// gates of finished verifications.
+struct Gate<'a> {
+    reads: &'a ArchiveReads,
+    epoch: u64,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for Gate<'_> {
+    fn drop(&mut self) {
+        let mut gates = self.reads.gates();
+        // The map's clone and this one: nobody else waits (clones are made under this lock).
+        if Arc::strong_count(&self.gate) == 2 {
+            gates.remove(&self.epoch);
         }
     }
 }
@@ -179,6 +212,21 @@ where
     }
 }
 
+/// [`verify`], once for all the requests that ask for `epoch`'s archive while it is verified.
+async fn verify_once<Q, S, H>(api: &Arc<Api<Q, S, H>>, epoch: u64, digest: Hash) -> Result<u64, ApiError>
+where
+    Q: Queue + 'static,
+    S: TreeStore + 'static,
+    H: HeadStore + 'static,
+{
+    let gate = api.archive_reads.gate(epoch);
+    let _turn = gate.gate.lock().await;
+    match api.archive_reads.verified_size(epoch, &digest) {
+        Some(size) => Ok(size), // verified by the request this one waited for
+        None => verify(api, epoch, digest).await,
+    }
+}
+
 /// The body: `range` of `epoch`'s archive, read piece by piece as the client takes it. `permit`
 /// is held until the body is done or dropped. A read failing midway ends the body with an error
 /// (the connection is cut: the status was already sent).
@@ -246,7 +294,7 @@ pub(crate) async fn archive<Q: Queue + 'static, S: TreeStore + 'static, H: HeadS
         Some(size) => size,
         None => {
             permit = Some(api.archive_reads.permit(retry)?);
-            verify(&api, epoch, digest).await?
+            verify_once(&api, epoch, digest).await?
         }
     };
     let mut response = Response::new(Body::empty());

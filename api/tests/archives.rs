@@ -218,3 +218,17 @@ async fn damaged_or_missing_archives_are_named_server_faults() {
     let genesis = Request::get("/v1/epochs/0/archive").body(Body::empty()).unwrap();
     assert_eq!(call(&api, genesis).await.0, StatusCode::NOT_FOUND);
 }
+
+/// Issue 15 item 4: concurrent first requests for an archive not yet verified read it once (the
+/// others wait for that verification), not once each.
+#[tokio::test]
+async fn concurrent_first_reads_verify_once() {
+    let archives = Arc::new(CountingArchives::default());
+    let api = api(Arc::clone(&archives));
+    let size = archives.inner.size(Epoch(1)).unwrap().unwrap();
+    let one = || async { call(&api, request("GET", Some("bytes=7-7"))).await.0 };
+    let (a, b) = tokio::join!(one(), one());
+    assert_eq!((a, b), (StatusCode::PARTIAL_CONTENT, StatusCode::PARTIAL_CONTENT));
+    let read = archives.bytes_read.load(Ordering::SeqCst);
+    assert!(read < size + (1 << 16), "two first reads read {read} bytes of a {size}-byte archive");
+}
