@@ -1,6 +1,7 @@
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use keyfold_epoch::EpochError;
 use keyfold_ingest::QueueError;
 
 /// The body of every error response.
@@ -21,6 +22,10 @@ pub enum ApiError {
     Unauthorized(String),
     Forbidden(String),
     NotFound(String),
+    /// The route exists; the method does not (the response carries `Allow`).
+    MethodNotAllowed(String),
+    /// The request conflicts with stored state (a code and a message).
+    Conflict(&'static str, String),
     RangeNotSatisfiable(String),
     /// Back-pressure: retry after this many seconds.
     Unavailable {
@@ -29,14 +34,13 @@ pub enum ApiError {
     },
     /// The request was not handled in time (its body arrived too slowly, say).
     Timeout(String),
+    /// A fault of this server's stored data that the client should know about (a damaged or
+    /// missing archive): 500 with a code and a message naming what is wrong, logged at error level.
+    ServerFault(&'static str, String),
     Internal(String),
 }
 
 impl ApiError {
-    pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
-        ApiError::Internal(e.to_string())
-    }
-
     pub(crate) fn from_queue(e: QueueError, retry_after_secs: u64) -> ApiError {
         match e {
             QueueError::Full { .. } => ApiError::Unavailable { retry_after_secs, message: e.to_string() },
@@ -52,12 +56,38 @@ impl ApiError {
         }
     }
 
+    /// A storage error while answering a read: retryable ones (I/O) are 503 with `Retry-After`,
+    /// the others 500.
+    pub(crate) fn from_storage(e: EpochError, retry_after_secs: u64) -> ApiError {
+        if e.is_retryable() {
+            tracing::warn!(error = %e, "storage unavailable answering a request");
+            ApiError::Unavailable {
+                retry_after_secs,
+                message: "storage is unavailable right now; retry the request later".into(),
+            }
+        } else {
+            ApiError::Internal(e.to_string())
+        }
+    }
+
     pub(crate) fn from_body_rejection(e: BytesRejection) -> ApiError {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge(format!("request bodies are at most {} bytes", crate::MAX_BODY_BYTES))
         } else {
             ApiError::BadRequest("bad_body", e.body_text())
         }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> ApiError {
+        ApiError::BadRequest("bad_path", e.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> ApiError {
+        ApiError::BadRequest("bad_query", e.body_text())
     }
 }
 
@@ -69,11 +99,17 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", m, None),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m, None),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m, None),
+            ApiError::MethodNotAllowed(m) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", m, None),
+            ApiError::Conflict(code, m) => (StatusCode::CONFLICT, code, m, None),
             ApiError::RangeNotSatisfiable(m) => (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable", m, None),
             ApiError::Unavailable { retry_after_secs, message } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable", message, Some(retry_after_secs))
             }
             ApiError::Timeout(m) => (StatusCode::REQUEST_TIMEOUT, "request_timeout", m, None),
+            ApiError::ServerFault(code, m) => {
+                tracing::error!(code, message = %m, "server fault answering a request");
+                (StatusCode::INTERNAL_SERVER_ERROR, code, m, None)
+            }
             ApiError::Internal(detail) => {
                 tracing::error!(detail = %detail, "internal error answering a request");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log".to_owned(), None)

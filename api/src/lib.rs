@@ -9,12 +9,15 @@
 //! Errors are `{"error": code, "message": text}`: 4xx for the client's fault, 503 + `Retry-After` for
 //! back-pressure. Storage work runs on `spawn_blocking`, never on the tokio workers.
 
+mod archive;
 mod body_budget;
 mod error;
+mod extract;
 mod log_limit;
 mod metrics_layer;
 mod openapi;
 
+pub use archive::{ARCHIVE_PIECE_BYTES, ARCHIVE_READS_MAX_DEFAULT, ArchiveReads, VERIFIED_ARCHIVES_MAX};
 pub use body_budget::{BodyBudget, with_body_budget};
 pub use error::{ApiError, ErrorBody};
 pub use log_limit::LogLimiter;
@@ -23,16 +26,20 @@ pub use openapi::openapi;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use extract::{ApiPath, ApiQuery};
 use keyfold_core::{Epoch, Mutation, Version};
-use keyfold_core::{Witness, verify_cosignature, with_cosignatures};
-use keyfold_epoch::{CosignatureStore, EpochJob, HeadStore, MutationStatus, SchedulerHealth, SchedulerState};
+use keyfold_core::{Witness, verify_cosignature, verify_head_note, with_cosignatures};
+use keyfold_epoch::{
+    CosignaturePut, CosignatureStore, EpochError, EpochJob, HeadStore, HistoryAfter, MutationStatus, SchedulerHealth,
+    SchedulerState,
+};
 use keyfold_ingest::{Limits, Queue, Receipt, Slot, validate};
 use keyfold_shards::TreeStore;
 use serde::{Deserialize, Serialize};
@@ -41,6 +48,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Largest request body accepted, in bytes (a full batch of the largest values fits).
 pub const MAX_BODY_BYTES: usize = 8 << 20;
+
+/// How far in the future (by this server's clock) a cosignature's time may be, by default: a
+/// witness's clock may run a little ahead, not minutes.
+pub const COSIGNATURE_MAX_FUTURE_SECS_DEFAULT: u64 = 300;
 
 /// Everything the handlers share.
 #[derive(Debug)]
@@ -61,6 +72,12 @@ pub struct Api<Q: Queue, S: TreeStore, H: HeadStore> {
     pub cosignatures: Arc<dyn CosignatureStore>,
     /// The epoch scheduler's state: once it has stopped, writes are refused and `/healthz` fails.
     pub scheduler: Arc<SchedulerHealth>,
+    /// A cosignature dated more than this many seconds after this server's clock is refused
+    /// ([`COSIGNATURE_MAX_FUTURE_SECS_DEFAULT`]).
+    pub cosignature_max_future_secs: u64,
+    /// The bound on archive downloads in flight and the archives verified against their heads
+    /// (`ArchiveReads::new(ARCHIVE_READS_MAX_DEFAULT)` by default).
+    pub archive_reads: ArchiveReads,
 }
 
 /// Seconds a writer is told to wait once the scheduler has stopped: only an operator's repair and
@@ -83,12 +100,17 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> Api<Q, S, H> {
 
     /// `note` (the head of `epoch`) with the stored cosignature lines appended, in witness order.
     fn served_note(&self, epoch: Epoch, note: String) -> Result<String, ApiError> {
-        let stored = self.cosignatures.get(epoch).map_err(ApiError::internal)?;
+        let stored = self.cosignatures.get(epoch).map_err(|e| self.storage(e))?;
         if stored.is_empty() {
             return Ok(note);
         }
         let lines: Vec<String> = self.witnesses.iter().filter_map(|w| stored.get(&w.name).cloned()).collect();
         Ok(with_cosignatures(&note, &lines))
+    }
+
+    /// A storage error answering a read: 503 + `Retry-After` when retryable, else 500.
+    fn storage(&self, e: EpochError) -> ApiError {
+        ApiError::from_storage(e, self.retry_after_secs)
     }
 }
 
@@ -109,11 +131,15 @@ where
         .route("/v1/heads/{epoch}", get(head_at::<Q, S, H>))
         .route("/v1/heads/{epoch}/cosignatures", post(post_cosignature::<Q, S, H>))
         .route("/v1/epochs", post(trigger_epoch::<Q, S, H>))
-        .route("/v1/epochs/{epoch}/archive", get(archive::<Q, S, H>))
+        .route("/v1/epochs/{epoch}/archive", get(archive::archive::<Q, S, H>))
         .route("/healthz", get(healthz::<Q, S, H>))
         .route("/metrics", get(metrics_text::<Q, S, H>))
         .route("/openapi.json", get(openapi_json))
         .fallback(|| async { ApiError::NotFound("no such endpoint; see /openapi.json".into()) })
+        // After every route: applies to the routes added so far. axum adds the `Allow` header.
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            ApiError::MethodNotAllowed(format!("{method} is not allowed here; see /openapi.json"))
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(refuse_declared_oversize))
         .layer(axum::middleware::from_fn(metrics_layer::record_request))
@@ -345,7 +371,12 @@ fn check_key(limits: &Limits, key: &str) -> Result<(), ApiError> {
     keyfold_ingest::check_key_text(key.as_bytes()).map_err(|e| ApiError::BadRequest("invalid_key", e.to_string()))
 }
 
+/// 2^53: every integer below it is exact as a float; at or above it, a float may be a rounded
+/// neighbour of the number that was sent (`9007199254740993.0` reads as ...992).
+const FLOAT_EXACT_BELOW: f64 = 9_007_199_254_740_992.0;
+
 /// A JSON integer, also written with a zero fraction (`3.0`): JSON Schema's `integer` allows both.
+/// A float is taken only below 2^53, where it is exact; above, the client must send an integer.
 fn integral_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -355,11 +386,13 @@ fn integral_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error>
     }
     match Number::deserialize(d)? {
         Number::Int(n) => Ok(n),
-        // 2^64 is exactly representable; everything below it with no fraction converts exactly.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // range and fraction checked
-        Number::Float(f) if f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f) => Ok(f as u64),
+        Number::Float(f) if f.fract() == 0.0 && (0.0..FLOAT_EXACT_BELOW).contains(&f) => Ok(f as u64),
+        Number::Float(f) if f.fract() == 0.0 && f >= FLOAT_EXACT_BELOW => Err(serde::de::Error::custom(format!(
+            "{f:e} is a float at or above 2^53, which may not be the number sent: send the version as an integer"
+        ))),
         Number::Float(f) => {
-            Err(serde::de::Error::custom(format!("{f} is not a version (an integer from 0 to 2^64-1)")))
+            Err(serde::de::Error::custom(format!("{f} is not a version: send an integer from 0 to 2^64-1")))
         }
     }
 }
@@ -440,21 +473,22 @@ pub(crate) struct LookupResponse {
     params(("key" = String, Path, description = "The key (user id)"), LookupQuery),
     responses(
         (status = 200, description = "Value, proof and signed head", body = LookupResponse),
-        (status = 400, description = "Bad key or query", body = ErrorBody),
+        (status = 400, description = "Bad key, path or query", body = ErrorBody),
         (status = 404, description = "No such epoch yet", body = ErrorBody),
+        (status = 503, description = "Storage unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 async fn lookup<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'static>(
     State(api): State<Arc<Api<Q, S, H>>>,
-    Path(key): Path<String>,
-    query: Result<Query<LookupQuery>, axum::extract::rejection::QueryRejection>,
+    ApiPath(key): ApiPath<String>,
+    ApiQuery(query): ApiQuery<LookupQuery>,
 ) -> Result<Json<LookupResponse>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::BadRequest("bad_query", e.body_text()))?;
     check_key(&api.limits, &key)?;
     let job = Arc::clone(&api.job);
     let served = Arc::clone(&api);
     blocking(move || {
         let (latest, latest_note) =
-            job.heads().latest().map_err(ApiError::internal)?.ok_or_else(|| ApiError::Internal("no head".into()))?;
+            job.heads().latest().map_err(|e| served.storage(e))?.ok_or_else(|| ApiError::Internal("no head".into()))?;
         let epoch = Epoch(query.epoch.unwrap_or(latest.0));
         let head = match epoch.cmp(&latest) {
             std::cmp::Ordering::Equal => latest_note, // the common case: no second read
@@ -466,11 +500,14 @@ async fn lookup<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'stat
             std::cmp::Ordering::Less => job
                 .heads()
                 .get(epoch)
-                .map_err(ApiError::internal)?
+                .map_err(|e| served.storage(e))?
                 .ok_or_else(|| ApiError::NotFound(format!("no head for epoch {epoch}")))?,
         };
         let suite = job.map().store().config().suite;
-        let found = job.map().lookup(&suite.index_of(key.as_bytes()), epoch).map_err(ApiError::internal)?;
+        let found = job
+            .map()
+            .lookup(&suite.index_of(key.as_bytes()), epoch)
+            .map_err(|e| served.storage(EpochError::from(e)))?;
         Ok(Json(LookupResponse {
             epoch: epoch.0,
             version: found.value.as_ref().map_or(0, |v| v.version.0),
@@ -516,12 +553,12 @@ pub(crate) struct MutationStatusResponse {
         (status = 200, description = "Pending, or its outcome", body = MutationStatusResponse),
         (status = 400, description = "Not a mutation id", body = ErrorBody),
         (status = 404, description = "Neither pending nor in any signed epoch", body = ErrorBody),
-        (status = 503, description = "Not pending, and the outcome index is catching up with the signed epochs: retry",
-            body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "Storage unavailable, or not pending while the outcome index catches up with \
+            the signed epochs: retry", body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 async fn mutation_status<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'static>(
     State(api): State<Arc<Api<Q, S, H>>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<MutationStatusResponse>, ApiError> {
     let bytes: [u8; 32] = hex::decode(&id)
         .ok()
@@ -529,7 +566,8 @@ async fn mutation_status<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStor
         .ok_or_else(|| ApiError::BadRequest("bad_mutation_id", "a mutation id is 64 hex digits".into()))?;
     let job = Arc::clone(&api.job);
     let mutation = keyfold_core::MutationId(keyfold_core::Hash(bytes));
-    let status = blocking(move || job.mutation_status(&mutation).map_err(ApiError::internal)).await?;
+    let retry = api.retry_after_secs;
+    let status = blocking(move || job.mutation_status(&mutation).map_err(|e| ApiError::from_storage(e, retry))).await?;
     let empty = MutationStatusResponse {
         id: id.to_ascii_lowercase(),
         status: "pending",
@@ -567,8 +605,12 @@ async fn mutation_status<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStor
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct HistoryQuery {
-    /// Only versions from epochs after this one (for the next page).
+    /// Only versions from epochs after this one.
     after: Option<u64>,
+    /// Only versions above this one: the page cursor, `next_after_version` of the previous page.
+    /// A key's versions strictly increase in (epoch, queue position) order, so paging by version
+    /// lists each exactly once, however many share an epoch.
+    after_version: Option<u64>,
     /// At most this many versions (default 100, at most 1000).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
@@ -587,74 +629,74 @@ pub(crate) struct KeyVersionResponse {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct HistoryResponse {
     versions: Vec<KeyVersionResponse>,
-    /// Pass as `after` for the next page; absent on the last page.
+    /// Pass as `after_version` (with the same `after`, if any) for the next page; absent on the
+    /// last page.
     #[serde(skip_serializing_if = "Option::is_none")]
-    next_after: Option<u64>,
+    next_after_version: Option<u64>,
 }
 
 const HISTORY_LIMIT_DEFAULT: usize = 100;
 const HISTORY_LIMIT_MAX: usize = 1000;
 
-/// A key's versions with the epoch of each, bounded and paginated.
+/// A key's versions with the epoch of each, oldest first, in pages of at most `limit` that
+/// follow each other by the version cursor `after_version`.
 #[utoipa::path(get, path = "/v1/keys/{key}/history", tag = "keys",
     params(("key" = String, Path, description = "The key (user id)"), HistoryQuery),
     responses(
         (status = 200, description = "A page of versions", body = HistoryResponse),
-        (status = 400, description = "Bad key or query", body = ErrorBody),
+        (status = 400, description = "Bad key, path or query", body = ErrorBody),
         (status = 404, description = "This server keeps no history index", body = ErrorBody),
-        (status = 503, description = "The history index is catching up with the signed epochs: retry",
-            body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "Storage unavailable, or the history index is catching up with the signed \
+            epochs: retry", body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 async fn key_history<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'static>(
     State(api): State<Arc<Api<Q, S, H>>>,
-    Path(key): Path<String>,
-    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+    ApiPath(key): ApiPath<String>,
+    ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> Result<Json<HistoryResponse>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::BadRequest("bad_query", e.body_text()))?;
     check_key(&api.limits, &key)?;
     let limit = query.limit.unwrap_or(HISTORY_LIMIT_DEFAULT);
     if limit == 0 || limit > HISTORY_LIMIT_MAX {
         return Err(ApiError::BadRequest("bad_query", format!("limit is 1 to {HISTORY_LIMIT_MAX}")));
     }
-    let job = Arc::clone(&api.job);
-    let after = Epoch(query.after.unwrap_or(0));
-    let retry_after_secs = api.retry_after_secs;
-    let versions = blocking(move || {
+    let after =
+        HistoryAfter { epoch: Epoch(query.after.unwrap_or(0)), version: Version(query.after_version.unwrap_or(0)) };
+    let served = Arc::clone(&api);
+    let mut page = blocking(move || {
         // A lagging index would give a page with versions missing, silently: say so instead.
-        if let Some((indexed, latest)) = job.index_lag().map_err(ApiError::internal)? {
+        if let Some((indexed, latest)) = served.job.index_lag().map_err(|e| served.storage(e))? {
             return Err(ApiError::Unavailable {
-                retry_after_secs,
+                retry_after_secs: served.retry_after_secs,
                 message: format!(
                     "the history index is catching up (indexed through epoch {indexed}, signed through \
                      epoch {latest}): retry"
                 ),
             });
         }
-        let index = job.map().store().config().suite.index_of(key.as_bytes());
-        job.key_history(&index, after, limit + 1).map_err(ApiError::internal)
+        let index = served.job.map().store().config().suite.index_of(key.as_bytes());
+        served.job.key_history(&index, after, limit + 1).map_err(|e| served.storage(e))
     })
     .await?
     .ok_or_else(|| ApiError::NotFound("this server keeps no history index".into()))?;
-    let mut page = versions;
-    let mut next_after = None;
+    let mut next_after_version = None;
     if page.len() > limit {
-        // Pages end at epoch boundaries (the cursor is an epoch): drop the versions of an epoch
-        // that continues past the page, unless that epoch alone fills it.
-        let split = page[limit - 1].epoch == page[limit].epoch;
-        let keep = if split { page.partition_point(|v| v.epoch < page[limit].epoch) } else { limit };
-        page.truncate(if keep == 0 { limit } else { keep });
-        next_after = page.last().map(|v| v.epoch.0);
+        page.truncate(limit);
+        next_after_version = page.last().map(|v| v.version.0);
     }
     let versions = page
         .into_iter()
         .map(|v| KeyVersionResponse { epoch: v.epoch.0, version: v.version.0, deleted: v.deleted })
         .collect();
-    Ok(Json(HistoryResponse { versions, next_after }))
+    Ok(Json(HistoryResponse { versions, next_after_version }))
 }
 
 /// The latest signed head (a C2SP signed note).
 #[utoipa::path(get, path = "/v1/heads/latest", tag = "heads",
-    responses((status = 200, description = "Signed note", body = String, content_type = "text/plain")))]
+    responses(
+        (status = 200, description = "Signed note", body = String, content_type = "text/plain"),
+        (status = 503, description = "Storage unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ))]
 async fn latest_head<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'static>(
     State(api): State<Arc<Api<Q, S, H>>>,
 ) -> Result<Response, ApiError> {
@@ -664,7 +706,7 @@ async fn latest_head<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 
             .job
             .heads()
             .latest()
-            .map_err(ApiError::internal)?
+            .map_err(|e| served.storage(e))?
             .ok_or_else(|| ApiError::Internal("no head".into()))?;
         served.served_note(epoch, note)
     })
@@ -679,15 +721,17 @@ async fn latest_head<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 
         (status = 200, description = "Signed note", body = String, content_type = "text/plain"),
         (status = 400, description = "Not an epoch number", body = ErrorBody),
         (status = 404, description = "No head for that epoch", body = ErrorBody),
+        (status = 503, description = "Storage unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 async fn head_at<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'static>(
     State(api): State<Arc<Api<Q, S, H>>>,
-    Path(epoch): Path<String>,
+    ApiPath(epoch): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let epoch: u64 =
         epoch.parse().map_err(|_| ApiError::BadRequest("bad_epoch", format!("{epoch:?} is not an epoch number")))?;
     let served = Arc::clone(&api);
-    let note = blocking(move || match served.job.heads().get(Epoch(epoch)).map_err(ApiError::internal)? {
+    let note = blocking(move || match served.job.heads().get(Epoch(epoch)).map_err(|e| served.storage(e))? {
         Some(note) => served.served_note(Epoch(epoch), note).map(Some),
         None => Ok(None),
     })
@@ -705,20 +749,28 @@ pub(crate) struct CosignatureLine(String);
 const MAX_COSIGNATURE_BYTES: usize = 1024;
 
 /// A witness's cosignature of a head: one line `— <name> <base64(key id || time || signature)>`
-/// (SPEC section 6.3), verified against the configured witness key before it is stored.
+/// (SPEC section 6.3), verified against the configured witness key before it is stored. Its time
+/// must not be before the head's time (seconds, rounded down) nor more than the configured skew
+/// after this server's clock. A witness's stored line is replaced only by a newer one: an older
+/// line is refused with 409 and the same line again is answered 201 (idempotent).
 #[utoipa::path(post, path = "/v1/heads/{epoch}/cosignatures", tag = "heads",
     params(("epoch" = u64, Path, description = "Epoch number")),
     request_body(content = CosignatureLine, content_type = "text/plain", description = "One cosignature line"),
     responses(
-        (status = 201, description = "Verified and stored", body = Object),
-        (status = 400, description = "Not a cosignature line, or it does not verify", body = ErrorBody),
+        (status = 201, description = "Verified and stored (or the same line was already stored)", body = Object),
+        (status = 400, description = "Not a cosignature line, it does not verify (`bad_cosignature`), or its \
+            time is before the head or too far in the future (`bad_cosignature_time`)", body = ErrorBody),
         (status = 403, description = "Not a witness this server accepts", body = ErrorBody),
         (status = 404, description = "No head for that epoch", body = ErrorBody),
+        (status = 409, description = "A newer cosignature from this witness is stored (`stale_cosignature`); \
+            it is kept", body = ErrorBody),
         (status = 413, description = "Line too long", body = ErrorBody),
+        (status = 503, description = "Storage unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 async fn post_cosignature<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'static>(
     State(api): State<Arc<Api<Q, S, H>>>,
-    Path(epoch): Path<String>,
+    ApiPath(epoch): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let epoch: u64 =
@@ -727,8 +779,39 @@ async fn post_cosignature<Q: Queue + 'static, S: TreeStore + 'static, H: HeadSto
     if body.len() > MAX_COSIGNATURE_BYTES {
         return Err(ApiError::PayloadTooLarge(format!("a cosignature line is at most {MAX_COSIGNATURE_BYTES} bytes")));
     }
+    let (line, witness) = cosignature_line(&api.witnesses, &body)?;
+    let name = witness.name.clone();
+    let served = Arc::clone(&api);
+    let time_secs = blocking(move || {
+        let note = served
+            .job
+            .heads()
+            .get(Epoch(epoch))
+            .map_err(|e| served.storage(e))?
+            .ok_or_else(|| ApiError::NotFound(format!("no signed head for epoch {epoch}")))?;
+        let time_secs = verify_cosignature(&with_cosignatures(&note, std::slice::from_ref(&line)), &witness)
+            .map_err(|e| ApiError::BadRequest("bad_cosignature", e.to_string()))?;
+        served.check_cosignature_time(epoch, &note, time_secs)?;
+        match served.cosignatures.put(Epoch(epoch), &witness.name, &line).map_err(|e| served.storage(e))? {
+            CosignaturePut::Stored | CosignaturePut::Kept { identical: true, .. } => Ok(time_secs),
+            CosignaturePut::Kept { stored_time_secs, identical: false } => Err(ApiError::Conflict(
+                "stale_cosignature",
+                format!(
+                    "a cosignature of epoch {epoch} by {} with time {stored_time_secs} is stored, not older than \
+                     this one ({time_secs}); it is kept",
+                    witness.name
+                ),
+            )),
+        }
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "epoch": epoch, "witness": name, "time": time_secs }))))
+}
+
+/// The one cosignature line in `body` (with its final newline) and the configured witness it names.
+fn cosignature_line(witnesses: &[Witness], body: &[u8]) -> Result<(String, Witness), ApiError> {
     let bad = |m: &str| ApiError::BadRequest("bad_cosignature", m.to_owned());
-    let text = std::str::from_utf8(&body).map_err(|_| bad("the body is not UTF-8"))?;
+    let text = std::str::from_utf8(body).map_err(|_| bad("the body is not UTF-8"))?;
     let line = format!("{}\n", text.strip_suffix('\n').unwrap_or(text));
     if line.matches('\n').count() != 1 {
         return Err(bad("send exactly one cosignature line"));
@@ -738,24 +821,39 @@ async fn post_cosignature<Q: Queue + 'static, S: TreeStore + 'static, H: HeadSto
         .and_then(|rest| rest.trim_end().rsplit_once(' '))
         .map(|(name, _)| name.to_owned())
         .ok_or_else(|| bad("a cosignature line is `\u{2014} <witness name> <base64>`"))?;
-    let Some(witness) = api.witnesses.iter().find(|w| w.name == name).cloned() else {
-        let known: Vec<&str> = api.witnesses.iter().map(|w| w.name.as_str()).collect();
+    let Some(witness) = witnesses.iter().find(|w| w.name == name).cloned() else {
+        let known: Vec<&str> = witnesses.iter().map(|w| w.name.as_str()).collect();
         return Err(ApiError::Forbidden(format!("{name:?} is not a witness of this server (known: {known:?})")));
     };
-    let served = Arc::clone(&api);
-    blocking(move || {
-        let note = served
-            .job
-            .heads()
-            .get(Epoch(epoch))
-            .map_err(ApiError::internal)?
-            .ok_or_else(|| ApiError::NotFound(format!("no signed head for epoch {epoch}")))?;
-        verify_cosignature(&with_cosignatures(&note, std::slice::from_ref(&line)), &witness)
-            .map_err(|e| ApiError::BadRequest("bad_cosignature", e.to_string()))?;
-        served.cosignatures.put(Epoch(epoch), &witness.name, &line).map_err(ApiError::internal)
-    })
-    .await?;
-    Ok((StatusCode::CREATED, Json(serde_json::json!({ "epoch": epoch, "witness": name }))))
+    Ok((line, witness))
+}
+
+impl<Q: Queue, S: TreeStore, H: HeadStore> Api<Q, S, H> {
+    /// A cosignature's time (seconds) is not before its head's time and at most
+    /// `cosignature_max_future_secs` after this server's clock: a witness that verified the head
+    /// did so after it was signed, and a line dated far ahead would outrank every honest later one.
+    fn check_cosignature_time(&self, epoch: u64, note: &str, time_secs: u64) -> Result<(), ApiError> {
+        let head = verify_head_note(note, &self.origin, &self.job.public_key())
+            .map_err(|e| ApiError::Internal(format!("the stored head of epoch {epoch} does not verify: {e}")))?;
+        let head_secs = head.time_ms / 1000;
+        let bad = |m: String| Err(ApiError::BadRequest("bad_cosignature_time", m));
+        if time_secs < head_secs {
+            return bad(format!(
+                "the cosignature's time {time_secs} is before the head of epoch {epoch} was signed ({head_secs}, \
+                 seconds since the Unix epoch); a witness cosigns a head after verifying it"
+            ));
+        }
+        let now_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let latest = now_secs.saturating_add(self.cosignature_max_future_secs);
+        if time_secs > latest {
+            return bad(format!(
+                "the cosignature's time {time_secs} is in the future: more than {} s after this server's clock \
+                 ({now_secs}); check the witness's clock",
+                self.cosignature_max_future_secs
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Operator: cut an epoch now (needs `Authorization: Bearer <operator token>`).
@@ -796,89 +894,4 @@ async fn trigger_epoch<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore 
 fn token_matches(given: &[u8], token: &str) -> bool {
     use subtle::ConstantTimeEq;
     bool::from(given.ct_eq(token.as_bytes()))
-}
-
-/// Parses a single `bytes=` range against a body of `len` bytes: `Ok(None)` for no Range header,
-/// `Err(())` when unsatisfiable or not a single byte range.
-fn parse_range(headers: &HeaderMap, len: usize) -> Result<Option<std::ops::Range<usize>>, ()> {
-    let Some(value) = headers.get(header::RANGE) else { return Ok(None) };
-    let spec = value.to_str().map_err(|_| ())?.strip_prefix("bytes=").ok_or(())?;
-    if spec.contains(',') {
-        return Err(()); // several ranges: not served
-    }
-    let (start, end) = spec.split_once('-').ok_or(())?;
-    let range = match (start.trim(), end.trim()) {
-        ("", suffix) => {
-            let n: usize = suffix.parse().map_err(|_| ())?;
-            len.saturating_sub(n)..len
-        }
-        (start, "") => start.parse().map_err(|_| ())?..len,
-        (start, end) => {
-            start.parse().map_err(|_| ())?..end.parse::<usize>().map_err(|_| ())?.saturating_add(1).min(len)
-        }
-    };
-    if range.start >= range.end || range.start >= len {
-        return Err(());
-    }
-    Ok(Some(range))
-}
-
-/// The Parquet archive of an epoch's mutations and outcomes (immutable). A `Range: bytes=a-b`
-/// header (one range) gets 206 with that part, or 416 if it lies outside the archive.
-#[utoipa::path(get, path = "/v1/epochs/{epoch}/archive", tag = "archives",
-    params(("epoch" = u64, Path, description = "Epoch number")),
-    responses(
-        (status = 200, description = "The archive", content_type = "application/vnd.apache.parquet"),
-        (status = 206, description = "The requested range", content_type = "application/vnd.apache.parquet"),
-        (status = 400, description = "Not an epoch number", body = ErrorBody),
-        (status = 404, description = "No archive for that epoch", body = ErrorBody),
-        (status = 416, description = "Unsatisfiable range", body = ErrorBody),
-    ))]
-async fn archive<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'static>(
-    State(api): State<Arc<Api<Q, S, H>>>,
-    Path(epoch): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let epoch: u64 =
-        epoch.parse().map_err(|_| ApiError::BadRequest("bad_epoch", format!("{epoch:?} is not an epoch number")))?;
-    let job = Arc::clone(&api.job);
-    let (bytes, digest) = blocking(move || {
-        // Only archives of published epochs are served (one whose head is not stored yet may
-        // still be rewritten by a recovering run).
-        if job.heads().get(Epoch(epoch)).map_err(ApiError::internal)?.is_none() {
-            return Err(ApiError::NotFound(format!("epoch {epoch} has no signed head")));
-        }
-        let bytes = job.archives().get(Epoch(epoch)).map_err(ApiError::internal)?;
-        let bytes =
-            bytes.ok_or_else(|| ApiError::NotFound(format!("epoch {epoch} has no archive (it predates archives)")))?;
-        let digest = job.map().store().config().suite.archive_digest(&bytes);
-        Ok((bytes, digest))
-    })
-    .await?;
-    let common = [
-        (header::CONTENT_TYPE, "application/vnd.apache.parquet".to_owned()),
-        (header::CACHE_CONTROL, "public, max-age=31536000, immutable".to_owned()),
-        (header::ETAG, format!("\"{}\"", digest.to_hex())),
-        (header::ACCEPT_RANGES, "bytes".to_owned()),
-    ];
-    match parse_range(&headers, bytes.len()) {
-        Ok(None) => Ok((StatusCode::OK, common, bytes).into_response()),
-        Ok(Some(range)) => {
-            let content_range = format!("bytes {}-{}/{}", range.start, range.end - 1, bytes.len());
-            let mut response = (StatusCode::PARTIAL_CONTENT, common, bytes.slice(range)).into_response();
-            response.headers_mut().insert(header::CONTENT_RANGE, content_range.parse().expect("ascii"));
-            Ok(response)
-        }
-        Err(()) => {
-            let mut response = ApiError::RangeNotSatisfiable(format!(
-                "the archive has {} bytes; send one `bytes=a-b` range",
-                bytes.len()
-            ))
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::CONTENT_RANGE, format!("bytes */{}", bytes.len()).parse().expect("ascii"));
-            Ok(response)
-        }
-    }
 }

@@ -27,7 +27,7 @@ use utoipa::OpenApi;
         crate::head_at,
         crate::post_cosignature,
         crate::trigger_epoch,
-        crate::archive,
+        crate::archive::archive,
         crate::healthz,
         crate::metrics_text,
         crate::openapi_json,

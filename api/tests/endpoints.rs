@@ -42,6 +42,8 @@ fn api(max_depth: u64, token: Option<&str>) -> Arc<TestApi> {
         witnesses: vec![witness().1],
         cosignatures: Arc::new(keyfold_epoch::MemoryCosignatures::default()),
         scheduler: Arc::default(),
+        cosignature_max_future_secs: keyfold_api::COSIGNATURE_MAX_FUTURE_SECS_DEFAULT,
+        archive_reads: keyfold_api::ArchiveReads::default(),
     })
 }
 
@@ -329,7 +331,7 @@ async fn metrics_report_queue_epochs_and_requests() {
 }
 
 /// A receipt's id tells pending from applied or rejected (with the reason); a key's versions come
-/// back oldest first, in pages that end at epoch boundaries.
+/// back oldest first, in pages that follow each other by the version cursor.
 #[tokio::test]
 async fn mutation_status_and_key_history() {
     let api = api(1000, None);
@@ -374,13 +376,15 @@ async fn mutation_status_and_key_history() {
         .map(|v| (v["epoch"].as_u64().unwrap(), v["version"].as_u64().unwrap(), v["deleted"].as_bool().unwrap()))
         .collect();
     assert_eq!(versions, [(1, 1, false), (2, 2, false), (3, 3, true)]);
-    assert!(json(&body).get("next_after").is_none());
+    assert!(json(&body).get("next_after_version").is_none());
     let page = json(&call(&api, get("/v1/keys/alice/history?limit=2")).await.2);
     assert_eq!(page["versions"].as_array().unwrap().len(), 2);
-    assert_eq!(page["next_after"], 2);
-    let rest = json(&call(&api, get("/v1/keys/alice/history?after=2&limit=2")).await.2);
+    assert_eq!(page["next_after_version"], 2);
+    let rest = json(&call(&api, get("/v1/keys/alice/history?after_version=2&limit=2")).await.2);
     assert_eq!(rest["versions"][0]["version"], 3);
-    assert!(rest.get("next_after").is_none());
+    assert!(rest.get("next_after_version").is_none());
+    let later = json(&call(&api, get("/v1/keys/alice/history?after=2")).await.2);
+    assert_eq!(versions_of(&later), [3], "after an epoch");
     let none = json(&call(&api, get("/v1/keys/bob/history")).await.2);
     assert!(none["versions"].as_array().unwrap().is_empty(), "a rejected mutation is no version");
     assert_eq!(call(&api, get("/v1/keys/alice/history?limit=0")).await.0, StatusCode::BAD_REQUEST);
@@ -396,7 +400,8 @@ async fn witness_cosignatures_are_verified_stored_and_served() {
     let public = api.job.public_key();
     let note = call(&api, get("/v1/heads/1")).await.2;
     let (key, witness) = witness();
-    let line = keyfold_core::cosign(&note, &witness.name, &key, 1_800_000_000).unwrap();
+    let now_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let line = keyfold_core::cosign(&note, &witness.name, &key, now_secs).unwrap();
     let text = |body: &str| Request::post("/v1/heads/1/cosignatures").body(Body::from(body.to_owned())).unwrap();
 
     let (status, _, body) = call(&api, text(&line)).await;
@@ -446,4 +451,148 @@ async fn versions_accept_integral_numbers_only() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {text}");
         assert_eq!(json(&text)["error"], "bad_json");
     }
+}
+
+fn versions_of(page: &serde_json::Value) -> Vec<u64> {
+    page["versions"].as_array().unwrap().iter().map(|v| v["version"].as_u64().unwrap()).collect()
+}
+
+/// Every version of `key`, walking pages of `limit` by the cursor each page gives.
+async fn walk_history(api: &Arc<TestApi>, key: &str, limit: usize) -> Vec<u64> {
+    let mut seen = Vec::new();
+    let mut uri = format!("/v1/keys/{key}/history?limit={limit}");
+    for _ in 0..100 {
+        let (status, _, body) = call(api, get(&uri)).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+        let page = json(&body);
+        seen.extend(versions_of(&page));
+        let Some(cursor) = page.get("next_after_version") else { return seen };
+        uri = format!("/v1/keys/{key}/history?limit={limit}&after_version={cursor}");
+    }
+    panic!("the walk did not end: {seen:?}");
+}
+
+/// Issue 15 item 8: three versions of a key in one epoch, paged two at a time: the second page has
+/// the third version (it used to be empty, the third version never listed); a longer walk over
+/// several epochs lists every version exactly once, whatever the page size.
+#[tokio::test]
+async fn history_pages_never_lose_versions_within_an_epoch() {
+    let api = api(1000, None);
+    let batch = |from: u64, n: u64| {
+        let mutations: Vec<String> = (from..from + n)
+            .map(|v| format!(r#"{{"key":"carol","value":"{}","expected_version":{v}}}"#, B64.encode(v.to_string())))
+            .collect();
+        post("/v1/mutations", format!(r#"{{"mutations":[{}]}}"#, mutations.join(",")))
+    };
+    assert_eq!(call(&api, batch(0, 3)).await.0, StatusCode::ACCEPTED);
+    api.job.run_epoch(2_000).unwrap();
+    let first = json(&call(&api, get("/v1/keys/carol/history?limit=2")).await.2);
+    assert_eq!(versions_of(&first), [1, 2]);
+    assert_eq!(walk_history(&api, "carol", 2).await, [1, 2, 3]);
+
+    for (epoch, (from, n)) in [(3, 1), (4, 4), (7, 2)].into_iter().enumerate() {
+        assert_eq!(call(&api, batch(from, n)).await.0, StatusCode::ACCEPTED);
+        api.job.run_epoch(3_000 + epoch as u64).unwrap();
+    }
+    let all: Vec<u64> = (1..=9).collect();
+    for limit in [1, 2, 3, 4, 5, 9, 10] {
+        assert_eq!(walk_history(&api, "carol", limit).await, all, "pages of {limit}");
+    }
+    // The epoch filter still works, and combines with the version cursor.
+    let page = json(&call(&api, get("/v1/keys/carol/history?after=2")).await.2);
+    assert_eq!(versions_of(&page), [5, 6, 7, 8, 9]);
+    let page = json(&call(&api, get("/v1/keys/carol/history?after=2&after_version=6&limit=2")).await.2);
+    assert_eq!((versions_of(&page), page["next_after_version"].as_u64()), (vec![7, 8], Some(8)));
+}
+
+/// Issue 15 item 10: `after` at the largest epoch is an empty page, not a 500 (it overflowed).
+#[tokio::test]
+async fn history_after_the_last_epoch_is_empty() {
+    let api = api(1000, None);
+    for query in ["after=18446744073709551615", "after_version=18446744073709551615"] {
+        let (status, _, body) = call(&api, get(&format!("/v1/keys/alice/history?{query}"))).await;
+        assert_eq!(status, StatusCode::OK, "{query}: {body}");
+        assert!(versions_of(&json(&body)).is_empty());
+    }
+}
+
+/// Issue 15 item 10: a float version that is not exactly an integer below 2^53 is refused with a
+/// message saying to send an integer (9007199254740993.0 used to be rounded and accepted).
+#[tokio::test]
+async fn versions_refuse_floats_that_cannot_be_exact() {
+    let api = api(1000, None);
+    let body = |v: &str| {
+        post("/v1/mutations", format!(r#"{{"mutations":[{{"key":"k","value":null,"expected_version":{v}}}]}}"#))
+    };
+    for bad in ["9007199254740993.0", "9007199254740992.0", "1.8446744073709552e19", "1e300"] {
+        let (status, _, text) = call(&api, body(bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {text}");
+        assert!(json(&text)["message"].as_str().unwrap().contains("integer"), "{bad}: {text}");
+    }
+    assert_eq!(call(&api, body("3.0")).await.0, StatusCode::ACCEPTED, "small exact floats are integers");
+    assert_eq!(call(&api, body("18446744073709551615")).await.0, StatusCode::ACCEPTED, "as integers, all of u64");
+    assert_eq!(api.job.queue().depth(), 2_u64);
+}
+
+/// Issue 15 item 10: a path that is not UTF-8, a bad query and a wrong method are answered with
+/// the JSON error body too (they were text/plain or empty).
+#[tokio::test]
+async fn rejections_and_wrong_methods_are_json_errors() {
+    let api = api(1000, None);
+    let cases = [
+        (get("/v1/keys/%FF"), StatusCode::BAD_REQUEST, "bad_path"),
+        (get("/v1/keys/%FF/history"), StatusCode::BAD_REQUEST, "bad_path"),
+        (get("/v1/heads/%FF"), StatusCode::BAD_REQUEST, "bad_path"),
+        (get("/v1/keys/alice/history?limit=x"), StatusCode::BAD_REQUEST, "bad_query"),
+        (get("/v1/keys/alice?epoch=-1"), StatusCode::BAD_REQUEST, "bad_query"),
+        (
+            Request::delete("/v1/keys/alice").body(Body::empty()).unwrap(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (get("/v1/mutations"), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+        (post("/v1/heads/latest", ""), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+    ];
+    for (request, status, code) in cases {
+        let what = format!("{} {}", request.method(), request.uri());
+        let (got, headers, body) = call(&api, request).await;
+        assert_eq!(got, status, "{what}: {body}");
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json", "{what}: {body}");
+        assert_eq!(json(&body)["error"], code, "{what}: {body}");
+        if got == StatusCode::METHOD_NOT_ALLOWED {
+            assert!(headers.contains_key(header::ALLOW), "{what}: 405 names the allowed methods");
+        }
+    }
+}
+
+/// Issue 15 item 13: a cosignature dated before its head or too far in the future is refused, and
+/// an older line never replaces a newer one from the same witness.
+#[tokio::test]
+async fn cosignature_times_are_checked_and_never_go_back() {
+    let api = api(1000, None);
+    let now_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    api.job.run_epoch(now_secs * 1000 - 60_000).unwrap(); // a head one minute old
+    let note = call(&api, get("/v1/heads/1")).await.2;
+    let (key, witness) = witness();
+    let line = |time: u64| keyfold_core::cosign(&note, &witness.name, &key, time).unwrap();
+    let post_line = |line: String| Request::post("/v1/heads/1/cosignatures").body(Body::from(line)).unwrap();
+    for (time, what) in [(0, "before the head"), (now_secs - 3600, "before the head"), (u64::MAX, "in the future")] {
+        let (status, _, body) = call(&api, post_line(line(time))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "time {time}: {body}");
+        assert_eq!(json(&body)["error"], "bad_cosignature_time", "{body}");
+        assert!(json(&body)["message"].as_str().unwrap().contains(what), "{body}");
+    }
+    let far = now_secs + 3600; // the test server allows the default 300 s
+    assert_eq!(call(&api, post_line(line(far))).await.0, StatusCode::BAD_REQUEST, "beyond the allowed skew");
+
+    let (newer, older) = (line(now_secs), line(now_secs - 30));
+    assert_eq!(call(&api, post_line(newer.clone())).await.0, StatusCode::CREATED);
+    let (status, _, body) = call(&api, post_line(older)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(json(&body)["error"], "stale_cosignature");
+    assert!(call(&api, get("/v1/heads/1")).await.2.ends_with(&newer), "the newer line is still served");
+    assert_eq!(call(&api, post_line(newer)).await.0, StatusCode::CREATED, "the same line again is idempotent");
+    let newest = line(now_secs + 1);
+    assert_eq!(call(&api, post_line(newest.clone())).await.0, StatusCode::CREATED);
+    assert!(call(&api, get("/v1/heads/1")).await.2.ends_with(&newest), "a newer line replaces an older one");
 }

@@ -6,8 +6,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use keyfold_api::{Api, router};
+use keyfold_core::Epoch;
 use keyfold_core::{HashSuite, SigningKey};
-use keyfold_epoch::{EpochJob, MemoryHeadStore};
+use keyfold_epoch::{EpochError, EpochJob, HeadStore, MemoryHeadStore};
 use keyfold_ingest::faults::{FaultPlan, open_faulty_queue};
 use keyfold_ingest::{Entry, Limits, Position, Queue, RedbQueue, RedbQueueOptions};
 use keyfold_shards::{Map, MemoryStore, TreeConfig};
@@ -43,6 +44,8 @@ fn api(queue: RedbQueue) -> Arc<FaultyApi> {
         witnesses: Vec::new(),
         cosignatures: Arc::new(keyfold_epoch::MemoryCosignatures::default()),
         scheduler: Arc::default(),
+        cosignature_max_future_secs: keyfold_api::COSIGNATURE_MAX_FUTURE_SECS_DEFAULT,
+        archive_reads: keyfold_api::ArchiveReads::default(),
     })
 }
 
@@ -113,4 +116,81 @@ async fn storage_faults_are_503_with_retry_after_and_nothing_acknowledged_is_los
     let queue = open_faulty_queue(&path, OPTIONS, &FaultPlan::new()).unwrap();
     let present = queued_ids(&queue);
     assert!(acked.iter().all(|id| present.contains(id)), "an acknowledged mutation was lost");
+}
+
+/// Heads in memory whose reads fail like an I/O error while `failing` is set.
+#[derive(Debug, Default)]
+struct FlakyHeads {
+    inner: MemoryHeadStore,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl FlakyHeads {
+    fn check(&self) -> Result<(), EpochError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            let e = std::io::Error::other("injected: read failed");
+            return Err(EpochError::Io(Box::new(e)));
+        }
+        Ok(())
+    }
+}
+
+impl HeadStore for FlakyHeads {
+    fn latest(&self) -> Result<Option<(Epoch, String)>, EpochError> {
+        self.check()?;
+        self.inner.latest()
+    }
+    fn get(&self, epoch: Epoch) -> Result<Option<String>, EpochError> {
+        self.check()?;
+        self.inner.get(epoch)
+    }
+    fn cursor(&self) -> Result<Position, EpochError> {
+        self.inner.cursor()
+    }
+    fn commit(&self, epoch: Epoch, note: &str, cursor: Position) -> Result<(), EpochError> {
+        self.inner.commit(epoch, note, cursor)
+    }
+}
+
+/// Issue 15 item 10: a retryable storage read error (I/O) answering a head, a lookup or an archive
+/// is 503 with `Retry-After` and the JSON error (it was a 500), and the reads work again after.
+#[tokio::test]
+async fn head_read_errors_are_503_with_retry_after() {
+    let config = TreeConfig::new(HashSuite::Blake3, 4).unwrap();
+    let job = EpochJob::open(
+        keyfold_ingest::MemoryQueue::new(config.suite, 100),
+        Map::new(MemoryStore::new(config)),
+        FlakyHeads::default(),
+        Arc::new(keyfold_epoch::MemoryArchives::default()),
+        SigningKey::from_bytes(&[3; 32]),
+        "faults.test/keyfold",
+        1_000,
+    )
+    .unwrap();
+    job.run_epoch(2_000).unwrap();
+    let api = Arc::new(Api {
+        job: Arc::new(job),
+        origin: "faults.test/keyfold".into(),
+        limits: Limits::default(),
+        trigger: Arc::new(AtomicBool::new(false)),
+        operator_token: None,
+        retry_after_secs: 5,
+        metrics: None,
+        witnesses: Vec::new(),
+        cosignatures: Arc::new(keyfold_epoch::MemoryCosignatures::default()),
+        cosignature_max_future_secs: keyfold_api::COSIGNATURE_MAX_FUTURE_SECS_DEFAULT,
+        archive_reads: keyfold_api::ArchiveReads::default(),
+    });
+    api.job.heads().failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    for uri in ["/v1/heads/latest", "/v1/heads/1", "/v1/keys/alice", "/v1/epochs/1/archive"] {
+        let response = router(Arc::clone(&api)).oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let body: serde_json::Value = serde_json::from_slice(&body.collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(parts.status, StatusCode::SERVICE_UNAVAILABLE, "{uri}: {body}");
+        assert_eq!(parts.headers[header::RETRY_AFTER], "5", "{uri}");
+        assert_eq!(body["error"], "unavailable", "{uri}: {body}");
+    }
+    api.job.heads().failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let response = router(Arc::clone(&api)).oneshot(Request::get("/v1/heads/1").body(Body::empty()).unwrap()).await;
+    assert_eq!(response.unwrap().status(), StatusCode::OK);
 }

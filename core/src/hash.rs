@@ -127,6 +127,33 @@ fn blake3_many(key_words: &[u32; 8], inputs: &[[u8; 64]], out: &mut Vec<Hash>) {
     }
 }
 
+/// An archive digest being computed ([`HashSuite::archive_digester`]).
+#[derive(Debug, Clone)]
+pub enum ArchiveDigester {
+    Blake3(Box<blake3::Hasher>),
+    Sha256(Sha256),
+}
+
+impl ArchiveDigester {
+    /// Adds the next piece of the file.
+    pub fn update(&mut self, piece: &[u8]) {
+        match self {
+            ArchiveDigester::Blake3(h) => {
+                h.update(piece);
+            }
+            ArchiveDigester::Sha256(h) => h.update(piece),
+        }
+    }
+
+    /// The digest of every piece added, in order.
+    pub fn finalize(self) -> Hash {
+        match self {
+            ArchiveDigester::Blake3(h) => Hash(*h.finalize().as_bytes()),
+            ArchiveDigester::Sha256(h) => Hash(h.finalize().into()),
+        }
+    }
+}
+
 static SHA256_EMPTY: LazyLock<Hash> = LazyLock::new(|| sha256(&[&[SHA256_PREFIX_EMPTY]]));
 
 fn sha256(parts: &[&[u8]]) -> Hash {
@@ -282,6 +309,19 @@ impl HashSuite {
         }
     }
 
+    /// The archive digest of a file read in pieces: the same [`Hash`] as
+    /// [`HashSuite::archive_digest`] of the whole file, in memory bounded by one piece.
+    pub fn archive_digester(self) -> ArchiveDigester {
+        match self {
+            HashSuite::Blake3 => ArchiveDigester::Blake3(Box::new(blake3::Hasher::new_keyed(&BLAKE3_KEYS.archive))),
+            HashSuite::Sha256 => {
+                let mut h = Sha256::new();
+                h.update([SHA256_PREFIX_ARCHIVE]);
+                ArchiveDigester::Sha256(h)
+            }
+        }
+    }
+
     /// The hash of an empty subtree (the same at every depth).
     #[inline]
     pub fn empty_hash(self) -> Hash {
@@ -305,6 +345,18 @@ impl HashSuite {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn archive_digest_in_pieces_equals_the_whole() {
+        let file: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for s in [HashSuite::Blake3, HashSuite::Sha256] {
+            let mut d = s.archive_digester();
+            for piece in file.chunks(999) {
+                d.update(piece);
+            }
+            assert_eq!(d.finalize(), s.archive_digest(&file));
+        }
+    }
 
     #[test]
     fn domains_differ_and_suites_differ() {

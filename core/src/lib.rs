@@ -31,7 +31,7 @@ pub use cosignature::{
 };
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use error::{DecodeError, ProofError};
-pub use hash::{Hash, HashSuite};
+pub use hash::{ArchiveDigester, Hash, HashSuite};
 pub use head::{
     Head, HeadCounts, HeadError, MAX_ORIGIN_BYTES, check_origin, key_id, signature_line, split_note, verify_head_note,
 };

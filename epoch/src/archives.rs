@@ -3,18 +3,67 @@
 
 use crate::error::EpochError;
 use bytes::Bytes;
-use keyfold_core::Epoch;
+use keyfold_core::{Epoch, Hash, HashSuite};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::{GetOptions, ObjectStore, PutOptions, PutPayload};
+use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// Stores each epoch's archive file. `put` returns only once the bytes are durable.
+///
+/// Readers that serve archives use [`ArchiveSink::size`] and [`ArchiveSink::read_range`], so a
+/// request holds at most the piece it reads, never the whole file (archives reach gigabytes).
 pub trait ArchiveSink: Send + Sync + std::fmt::Debug {
     fn put(&self, epoch: Epoch, bytes: Bytes) -> Result<(), EpochError>;
+    /// The whole file (the job's re-indexing and `keyfold verify` read it all anyway).
     fn get(&self, epoch: Epoch) -> Result<Option<Bytes>, EpochError>;
+    /// The file's size in bytes, without reading it; `None` when there is no archive.
+    fn size(&self, epoch: Epoch) -> Result<Option<u64>, EpochError>;
+    /// Bytes `range` of the file (shorter when the file ends first); `None` when there is none.
+    fn read_range(&self, epoch: Epoch, range: Range<u64>) -> Result<Option<Bytes>, EpochError>;
+}
+
+/// What [`verify_archive`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveCheck {
+    /// The file's digest is the expected one.
+    Verified { size_bytes: u64 },
+    /// There is no file.
+    Missing,
+    /// The file's digest is `found`, not the expected one (or it changed size while read).
+    Mismatch { size_bytes: u64, found: Hash },
+}
+
+/// Checks `epoch`'s archive against `expected` (the digest its signed head carries), reading it in
+/// pieces of `piece_bytes`: memory stays at one piece whatever the file's size.
+pub fn verify_archive(
+    sink: &dyn ArchiveSink,
+    epoch: Epoch,
+    suite: HashSuite,
+    expected: &Hash,
+    piece_bytes: u64,
+) -> Result<ArchiveCheck, EpochError> {
+    let Some(size_bytes) = sink.size(epoch)? else { return Ok(ArchiveCheck::Missing) };
+    let mut digester = suite.archive_digester();
+    let mut at = 0;
+    while at < size_bytes {
+        let end = at.saturating_add(piece_bytes.max(1)).min(size_bytes);
+        let Some(piece) = sink.read_range(epoch, at..end)? else { return Ok(ArchiveCheck::Missing) };
+        if piece.is_empty() {
+            break; // the file shrank while read: its digest cannot match
+        }
+        digester.update(&piece);
+        at += piece.len() as u64;
+    }
+    let found = digester.finalize();
+    if at == size_bytes && found == *expected {
+        Ok(ArchiveCheck::Verified { size_bytes })
+    } else {
+        Ok(ArchiveCheck::Mismatch { size_bytes, found })
+    }
 }
 
 /// The object name of an epoch's archive: `epoch-<20 digits>.parquet`.
@@ -106,12 +155,31 @@ impl ArchiveSink for ObjectArchives {
                 Err(e) => Err(e),
             }
         });
-        match fetched {
-            Ok(bytes) => Ok(bytes),
-            Err(e) => {
-                Err(EpochError::Io(format!("reading the archive of epoch {epoch} from {}: {e}", self.location).into()))
-            }
+        fetched.map_err(|e| self.read_error(epoch, &e))
+    }
+
+    fn size(&self, epoch: Epoch) -> Result<Option<u64>, EpochError> {
+        let path = self.path(epoch);
+        match self.block_on(self.store.head(&path)) {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.read_error(epoch, &e)),
         }
+    }
+
+    fn read_range(&self, epoch: Epoch, range: Range<u64>) -> Result<Option<Bytes>, EpochError> {
+        let path = self.path(epoch);
+        match self.block_on(self.store.get_range(&path, range)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.read_error(epoch, &e)),
+        }
+    }
+}
+
+impl ObjectArchives {
+    fn read_error(&self, epoch: Epoch, e: &object_store::Error) -> EpochError {
+        EpochError::Io(format!("reading the archive of epoch {epoch} from {}: {e}", self.location).into())
     }
 }
 
@@ -130,6 +198,20 @@ impl ArchiveSink for MemoryArchives {
     fn get(&self, epoch: Epoch) -> Result<Option<Bytes>, EpochError> {
         Ok(self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&epoch.0).cloned())
     }
+
+    fn size(&self, epoch: Epoch) -> Result<Option<u64>, EpochError> {
+        Ok(self.get(epoch)?.map(|b| b.len() as u64))
+    }
+
+    fn read_range(&self, epoch: Epoch, range: Range<u64>) -> Result<Option<Bytes>, EpochError> {
+        Ok(self.get(epoch)?.map(|b| {
+            let len = b.len() as u64;
+            let (start, end) = (range.start.min(len), range.end.clamp(range.start.min(len), len));
+            // Both are at most `len`, a usize.
+            #[allow(clippy::cast_possible_truncation)]
+            b.slice(start as usize..end as usize)
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -144,6 +226,20 @@ mod tests {
         assert_eq!(sink.get(Epoch(1)).unwrap().as_deref(), Some(&b"first again"[..]));
         assert_eq!(sink.get(Epoch(2)).unwrap().as_deref(), Some(&b"second"[..]));
         assert_eq!(sink.get(Epoch(3)).unwrap(), None);
+        assert_eq!(sink.size(Epoch(1)).unwrap(), Some(11));
+        assert_eq!(sink.size(Epoch(3)).unwrap(), None);
+        assert_eq!(sink.read_range(Epoch(1), 6..9).unwrap().as_deref(), Some(&b"aga"[..]));
+        assert_eq!(sink.read_range(Epoch(3), 0..1).unwrap(), None);
+
+        let suite = HashSuite::Blake3;
+        let digest = suite.archive_digest(b"first again");
+        for piece in [1, 4, 11, 64] {
+            let check = verify_archive(sink, Epoch(1), suite, &digest, piece).unwrap();
+            assert_eq!(check, ArchiveCheck::Verified { size_bytes: 11 }, "pieces of {piece}");
+        }
+        let other = suite.archive_digest(b"second");
+        assert!(matches!(verify_archive(sink, Epoch(1), suite, &other, 4).unwrap(), ArchiveCheck::Mismatch { .. }));
+        assert_eq!(verify_archive(sink, Epoch(3), suite, &digest, 4).unwrap(), ArchiveCheck::Missing);
     }
 
     #[test]

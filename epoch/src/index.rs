@@ -46,8 +46,26 @@ pub trait OutcomeIndex: Send + Sync + std::fmt::Debug {
     fn record(&self, epoch: Epoch, rows: &[ArchiveRow]) -> Result<(), EpochError>;
     /// The outcome of `id`'s latest appearance in an indexed epoch.
     fn outcome(&self, id: &MutationId) -> Result<Option<OutcomeRecord>, EpochError>;
-    /// Up to `limit` applied versions of the key at `index`, oldest first, from epochs after `after`.
-    fn history(&self, index: &Index, after: Epoch, limit: usize) -> Result<Vec<KeyVersion>, EpochError>;
+    /// Up to `limit` applied versions of the key at `index`, oldest first: those from epochs after
+    /// `after.epoch` whose version is above `after.version`. A key's versions strictly increase in
+    /// (epoch, queue position) order, so the version alone is a cursor that never skips one.
+    fn history(&self, index: &Index, after: HistoryAfter, limit: usize) -> Result<Vec<KeyVersion>, EpochError>;
+}
+
+/// Where a page of a key's history starts (both bounds exclusive; `default()` is the beginning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HistoryAfter {
+    /// Only versions from later epochs.
+    pub epoch: Epoch,
+    /// Only greater versions.
+    pub version: Version,
+}
+
+impl HistoryAfter {
+    /// The first epoch listed; `None` after the last epoch there can be.
+    fn first_epoch(self) -> Option<Epoch> {
+        self.epoch.0.checked_add(1).map(Epoch)
+    }
 }
 
 fn check_order(indexed: Epoch, epoch: Epoch) -> Result<bool, EpochError> {
@@ -119,11 +137,13 @@ impl OutcomeIndex for MemoryOutcomeIndex {
         Ok(self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).outcomes.get(id).cloned())
     }
 
-    fn history(&self, index: &Index, after: Epoch, limit: usize) -> Result<Vec<KeyVersion>, EpochError> {
+    fn history(&self, index: &Index, after: HistoryAfter, limit: usize) -> Result<Vec<KeyVersion>, EpochError> {
         let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let from = (*index, after.next(), 0);
+        let Some(first) = after.first_epoch() else { return Ok(Vec::new()) };
+        let from = (*index, first, 0);
         let to = (*index, Epoch(u64::MAX), u64::MAX);
-        Ok(inner.history.range(from..=to).take(limit).map(|(_, v)| *v).collect())
+        let versions = inner.history.range(from..=to).map(|(_, v)| *v);
+        Ok(versions.skip_while(|v| v.version <= after.version).take(limit).collect())
     }
 }
 
@@ -233,27 +253,69 @@ impl OutcomeIndex for RedbOutcomeIndex {
         table.get(&id.0.0).map_err(EpochError::io)?.map(|v| decode_outcome(v.value())).transpose()
     }
 
-    fn history(&self, index: &Index, after: Epoch, limit: usize) -> Result<Vec<KeyVersion>, EpochError> {
+    fn history(&self, index: &Index, after: HistoryAfter, limit: usize) -> Result<Vec<KeyVersion>, EpochError> {
         let txn = self.read()?;
         let table = match txn.open_table(HISTORY) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
             Err(e) => return Err(EpochError::io(e)),
         };
-        let from = history_key(index, after.next(), 0);
+        let Some(first) = after.first_epoch() else { return Ok(Vec::new()) };
+        let start = first_above(&table, index, u128::from(first.0) << 64, after.version)?;
+        let from = history_key_at(index, start);
         let to = history_key(index, Epoch(u64::MAX), u64::MAX);
         let mut out = Vec::new();
         for entry in table.range::<&[u8; 48]>(&from..=&to).map_err(EpochError::io)?.take(limit) {
             let (k, v) = entry.map_err(EpochError::io)?;
-            let (k, v) = (k.value(), v.value());
-            out.push(KeyVersion {
-                epoch: Epoch(u64::from_be_bytes(k[32..40].try_into().expect("8 bytes"))),
-                version: Version(u64::from_be_bytes(v[..8].try_into().expect("8 bytes"))),
-                deleted: v[8] == 1,
-            });
+            out.push(history_entry(k.value(), v.value()));
         }
         Ok(out)
     }
+}
+
+type HistoryTable = redb::ReadOnlyTable<&'static [u8; 48], &'static [u8; 9]>;
+
+fn history_entry(k: &[u8; 48], v: &[u8; 9]) -> KeyVersion {
+    KeyVersion {
+        epoch: Epoch(u64::from_be_bytes(k[32..40].try_into().expect("8 bytes"))),
+        version: Version(u64::from_be_bytes(v[..8].try_into().expect("8 bytes"))),
+        deleted: v[8] == 1,
+    }
+}
+
+/// The history key of `index` at `at` = epoch (high 64 bits) and queue position (low 64 bits).
+fn history_key_at(index: &Index, at: u128) -> [u8; 48] {
+    #[allow(clippy::cast_possible_truncation)] // the two halves of `at`
+    history_key(index, Epoch((at >> 64) as u64), at as u64)
+}
+
+/// The smallest (epoch, position) from `from` on where the key's history has no version at or
+/// below `version` left: a binary search (at most 128 seeks), since the table is ordered by
+/// (epoch, position) and a key's versions increase in that order. Scanning instead would cost
+/// up to every version of one epoch per page.
+fn first_above(table: &HistoryTable, index: &Index, from: u128, version: Version) -> Result<u128, EpochError> {
+    if version == Version(0) {
+        return Ok(from); // every version is above 0
+    }
+    let to = history_key(index, Epoch(u64::MAX), u64::MAX);
+    // Whether the first entry at or after `at` is above `version` (or there is none).
+    let above = |at: u128| -> Result<bool, EpochError> {
+        let key = history_key_at(index, at);
+        let mut entries = table.range::<&[u8; 48]>(&key..=&to).map_err(EpochError::io)?;
+        match entries.next() {
+            None => Ok(true),
+            Some(entry) => {
+                let (k, v) = entry.map_err(EpochError::io)?;
+                Ok(history_entry(k.value(), v.value()).version > version)
+            }
+        }
+    };
+    let (mut low, mut high) = (from, u128::MAX);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        if above(middle)? { high = middle } else { low = middle + 1 }
+    }
+    Ok(low)
 }
 
 /// One epoch's index records in one durable transaction (see `RedbOutcomeIndex::record`).
@@ -334,7 +396,8 @@ mod tests {
         let again = index.outcome(&MutationId(Hash([1; 32]))).unwrap().unwrap();
         assert_eq!((again.epoch, again.outcome), (Epoch(2), ArchiveOutcome::Duplicate), "the latest appearance");
         assert_eq!(index.outcome(&MutationId(Hash([9; 32]))).unwrap(), None);
-        let history = index.history(&Index([10; 32]), Epoch(0), 10).unwrap();
+        let all = HistoryAfter::default();
+        let history = index.history(&Index([10; 32]), all, 10).unwrap();
         assert_eq!(
             history,
             [
@@ -342,9 +405,34 @@ mod tests {
                 KeyVersion { epoch: Epoch(2), version: Version(2), deleted: true }
             ]
         );
-        assert_eq!(index.history(&Index([10; 32]), Epoch(1), 10).unwrap(), history[1..]);
-        assert_eq!(index.history(&Index([10; 32]), Epoch(0), 1).unwrap(), history[..1]);
-        assert!(index.history(&Index([11; 32]), Epoch(0), 10).unwrap().is_empty(), "rejections change nothing");
+        let after_epoch_1 = HistoryAfter { epoch: Epoch(1), version: Version(0) };
+        assert_eq!(index.history(&Index([10; 32]), after_epoch_1, 10).unwrap(), history[1..]);
+        assert_eq!(index.history(&Index([10; 32]), all, 1).unwrap(), history[..1]);
+        assert!(index.history(&Index([11; 32]), all, 10).unwrap().is_empty(), "rejections change nothing");
+        let last = HistoryAfter { epoch: Epoch(u64::MAX), version: Version(0) };
+        assert!(index.history(&Index([10; 32]), last, 10).unwrap().is_empty(), "no epoch after the last");
+        versions_within_one_epoch(index);
+    }
+
+    /// Many versions of one key in one epoch: a version cursor pages through them one by one.
+    fn versions_within_one_epoch(index: &dyn OutcomeIndex) {
+        let rows: Vec<ArchiveRow> = (0..40)
+            .map(|i| row(100 + 3 * i, 50 + u8::try_from(i).unwrap(), 12, ArchiveOutcome::Applied, Some(i + 1), false))
+            .collect();
+        index.record(Epoch(3), &rows).unwrap();
+        let key = Index([12; 32]);
+        for page in [1, 3, 7, 40] {
+            let (mut seen, mut cursor) = (Vec::new(), HistoryAfter::default());
+            loop {
+                let versions = index.history(&key, cursor, page).unwrap();
+                let Some(last) = versions.last() else { break };
+                cursor.version = last.version;
+                seen.extend(versions.iter().map(|v| (v.epoch.0, v.version.0)));
+            }
+            assert_eq!(seen, (1..=40).map(|v| (3, v)).collect::<Vec<_>>(), "pages of {page}");
+        }
+        let beyond = HistoryAfter { epoch: Epoch(0), version: Version(u64::MAX) };
+        assert!(index.history(&key, beyond, 10).unwrap().is_empty());
     }
 
     #[test]
@@ -358,6 +446,6 @@ mod tests {
         let path = dir.path().join("index.redb");
         conformance(&RedbOutcomeIndex::open(&path).unwrap());
         let reopened = RedbOutcomeIndex::open(&path).unwrap();
-        assert_eq!(reopened.indexed_through().unwrap(), Epoch(2));
+        assert_eq!(reopened.indexed_through().unwrap(), Epoch(3));
     }
 }

@@ -4,7 +4,7 @@ use crate::apply::{MutationOutcome, Outcome, apply_mutations, hash_mutations, re
 use crate::archives::ArchiveSink;
 use crate::error::EpochError;
 use crate::heads::HeadStore;
-use crate::index::{KeyVersion, OutcomeIndex, OutcomeRecord};
+use crate::index::{HistoryAfter, KeyVersion, OutcomeIndex, OutcomeRecord};
 use crate::schedule::epoch_time_ms;
 use hashbrown::HashSet;
 use keyfold_archive::{ArchiveOutcome, ArchiveRow, read_archive_bytes, write_archive};
@@ -303,12 +303,12 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         self.catch_up_index(None)
     }
 
-    /// The applied versions of the key at `index` after epoch `after`, oldest first; `None`
-    /// without an index.
+    /// The applied versions of the key at `index` after `after`, oldest first; `None` without an
+    /// index.
     pub fn key_history(
         &self,
         index: &Index,
-        after: Epoch,
+        after: HistoryAfter,
         limit: usize,
     ) -> Result<Option<Vec<KeyVersion>>, EpochError> {
         self.index.as_ref().map(|i| i.history(index, after, limit)).transpose()

@@ -19,11 +19,13 @@ mod replay;
 mod schedule;
 
 pub use apply::{Applied, KeyState, MutationOutcome, Outcome, RejectReason, apply_mutations, hash_mutations};
-pub use archives::{ArchiveSink, MemoryArchives, ObjectArchives};
-pub use cosignatures::{CosignatureStore, MemoryCosignatures, RedbCosignatures};
+pub use archives::{ArchiveCheck, ArchiveSink, MemoryArchives, ObjectArchives, verify_archive};
+pub use cosignatures::{CosignaturePut, CosignatureStore, MemoryCosignatures, RedbCosignatures, cosignature_time};
 pub use error::EpochError;
 pub use heads::{HeadStore, MemoryHeadStore, RedbHeadStore};
-pub use index::{KeyVersion, MemoryOutcomeIndex, OutcomeIndex, OutcomeRecord, RedbOutcomeIndex, applied, outcome_of};
+pub use index::{
+    HistoryAfter, KeyVersion, MemoryOutcomeIndex, OutcomeIndex, OutcomeRecord, RedbOutcomeIndex, applied, outcome_of,
+};
 pub use job::{CrashPoint, EpochJob, EpochLimits, EpochReport, MutationStatus, PhaseTimings};
 pub use keys::{generate_key_files, load_public_key, load_signing_key};
 pub use replay::{Divergence, Replayer};

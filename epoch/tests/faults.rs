@@ -44,6 +44,14 @@ impl ArchiveSink for FullDiskArchives {
     fn get(&self, epoch: Epoch) -> Result<Option<bytes::Bytes>, EpochError> {
         self.inner.get(epoch)
     }
+
+    fn size(&self, epoch: Epoch) -> Result<Option<u64>, EpochError> {
+        self.inner.size(epoch)
+    }
+
+    fn read_range(&self, epoch: Epoch, range: std::ops::Range<u64>) -> Result<Option<bytes::Bytes>, EpochError> {
+        self.inner.read_range(epoch, range)
+    }
 }
 
 /// Where a fault is injected.

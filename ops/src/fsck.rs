@@ -166,7 +166,9 @@ fn check_index(index: &RedbOutcomeIndex, indexed_through: Epoch, replayed: &Repl
         Err(e) => Err(format!("mutation {}: {e}", id.0.to_hex())),
     })?;
     expected.histories.par_iter().try_for_each(|(key_index, want)| {
-        let found = index.history(key_index, Epoch(0), want.len() + 1).map_err(|e| e.to_string())?;
+        let found = index
+            .history(key_index, keyfold_epoch::HistoryAfter::default(), want.len() + 1)
+            .map_err(|e| e.to_string())?;
         if &found == want {
             Ok(())
         } else {

@@ -413,6 +413,8 @@ where
                 .map_err(|e| format!("cosignatures: {e}"))?,
         ),
         scheduler: health,
+        cosignature_max_future_secs: keyfold_api::COSIGNATURE_MAX_FUTURE_SECS_DEFAULT,
+        archive_reads: keyfold_api::ArchiveReads::default(),
     });
     let (connections, budget) = http_limits(args);
     let runtime = tokio::runtime::Builder::new_multi_thread()
