@@ -114,6 +114,7 @@ fn api(archives: Arc<CountingArchives>) -> Arc<TestApi> {
         cosignatures: Arc::new(keyfold_epoch::MemoryCosignatures::default()),
         cosignature_max_future_secs: keyfold_api::COSIGNATURE_MAX_FUTURE_SECS_DEFAULT,
         archive_reads: keyfold_api::ArchiveReads::new(2), // the concurrency test holds two bodies
+        scheduler: Arc::default(),
     })
 }
 

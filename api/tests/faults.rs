@@ -180,6 +180,7 @@ async fn head_read_errors_are_503_with_retry_after() {
         cosignatures: Arc::new(keyfold_epoch::MemoryCosignatures::default()),
         cosignature_max_future_secs: keyfold_api::COSIGNATURE_MAX_FUTURE_SECS_DEFAULT,
         archive_reads: keyfold_api::ArchiveReads::default(),
+        scheduler: Arc::default(),
     });
     api.job.heads().failing.store(true, std::sync::atomic::Ordering::SeqCst);
     for uri in ["/v1/heads/latest", "/v1/heads/1", "/v1/keys/alice", "/v1/epochs/1/archive"] {

@@ -39,6 +39,8 @@ fn api() -> Arc<TestApi> {
         witnesses: Vec::new(),
         cosignatures: Arc::new(keyfold_epoch::MemoryCosignatures::default()),
         scheduler: Arc::default(),
+        cosignature_max_future_secs: keyfold_api::COSIGNATURE_MAX_FUTURE_SECS_DEFAULT,
+        archive_reads: keyfold_api::ArchiveReads::default(),
     })
 }
 

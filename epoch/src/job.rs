@@ -419,6 +419,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         // 2. Apply with compare-and-set, against the previous epoch's values.
         let t = Instant::now();
         let suite = self.map.store().config().suite;
+        self.check_signed_root(previous_epoch, &previous)?;
         let hashed = hash_mutations(suite, &mutations);
         let current = read_touched(&self.map, &hashed, previous_epoch)?;
         let applied = apply_mutations(&current, &mutations, &hashed);
@@ -504,6 +505,23 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
             capped,
             timings,
         })
+    }
+
+    /// The map's stored root of `epoch` must be the root its signed head names: every read of the
+    /// epoch (compare-and-set values, the nodes the new root is built on) is checked level by
+    /// level against its parent, starting from this root, so nothing read from a changed store
+    /// reaches a signature.
+    fn check_signed_root(&self, epoch: Epoch, head: &Head) -> Result<(), EpochError> {
+        let stored = self.map.root(epoch)?;
+        if stored.hash != head.root {
+            return Err(EpochError::Corrupt(format!(
+                "the map's stored root of epoch {epoch} is {}, but its signed head names {}: the tree store is \
+                 corrupt (run `keyfold fsck`)",
+                stored.hash.to_hex(),
+                head.root.to_hex()
+            )));
+        }
+        Ok(())
     }
 
     /// The cut of `epoch`: the queue's last marker if it is this epoch's (an interrupted run cut

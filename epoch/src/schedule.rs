@@ -147,6 +147,7 @@ pub enum SchedulerError {
 
 const READING_HEAD: &str = "reading the latest head";
 const RUNNING_EPOCH: &str = "running an epoch";
+const CATCHING_UP_INDEX: &str = "catching up the outcome index";
 
 /// How one step of the loop failed.
 enum Failure {
@@ -271,6 +272,9 @@ where
     let (last, pending) = guarded(READING_HEAD, || Ok((job.latest_head()?.time_ms, job.queue().depth())))?;
     let asked = trigger.swap(false, Ordering::AcqRel);
     if !(asked || retry_epoch || schedule.due(now, last, pending)) {
+        // Between epochs: an index that fell behind (its writes failed) catches up as soon as
+        // they succeed again, not only when the next epoch runs.
+        guarded(CATCHING_UP_INDEX, || if job.index_lag()?.is_some() { job.catch_up_index_now() } else { Ok(()) })?;
         return Ok(None);
     }
     guarded(RUNNING_EPOCH, || job.run_epoch(now)).map(Some)

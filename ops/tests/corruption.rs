@@ -19,7 +19,9 @@ fn keyfold(args: &[&str]) -> (Option<i32>, String, String) {
 
 fn append(data: &Path, batch: &[Mutation]) {
     let suite = keyfold_core::HashSuite::Blake3;
-    let queue = RedbQueue::open(&data.join("queue.redb"), RedbQueueOptions { suite, max_depth: 1_000_000 }).unwrap();
+    let queue =
+        RedbQueue::open(&data.join("queue.redb"), RedbQueueOptions { suite, max_depth: 1_000_000, max_bytes: 1 << 30 })
+            .unwrap();
     queue.append(batch.to_vec()).unwrap();
 }
 
