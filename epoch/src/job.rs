@@ -79,10 +79,10 @@ pub enum CrashPoint {
     AfterRead,
     /// Mutations applied in memory (nothing new is durable).
     AfterApply,
+    /// The epoch's archive is durable (written before the map).
+    AfterArchiveWrite,
     /// The map's nodes and leaves for the epoch are committed.
     AfterNodeWrite,
-    /// The epoch's archive is durable.
-    AfterArchiveWrite,
     /// The head is signed (not stored).
     AfterSign,
     /// Head and cursor are committed.
@@ -422,30 +422,44 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         self.check_signed_root(previous_epoch, &previous)?;
         let hashed = hash_mutations(suite, &mutations);
         let current = read_touched(&self.map, &hashed, previous_epoch)?;
-        let applied = apply_mutations(&current, &mutations, &hashed);
+        let mut applied = apply_mutations(&current, &mutations, &hashed);
+        drop((current, hashed));
+        // Each changed key's final value is now in its update and in its source mutation. The
+        // archive (step 3) is written before the map (step 4), so one copy is enough at any time:
+        // the mutation's until the archive is written, then the update's (moved back below).
+        for update in &mut applied.updates {
+            update.1.value = None;
+        }
         timings.apply = t.elapsed();
         stop(CrashPoint::AfterApply)?;
 
-        // 3. The map.
-        let t = Instant::now();
-        let root = self.write_tree(previous_epoch, epoch, applied.updates)?;
-        timings.tree = t.elapsed();
-        stop(CrashPoint::AfterNodeWrite)?;
-
-        // 3b. The archive: every consumed mutation and its outcome, durable before the head that
+        // 3. The archive: every consumed mutation and its outcome, durable before the head that
         // signs its digest. Recovery if the process dies right after: the re-run writes the same
-        // bytes again (deterministic) and signs the same digest.
+        // bytes again (deterministic) and signs the same digest; a re-run that cuts the epoch
+        // again (lower caps) overwrites it, which is safe as no head names it yet.
         let t = Instant::now();
-        let rows = archive_rows(suite, mutations, &applied.outcomes);
+        let mut rows = archive_rows(suite, mutations, &applied.outcomes);
         let bytes = bytes::Bytes::from(write_archive(&rows)?);
         // The digest (CPU) while the file is written and fsynced (mostly waiting on the disk).
         let (archive, stored) =
             rayon::join(|| suite.archive_digest(&bytes), || self.archives.put(epoch, bytes.clone()));
         stored?;
+        drop(bytes);
+        // The values move to the map's updates (the index needs none of them).
+        for (update, &source) in applied.updates.iter_mut().zip(&applied.update_sources) {
+            update.1.value = rows[source as usize].value.take();
+        }
+        rows.par_iter_mut().for_each(|row| row.value = None);
         timings.archive = t.elapsed();
         stop(CrashPoint::AfterArchiveWrite)?;
 
-        // 4. Sign, then verify the signature with the public key before anything is published.
+        // 4. The map.
+        let t = Instant::now();
+        let root = self.write_tree(previous_epoch, epoch, applied.updates)?;
+        timings.tree = t.elapsed();
+        stop(CrashPoint::AfterNodeWrite)?;
+
+        // 5. Sign, then verify the signature with the public key before anything is published.
         let t = Instant::now();
         let head = Head {
             origin: self.origin.clone(),
@@ -463,9 +477,9 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         timings.sign = t.elapsed();
         stop(CrashPoint::AfterSign)?;
 
-        // 5. Head and cursor, atomically, with a compare-and-set on the epoch.
+        // 6. Head and cursor, atomically, with a compare-and-set on the epoch.
         // Recovery if the process dies right after: the epoch is complete and published; the next
-        // `open` removes the consumed queue entries (step 6).
+        // `open` removes the consumed queue entries (step 7).
         // If it dies before: no head for `epoch` exists; the re-run finds the same marker (the
         // queue's last), consumes the same mutations (cursor, through] and finds the map already
         // at `epoch` (checked, not rewritten), and signs the same bytes (ed25519 signatures are
@@ -475,7 +489,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         self.heads.commit(epoch, &note, marker.through)?;
         stop(CrashPoint::AfterHeadWrite)?;
 
-        // 6. Drop what this epoch consumed from the queue: positions up to `through`, which may
+        // 7. Drop what this epoch consumed from the queue: positions up to `through`, which may
         // include markers of earlier epochs; this epoch's own marker is after `through` and goes
         // with a later epoch's removal (that epoch skips it as an earlier epoch's marker).
         // Recovery if the process dies right after: nothing to do. If it dies before: `open` does it.
@@ -483,7 +497,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         timings.commit = t.elapsed();
         stop(CrashPoint::AfterCursorAdvance)?;
 
-        // 7. Derived data: outcomes and key histories indexed, then no longer pending (in this
+        // 8. Derived data: outcomes and key histories indexed, then no longer pending (in this
         // order, so a status query never finds a consumed mutation in neither).
         // Recovery if the process dies right after or before: the next start re-indexes from the
         // archives whatever the index lacks, and rebuilds the pending set from the queue.

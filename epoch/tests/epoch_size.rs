@@ -205,9 +205,12 @@ fn a_rerun_after_the_caps_were_lowered_makes_progress() {
         EpochLimits { max_mutations: 40, max_bytes: u64::MAX },
         EpochLimits { max_mutations: 10, max_bytes: u64::MAX },
     );
-    for (point, expected) in
-        [(CrashPoint::AfterRead, 10), (CrashPoint::AfterApply, 10), (CrashPoint::AfterNodeWrite, 40)]
-    {
+    for (point, expected) in [
+        (CrashPoint::AfterRead, 10),
+        (CrashPoint::AfterApply, 10),
+        (CrashPoint::AfterArchiveWrite, 10),
+        (CrashPoint::AfterNodeWrite, 40),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let marker_time = {
             let job = durable_job(dir.path(), wide);

@@ -30,6 +30,10 @@ const MARKERS: TableDefinition<&str, &[u8]> = TableDefinition::new("markers");
 const KEY_LAST_MARKER: &str = "last";
 /// Requests one commit takes at most (bounds a transaction's size).
 const MAX_REQUESTS_PER_COMMIT: usize = 4096;
+/// redb's page cache for the queue (its default is 1 GiB). The queue is written once and read
+/// once, in order, by the epoch's cut: a cache would only hold pages an epoch already read, in
+/// the process's memory on top of the epoch's own.
+const CACHE_BYTES: usize = 16 << 20;
 /// Legacy records rewritten per step of the upgrade (bounds its memory).
 const UPGRADE_CHUNK: usize = 4096;
 
@@ -166,7 +170,8 @@ impl RedbQueue {
     /// reopened the file, which it tries again at each later operation.
     pub fn open(path: &Path, options: RedbQueueOptions) -> Result<RedbQueue, QueueError> {
         let path = path.to_path_buf();
-        let reopen: Reopen = Box::new(move || Database::create(&path).map_err(QueueError::io));
+        let reopen: Reopen =
+            Box::new(move || Database::builder().set_cache_size(CACHE_BYTES).create(&path).map_err(QueueError::io));
         RedbQueue::on_database(reopen()?, options, Some(reopen))
     }
 

@@ -61,6 +61,10 @@ pub struct BenchArgs {
     /// (default 0.5; W1 is 0, W2 and W3 are 1).
     #[arg(long)]
     new_fraction: Option<f64>,
+    /// Bytes of each mutation's (random) value in pipeline runs: large values show an epoch's
+    /// memory per byte of input (`memory_ratio`) without the per-mutation overhead.
+    #[arg(long, default_value_t = 32)]
+    value_bytes: usize,
     /// Rayon threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -103,6 +107,8 @@ struct Plan {
     /// Per epoch: how many mutations update existing keys, and how many insert new ones.
     updates_per_epoch: u64,
     new_per_epoch: u64,
+    /// Bytes of each mutation's value (pipeline runs).
+    value_bytes: usize,
 }
 
 impl BenchArgs {
@@ -134,7 +140,17 @@ impl BenchArgs {
                 "each epoch updates {updates_per_epoch} existing keys but only {keys} exist: raise --keys or --new-fraction"
             ));
         }
-        Ok(Plan { preset: self.preset, keys, mutations, epochs, new_fraction, updates_per_epoch, new_per_epoch })
+        let value_bytes = self.value_bytes;
+        Ok(Plan {
+            preset: self.preset,
+            keys,
+            mutations,
+            epochs,
+            new_fraction,
+            updates_per_epoch,
+            new_per_epoch,
+            value_bytes,
+        })
     }
 }
 
@@ -448,6 +464,7 @@ const PIPELINE_PHASES: [&str; 7] = ["ingest", "cut", "apply", "tree", "archive",
 struct Workload {
     versions: Vec<u64>,
     rng: rand_chacha::ChaCha8Rng,
+    value_bytes: usize,
 }
 
 impl Workload {
@@ -460,7 +477,11 @@ impl Workload {
         self.versions[slot] += 1;
         Mutation {
             key: user_key(id),
-            value: Some(self.rng.random::<[u8; 32]>().to_vec()),
+            value: Some({
+                let mut value = vec![0u8; self.value_bytes];
+                self.rng.fill(&mut value[..]);
+                value
+            }),
             expected_version: Version(expected),
             owner_signature: None,
         }
@@ -472,7 +493,8 @@ fn run_pipeline<Q: Queue, S: TreeStore, H: HeadStore>(
     plan: &Plan,
     args: &BenchArgs,
 ) -> Result<Measured, String> {
-    let mut workload = Workload { versions: Vec::new(), rng: rand_chacha::ChaCha8Rng::seed_from_u64(args.seed) };
+    let rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
+    let mut workload = Workload { versions: Vec::new(), rng, value_bytes: args.value_bytes };
     let mut now_ms = 1_000u64;
     let mut epoch = |ids: &mut dyn Iterator<Item = u64>, workload: &mut Workload, progress: Option<&Progress>| {
         let mut ingest = Duration::ZERO;
