@@ -20,8 +20,10 @@ use std::time::{Duration, Instant};
 /// next epoch. An epoch always takes at least one mutation (a single one larger than `max_bytes`
 /// still goes through, alone), so a backlog always drains.
 ///
-/// Peak memory of an epoch is about `2 x max_bytes + max_mutations x ~600 bytes` plus the
-/// process's fixed overhead (see `keyfold bench`'s `memory_ratio`).
+/// An epoch's memory grows by at most about `5 x max_bytes + 2 KB x max_mutations` above the
+/// process's fixed overhead (measured with `keyfold bench --value-bytes 32768`: 4.7 to 5x the
+/// input bytes, the archive encoder and the map's write batch each holding a copy; ~1.5 KB per
+/// small mutation). The cut itself holds the mutations and one read chunk (16 MiB) at most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EpochLimits {
     /// Mutations one epoch consumes at most.
@@ -32,12 +34,13 @@ pub struct EpochLimits {
 
 impl EpochLimits {
     /// 100,000 mutations: W2-sized epochs (about 0.3 s of apply and tree work on 8 cores), and a
-    /// per-mutation overhead (ids, indexes, outcomes, archive rows) of ~60 MB at most.
+    /// per-mutation overhead (ids, indexes, outcomes, archive rows, tree work) of ~0.2 GB at most.
     pub const DEFAULT_MAX_MUTATIONS: u64 = 100_000;
-    /// 256 MiB: an epoch of the largest values the default limits accept (~4,000 x 64 KiB) peaks
-    /// near 0.6 GB, well inside a small server's memory, and drains a full default queue (1 GiB)
-    /// in four epochs.
-    pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
+    /// 64 MiB: an epoch of the largest values the default limits accept (~1,000 x 64 KiB) grows
+    /// the process by ~0.3 GB, well inside a small server's memory (the 288 MB backlog
+    /// took 2 GB in one epoch), and epochs still drain 64 MB each, a full default queue (1 GiB)
+    /// in sixteen.
+    pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
     /// No cap (benchmarks that measure a given epoch size; tests).
     pub const UNLIMITED: EpochLimits = EpochLimits { max_mutations: u64::MAX, max_bytes: u64::MAX };
 }

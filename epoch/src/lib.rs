@@ -1,9 +1,10 @@
 //! The epoch job: the step that turns queued mutations into a signed, chained head.
 //!
-//! One run: cut the queue at a marker for the next epoch (reusing an existing marker after a
-//! crash, so the epoch time is the same), read the mutations before it, apply them in queue order
+//! One run: cut the queue for the next epoch, taking the mutations after the cursor up to the caps
+//! of [`EpochLimits`] and recording the last position taken in a marker (reused after a crash, so
+//! the epoch consumes the same mutations at the same time), apply them in queue order
 //! with compare-and-set on versions ([`apply_mutations`]), update the sharded map (pure batch,
-//! verified against its root, then committed), sign the head, verify the signature, commit head and
+//! verified against its root, then committed, after the archive), sign the head, verify the signature, commit head and
 //! queue cursor, and remove the consumed entries. Every durability step in `job.rs` says what
 //! recovery does if the process dies right after it; recovery is the same [`EpochJob::run_epoch`].
 

@@ -2,8 +2,9 @@
 //!
 //! * [`validate`]: pure checks of a batch against [`Limits`], with errors a person can act on.
 //! * [`Queue`]: the multi-writer, single-reader queue the epoch job drains: durable batched
-//!   appends that return positions, epoch markers, range reads, removal after commit, and a depth
-//!   bound that pushes back. [`RedbQueue`] is the embedded durable one (many concurrent appenders
+//!   appends that return positions, epoch markers (with the last position each epoch consumes),
+//!   range reads bounded in entries and bytes, removal after commit, and bounds on depth and bytes
+//!   that push back. Every stored mutation carries its acknowledged id, checked on every read. [`RedbQueue`] is the embedded durable one (many concurrent appenders
 //!   share one fsync: group commit); [`MemoryQueue`] is for tests. [`conformance`] runs against both; [`faults`] injects I/O
 //!   errors and a full disk under the durable one.
 

@@ -41,7 +41,7 @@ const UPGRADE_CHUNK: usize = 4096;
 pub const DEFAULT_MAX_DEPTH: u64 = 1_000_000;
 /// Default bound on the bytes of pending mutations: 1 GiB. At the largest mutation the default
 /// limits accept (~66 KiB) the depth bound alone would let ~66 GB wait; 1 GiB on disk is cheap,
-/// and epochs (256 MiB by default) drain it in four.
+/// and epochs (64 MiB by default) drain it in sixteen.
 pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
 
 /// How to open a [`RedbQueue`].

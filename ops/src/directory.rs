@@ -35,8 +35,8 @@ pub struct DirectoryConfig {
     /// The most mutations one epoch consumes; the rest waits for the next. Default 100,000.
     #[serde(default = "default_epoch_max_mutations")]
     pub epoch_max_mutations: u64,
-    /// The most bytes of mutations one epoch consumes (its memory is about twice this, plus
-    /// per-mutation overhead). Default 256 MiB.
+    /// The most bytes of mutations one epoch consumes (its memory grows by about five times this,
+    /// plus per-mutation overhead). Default 64 MiB.
     #[serde(default = "default_epoch_max_bytes")]
     pub epoch_max_bytes: u64,
     /// Where the epoch archives are: a local directory (an absolute path or a `file://` URL);
@@ -136,8 +136,8 @@ pub struct InitArgs {
     /// The most mutations one epoch consumes; the rest waits for the next epoch.
     #[arg(long, default_value_t = EpochLimits::DEFAULT_MAX_MUTATIONS)]
     epoch_max_mutations: u64,
-    /// The most bytes of mutations one epoch consumes: an epoch's memory is about twice this,
-    /// plus per-mutation overhead.
+    /// The most bytes of mutations one epoch consumes: an epoch's memory grows by about five
+    /// times this, plus ~2 KB per mutation.
     #[arg(long, default_value_t = EpochLimits::DEFAULT_MAX_BYTES)]
     epoch_max_bytes: u64,
     /// Keep the epoch archives in this local directory (an absolute path or a file:// URL)
@@ -317,7 +317,7 @@ mod tests {
         assert_eq!(config.queue_options(HashSuite::Blake3).max_bytes, DEFAULT_MAX_BYTES);
         assert_eq!(config.epoch_limits(), EpochLimits::default());
         let written = toml::to_string(&config).unwrap();
-        assert!(written.contains("epoch_max_bytes = 268435456"), "{written}");
+        assert!(written.contains("epoch_max_bytes = 67108864"), "{written}");
         std::fs::write(dir.path().join(CONFIG_FILE), format!("{old}epoch_max_mutations = 0\n")).unwrap();
         let err = read_config(dir.path()).unwrap_err();
         assert!(err.contains("epoch_max_mutations must be at least 1"), "{err}");
