@@ -254,11 +254,13 @@ async fn metrics_text<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore +
     };
     let job = Arc::clone(&api.job);
     // Read at scrape time from this server's queue, so it is never stale.
-    let depth = blocking(move || Ok(job.queue().depth())).await?;
+    let (depth, bytes) = blocking(move || Ok((job.queue().depth(), job.queue().pending_bytes()))).await?;
     let mut text = handle.render();
     text.push_str(&format!(
         "# HELP keyfold_queue_depth Mutations queued and not yet consumed by an epoch.\n\
-         # TYPE keyfold_queue_depth gauge\nkeyfold_queue_depth {depth}\n"
+         # TYPE keyfold_queue_depth gauge\nkeyfold_queue_depth {depth}\n\
+         # HELP keyfold_queue_bytes Bytes of the mutations queued and not yet consumed (their canonical encodings).\n\
+         # TYPE keyfold_queue_bytes gauge\nkeyfold_queue_bytes {bytes}\n"
     ));
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }

@@ -596,3 +596,24 @@ async fn cosignature_times_are_checked_and_never_go_back() {
     assert_eq!(call(&api, post_line(newest.clone())).await.0, StatusCode::CREATED);
     assert!(call(&api, get("/v1/heads/1")).await.2.ends_with(&newest), "a newer line replaces an older one");
 }
+
+/// One address, one spelling: a key in NFD (or not UTF-8) is refused with a 400 that says NFC,
+/// on submission and on lookup; the NFC spelling is accepted.
+#[tokio::test]
+async fn keys_must_be_nfc() {
+    let api = api(1000, None);
+    let nfd = "jose\u{301}@example.com";
+    let body = format!(r#"{{"mutations":[{{"key":"{nfd}","value":null,"expected_version":0}}]}}"#);
+    let (status, _, text) = call(&api, post("/v1/mutations", body)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    let error = json(&text);
+    assert_eq!(error["error"], "invalid_mutation", "{text}");
+    assert!(error["message"].as_str().unwrap().contains("NFC"), "{text}");
+    let (status, _, text) = call(&api, get("/v1/keys/jose%CC%81%40example.com")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(json(&text)["message"].as_str().unwrap().contains("NFC"), "{text}");
+    let nfc = "jos\u{e9}@example.com";
+    let body = format!(r#"{{"mutations":[{{"key":"{nfc}","value":"AQ==","expected_version":0}}]}}"#);
+    let (status, _, text) = call(&api, post("/v1/mutations", body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+}

@@ -215,10 +215,10 @@ where
     let mut epochs = 0u64;
     // (first failure's time, attempts) while retrying; an epoch that failed runs again when due or not.
     let mut failing: Option<(u64, u32)> = None;
-    let mut retry_epoch = false;
+    let mut run_again = false;
     while !stop.load(Ordering::Acquire) {
         let now = clock();
-        match step(job, options.schedule, now, trigger, retry_epoch) {
+        match step(job, options.schedule, now, trigger, run_again) {
             Ok(None) => {}
             Ok(Some(report)) => {
                 epochs += 1;
@@ -226,7 +226,9 @@ where
                 if let Some((_, attempts)) = failing.take() {
                     tracing::info!(attempts, "epochs succeed again after retryable failures");
                 }
-                retry_epoch = false;
+                // A capped cut left mutations waiting: the next epoch runs at the next poll, not
+                // after the interval (a backlog drains as fast as epochs run).
+                run_again = report.capped;
                 backoff.reset();
                 health.set(SchedulerState::Running);
             }
@@ -234,7 +236,7 @@ where
                 metrics::counter!("keyfold_scheduler_failures_total", "kind" => "retryable").increment(1);
                 let (since_ms, attempts) = failing.map_or((now, 1), |(since, n)| (since, n.saturating_add(1)));
                 failing = Some((since_ms, attempts));
-                retry_epoch |= during == RUNNING_EPOCH;
+                run_again |= during == RUNNING_EPOCH;
                 let delay = backoff.next_delay();
                 let last_error = format!("{during} failed: {error}");
                 tracing::warn!(error = %last_error, attempts, retry_in_ms = delay.as_millis(), "epoch scheduler: retryable failure; retrying after a backoff");
@@ -262,7 +264,7 @@ fn step<Q, S, H>(
     schedule: Schedule,
     now: u64,
     trigger: &AtomicBool,
-    retry_epoch: bool,
+    run_again: bool,
 ) -> Result<Option<EpochReport>, Failure>
 where
     Q: Queue,
@@ -271,7 +273,7 @@ where
 {
     let (last, pending) = guarded(READING_HEAD, || Ok((job.latest_head()?.time_ms, job.queue().depth())))?;
     let asked = trigger.swap(false, Ordering::AcqRel);
-    if !(asked || retry_epoch || schedule.due(now, last, pending)) {
+    if !(asked || run_again || schedule.due(now, last, pending)) {
         // Between epochs: an index that fell behind (its writes failed) catches up as soon as
         // they succeed again, not only when the next epoch runs.
         guarded(CATCHING_UP_INDEX, || if job.index_lag()?.is_some() { job.catch_up_index_now() } else { Ok(()) })?;

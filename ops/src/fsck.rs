@@ -190,7 +190,8 @@ fn check_index(index: &RedbOutcomeIndex, indexed_through: Epoch, replayed: &Repl
 fn check_queue(queue: &RedbQueue, cursor: Position) -> Finding {
     let (mut from, mut mutations, mut markers) = (Position(cursor.0 + 1), 0u64, 0u64);
     loop {
-        let chunk = queue.read(from, 10_000).map_err(|e| format!("after position {}: {e}", from.0))?;
+        let chunk =
+            queue.read_bounded(from, 10_000, 16 << 20).map_err(|e| format!("after position {}: {e}", from.0))?;
         let Some((last, _)) = chunk.last() else { break };
         if let Some(w) = chunk.windows(2).find(|w| w[0].0 >= w[1].0) {
             return Err(format!("positions out of order: {} then {}", w[0].0.0, w[1].0.0));
