@@ -94,6 +94,19 @@ pub enum CrashPoint {
     AfterCursorAdvance,
 }
 
+impl CrashPoint {
+    /// Every crash point, in the order a run passes them.
+    pub const ALL: [CrashPoint; 7] = [
+        CrashPoint::AfterRead,
+        CrashPoint::AfterApply,
+        CrashPoint::AfterArchiveWrite,
+        CrashPoint::AfterNodeWrite,
+        CrashPoint::AfterSign,
+        CrashPoint::AfterHeadWrite,
+        CrashPoint::AfterCursorAdvance,
+    ];
+}
+
 /// Wall time of each phase of one run.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PhaseTimings {

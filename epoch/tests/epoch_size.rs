@@ -183,15 +183,7 @@ fn capped_drain(dir: &Path, crash: Option<CrashPoint>) -> Vec<String> {
 fn a_crash_at_every_point_of_a_capped_drain_recovers_to_the_identical_heads() {
     let reference = tempfile::tempdir().unwrap();
     let expected = capped_drain(reference.path(), None);
-    for point in [
-        CrashPoint::AfterRead,
-        CrashPoint::AfterApply,
-        CrashPoint::AfterNodeWrite,
-        CrashPoint::AfterArchiveWrite,
-        CrashPoint::AfterSign,
-        CrashPoint::AfterHeadWrite,
-        CrashPoint::AfterCursorAdvance,
-    ] {
+    for point in CrashPoint::ALL {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(capped_drain(dir.path(), Some(point)), expected, "{point:?}");
     }

@@ -78,15 +78,7 @@ fn every_crash_point_recovers_to_the_identical_head() {
         assert_eq!((r2.head.counts.applied, r2.head.counts.rejected, r2.head.counts.duplicates), (71, 1, 1));
         (r1.note, r2.note)
     };
-    for point in [
-        CrashPoint::AfterRead,
-        CrashPoint::AfterApply,
-        CrashPoint::AfterNodeWrite,
-        CrashPoint::AfterArchiveWrite,
-        CrashPoint::AfterSign,
-        CrashPoint::AfterHeadWrite,
-        CrashPoint::AfterCursorAdvance,
-    ] {
+    for point in CrashPoint::ALL {
         let dir = tempfile::tempdir().unwrap();
         let acknowledged = {
             let job = open(dir.path());

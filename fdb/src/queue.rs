@@ -17,8 +17,8 @@ use foundationdb::{Database, FdbBindingError, RangeOption, RetryableTransaction,
 use futures::executor::block_on;
 use keyfold_core::{HashSuite, Mutation, MutationId};
 use keyfold_ingest::{
-    Entry, Marker, Position, Queue, QueueError, Receipt, Slot, decode_entry, encode_marker, encode_mutation,
-    record_mutation_bytes, record_mutation_id,
+    Entry, Marker, Position, Queue, QueueError, Receipt, Slot, decode_entry, decode_last_marker, encode_last_marker,
+    encode_marker, encode_mutation, record_mutation_bytes, record_mutation_id,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -312,9 +312,7 @@ impl Queue for FdbQueue {
             let next = read_u64_be(trx.get(&self.layout.queue_next(), false).await?.as_deref(), 1)?;
             trx.set(&self.layout.log(next), &log_value(&[0; SLOT_LEN], &record));
             trx.set(&self.layout.queue_next(), &(next + 1).to_be_bytes());
-            let mut last = next.to_be_bytes().to_vec();
-            last.extend_from_slice(&record);
-            trx.set(&self.layout.queue_last_marker(), &last);
+            trx.set(&self.layout.queue_last_marker(), &encode_last_marker(Position(next), &record));
             // Recovery if the process dies right after this commit: the epoch's cut is durable;
             // the re-run finds this marker as the last one and consumes its range.
             Ok(Position(next))
@@ -325,13 +323,7 @@ impl Queue for FdbQueue {
         let last =
             self.run(async |trx| Ok(trx.get(&self.layout.queue_last_marker(), false).await?.map(|v| v.to_vec())))?;
         let Some(last) = last else { return Ok(None) };
-        let corrupt = || QueueError::Corrupt("the last marker record is malformed".into());
-        let (position, record) = last.split_at_checked(8).ok_or_else(corrupt)?;
-        let position = Position(u64::from_be_bytes(position.try_into().expect("8 bytes")));
-        match decode_entry(self.suite, position, record)? {
-            Entry::Marker(marker) => Ok(Some((position, marker))),
-            Entry::Mutation(_) => Err(corrupt()),
-        }
+        decode_last_marker(self.suite, &last).map(Some)
     }
 
     fn read_bounded(

@@ -20,7 +20,8 @@ pub use error::{KeyError, QueueError, ValidationError};
 pub use limits::{Limits, check_key_text, validate};
 pub use memory::MemoryQueue;
 pub use queue::{
-    Entry, MUTATION_RECORD_OVERHEAD, Marker, Position, Queue, Receipt, Slot, decode_entry, encode_entry, encode_marker,
-    encode_mutation, mutation_bytes, record_bytes, record_mutation_bytes, record_mutation_id, upgrade_legacy_record,
+    Entry, MUTATION_RECORD_OVERHEAD, Marker, Position, Queue, Receipt, Slot, decode_entry, decode_last_marker,
+    encode_entry, encode_last_marker, encode_marker, encode_mutation, mutation_bytes, record_bytes,
+    record_mutation_bytes, record_mutation_id, upgrade_legacy_record,
 };
 pub use redb_queue::{DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, RedbQueue, RedbQueueOptions, Reopen};

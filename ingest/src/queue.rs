@@ -120,6 +120,26 @@ pub fn record_mutation_id(bytes: &[u8]) -> Option<MutationId> {
     }
 }
 
+/// The last-marker record (SPEC section 5.1): the marker's position (8 bytes, big-endian), then
+/// its entry record. Written with the marker, in the same transaction, so a re-run finds its cut
+/// without scanning the queue.
+pub fn encode_last_marker(position: Position, record: &[u8]) -> Vec<u8> {
+    let mut value = position.0.to_be_bytes().to_vec();
+    value.extend_from_slice(record);
+    value
+}
+
+/// Reads a record of [`encode_last_marker`].
+pub fn decode_last_marker(suite: HashSuite, value: &[u8]) -> Result<(Position, Marker), QueueError> {
+    let corrupt = || QueueError::Corrupt("the last marker record is malformed".into());
+    let (position, record) = value.split_at_checked(8).ok_or_else(corrupt)?;
+    let position = Position(u64::from_be_bytes(position.try_into().expect("8 bytes")));
+    match decode_entry(suite, position, record)? {
+        Entry::Marker(marker) => Ok((position, marker)),
+        Entry::Mutation(_) => Err(corrupt()),
+    }
+}
+
 /// Decodes the record stored at `position` and checks a mutation against its stored id: a record
 /// whose bytes changed after it was acknowledged is [`QueueError::MutationIdMismatch`], never a
 /// mutation to apply.

@@ -7,8 +7,8 @@
 
 use crate::error::QueueError;
 use crate::queue::{
-    Entry, Marker, Position, Queue, Receipt, Slot, decode_entry, encode_marker, encode_mutation, mutation_bytes,
-    record_mutation_bytes, upgrade_legacy_record,
+    Entry, Marker, Position, Queue, Receipt, Slot, decode_entry, decode_last_marker, encode_last_marker, encode_marker,
+    encode_mutation, mutation_bytes, record_mutation_bytes, upgrade_legacy_record,
 };
 use keyfold_core::{HashSuite, Mutation};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
@@ -268,19 +268,13 @@ fn upgrade(
         for (position, record) in rewrites {
             if let Ok(Entry::Marker(_)) = decode_entry(suite, Position(position), &record) {
                 markers
-                    .insert(KEY_LAST_MARKER, last_marker_value(position, &record).as_slice())
+                    .insert(KEY_LAST_MARKER, encode_last_marker(Position(position), &record).as_slice())
                     .map_err(QueueError::io)?;
             }
             queue.insert(position, record.as_slice()).map_err(QueueError::io)?;
         }
         from = last + 1;
     }
-}
-
-fn last_marker_value(position: u64, record: &[u8]) -> Vec<u8> {
-    let mut value = position.to_be_bytes().to_vec();
-    value.extend_from_slice(record);
-    value
 }
 
 fn commit_loop(shared: &Shared, receiver: &Receiver<Request>) {
@@ -429,7 +423,7 @@ fn write_records(
         }
         txn.open_table(META).map_err(QueueError::io)?.insert(KEY_NEXT, next).map_err(QueueError::io)?;
         if let Some((position, record)) = last_marker {
-            let value = last_marker_value(*position, record);
+            let value = encode_last_marker(Position(*position), record);
             txn.open_table(MARKERS)
                 .map_err(QueueError::io)?
                 .insert(KEY_LAST_MARKER, value.as_slice())
@@ -487,14 +481,7 @@ impl Queue for RedbQueue {
         let txn = db.begin_read().map_err(QueueError::io)?;
         let table = txn.open_table(MARKERS).map_err(QueueError::io)?;
         let Some(value) = table.get(KEY_LAST_MARKER).map_err(QueueError::io)? else { return Ok(None) };
-        let value = value.value();
-        let corrupt = || QueueError::Corrupt("the last marker record is malformed".into());
-        let (position, record) = value.split_at_checked(8).ok_or_else(corrupt)?;
-        let position = Position(u64::from_be_bytes(position.try_into().expect("8 bytes")));
-        match decode_entry(self.shared.options.suite, position, record)? {
-            Entry::Marker(marker) => Ok(Some((position, marker))),
-            Entry::Mutation(_) => Err(corrupt()),
-        }
+        decode_last_marker(self.shared.options.suite, value.value()).map(Some)
     }
 
     fn read_bounded(
