@@ -29,15 +29,24 @@ pub fn start(data: &std::path::Path) -> Server {
 /// Starts `keyfold serve --data DATA` (epochs after 100 ms of waiting mutations) plus `extra`, and
 /// waits for the address it prints.
 pub fn start_with(data: &std::path::Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyfold"))
+    let child = spawn_serve(data, extra, Stdio::inherit());
+    attach(child)
+}
+
+fn spawn_serve(data: &std::path::Path, extra: &[&str], stderr: Stdio) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_keyfold"))
         .args(["serve", "--data"])
         .arg(data)
         .args(["--listen", "127.0.0.1:0", "--epoch-interval-min-ms", "100", "--epoch-interval-max-ms", "600000"])
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
-        .expect("start keyfold serve");
+        .expect("start keyfold serve")
+}
+
+/// Waits for the address a started server prints, then keeps draining its stdout.
+fn attach(mut child: Child) -> Server {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let addr = loop {
         let line = lines.next().expect("server printed its address").unwrap();
@@ -45,7 +54,7 @@ pub fn start_with(data: &std::path::Path, extra: &[&str]) -> Server {
             break url.trim().parse().unwrap();
         }
     };
-    std::thread::spawn(move || lines.for_each(drop)); // keep draining stdout
+    std::thread::spawn(move || lines.for_each(drop));
     Server { child, addr }
 }
 
@@ -110,15 +119,7 @@ pub fn http_full(addr: SocketAddr, method: &str, path: &str, headers: &[&str], b
 /// Starts `keyfold serve` as [`start_with`] does, with its stderr (the log) collected in the
 /// returned buffer instead of inherited.
 pub fn start_logged(data: &std::path::Path, extra: &[&str]) -> (Server, std::sync::Arc<std::sync::Mutex<String>>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyfold"))
-        .args(["serve", "--data"])
-        .arg(data)
-        .args(["--listen", "127.0.0.1:0", "--epoch-interval-min-ms", "100", "--epoch-interval-max-ms", "600000"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start keyfold serve");
+    let mut child = spawn_serve(data, extra, Stdio::piped());
     let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let stderr = BufReader::new(child.stderr.take().unwrap());
     let sink = std::sync::Arc::clone(&log);
@@ -130,15 +131,7 @@ pub fn start_logged(data: &std::path::Path, extra: &[&str]) -> (Server, std::syn
             log.push('\n');
         }
     });
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("server printed its address").unwrap();
-        if let Some(url) = line.split("http://").nth(1) {
-            break url.trim().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    (Server { child, addr }, log)
+    (attach(child), log)
 }
 
 /// Waits up to 20 s for `ready`, polling every 50 ms; `what` names it in the failure.
