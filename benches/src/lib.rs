@@ -4,7 +4,7 @@
 //! random bytes. W1 = M updates of existing keys into N, W2 = M new keys into N, W3 = empty to N.
 
 use keyfold_core::{HashSuite, Index, LeafValue, Version};
-use keyfold_shards::{Map, TreeError, TreeStore};
+use keyfold_map::{Map, TreeError, TreeStore};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

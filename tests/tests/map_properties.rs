@@ -2,7 +2,7 @@
 //! determinism across rayon pool sizes and input orders, proofs from stored nodes.
 
 use keyfold_core::{Epoch, HashSuite, Index, LeafValue, MapRoot, Version, compute_root};
-use keyfold_shards::{Map, MemoryStore, RedbOptions, RedbStore, TreeConfig, conformance::Reference};
+use keyfold_map::{Map, MemoryStore, RedbOptions, RedbStore, TreeConfig, conformance::Reference};
 use proptest::prelude::*;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -136,7 +136,7 @@ fn redb_proofs_at_past_epochs() {
         map.apply(updates).unwrap();
     }
     let probes: Vec<Index> = (0..3200u32).step_by(97).map(|k| suite.index_of(&k.to_be_bytes())).collect();
-    keyfold_shards::conformance::check_all_epochs(&map, &reference, &probes);
+    keyfold_map::conformance::check_all_epochs(&map, &reference, &probes);
     let lookup = map.lookup(&probes[0], Epoch(2)).unwrap();
     let other_root: MapRoot = map.root(Epoch(3)).unwrap();
     assert!(lookup.proof.verify_index(suite, &other_root, &probes[0], lookup.value.as_ref()).is_err());

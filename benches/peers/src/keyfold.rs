@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use keyfold_core::{HashSuite, LeafValue, Mutation, SigningKey, Version};
 use keyfold_epoch::{EpochJob, EpochLimits, ObjectArchives, RedbHeadStore};
 use keyfold_ingest::{Queue, RedbQueue, RedbQueueOptions};
-use keyfold_shards::{Map, MemoryStore, RedbOptions, RedbStore, TreeConfig};
+use keyfold_map::{Map, MemoryStore, RedbOptions, RedbStore, TreeConfig};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
 use driver::{Peer, SystemRun, drive, hex16};
 use keyfold_core::HashSuite;
-use keyfold_shards::TreeConfig;
+use keyfold_map::TreeConfig;
 use std::marker::PhantomData;
 use std::process::ExitCode;
 use std::time::Instant;

@@ -1,0 +1,325 @@
+//! A directory's data directory: its config, keys and stores, and the operator commands on it.
+//!
+//! Layout of `--data DIR`: `keyfold.toml` (origin, hash suite, shard bits, group files, queue
+//! bounds, epoch caps), `signing.key` (mode 0600) and `signing.pub`, `queue.redb`, `heads.redb`, `tree/`,
+//! `archives/` (or the local directory `archives` in `keyfold.toml` names), and `index.redb` (outcomes by mutation id and key histories, derived from the archives).
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use clap::Args;
+use keyfold_core::{HashSuite, verify_head_note};
+use keyfold_epoch::{
+    EpochJob, EpochLimits, HeadStore, ObjectArchives, RedbHeadStore, RedbOutcomeIndex, generate_key_files,
+    load_signing_key,
+};
+use keyfold_ingest::{DEFAULT_MAX_BYTES, Queue, RedbQueue, RedbQueueOptions};
+use keyfold_map::{Map, RedbOptions, RedbStore, TreeConfig};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+const CONFIG_FILE: &str = "keyfold.toml";
+
+/// What `init` fixes for the life of a directory.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryConfig {
+    pub origin: String,
+    pub hash: String,
+    pub shard_bits: u8,
+    pub groups: u16,
+    pub queue_max_depth: u64,
+    /// Bytes of pending mutations beyond which submissions are refused (503). Absent in files
+    /// written before it existed: the default, 1 GiB.
+    #[serde(default = "default_queue_max_bytes")]
+    pub queue_max_bytes: u64,
+    /// The most mutations one epoch consumes; the rest waits for the next. Default 100,000.
+    #[serde(default = "default_epoch_max_mutations")]
+    pub epoch_max_mutations: u64,
+    /// The most bytes of mutations one epoch consumes (its memory grows by about five times this,
+    /// plus per-mutation overhead). Default 64 MiB.
+    #[serde(default = "default_epoch_max_bytes")]
+    pub epoch_max_bytes: u64,
+    /// Where the epoch archives are: a local directory (an absolute path or a `file://` URL);
+    /// absent: `archives/` in the data directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archives: Option<String>,
+}
+
+fn default_queue_max_bytes() -> u64 {
+    DEFAULT_MAX_BYTES
+}
+
+fn default_epoch_max_mutations() -> u64 {
+    EpochLimits::DEFAULT_MAX_MUTATIONS
+}
+
+fn default_epoch_max_bytes() -> u64 {
+    EpochLimits::DEFAULT_MAX_BYTES
+}
+
+impl DirectoryConfig {
+    /// The queue's bounds under `suite`.
+    pub fn queue_options(&self, suite: HashSuite) -> RedbQueueOptions {
+        RedbQueueOptions { suite, max_depth: self.queue_max_depth, max_bytes: self.queue_max_bytes }
+    }
+
+    /// The caps on each epoch's cut.
+    pub fn epoch_limits(&self) -> EpochLimits {
+        EpochLimits { max_mutations: self.epoch_max_mutations, max_bytes: self.epoch_max_bytes }
+    }
+
+    /// Every bound must let something through.
+    fn check_bounds(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("queue_max_depth", self.queue_max_depth),
+            ("queue_max_bytes", self.queue_max_bytes),
+            ("epoch_max_mutations", self.epoch_max_mutations),
+            ("epoch_max_bytes", self.epoch_max_bytes),
+        ] {
+            if value == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The archives of the directory in `dir`, where its config puts them. They go through
+/// `object_store`; only its local backend is built into this binary.
+pub fn open_archives(dir: &Path, config: &DirectoryConfig) -> Result<ObjectArchives, String> {
+    let local = match config.archives.as_deref() {
+        None => dir.join("archives"),
+        Some(location) => archives_path(location)?,
+    };
+    ObjectArchives::local(&local).map_err(|e| format!("archives at {}: {e}", local.display()))
+}
+
+/// The local directory an `archives` location names.
+fn archives_path(location: &str) -> Result<PathBuf, String> {
+    let path = location.strip_prefix("file://").unwrap_or(location);
+    if path.contains("://") {
+        return Err(format!(
+            "archives = {location:?}: only local directories (an absolute path or a file:// URL) are built into this \
+             keyfold; object stores such as s3:// need object_store's cloud features"
+        ));
+    }
+    if !Path::new(path).is_absolute() {
+        return Err(format!("archives = {location:?}: give an absolute path (or a file:// URL)"));
+    }
+    Ok(PathBuf::from(path))
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Data directory (created; must be empty or absent).
+    #[arg(long, env = "KEYFOLD_DATA")]
+    data: PathBuf,
+    /// Shard bits: 2^N shards (0..=16).
+    #[arg(long, default_value_t = 8)]
+    shards_bits: u8,
+    /// Hash suite: blake3 or sha256.
+    #[arg(long, default_value = "blake3")]
+    hash: String,
+    /// The directory's name in its signed heads (the C2SP note origin).
+    #[arg(long, default_value = "keyfold.localhost")]
+    origin: String,
+    /// Embedded store group files (parallel writers).
+    #[arg(long, default_value_t = 2)]
+    groups: u16,
+    /// Pending mutations beyond which submissions are refused (HTTP 503 + Retry-After).
+    #[arg(long, default_value_t = 1_000_000)]
+    queue_max_depth: u64,
+    /// Bytes of pending mutations (their canonical encodings) beyond which submissions are
+    /// refused (HTTP 503 + Retry-After).
+    #[arg(long, default_value_t = DEFAULT_MAX_BYTES)]
+    queue_max_bytes: u64,
+    /// The most mutations one epoch consumes; the rest waits for the next epoch.
+    #[arg(long, default_value_t = EpochLimits::DEFAULT_MAX_MUTATIONS)]
+    epoch_max_mutations: u64,
+    /// The most bytes of mutations one epoch consumes: an epoch's memory grows by about five
+    /// times this, plus ~2 KB per mutation.
+    #[arg(long, default_value_t = EpochLimits::DEFAULT_MAX_BYTES)]
+    epoch_max_bytes: u64,
+    /// Keep the epoch archives in this local directory (an absolute path or a file:// URL)
+    /// instead of `archives/` in the data directory: another volume, or one a web server shares.
+    #[arg(long)]
+    archives: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// Data directory created by `keyfold init`.
+    #[arg(long, env = "KEYFOLD_DATA")]
+    data: PathBuf,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
+
+pub type DurableJob = EpochJob<RedbQueue, RedbStore, RedbHeadStore>;
+
+pub(crate) fn read_config(dir: &Path) -> Result<DirectoryConfig, String> {
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        format!("cannot read {}: {e} (create a directory with `keyfold init --data {}`)", path.display(), dir.display())
+    })?;
+    let config: DirectoryConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    config.check_bounds().map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(config)
+}
+
+/// Opens every store of an initialised directory and the epoch job over them.
+pub fn open_job(dir: &Path) -> Result<(DirectoryConfig, DurableJob), String> {
+    let config = read_config(dir)?;
+    let suite =
+        HashSuite::from_name(&config.hash).ok_or_else(|| format!("unknown hash {:?} in {CONFIG_FILE}", config.hash))?;
+    let tree = TreeConfig::new(suite, config.shard_bits).map_err(|e| e.to_string())?;
+    let queue =
+        RedbQueue::open(&dir.join("queue.redb"), config.queue_options(suite)).map_err(|e| format!("queue: {e}"))?;
+    let store = RedbStore::open(&dir.join("tree"), RedbOptions { groups: config.groups, ..RedbOptions::new(tree) })
+        .map_err(|e| format!("map: {e}"))?;
+    let heads = RedbHeadStore::open(&dir.join("heads.redb")).map_err(|e| e.to_string())?;
+    let key = load_signing_key(&dir.join("signing.key")).map_err(|e| e.to_string())?;
+    let archives = std::sync::Arc::new(open_archives(dir, &config)?);
+    let index = std::sync::Arc::new(RedbOutcomeIndex::open(&dir.join("index.redb")).map_err(|e| e.to_string())?);
+    let job = EpochJob::open(queue, Map::new(store), heads, archives, key, &config.origin, now_ms())
+        .and_then(|job| job.with_index(index))
+        .map_err(|e| e.to_string())?
+        .with_limits(config.epoch_limits());
+    Ok((config, job))
+}
+
+/// Initialises `dir` with the defaults of `keyfold init` unless it already holds a directory.
+pub fn init_if_empty(dir: &Path) -> Result<(), String> {
+    if dir.join(CONFIG_FILE).exists() {
+        return Ok(());
+    }
+    init(&InitArgs {
+        data: dir.to_path_buf(),
+        shards_bits: 8,
+        hash: "blake3".into(),
+        origin: "keyfold.localhost".into(),
+        groups: 2,
+        queue_max_depth: 1_000_000,
+        queue_max_bytes: DEFAULT_MAX_BYTES,
+        epoch_max_mutations: EpochLimits::DEFAULT_MAX_MUTATIONS,
+        epoch_max_bytes: EpochLimits::DEFAULT_MAX_BYTES,
+        archives: None,
+    })
+}
+
+pub fn init(args: &InitArgs) -> Result<(), String> {
+    let dir = &args.data;
+    if dir.join(CONFIG_FILE).exists() {
+        return Err(format!("{} is already a keyfold directory", dir.display()));
+    }
+    if dir.exists() && std::fs::read_dir(dir).map_err(|e| e.to_string())?.next().is_some() {
+        return Err(format!("{} is not empty; choose an empty or new directory", dir.display()));
+    }
+    let suite = HashSuite::from_name(&args.hash)
+        .ok_or_else(|| format!("unknown --hash {:?}: choose blake3 or sha256", args.hash))?;
+    keyfold_core::check_origin(&args.origin).map_err(|e| format!("--origin: {e}"))?;
+    TreeConfig::new(suite, args.shards_bits).map_err(|e| format!("--shards-bits: {e}"))?;
+    if let Some(location) = &args.archives {
+        archives_path(location).map_err(|e| format!("--archives: {e}"))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let public = generate_key_files(&dir.join("signing.key"), &dir.join("signing.pub")).map_err(|e| e.to_string())?;
+    let config = DirectoryConfig {
+        origin: args.origin.clone(),
+        hash: suite.name().into(),
+        shard_bits: args.shards_bits,
+        groups: args.groups,
+        queue_max_depth: args.queue_max_depth,
+        queue_max_bytes: args.queue_max_bytes,
+        epoch_max_mutations: args.epoch_max_mutations,
+        epoch_max_bytes: args.epoch_max_bytes,
+        archives: args.archives.clone(),
+    };
+    config.check_bounds().map_err(|e| format!("--{}", e.replace('_', "-")))?;
+    let text = toml::to_string(&config).map_err(|e| e.to_string())?;
+    // The config is written last but one: a directory with a config and keys opens; the genesis
+    // head is created by the first open if this process dies before it.
+    std::fs::write(dir.join(CONFIG_FILE), text).map_err(|e| e.to_string())?;
+    let (_, job) = open_job(dir)?;
+    drop(job);
+    println!(
+        "initialised {} ({}, {} shard bits, origin {})",
+        dir.display(),
+        suite.name(),
+        args.shards_bits,
+        args.origin
+    );
+    println!("public key: {}", B64.encode(public.as_bytes()));
+    Ok(())
+}
+
+pub fn epoch(args: &DataArgs) -> Result<(), String> {
+    let (_, job) = open_job(&args.data)?;
+    let report = job.run_epoch(now_ms()).map_err(|e| e.to_string())?;
+    let h = &report.head;
+    println!(
+        "epoch {}: {} mutations ({} applied, {} rejected, {} duplicates), root {}",
+        h.epoch,
+        h.counts.mutations,
+        h.counts.applied,
+        h.counts.rejected,
+        h.counts.duplicates,
+        h.root.to_hex()
+    );
+    let t = report.timings;
+    println!(
+        "phases: cut {:.1} ms, apply {:.1} ms, tree {:.1} ms, archive {:.1} ms, sign {:.1} ms, commit {:.1} ms",
+        t.cut.as_secs_f64() * 1e3,
+        t.apply.as_secs_f64() * 1e3,
+        t.tree.as_secs_f64() * 1e3,
+        t.archive.as_secs_f64() * 1e3,
+        t.sign.as_secs_f64() * 1e3,
+        t.commit.as_secs_f64() * 1e3
+    );
+    print!("{}", report.note);
+    Ok(())
+}
+
+pub fn status(args: &DataArgs) -> Result<(), String> {
+    let (config, job) = open_job(&args.data)?;
+    let (epoch, note) = job.heads().latest().map_err(|e| e.to_string())?.ok_or("no head")?;
+    let head = verify_head_note(&note, &config.origin, &job.public_key()).map_err(|e| e.to_string())?;
+    println!("directory: {} ({}, {} shard bits)", config.origin, config.hash, config.shard_bits);
+    println!("public key: {}", B64.encode(job.public_key()));
+    println!("latest epoch: {epoch} at {} ms, root {}", head.time_ms, head.root.to_hex());
+    println!(
+        "pending mutations: {} of {} bytes (bounds {} mutations, {} bytes)",
+        job.queue().depth(),
+        job.queue().pending_bytes(),
+        config.queue_max_depth,
+        config.queue_max_bytes
+    );
+    println!("epoch caps: {} mutations, {} bytes", config.epoch_max_mutations, config.epoch_max_bytes);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `keyfold.toml` written before the byte bound and the epoch caps existed opens with their
+    /// defaults; a zero bound is refused with its name.
+    #[test]
+    fn old_config_files_get_the_default_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = "origin = \"a.example\"\nhash = \"blake3\"\nshard_bits = 4\ngroups = 2\nqueue_max_depth = 500\n";
+        std::fs::write(dir.path().join(CONFIG_FILE), old).unwrap();
+        let config = read_config(dir.path()).unwrap();
+        assert_eq!(config.queue_max_depth, 500);
+        assert_eq!(config.queue_options(HashSuite::Blake3).max_bytes, DEFAULT_MAX_BYTES);
+        assert_eq!(config.epoch_limits(), EpochLimits::default());
+        let written = toml::to_string(&config).unwrap();
+        assert!(written.contains("epoch_max_bytes = 67108864"), "{written}");
+        std::fs::write(dir.path().join(CONFIG_FILE), format!("{old}epoch_max_mutations = 0\n")).unwrap();
+        let err = read_config(dir.path()).unwrap_err();
+        assert!(err.contains("epoch_max_mutations must be at least 1"), "{err}");
+    }
+}

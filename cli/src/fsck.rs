@@ -1,0 +1,430 @@
+//! `keyfold fsck --data DIR`: an offline check of a whole data directory (stop the server first:
+//! the stores are opened exclusively), store by store, reporting every problem found. It never
+//! panics on damaged files: a library that panics on them is caught and the file is named.
+//! * heads and archives: the full monitor replay from genesis (signatures, chain links, strictly
+//!   increasing times, archive digests, every outcome, every root);
+//! * the map: its root at every epoch is the signed root, and at the latest signed epoch every
+//!   key the archives name has a lookup proof that verifies against that root and gives the value
+//!   the replay computed;
+//! * the outcome index (`index.redb`): every mutation of every indexed epoch has its archived
+//!   outcome (its latest appearance), every key its archived history, and the index is not ahead
+//!   of the heads (behind is a crash's normal state: the next start catches it up);
+//! * the queue: the entries after the heads' cursor read back and decode, in position order;
+//! * every redb file (queue, heads, index, cosignatures, the map's files): redb's own integrity
+//!   check, the checksum of every page of its committed trees, on a copy of the file;
+//! * the witnesses' cosignatures (`cosignatures.redb`): each is of an epoch that has a head, and
+//!   each by a witness given with `--witness NAME=KEY` verifies on that head (the others are
+//!   counted, not checked: the directory does not hold witness keys).
+
+use crate::directory::read_config;
+use clap::Args;
+use keyfold_core::{Epoch, HashSuite, MapRoot, Witness, verify_cosignature, verify_head_note, with_cosignatures};
+use keyfold_core::{Index, MutationId};
+use keyfold_epoch::{
+    ArchiveSink, HeadStore, KeyVersion, ObjectArchives, OutcomeIndex, OutcomeRecord, RedbCosignatures, RedbHeadStore,
+    RedbOutcomeIndex, Replayer, applied, load_public_key, outcome_of,
+};
+use keyfold_ingest::{Entry, Position, Queue, RedbQueue};
+use keyfold_map::{Map, RedbOptions, RedbStore, TreeConfig, TreeStore, lookup_in};
+use rayon::prelude::*;
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Args)]
+pub struct FsckArgs {
+    /// The data directory to check (its server stopped).
+    #[arg(long, env = "KEYFOLD_DATA")]
+    data: PathBuf,
+    /// A witness whose stored cosignatures to verify: `NAME=BASE64_PUBLIC_KEY`, as for `serve`
+    /// (repeat for several).
+    #[arg(long = "witness", value_name = "NAME=KEY", env = "KEYFOLD_WITNESSES", value_delimiter = ',')]
+    witness: Vec<String>,
+}
+
+/// What a check found: a one-line summary, or the problem.
+type Finding = Result<String, String>;
+
+/// What the replay of heads and archives leaves for the map and index checks.
+struct Replayed {
+    replayer: Replayer,
+    /// Every key the archives name.
+    keys: BTreeSet<Vec<u8>>,
+    mutations: u64,
+    /// What the index must hold for the epochs it says it indexed.
+    index: ExpectedIndex,
+}
+
+/// The outcome of each mutation's latest appearance, and each key's applied changes in order, over
+/// epochs `1..=through`.
+#[derive(Default)]
+struct ExpectedIndex {
+    through: Epoch,
+    outcomes: HashMap<MutationId, OutcomeRecord>,
+    histories: HashMap<Index, Vec<KeyVersion>>,
+}
+
+fn replay_all(
+    heads: &RedbHeadStore,
+    archives: &ObjectArchives,
+    origin: &str,
+    public: &[u8; 32],
+    shard_bits: u8,
+    indexed_through: Epoch,
+) -> Result<Replayed, String> {
+    let (latest, _) = heads.latest().map_err(|e| e.to_string())?.ok_or("no head at all, not even genesis")?;
+    let note = |epoch: Epoch| {
+        heads.get(epoch).map_err(|e| e.to_string())?.ok_or_else(|| format!("epoch {epoch}: head missing"))
+    };
+    let mut replayer =
+        Replayer::from_genesis(&note(Epoch(0))?, origin, public, shard_bits).map_err(|d| format!("divergence: {d}"))?;
+    let (mut keys, mut mutations) = (BTreeSet::new(), 0);
+    let mut index = ExpectedIndex { through: indexed_through.min(latest), ..ExpectedIndex::default() };
+    for e in 1..=latest.0 {
+        let epoch = Epoch(e);
+        let archive = ArchiveSink::get(archives, epoch)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("epoch {epoch}: archive {} missing", archives.describe(epoch)))?;
+        let (head, rows) = replayer.replay_rows(&note(epoch)?, archive).map_err(|d| format!("divergence: {d}"))?;
+        mutations += head.counts.mutations;
+        if epoch <= index.through {
+            for row in &rows {
+                index.outcomes.insert(MutationId(row.mutation_id), outcome_of(row, epoch));
+            }
+            for (key, change, _) in applied(epoch, &rows) {
+                index.histories.entry(key).or_default().push(change);
+            }
+        }
+        keys.extend(rows.into_iter().filter_map(|row| row.key));
+    }
+    Ok(Replayed { replayer, keys, mutations, index })
+}
+
+fn check_map(
+    map: &Map<RedbStore>,
+    heads: &RedbHeadStore,
+    origin: &str,
+    public: &[u8; 32],
+    replayed: &Replayed,
+) -> Finding {
+    let suite = map.store().config().suite;
+    let signed = replayed.replayer.head().epoch;
+    let stored = map.latest_epoch().map_err(|e| e.to_string())?;
+    // One epoch committed to the map without its head is a crash's normal state: the next run
+    // recomputes the epoch, checks it against the stored root and signs it.
+    if stored != signed && stored != signed.next() {
+        return Err(format!("the map is at epoch {stored} but the heads at {signed}"));
+    }
+    for e in 0..=signed.0 {
+        let note = heads.get(Epoch(e)).map_err(|e| e.to_string())?.ok_or_else(|| format!("epoch {e}: head missing"))?;
+        let head = verify_head_note(&note, origin, public).map_err(|err| format!("epoch {e}: {err}"))?;
+        let root = map.root(Epoch(e)).map_err(|err| format!("epoch {e}: {err}"))?;
+        if root.hash != head.root {
+            return Err(format!(
+                "epoch {e}: stored root {} but the head signs {}",
+                root.hash.to_hex(),
+                head.root.to_hex()
+            ));
+        }
+    }
+    let root = MapRoot { epoch: signed, hash: replayed.replayer.head().root };
+    let snapshot = map.store().snapshot(signed).map_err(|e| e.to_string())?;
+    let replica = replayed.replayer.map().store().snapshot(signed).map_err(|e| e.to_string())?;
+    replayed.keys.par_iter().try_for_each(|key| check_key(suite, &snapshot, &replica, &root, key))?;
+    Ok(format!(
+        "the roots of epochs 0..={signed} are the signed ones; the proofs of all {} keys verify at epoch {signed} and give the replayed values",
+        replayed.keys.len()
+    ))
+}
+
+fn check_key<A: keyfold_map::Snapshot, B: keyfold_map::Snapshot>(
+    suite: HashSuite,
+    stored: &A,
+    replica: &B,
+    root: &MapRoot,
+    key: &[u8],
+) -> Result<(), String> {
+    let index = suite.index_of(key);
+    let name = String::from_utf8_lossy(key);
+    let lookup = lookup_in(stored, suite, &index).map_err(|e| format!("key {name:?}: {e}"))?;
+    lookup.proof.verify(suite, root, key, lookup.value.as_ref()).map_err(|e| format!("key {name:?}: proof: {e}"))?;
+    let replayed = lookup_in(replica, suite, &index).map_err(|e| format!("key {name:?}: replica: {e}"))?.value;
+    if lookup.value != replayed {
+        return Err(format!("key {name:?}: stored {:?}, replayed {:?}", lookup.value, replayed));
+    }
+    Ok(())
+}
+
+fn check_index(index: &RedbOutcomeIndex, indexed_through: Epoch, replayed: &Replayed) -> Finding {
+    let signed = replayed.replayer.head().epoch;
+    if indexed_through > signed {
+        return Err(format!("the index is at epoch {indexed_through} but the heads only at {signed}"));
+    }
+    let expected = &replayed.index;
+    expected.outcomes.par_iter().try_for_each(|(id, want)| match index.outcome(id) {
+        Ok(Some(found)) if &found == want => Ok(()),
+        Ok(found) => Err(format!("mutation {}: indexed as {found:?}, archived as {want:?}", id.0.to_hex())),
+        Err(e) => Err(format!("mutation {}: {e}", id.0.to_hex())),
+    })?;
+    expected.histories.par_iter().try_for_each(|(key_index, want)| {
+        let found = index
+            .history(key_index, keyfold_epoch::HistoryAfter::default(), want.len() + 1)
+            .map_err(|e| e.to_string())?;
+        if &found == want {
+            Ok(())
+        } else {
+            Err(format!("key index {}: history {found:?}, archived {want:?}", key_index.to_hex()))
+        }
+    })?;
+    let behind = if indexed_through < signed {
+        format!("; it is {} epoch(s) behind the heads, caught up at the next start", signed.0 - indexed_through.0)
+    } else {
+        String::new()
+    };
+    Ok(format!(
+        "through epoch {indexed_through}: the outcomes of all {} mutations and the histories of all {} keys are the archived ones{behind}",
+        expected.outcomes.len(),
+        expected.histories.len()
+    ))
+}
+
+fn check_queue(queue: &RedbQueue, cursor: Position) -> Finding {
+    let (mut from, mut mutations, mut markers) = (Position(cursor.0 + 1), 0u64, 0u64);
+    loop {
+        let chunk =
+            queue.read_bounded(from, 10_000, 16 << 20).map_err(|e| format!("after position {}: {e}", from.0))?;
+        let Some((last, _)) = chunk.last() else { break };
+        if let Some(w) = chunk.windows(2).find(|w| w[0].0 >= w[1].0) {
+            return Err(format!("positions out of order: {} then {}", w[0].0.0, w[1].0.0));
+        }
+        if chunk[0].0 < from {
+            return Err(format!("asked from position {}, got {}", from.0, chunk[0].0.0));
+        }
+        for (_, entry) in &chunk {
+            match entry {
+                Entry::Mutation(_) => mutations += 1,
+                Entry::Marker(_) => markers += 1,
+            }
+        }
+        from = Position(last.0 + 1);
+    }
+    Ok(format!(
+        "{mutations} mutations and {markers} markers after the cursor (position {}) read back in order",
+        cursor.0
+    ))
+}
+
+/// The stored cosignatures: each of an epoch that has a head, and each by a listed witness
+/// verifying on that head.
+fn check_cosignatures(stored: &RedbCosignatures, heads: &RedbHeadStore, witnesses: &[Witness]) -> Finding {
+    let all = stored.all().map_err(|e| e.to_string())?;
+    let (mut verified, mut unchecked) = (0usize, BTreeSet::new());
+    // `all` ascends by epoch: each epoch's head is read once, for all its witnesses.
+    for lines in all.chunk_by(|a, b| a.0 == b.0) {
+        let (epoch, first_name, _) = &lines[0];
+        let note = heads
+            .get(*epoch)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{first_name}'s cosignature of epoch {epoch}, which has no head"))?;
+        for (_, name, line) in lines {
+            let Some(witness) = witnesses.iter().find(|w| w.name == *name) else {
+                unchecked.insert(name.as_str());
+                continue;
+            };
+            verify_cosignature(&with_cosignatures(&note, std::slice::from_ref(line)), witness)
+                .map_err(|e| format!("epoch {epoch}: {e}"))?;
+            verified += 1;
+        }
+    }
+    let mut summary = format!("{} stored, {verified} verified", all.len());
+    if !unchecked.is_empty() {
+        let names: Vec<&str> = unchecked.into_iter().collect();
+        summary
+            .push_str(&format!("; not checked, by witnesses not given with --witness NAME=KEY: {}", names.join(", ")));
+    }
+    Ok(summary)
+}
+
+fn report(problems: &mut Vec<String>, what: &str, finding: Finding) {
+    match finding {
+        Ok(summary) => println!("ok    {what}: {summary}"),
+        Err(problem) => {
+            println!("FAIL  {what}: {problem}");
+            problems.push(format!("{what}: {problem}"));
+        }
+    }
+}
+
+fn busy(what: &str, e: impl std::fmt::Display) -> String {
+    format!("cannot open the {what}: {e} (is a server running on this directory? stop it first)")
+}
+
+/// Runs `f`, turning a panic (a library meeting bytes it did not expect, such as a redb page
+/// altered on disk) into a finding: fsck reports damage, it never dies of it.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let cause = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            Err(format!("{what}: reading it failed with a panic ({cause}): its storage is corrupt"))
+        }
+    }
+}
+
+/// The redb files of a data directory, relative to it, in a fixed order.
+fn redb_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = ["queue.redb", "heads.redb", "index.redb", "cosignatures.redb"]
+        .iter()
+        .map(PathBuf::from)
+        .filter(|f| dir.join(f).exists())
+        .collect();
+    let mut tree: Vec<PathBuf> = std::fs::read_dir(dir.join("tree"))
+        .map(|entries| entries.filter_map(Result::ok).map(|e| Path::new("tree").join(e.file_name())).collect())
+        .unwrap_or_default();
+    tree.retain(|f| f.extension().is_some_and(|e| e == "redb"));
+    tree.sort();
+    files.extend(tree);
+    files
+}
+
+/// redb's own integrity check of one file (the checksum of every page of its committed trees),
+/// run on a copy: the check repairs what it can by going back to the previous commit, which on
+/// the live file would silently drop the latest acknowledged write. Repairable damage is reported
+/// too, since it means the newest commit is unreadable.
+fn check_redb_file(dir: &Path, file: &Path, scratch: &Path) -> Finding {
+    let copy = scratch.join(file.file_name().unwrap_or_default());
+    std::fs::copy(dir.join(file), &copy).map_err(|e| format!("cannot copy it for the check: {e}"))?;
+    let checked = guarded("redb", || {
+        let mut db = redb::Database::open(&copy).map_err(|e| format!("redb cannot open it: {e}"))?;
+        db.check_integrity().map_err(|e| format!("redb's integrity check failed: {e}"))
+    });
+    let _ = std::fs::remove_file(&copy);
+    match checked? {
+        true => Ok("redb integrity check: every page checksum holds".into()),
+        false => {
+            Err("redb integrity check: damaged; redb could only repair it by rolling back its latest commit".into())
+        }
+    }
+}
+
+fn check_redb_files(dir: &Path, problems: &mut Vec<String>) -> Result<(), String> {
+    let scratch = tempfile::tempdir().map_err(|e| format!("a scratch directory for redb's checks: {e}"))?;
+    for file in redb_files(dir) {
+        report(problems, &file.display().to_string(), check_redb_file(dir, &file, scratch.path()));
+    }
+    Ok(())
+}
+
+/// Every store of a directory, opened (exclusively: a running server holds them).
+struct Stores {
+    heads: RedbHeadStore,
+    archives: ObjectArchives,
+    store: RedbStore,
+    queue: RedbQueue,
+    index: Option<RedbOutcomeIndex>,
+}
+
+fn open_stores(dir: &Path, config: &crate::directory::DirectoryConfig, suite: HashSuite) -> Result<Stores, String> {
+    let heads = guarded("heads.redb", || RedbHeadStore::open(&dir.join("heads.redb")).map_err(|e| busy("heads", e)))?;
+    let archives = crate::directory::open_archives(dir, config)?;
+    let tree = TreeConfig::new(suite, config.shard_bits).map_err(|e| e.to_string())?;
+    let options = RedbOptions { groups: config.groups, ..RedbOptions::new(tree) };
+    let store = guarded("tree", || RedbStore::open(&dir.join("tree"), options).map_err(|e| busy("map", e)))?;
+    let queue_options = config.queue_options(suite);
+    let queue = guarded("queue.redb", || {
+        RedbQueue::open(&dir.join("queue.redb"), queue_options).map_err(|e| busy("queue", e))
+    })?;
+    let index_path = dir.join("index.redb");
+    let index = match index_path.exists() {
+        true => Some(guarded("index.redb", || RedbOutcomeIndex::open(&index_path).map_err(|e| busy("index", e)))?),
+        false => None,
+    };
+    Ok(Stores { heads, archives, store, queue, index })
+}
+
+pub fn fsck(args: &FsckArgs) -> Result<(), String> {
+    // Panics are caught and reported as findings (`guarded`); the default hook would also print
+    // each one as if fsck itself had crashed.
+    std::panic::set_hook(Box::new(|_| {}));
+    let dir: &Path = &args.data;
+    let witnesses = crate::serve::parse_witnesses(&args.witness)?;
+    let config = read_config(dir)?;
+    let suite = HashSuite::from_name(&config.hash).ok_or_else(|| format!("unknown hash {:?}", config.hash))?;
+    let public = load_public_key(&dir.join("signing.pub")).map_err(|e| e.to_string())?;
+    let mut problems = Vec::new();
+    check_redb_files(dir, &mut problems)?;
+    // Closing a damaged store may panic too, so the stores are opened, checked and dropped inside.
+    let checked = guarded("stores", || {
+        let stores = open_stores(dir, &config, suite)?;
+        check_stores(dir, &config, &public, &witnesses, stores, &mut problems);
+        Ok(())
+    });
+    if let Err(problem) = checked {
+        report(&mut problems, "stores", Err(problem));
+    }
+    match problems.first() {
+        None => {
+            println!("fsck {}: no problems", dir.display());
+            Ok(())
+        }
+        Some(first) => Err(format!("fsck {}: {} problem(s); the first: {first}", dir.display(), problems.len())),
+    }
+}
+
+fn check_stores(
+    dir: &Path,
+    config: &crate::directory::DirectoryConfig,
+    public: &[u8; 32],
+    witnesses: &[Witness],
+    stores: Stores,
+    problems: &mut Vec<String>,
+) {
+    let Stores { heads, archives, store, queue, index } = stores;
+    let indexed_through = match &index {
+        Some(index) => guarded("index", || index.indexed_through().map_err(|e| e.to_string())),
+        None => Ok(Epoch(0)),
+    };
+    let replayed = guarded("heads and archives", || {
+        let through = indexed_through.clone()?;
+        replay_all(&heads, &archives, &config.origin, public, config.shard_bits, through)
+    });
+    let summary = replayed.as_ref().map(|r| {
+        format!(
+            "epochs 0..={} replay: {} mutations; signatures, links, times, digests, outcomes and roots hold",
+            r.replayer.head().epoch,
+            r.mutations
+        )
+    });
+    report(problems, "heads and archives", summary.map_err(Clone::clone));
+    match &replayed {
+        Ok(r) => {
+            let finding = guarded("map", || check_map(&Map::new(store), &heads, &config.origin, public, r));
+            report(problems, "map", finding);
+        }
+        Err(_) => println!("skip  map: it is checked against the replay, which failed"),
+    }
+    match (&index, &replayed, &indexed_through) {
+        (Some(index), Ok(r), Ok(through)) => {
+            report(problems, "index", guarded("index", || check_index(index, *through, r)));
+        }
+        (None, _, _) => println!("skip  index: no index.redb (it is rebuilt from the archives at the next start)"),
+        _ => println!("skip  index: it is checked against the archives, whose replay failed"),
+    }
+    let queue_finding =
+        guarded("queue", || check_queue(&queue, heads.cursor().map_err(|e| format!("the heads' cursor: {e}"))?));
+    report(problems, "queue", queue_finding);
+    let cosignatures_path = dir.join("cosignatures.redb");
+    match cosignatures_path.exists() {
+        true => {
+            let finding = guarded("cosignatures", || {
+                let stored = RedbCosignatures::open(&cosignatures_path).map_err(|e| busy("cosignatures", e))?;
+                check_cosignatures(&stored, &heads, witnesses)
+            });
+            report(problems, "cosignatures", finding);
+        }
+        false => println!("skip  cosignatures: none stored (no cosignatures.redb)"),
+    }
+}

@@ -1,0 +1,747 @@
+//! One epoch, end to end, with its recovery story at every durability step.
+
+use crate::apply::{MutationOutcome, Outcome, apply_mutations, hash_mutations, read_touched};
+use crate::archives::ArchiveSink;
+use crate::error::EpochError;
+use crate::heads::HeadStore;
+use crate::index::{HistoryAfter, KeyVersion, OutcomeIndex, OutcomeRecord};
+use crate::schedule::epoch_time_ms;
+use hashbrown::HashSet;
+use keyfold_archive::{ArchiveOutcome, ArchiveRow, read_archive_bytes, write_archive};
+use keyfold_core::{Epoch, Hash, Head, HeadCounts, Index, MapRoot, Mutation, MutationId, SigningKey, verify_head_note};
+use keyfold_ingest::{Entry, Marker, Position, Queue, QueueError, Receipt, mutation_bytes};
+use keyfold_map::{Map, TreeStore};
+use rayon::prelude::*;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The caps on what one epoch consumes, so that an epoch's memory is bounded whatever the
+/// backlog: the cut takes mutations in queue order until either cap, and the rest waits for the
+/// next epoch. An epoch always takes at least one mutation (a single one larger than `max_bytes`
+/// still goes through, alone), so a backlog always drains.
+///
+/// An epoch's memory grows by at most about `5 x max_bytes + 2 KB x max_mutations` above the
+/// process's fixed overhead (measured with `keyfold bench --value-bytes 32768`: 4.7 to 5x the
+/// input bytes, the archive encoder and the map's write batch each holding a copy; ~1.5 KB per
+/// small mutation). The cut itself holds the mutations and one read chunk (16 MiB) at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochLimits {
+    /// Mutations one epoch consumes at most.
+    pub max_mutations: u64,
+    /// Bytes of mutations ([`mutation_bytes`]: their canonical encodings) one epoch consumes at most.
+    pub max_bytes: u64,
+}
+
+impl EpochLimits {
+    /// 100,000 mutations: W2-sized epochs (about 0.3 s of apply and tree work on 8 cores), and a
+    /// per-mutation overhead (ids, indexes, outcomes, archive rows, tree work) of ~0.2 GB at most.
+    pub const DEFAULT_MAX_MUTATIONS: u64 = 100_000;
+    /// 64 MiB: an epoch of the largest values the default limits accept (~1,000 x 64 KiB) grows
+    /// the process by ~0.3 GB, well inside a small server's memory (the issue's 288 MB backlog
+    /// took 2 GB in one epoch), and epochs still drain 64 MB each, a full default queue (1 GiB)
+    /// in sixteen.
+    pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
+    /// No cap (benchmarks that measure a given epoch size; tests).
+    pub const UNLIMITED: EpochLimits = EpochLimits { max_mutations: u64::MAX, max_bytes: u64::MAX };
+}
+
+impl Default for EpochLimits {
+    fn default() -> EpochLimits {
+        EpochLimits { max_mutations: Self::DEFAULT_MAX_MUTATIONS, max_bytes: Self::DEFAULT_MAX_BYTES }
+    }
+}
+
+/// The mutations a walk over the queue took, in queue order, and where it stopped.
+struct Walk {
+    mutations: Vec<(Position, Mutation)>,
+    /// The last position the walk covered: its last mutation, or a marker of an earlier epoch
+    /// after it (or the cursor, when it took nothing).
+    through: Position,
+    /// The mutations' bytes ([`mutation_bytes`]).
+    bytes: u64,
+    /// Stopped at a cap rather than at the end of what it was asked to read.
+    capped: bool,
+}
+
+/// An epoch's cut: its marker's position, the marker, and what it consumes.
+struct Cut {
+    position: Position,
+    marker: Marker,
+    walk: Walk,
+}
+
+/// Entries, and bytes of them, read from the queue per call while cutting or loading: the
+/// memory a read takes beyond the epoch's own mutations.
+const READ_CHUNK: usize = 4096;
+const READ_CHUNK_BYTES: u64 = 16 << 20;
+
+/// Where a test may stop a run, as if the process died right after that step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// The marker is durable and the epoch's mutations were read.
+    AfterRead,
+    /// Mutations applied in memory (nothing new is durable).
+    AfterApply,
+    /// The epoch's archive is durable (written before the map).
+    AfterArchiveWrite,
+    /// The map's nodes and leaves for the epoch are committed.
+    AfterNodeWrite,
+    /// The head is signed (not stored).
+    AfterSign,
+    /// Head and cursor are committed.
+    AfterHeadWrite,
+    /// The consumed queue entries are removed.
+    AfterCursorAdvance,
+}
+
+impl CrashPoint {
+    /// Every crash point, in the order a run passes them.
+    pub const ALL: [CrashPoint; 7] = [
+        CrashPoint::AfterRead,
+        CrashPoint::AfterApply,
+        CrashPoint::AfterArchiveWrite,
+        CrashPoint::AfterNodeWrite,
+        CrashPoint::AfterSign,
+        CrashPoint::AfterHeadWrite,
+        CrashPoint::AfterCursorAdvance,
+    ];
+}
+
+/// Wall time of each phase of one run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PhaseTimings {
+    pub cut: Duration,
+    pub apply: Duration,
+    pub tree: Duration,
+    pub archive: Duration,
+    pub sign: Duration,
+    pub commit: Duration,
+}
+
+impl PhaseTimings {
+    /// Each phase with its name, in pipeline order (metrics labels, benchmark reports).
+    pub fn named(&self) -> [(&'static str, Duration); 6] {
+        [
+            ("cut", self.cut),
+            ("apply", self.apply),
+            ("tree", self.tree),
+            ("archive", self.archive),
+            ("sign", self.sign),
+            ("commit", self.commit),
+        ]
+    }
+}
+
+/// What one epoch run produced.
+#[derive(Debug, Clone)]
+pub struct EpochReport {
+    pub head: Head,
+    /// The signed note, exactly as stored.
+    pub note: String,
+    /// One per consumed mutation, in queue order.
+    pub outcomes: Vec<MutationOutcome>,
+    /// The queue position of the epoch's marker.
+    pub marker: Position,
+    /// The last queue position the epoch consumed (the new cursor).
+    pub through: Position,
+    /// The bytes of the consumed mutations ([`mutation_bytes`]).
+    pub input_bytes: u64,
+    /// The cut stopped at a cap of [`EpochLimits`]: mutations are left for the next epoch.
+    pub capped: bool,
+    pub timings: PhaseTimings,
+}
+
+/// Where a mutation is, by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MutationStatus {
+    /// Queued through this job and not yet consumed by an epoch.
+    Pending,
+    /// Consumed by an indexed epoch.
+    Done(OutcomeRecord),
+    /// Not pending and not indexed, while the index lags the signed heads (its writes failed, a
+    /// full disk say, and it has not caught up yet): it may be in a signed epoch not yet indexed,
+    /// so nobody can say it is unknown.
+    NotYetIndexed { indexed_through: Epoch, latest: Epoch },
+    /// Neither pending here nor in any signed epoch (the index is complete).
+    Unknown,
+}
+
+/// The epoch job over a queue, a map and a head store.
+#[derive(Debug)]
+pub struct EpochJob<Q: Queue, S: TreeStore, H: HeadStore> {
+    queue: Q,
+    map: Map<S>,
+    heads: H,
+    archives: Arc<dyn ArchiveSink>,
+    key: SigningKey,
+    origin: String,
+    /// Outcomes and key histories, derived from the archives (optional).
+    index: Option<Arc<dyn OutcomeIndex>>,
+    /// Ids queued and not yet consumed by an epoch (bounded by the queue's depth bound).
+    pending: Mutex<HashSet<MutationId>>,
+    limits: EpochLimits,
+}
+
+impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
+    /// Opens the job. A store with no head gets the signed genesis head (epoch 0, the empty map,
+    /// time `now_ms`). Consumed queue entries that a crash left behind are removed.
+    pub fn open(
+        queue: Q,
+        map: Map<S>,
+        heads: H,
+        archives: Arc<dyn ArchiveSink>,
+        key: SigningKey,
+        origin: &str,
+        now_ms: u64,
+    ) -> Result<Self, EpochError> {
+        keyfold_core::check_origin(origin)?;
+        if queue.suite() != map.store().config().suite {
+            return Err(EpochError::Corrupt("the queue and the map use different hash suites".into()));
+        }
+        let job = EpochJob {
+            queue,
+            map,
+            heads,
+            archives,
+            key,
+            origin: origin.to_owned(),
+            index: None,
+            pending: Mutex::new(HashSet::new()),
+            limits: EpochLimits::default(),
+        };
+        match job.heads.latest()? {
+            None => job.write_genesis(now_ms)?,
+            Some((epoch, note)) => {
+                // Verified at every start: never chain onto a head this key did not sign.
+                let head = job.verify(&note)?;
+                if head.epoch != epoch {
+                    return Err(EpochError::Corrupt(format!("head stored as epoch {epoch} says epoch {}", head.epoch)));
+                }
+            }
+        }
+        // Recovery: a crash between the head commit and the queue removal left consumed entries.
+        let cursor = job.heads.cursor()?;
+        if cursor.0 > 0 {
+            job.queue.remove_through(cursor)?;
+        }
+        job.load_pending(Position(cursor.0 + 1))?;
+        Ok(job)
+    }
+
+    /// Attaches the outcome and history index, first indexing every published epoch it lacks from
+    /// the archives (after a crash between a head and its indexing, or for a new index).
+    pub fn with_index(mut self, index: Arc<dyn OutcomeIndex>) -> Result<Self, EpochError> {
+        self.index = Some(index);
+        self.catch_up_index(None)?;
+        Ok(self)
+    }
+
+    /// Caps what each epoch consumes (default [`EpochLimits::default`]).
+    pub fn with_limits(mut self, limits: EpochLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn limits(&self) -> EpochLimits {
+        self.limits
+    }
+
+    /// The ids of the mutations waiting in the queue (one pass over it at start, in bounded
+    /// chunks; every entry's stored id is checked as it is read).
+    fn load_pending(&self, from: Position) -> Result<(), EpochError> {
+        let suite = self.queue.suite();
+        let mut pending = self.lock_pending();
+        let mut from = from;
+        loop {
+            let chunk = self.queue.read_bounded(from, READ_CHUNK, READ_CHUNK_BYTES)?;
+            let Some((last, _)) = chunk.last() else { return Ok(()) };
+            from = Position(last.0 + 1);
+            pending.extend(chunk.iter().filter_map(|(_, e)| match e {
+                Entry::Mutation(m) => Some(m.id(suite)),
+                Entry::Marker(_) => None,
+            }));
+        }
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashSet<MutationId>> {
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Appends `mutations` durably (what `POST /v1/mutations` does) and remembers them as pending.
+    pub fn submit(&self, mutations: Vec<Mutation>) -> Result<Vec<Receipt>, QueueError> {
+        let suite = self.queue.suite();
+        let ids: Vec<MutationId> = mutations.iter().map(|m| m.id(suite)).collect();
+        // Marked before the append, so an epoch that consumes them at once also unmarks them.
+        let fresh: Vec<MutationId> = {
+            let mut pending = self.lock_pending();
+            ids.iter().filter(|id| pending.insert(**id)).copied().collect()
+        };
+        let appended = self.queue.append(mutations);
+        if appended.is_err() {
+            let mut pending = self.lock_pending();
+            for id in &fresh {
+                pending.remove(id);
+            }
+        }
+        appended
+    }
+
+    /// Pending, consumed (with its outcome, when an index is attached) or unknown.
+    pub fn mutation_status(&self, id: &MutationId) -> Result<MutationStatus, EpochError> {
+        if let Some(index) = &self.index
+            && let Some(record) = index.outcome(id)?
+        {
+            // An identical mutation may be pending again; the consumed one is reported.
+            return Ok(MutationStatus::Done(record));
+        }
+        if self.lock_pending().contains(id) {
+            return Ok(MutationStatus::Pending);
+        }
+        Ok(match self.index_lag()? {
+            Some((indexed_through, latest)) => MutationStatus::NotYetIndexed { indexed_through, latest },
+            None => MutationStatus::Unknown,
+        })
+    }
+
+    /// `(indexed through, latest signed epoch)` while the index is behind the heads; `None` when it
+    /// is complete (or there is no index).
+    pub fn index_lag(&self) -> Result<Option<(Epoch, Epoch)>, EpochError> {
+        let Some(index) = &self.index else { return Ok(None) };
+        let indexed = index.indexed_through()?;
+        let latest = self.heads.latest()?.map_or(Epoch(0), |(epoch, _)| epoch);
+        Ok((indexed < latest).then_some((indexed, latest)))
+    }
+
+    /// Indexes every signed epoch the index lacks, from the archives. The scheduler calls it while
+    /// [`EpochJob::index_lag`] says the index is behind, so it catches up as soon as its writes
+    /// succeed again, without waiting for the next epoch.
+    pub fn catch_up_index_now(&self) -> Result<(), EpochError> {
+        self.catch_up_index(None)
+    }
+
+    /// The applied versions of the key at `index` after `after`, oldest first; `None` without an
+    /// index.
+    pub fn key_history(
+        &self,
+        index: &Index,
+        after: HistoryAfter,
+        limit: usize,
+    ) -> Result<Option<Vec<KeyVersion>>, EpochError> {
+        self.index.as_ref().map(|i| i.history(index, after, limit)).transpose()
+    }
+
+    /// Indexes every published epoch the index lacks: `fresh` rows for the epoch just run, the
+    /// archives for any other.
+    fn catch_up_index(&self, fresh: Option<(Epoch, &[ArchiveRow])>) -> Result<(), EpochError> {
+        let Some(index) = &self.index else { return Ok(()) };
+        let Some((latest, _)) = self.heads.latest()? else { return Ok(()) };
+        let mut next = index.indexed_through()?.next();
+        while next <= latest {
+            match fresh {
+                Some((epoch, rows)) if epoch == next => index.record(epoch, rows)?,
+                _ => {
+                    let bytes = self.archives.get(next)?.ok_or_else(|| {
+                        EpochError::Corrupt(format!("epoch {next} has a signed head but no archive to index"))
+                    })?;
+                    index.record(next, &read_archive_bytes(bytes)?)?;
+                }
+            }
+            next = next.next();
+        }
+        Ok(())
+    }
+
+    pub fn queue(&self) -> &Q {
+        &self.queue
+    }
+
+    pub fn map(&self) -> &Map<S> {
+        &self.map
+    }
+
+    pub fn heads(&self) -> &H {
+        &self.heads
+    }
+
+    pub fn archives(&self) -> &dyn ArchiveSink {
+        self.archives.as_ref()
+    }
+
+    pub fn public_key(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
+    }
+
+    /// The latest signed head, verified.
+    pub fn latest_head(&self) -> Result<Head, EpochError> {
+        let (_, note) = self.heads.latest()?.ok_or_else(|| EpochError::Corrupt("no genesis head".into()))?;
+        self.verify(&note)
+    }
+
+    fn verify(&self, note: &str) -> Result<Head, EpochError> {
+        Ok(verify_head_note(note, &self.origin, &self.public_key())?)
+    }
+
+    fn write_genesis(&self, now_ms: u64) -> Result<(), EpochError> {
+        if self.map.latest_epoch()? != Epoch(0) {
+            return Err(EpochError::Corrupt("the map has epochs but there is no head".into()));
+        }
+        let suite = self.map.store().config().suite;
+        let head = Head {
+            origin: self.origin.clone(),
+            suite,
+            epoch: Epoch(0),
+            root: self.map.root(Epoch(0))?.hash,
+            previous: Hash::default(),
+            archive: Hash::default(),
+            time_ms: now_ms,
+            counts: HeadCounts::default(),
+        };
+        let note = head.sign(&self.key);
+        self.verify(&note)?;
+        // Recovery if the process dies right after: the genesis head exists; the next open uses it.
+        self.heads.commit(Epoch(0), &note, Position(0))
+    }
+
+    /// Runs the next epoch now (the operator trigger and the scheduler both call this). After a
+    /// crash, the same call finishes the interrupted epoch with a byte-identical head.
+    pub fn run_epoch(&self, now_ms: u64) -> Result<EpochReport, EpochError> {
+        let result = self.run(now_ms, None);
+        record_metrics(&result);
+        result
+    }
+
+    /// As [`EpochJob::run_epoch`], stopping right after `crash` as if the process died there.
+    #[doc(hidden)]
+    pub fn run_until(&self, now_ms: u64, crash: CrashPoint) -> Result<EpochReport, EpochError> {
+        self.run(now_ms, Some(crash))
+    }
+
+    fn run(&self, now_ms: u64, crash: Option<CrashPoint>) -> Result<EpochReport, EpochError> {
+        let stop = |point: CrashPoint| if crash == Some(point) { Err(EpochError::Crashed(point)) } else { Ok(()) };
+        self.catch_up_index(None)?; // after an indexing failure of the previous run
+        let mut timings = PhaseTimings::default();
+        let started = Instant::now();
+        let (previous_epoch, previous_note) =
+            self.heads.latest()?.ok_or_else(|| EpochError::Corrupt("no genesis head".into()))?;
+        let previous = self.verify(&previous_note)?;
+        let epoch = previous_epoch.next();
+
+        // 1. Cut and read: at most the caps of `EpochLimits`.
+        let Cut { position: marker_position, marker, walk } = self.cut(epoch, previous.time_ms, now_ms)?;
+        let Walk { mutations, bytes: input_bytes, capped, .. } = walk;
+        timings.cut = started.elapsed();
+        stop(CrashPoint::AfterRead)?;
+
+        // 2. Apply with compare-and-set, against the previous epoch's values.
+        let t = Instant::now();
+        let suite = self.map.store().config().suite;
+        self.check_signed_root(previous_epoch, &previous)?;
+        let hashed = hash_mutations(suite, &mutations);
+        let current = read_touched(&self.map, &hashed, previous_epoch)?;
+        let mut applied = apply_mutations(&current, &mutations, &hashed);
+        drop((current, hashed));
+        // Each changed key's final value is now in its update and in its source mutation. The
+        // archive (step 3) is written before the map (step 4), so one copy is enough at any time:
+        // the mutation's until the archive is written, then the update's (moved back below).
+        for update in &mut applied.updates {
+            update.1.value = None;
+        }
+        timings.apply = t.elapsed();
+        stop(CrashPoint::AfterApply)?;
+
+        // 3. The archive: every consumed mutation and its outcome, durable before the head that
+        // signs its digest. Recovery if the process dies right after: the re-run writes the same
+        // bytes again (deterministic) and signs the same digest; a re-run that cuts the epoch
+        // again (lower caps) overwrites it, which is safe as no head names it yet.
+        let t = Instant::now();
+        let mut rows = archive_rows(suite, mutations, &applied.outcomes);
+        let bytes = bytes::Bytes::from(write_archive(&rows)?);
+        // The digest (CPU) while the file is written and fsynced (mostly waiting on the disk).
+        let (archive, stored) =
+            rayon::join(|| suite.archive_digest(&bytes), || self.archives.put(epoch, bytes.clone()));
+        stored?;
+        drop(bytes);
+        // The values move to the map's updates (the index needs none of them).
+        for (update, &source) in applied.updates.iter_mut().zip(&applied.update_sources) {
+            update.1.value = rows[source as usize].value.take();
+        }
+        rows.par_iter_mut().for_each(|row| row.value = None);
+        timings.archive = t.elapsed();
+        stop(CrashPoint::AfterArchiveWrite)?;
+
+        // 4. The map.
+        let t = Instant::now();
+        let root = self.write_tree(previous_epoch, epoch, applied.updates)?;
+        timings.tree = t.elapsed();
+        stop(CrashPoint::AfterNodeWrite)?;
+
+        // 5. Sign, then verify the signature with the public key before anything is published.
+        let t = Instant::now();
+        let head = Head {
+            origin: self.origin.clone(),
+            suite,
+            epoch,
+            root: root.hash,
+            previous: previous.hash(),
+            archive,
+            time_ms: marker.time_ms,
+            counts: applied.counts,
+        };
+        let note = head.sign(&self.key);
+        let verified = self.verify(&note)?;
+        assert_eq!(verified, head, "a signed head must verify to itself");
+        timings.sign = t.elapsed();
+        stop(CrashPoint::AfterSign)?;
+
+        // 6. Head and cursor, atomically, with a compare-and-set on the epoch.
+        // Recovery if the process dies right after: the epoch is complete and published; the next
+        // `open` removes the consumed queue entries (step 7).
+        // If it dies before: no head for `epoch` exists; the re-run finds the same marker (the
+        // queue's last), consumes the same mutations (cursor, through] and finds the map already
+        // at `epoch` (checked, not rewritten), and signs the same bytes (ed25519 signatures are
+        // deterministic). The cursor is `through`: mutations after it (before or after the
+        // marker) wait for the next epoch.
+        let t = Instant::now();
+        self.heads.commit(epoch, &note, marker.through)?;
+        stop(CrashPoint::AfterHeadWrite)?;
+
+        // 7. Drop what this epoch consumed from the queue: positions up to `through`, which may
+        // include markers of earlier epochs; this epoch's own marker is after `through` and goes
+        // with a later epoch's removal (that epoch skips it as an earlier epoch's marker).
+        // Recovery if the process dies right after: nothing to do. If it dies before: `open` does it.
+        self.queue.remove_through(marker.through)?;
+        timings.commit = t.elapsed();
+        stop(CrashPoint::AfterCursorAdvance)?;
+
+        // 8. Derived data: outcomes and key histories indexed, then no longer pending (in this
+        // order, so a status query never finds a consumed mutation in neither).
+        // Recovery if the process dies right after or before: the next start re-indexes from the
+        // archives whatever the index lacks, and rebuilds the pending set from the queue.
+        let indexed = self.catch_up_index(Some((epoch, &rows)));
+        {
+            let mut pending = self.lock_pending();
+            for outcome in &applied.outcomes {
+                pending.remove(&outcome.id);
+            }
+        }
+        indexed?; // an indexing failure is retried before the next epoch
+        Ok(EpochReport {
+            head,
+            note,
+            outcomes: applied.outcomes,
+            marker: marker_position,
+            through: marker.through,
+            input_bytes,
+            capped,
+            timings,
+        })
+    }
+
+    /// The map's stored root of `epoch` must be the root its signed head names: every read of the
+    /// epoch (compare-and-set values, the nodes the new root is built on) is checked level by
+    /// level against its parent, starting from this root, so nothing read from a changed store
+    /// reaches a signature.
+    fn check_signed_root(&self, epoch: Epoch, head: &Head) -> Result<(), EpochError> {
+        let stored = self.map.root(epoch)?;
+        if stored.hash != head.root {
+            return Err(EpochError::Corrupt(format!(
+                "the map's stored root of epoch {epoch} is {}, but its signed head names {}: the tree store is \
+                 corrupt (run `keyfold fsck`)",
+                stored.hash.to_hex(),
+                head.root.to_hex()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The cut of `epoch`: the queue's last marker if it is this epoch's (an interrupted run cut
+    /// it), else a new one after the mutations the caps admit, appended at the queue's end.
+    fn cut(&self, epoch: Epoch, previous_time_ms: u64, now_ms: u64) -> Result<Cut, EpochError> {
+        let cursor = self.heads.cursor()?;
+        let time_ms = match self.queue.last_marker()? {
+            Some((position, marker)) if marker.epoch == epoch => {
+                if marker.through < cursor {
+                    return Err(EpochError::Corrupt(format!(
+                        "the marker of epoch {epoch} ends at position {}, before the cursor {}",
+                        marker.through.0, cursor.0
+                    )));
+                }
+                let walk = self.walk(epoch, cursor, Some(marker.through), self.limits)?;
+                if !walk.capped || walk.through == marker.through {
+                    return Ok(Cut { position, marker, walk });
+                }
+                if self.map.latest_epoch()? == epoch {
+                    // The map already holds this epoch as first cut (and maybe its archive): only
+                    // that cut can finish it, above the caps lowered since.
+                    tracing::warn!(%epoch, through = marker.through.0, "finishing an interrupted epoch cut above the current caps");
+                    let walk = self.walk(epoch, cursor, Some(marker.through), EpochLimits::UNLIMITED)?;
+                    return Ok(Cut { position, marker, walk });
+                }
+                // Cut again at the current caps (lowered since the interrupted run, after it died
+                // of its size, say): nothing of the first cut is durable but its marker, which the
+                // new one supersedes as the last. Its time is kept, so the head does not depend
+                // on when the restart happened.
+                marker.time_ms
+            }
+            Some((_, marker)) if marker.epoch > epoch => {
+                return Err(EpochError::Corrupt(format!(
+                    "the queue's last marker is for epoch {}, but the next epoch is {epoch}",
+                    marker.epoch
+                )));
+            }
+            _ => epoch_time_ms(now_ms, previous_time_ms),
+        };
+        let walk = self.walk(epoch, cursor, None, self.limits)?;
+        let marker = Marker { epoch, time_ms, through: walk.through };
+        // Recovery if the process dies right after: the marker is durable and the queue's last;
+        // the re-run finds it and consumes exactly (cursor, through] at its time, so the head comes
+        // out byte-identical.
+        let position = self.queue.append_marker(marker)?;
+        Ok(Cut { position, marker, walk })
+    }
+
+    /// Takes the mutations after `cursor` in queue order, up to `end` (inclusive) if given and
+    /// within `limits`; markers of earlier epochs (left behind capped cuts) are skipped. Holds no
+    /// more than the mutations it takes and one read chunk.
+    fn walk(
+        &self,
+        epoch: Epoch,
+        cursor: Position,
+        end: Option<Position>,
+        limits: EpochLimits,
+    ) -> Result<Walk, EpochError> {
+        let mut walk = Walk { mutations: Vec::new(), through: cursor, bytes: 0, capped: false };
+        loop {
+            let left = limits.max_mutations.saturating_sub(walk.mutations.len() as u64);
+            if left == 0 {
+                walk.capped = true;
+                return Ok(walk);
+            }
+            let entries = READ_CHUNK.min(usize::try_from(left).unwrap_or(usize::MAX));
+            let budget = limits.max_bytes.saturating_sub(walk.bytes).clamp(1, READ_CHUNK_BYTES);
+            let chunk = self.queue.read_bounded(Position(walk.through.0 + 1), entries, budget)?;
+            if chunk.is_empty() {
+                return Ok(walk);
+            }
+            for (position, entry) in chunk {
+                if end.is_some_and(|end| position > end) {
+                    return Ok(walk);
+                }
+                match entry {
+                    Entry::Mutation(m) => {
+                        let size = mutation_bytes(&m);
+                        if !walk.mutations.is_empty() && walk.bytes + size > limits.max_bytes {
+                            walk.capped = true;
+                            return Ok(walk);
+                        }
+                        walk.bytes += size;
+                        walk.mutations.push((position, m));
+                    }
+                    Entry::Marker(marker) if marker.epoch < epoch => {} // left behind by a capped cut
+                    Entry::Marker(marker) => {
+                        return Err(EpochError::Corrupt(format!(
+                            "found the marker of epoch {} at position {} while cutting epoch {epoch}",
+                            marker.epoch, position.0
+                        )));
+                    }
+                }
+                walk.through = position;
+            }
+        }
+    }
+
+    /// Writes the map for `epoch`, or, if an interrupted run already did, checks that the stored
+    /// epoch equals what this run computes. Returns the committed root.
+    fn write_tree(
+        &self,
+        previous: Epoch,
+        epoch: Epoch,
+        updates: Vec<(Index, keyfold_core::LeafValue)>,
+    ) -> Result<MapRoot, EpochError> {
+        let suite = self.map.store().config().suite;
+        let latest = self.map.latest_epoch()?;
+        let batch = self.map.prepare_at(previous, updates)?;
+        // Nothing is signed unless the root is recomputed from exactly the records written.
+        batch.verify(suite, self.map.store().config().shard_bits)?;
+        let computed = batch.root.node.hash(suite);
+        if latest == epoch {
+            let stored = self.map.root(epoch)?;
+            if stored.hash != computed {
+                return Err(EpochError::Corrupt(format!(
+                    "the map already holds epoch {epoch} with root {}, but re-running it gives {}",
+                    stored.hash.to_hex(),
+                    computed.to_hex()
+                )));
+            }
+            return Ok(stored);
+        }
+        if latest != previous {
+            return Err(EpochError::Corrupt(format!("the map is at epoch {latest}, the heads at {previous}")));
+        }
+        // Recovery if the process dies right after this commit: the map is at `epoch` with no head;
+        // the re-run recomputes the same batch and only checks it against the stored root (above).
+        Ok(self.map.commit(&batch)?)
+    }
+}
+
+/// The archive rows of an epoch: each consumed mutation (queue order) with its outcome. The
+/// mutations move into the rows (keys, values and signatures are not copied).
+pub(crate) fn archive_rows(
+    suite: keyfold_core::HashSuite,
+    mutations: Vec<(Position, Mutation)>,
+    outcomes: &[MutationOutcome],
+) -> Vec<ArchiveRow> {
+    assert_eq!(mutations.len(), outcomes.len(), "one outcome per mutation");
+    mutations
+        .into_par_iter()
+        .zip(outcomes)
+        .with_min_len(1024)
+        .map(|((position, m), o)| {
+            debug_assert_eq!(position, o.position);
+            let (outcome, new_version, reason, leaf_hash) = match &o.outcome {
+                Outcome::Applied { version } => {
+                    let leaf = suite.leaf_hash_parts(&o.index, *version, m.value.as_deref());
+                    (ArchiveOutcome::Applied, Some(version.0), None, Some(leaf))
+                }
+                Outcome::Rejected(reason) => (ArchiveOutcome::Rejected, None, Some(reason.to_string()), None),
+                Outcome::Duplicate => (ArchiveOutcome::Duplicate, None, None, None),
+            };
+            ArchiveRow {
+                position: position.0,
+                mutation_id: o.id.0,
+                key_index: Some(keyfold_core::Hash(o.index.0)),
+                tombstone: m.value.is_none(),
+                key: Some(m.key),
+                value: m.value,
+                owner_signature: m.owner_signature,
+                expected_version: m.expected_version.0,
+                new_version,
+                outcome,
+                reason,
+                leaf_hash,
+            }
+        })
+        .collect()
+}
+
+/// Epoch metrics for `/metrics` (no-ops unless the process installed a recorder).
+fn record_metrics(result: &Result<EpochReport, EpochError>) {
+    match result {
+        Ok(report) => {
+            for (phase, took) in report.timings.named() {
+                metrics::histogram!("keyfold_epoch_phase_duration_seconds", "phase" => phase)
+                    .record(took.as_secs_f64());
+            }
+            let c = &report.head.counts;
+            metrics::counter!("keyfold_epochs_total").increment(1);
+            metrics::counter!("keyfold_mutations_total", "outcome" => "applied").increment(c.applied);
+            metrics::counter!("keyfold_mutations_total", "outcome" => "rejected").increment(c.rejected);
+            metrics::counter!("keyfold_mutations_total", "outcome" => "duplicate").increment(c.duplicates);
+            metrics::gauge!("keyfold_epoch_latest").set(report.head.epoch.0 as f64);
+        }
+        Err(e) => {
+            let kind = if e.is_retryable() { "retryable" } else { "fatal" };
+            metrics::counter!("keyfold_epoch_failures_total", "kind" => kind).increment(1);
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Monitor replay: from a trusted head, check every later head's signature and chain link, its
+//! archive's digest, every archived mutation and outcome (re-running the compare-and-set rules) and
+//! the map root, using nothing but the heads, the archives and the public key.
+
+use crate::apply::{KeyState, Outcome, apply_mutations, hash_mutations, touched_indexes};
+use bytes::Bytes;
+use hashbrown::HashMap;
+use keyfold_archive::{ArchiveOutcome, ArchiveRow, read_archive_bytes};
+use keyfold_core::{Epoch, Hash, HashSuite, Head, Index, Mutation, Version, verify_head_note};
+use keyfold_ingest::Position;
+use keyfold_map::{Map, MemoryStore, TreeConfig};
+use rayon::prelude::*;
+
+/// The first place a replay disagrees with what the directory published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Divergence {
+    pub epoch: Epoch,
+    /// The archive row, when the divergence is in one.
+    pub row: Option<usize>,
+    pub what: String,
+    pub expected: String,
+    pub found: String,
+}
+
+impl std::fmt::Display for Divergence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "epoch {}", self.epoch)?;
+        if let Some(row) = self.row {
+            write!(f, ", archive row {row}")?;
+        }
+        write!(f, ": {} (expected {}, found {})", self.what, self.expected, self.found)
+    }
+}
+
+impl std::error::Error for Divergence {}
+
+fn diverge(epoch: Epoch, row: Option<usize>, what: &str, expected: impl ToString, found: impl ToString) -> Divergence {
+    Divergence { epoch, row, what: what.to_owned(), expected: expected.to_string(), found: found.to_string() }
+}
+
+/// A monitor's replica of the map, advanced one verified epoch at a time.
+#[derive(Debug)]
+pub struct Replayer {
+    origin: String,
+    public_key: [u8; 32],
+    map: Map<MemoryStore>,
+    /// Every key's version and presence at the last verified epoch (what compare-and-set reads),
+    /// so an epoch reads its touched keys here instead of walking the replica's tree to them. One
+    /// table per first byte of the index, updated in parallel.
+    states: Vec<HashMap<Index, KeyState>>,
+    previous: Head,
+}
+
+impl Replayer {
+    /// Starts from the genesis head (epoch 0, the empty map), which must verify.
+    pub fn from_genesis(
+        note: &str,
+        origin: &str,
+        public_key: &[u8; 32],
+        shard_bits: u8,
+    ) -> Result<Replayer, Divergence> {
+        let head = verify_head_note(note, origin, public_key)
+            .map_err(|e| diverge(Epoch(0), None, "head signature", "a valid signature", e))?;
+        let config = TreeConfig::new(head.suite, shard_bits)
+            .map_err(|e| diverge(Epoch(0), None, "config", "valid shard bits", e))?;
+        let map = Map::new(MemoryStore::new(config));
+        let empty = map.root(Epoch(0)).map_err(|e| diverge(Epoch(0), None, "map", "a map", e))?;
+        if head.epoch != Epoch(0) || head.root != empty.hash {
+            return Err(diverge(
+                head.epoch,
+                None,
+                "genesis head",
+                format!("epoch 0 with the empty root {}", empty.hash.to_hex()),
+                head.root.to_hex(),
+            ));
+        }
+        Ok(Replayer {
+            origin: origin.to_owned(),
+            public_key: *public_key,
+            map,
+            states: (0..STATE_TABLES).map(|_| HashMap::new()).collect(),
+            previous: head,
+        })
+    }
+
+    /// The replica of the map, at the last verified epoch and every one before.
+    pub fn map(&self) -> &Map<MemoryStore> {
+        &self.map
+    }
+
+    /// The last head verified.
+    pub fn head(&self) -> &Head {
+        &self.previous
+    }
+
+    /// Verifies the next epoch: its signed head and its archive.
+    pub fn replay(&mut self, note: &str, archive: Bytes) -> Result<Head, Divergence> {
+        self.replay_rows(note, archive).map(|(head, _)| head)
+    }
+
+    /// As [`Replayer::replay`], also handing back the archive's rows (verified), so a caller that
+    /// needs them does not decode the archive a second time.
+    pub fn replay_rows(&mut self, note: &str, archive: Bytes) -> Result<(Head, Vec<ArchiveRow>), Divergence> {
+        let prev = &self.previous;
+        let epoch = prev.epoch.next();
+        let head = verify_head_note(note, &self.origin, &self.public_key)
+            .map_err(|e| diverge(epoch, None, "head signature", "a valid signature", e))?;
+        let check = |ok: bool, what: &str, expected: String, found: String| {
+            if ok { Ok(()) } else { Err(diverge(epoch, None, what, expected, found)) }
+        };
+        check(head.epoch == epoch, "epoch number", epoch.to_string(), head.epoch.to_string())?;
+        check(head.suite == prev.suite, "hash suite", prev.suite.name().into(), head.suite.name().into())?;
+        check(head.previous == prev.hash(), "chain link", prev.hash().to_hex(), head.previous.to_hex())?;
+        check(head.time_ms > prev.time_ms, "epoch time", format!("> {}", prev.time_ms), head.time_ms.to_string())?;
+        let suite = head.suite;
+        // The digest while the archive decodes (a bad digest is reported whatever the decoding
+        // found; the decoder is hardened against any bytes, see `read_archive`).
+        let (digest, read) = rayon::join(|| suite.archive_digest(&archive), || read_archive_bytes(archive.clone()));
+        check(digest == head.archive, "archive digest", head.archive.to_hex(), digest.to_hex())?;
+        let mut rows = read.map_err(|e| diverge(epoch, None, "archive", "a format 1 archive", e))?;
+        // In parallel; the first failure in row order is reported (`collect` into a `Result` does
+        // not promise which one).
+        let converted: Vec<Result<(Position, Mutation), Divergence>> =
+            rows.par_iter_mut().enumerate().with_min_len(1024).map(|(i, r)| mutation_of(epoch, i, r)).collect();
+        let mutations = converted.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let hashed = hash_mutations(suite, &mutations);
+        let mismatch =
+            rows.par_iter().zip(&hashed).enumerate().with_min_len(1024).find_map_first(|(i, (row, (id, index)))| {
+                let at =
+                    |what: &str, expected: String, found: String| Some(diverge(epoch, Some(i), what, expected, found));
+                if id.0 != row.mutation_id {
+                    return at("mutation id", id.to_hex(), row.mutation_id.to_hex());
+                }
+                if row.key_index != Some(Hash(index.0)) {
+                    return at("key index", index.to_hex(), row.key_index.map_or("null".into(), |h| h.to_hex()));
+                }
+                None
+            });
+        if let Some(divergence) = mismatch {
+            return Err(divergence);
+        }
+        let states = &self.states;
+        let current: Vec<(Index, Option<KeyState>)> =
+            touched_indexes(&hashed).into_par_iter().map(|index| (index, state_of(states, &index))).collect();
+        let applied = apply_mutations(&current, &mutations, &hashed);
+        // In parallel; the divergence reported is the first in row order.
+        let first =
+            rows.par_iter().zip(&applied.outcomes).zip(&mutations).enumerate().with_min_len(1024).find_map_first(
+                |(i, ((row, outcome), (_, m)))| {
+                    compare_outcome(suite, epoch, i, row, m.value.as_deref(), &outcome.outcome, &outcome.index).err()
+                },
+            );
+        if let Some(divergence) = first {
+            return Err(divergence);
+        }
+        check(applied.counts == head.counts, "counts", format!("{:?}", applied.counts), format!("{:?}", head.counts))?;
+        // Every applied row's leaf hash was recomputed and matched above: each key's final one is
+        // its last applied row's, and the tree takes it instead of hashing the leaf again.
+        let leaf_hashes = applied
+            .update_sources
+            .iter()
+            .map(|&i| rows[i as usize].leaf_hash.expect("an applied row's leaf hash was checked"))
+            .collect();
+        let changed: Vec<(Index, KeyState)> =
+            applied.updates.iter().map(|(index, value)| (*index, KeyState::of(value))).collect();
+        let root = self
+            .map
+            .apply_hashed(applied.updates, leaf_hashes)
+            .map_err(|e| diverge(epoch, None, "replica", "updatable", e))?;
+        check(root.hash == head.root, "map root", root.hash.to_hex(), head.root.to_hex())?;
+        // `changed` ascends by index, so each table's share is one run.
+        self.states.par_iter_mut().enumerate().for_each(|(t, table)| {
+            let start = changed.partition_point(|(index, _)| usize::from(index.0[0]) < t);
+            let end = changed.partition_point(|(index, _)| usize::from(index.0[0]) <= t);
+            table.extend(changed[start..end].iter().copied());
+        });
+        self.previous = head.clone();
+        // The keys, values and signatures moved into the mutations go back into their rows.
+        for (row, (_, m)) in rows.iter_mut().zip(mutations) {
+            (row.key, row.value, row.owner_signature) = (Some(m.key), m.value, m.owner_signature);
+        }
+        Ok((head, rows))
+    }
+}
+
+/// Key-state tables, by the first byte of the index.
+const STATE_TABLES: usize = 256;
+
+fn state_of(states: &[HashMap<Index, KeyState>], index: &Index) -> Option<KeyState> {
+    states[usize::from(index.0[0])].get(index).copied()
+}
+
+/// The mutation an archive row records; its key, value and signature move out of the row.
+fn mutation_of(epoch: Epoch, i: usize, row: &mut ArchiveRow) -> Result<(Position, Mutation), Divergence> {
+    let at = |what: &str, expected: String, found: String| diverge(epoch, Some(i), what, expected, found);
+    if row.tombstone != row.value.is_none() {
+        return Err(at("tombstone flag", format!("{}", row.value.is_none()), format!("{}", row.tombstone)));
+    }
+    let key = row.key.take().ok_or_else(|| at("key", "a key".into(), "null".into()))?;
+    let m = Mutation {
+        key,
+        value: row.value.take(),
+        expected_version: Version(row.expected_version),
+        owner_signature: row.owner_signature.take(),
+    };
+    Ok((Position(row.position), m))
+}
+
+fn compare_outcome(
+    suite: HashSuite,
+    epoch: Epoch,
+    i: usize,
+    row: &ArchiveRow,
+    value: Option<&[u8]>,
+    outcome: &Outcome,
+    index: &Index,
+) -> Result<(), Divergence> {
+    let (kind, version, reason, leaf) = match outcome {
+        Outcome::Applied { version } => {
+            (ArchiveOutcome::Applied, Some(version.0), None, Some(suite.leaf_hash_parts(index, *version, value)))
+        }
+        Outcome::Rejected(r) => (ArchiveOutcome::Rejected, None, Some(r.to_string()), None),
+        Outcome::Duplicate => (ArchiveOutcome::Duplicate, None, None, None),
+    };
+    let at = |what: &str, expected: String, found: String| Err(diverge(epoch, Some(i), what, expected, found));
+    if kind != row.outcome {
+        return at("outcome", kind.as_str().into(), row.outcome.as_str().into());
+    }
+    if version != row.new_version {
+        return at("new version", format!("{version:?}"), format!("{:?}", row.new_version));
+    }
+    if reason != row.reason {
+        return at("reason", format!("{reason:?}"), format!("{:?}", row.reason));
+    }
+    if leaf != row.leaf_hash {
+        return at("leaf hash", format!("{leaf:?}"), format!("{:?}", row.leaf_hash));
+    }
+    Ok(())
+}
