@@ -1,5 +1,5 @@
 //! Epoch archives: one Parquet file per epoch with every mutation the epoch consumed and its
-//! outcome, in queue order (SPEC.md section 8). Monitors download them, replay them and recompute
+//! outcome, in queue order (SPEC.md section 7). Monitors download them, replay them and recompute
 //! every root; the archive's digest is signed in the epoch's head.
 //!
 //! Bytes are deterministic: every writer property is pinned here (never a library default), the
@@ -96,7 +96,7 @@ pub enum ArchiveError {
     Malformed(String),
 }
 
-/// The archive schema (SPEC.md section 8), column by column.
+/// The archive schema (SPEC.md section 7), column by column.
 pub fn schema() -> SchemaRef {
     let hash = || DataType::FixedSizeBinary(32);
     Arc::new(Schema::new(vec![

@@ -1,4 +1,4 @@
-//! The two hash suites. See `docs/SPEC.md` section "Hashing" for the normative definition.
+//! The two hash suites. See `docs/SPEC.md` section 1, "Hash suites", for the normative definition.
 //!
 //! BLAKE3 separates domains by *key* (`blake3::keyed_hash` with a key derived from a context string),
 //! so a tree node's input stays exactly one 64-byte block: one compression per node. SHA-256 already

@@ -35,7 +35,7 @@ pub struct Head {
     pub root: Hash,
     /// Hash of the previous epoch's head ([`Head::hash`]); all zero for epoch 0.
     pub previous: Hash,
-    /// Digest of the epoch's archive (SPEC.md section 8); all zero for the genesis head (epoch 0).
+    /// Digest of the epoch's archive (SPEC.md section 7); all zero for the genesis head (epoch 0).
     pub archive: Hash,
     /// The epoch's time (milliseconds since the Unix epoch), taken from the queue marker.
     pub time_ms: u64,

@@ -1,4 +1,4 @@
-//! Storage encodings (big-endian, fixed widths; documented in SPEC.md "Storage records"). Public for
+//! Storage encodings (big-endian, fixed widths; documented in SPEC.md appendix A.1, "Map records"). Public for
 //! the other backends (FoundationDB) that store the same records; not a stable API.
 
 use crate::error::TreeError;

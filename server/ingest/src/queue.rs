@@ -120,7 +120,7 @@ pub fn record_mutation_id(bytes: &[u8]) -> Option<MutationId> {
     }
 }
 
-/// The last-marker record (SPEC section 5.1): the marker's position (8 bytes, big-endian), then
+/// The last-marker record (SPEC appendix A.2): the marker's position (8 bytes, big-endian), then
 /// its entry record. Written with the marker, in the same transaction, so a re-run finds its cut
 /// without scanning the queue.
 pub fn encode_last_marker(position: Position, record: &[u8]) -> Vec<u8> {
