@@ -6,7 +6,8 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use keyfold_core::{HashSuite, Mutation, Version};
-use keyfold_ingest::{Queue, RedbQueue, RedbQueueOptions};
+use keyfold_ingest::Queue;
+use keyfold_redb::{RedbQueue, RedbQueueOptions};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 

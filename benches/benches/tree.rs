@@ -8,7 +8,8 @@
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use keyfold_benches::{prefill, user_key, w1_updates, w2_updates};
 use keyfold_core::{HashSuite, Version};
-use keyfold_map::{Map, MemoryStore, RedbOptions, RedbStore, TreeConfig};
+use keyfold_map::{Map, MemoryStore, TreeConfig};
+use keyfold_redb::{RedbOptions, RedbStore};
 use std::cell::Cell;
 use std::time::Duration;
 

@@ -3,7 +3,8 @@
 
 use keyfold_benches::{prefill, user_key, w1_updates, w2_updates};
 use keyfold_core::{Epoch, HashSuite, LeafValue, MapRoot, Version, compute_root};
-use keyfold_map::{Map, MemoryStore, RedbOptions, RedbStore, TreeConfig, TreeStore};
+use keyfold_map::{Map, MemoryStore, TreeConfig, TreeStore};
+use keyfold_redb::{RedbOptions, RedbStore};
 use std::collections::BTreeMap;
 
 const N: u64 = 3_000;

@@ -10,11 +10,10 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use keyfold_benches::{prefill, updates_for, user_key, w1_ids};
 use keyfold_core::{HashSuite, Mutation, SigningKey, Version};
-use keyfold_epoch::{
-    ArchiveSink, EpochJob, EpochLimits, HeadStore, MemoryArchives, MemoryHeadStore, ObjectArchives, RedbHeadStore,
-};
-use keyfold_ingest::{MemoryQueue, Queue, RedbQueue, RedbQueueOptions};
-use keyfold_map::{Map, MemoryStore, RedbOptions, RedbStore, TreeConfig, TreeError, TreeStore, lookup_in};
+use keyfold_epoch::{ArchiveSink, EpochJob, EpochLimits, HeadStore, MemoryArchives, MemoryHeadStore, ObjectArchives};
+use keyfold_ingest::{MemoryQueue, Queue};
+use keyfold_map::{Map, MemoryStore, TreeConfig, TreeError, TreeStore, lookup_in};
+use keyfold_redb::{RedbHeadStore, RedbOptions, RedbQueue, RedbQueueOptions, RedbStore};
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde::Serialize;

@@ -8,12 +8,12 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::Args;
 use keyfold_core::{HashSuite, verify_head_note};
-use keyfold_epoch::{
-    EpochJob, EpochLimits, HeadStore, ObjectArchives, RedbHeadStore, RedbOutcomeIndex, generate_key_files,
-    load_signing_key,
+use keyfold_epoch::{EpochJob, EpochLimits, HeadStore, ObjectArchives, generate_key_files, load_signing_key};
+use keyfold_ingest::Queue;
+use keyfold_map::{Map, TreeConfig};
+use keyfold_redb::{
+    DEFAULT_MAX_BYTES, RedbHeadStore, RedbOptions, RedbOutcomeIndex, RedbQueue, RedbQueueOptions, RedbStore,
 };
-use keyfold_ingest::{DEFAULT_MAX_BYTES, Queue, RedbQueue, RedbQueueOptions};
-use keyfold_map::{Map, RedbOptions, RedbStore, TreeConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

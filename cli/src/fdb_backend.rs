@@ -6,12 +6,13 @@
 use crate::directory::{now_ms, read_config};
 use crate::serve::{ServeArgs, run};
 use keyfold_core::HashSuite;
-use keyfold_epoch::{EpochJob, RedbOutcomeIndex, load_signing_key};
+use keyfold_epoch::{EpochJob, load_signing_key};
 use keyfold_fdb::{
     EpochWriterLease, FdbHeadStore, FdbQueue, FdbStore, FdbStoreOptions, Layout, LeaseOptions, Network, QueueBounds,
     open_database,
 };
 use keyfold_map::{Map, TreeConfig};
+use keyfold_redb::RedbOutcomeIndex;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -409,7 +409,7 @@ where
         metrics: Some(keyfold_api::install_recorder().map_err(|e| format!("metrics recorder: {e}"))?),
         witnesses: parse_witnesses(&args.witness)?,
         cosignatures: Arc::new(
-            keyfold_epoch::RedbCosignatures::open(&args.data.join("cosignatures.redb"))
+            keyfold_redb::RedbCosignatures::open(&args.data.join("cosignatures.redb"))
                 .map_err(|e| format!("cosignatures: {e}"))?,
         ),
         scheduler: health,

@@ -9,7 +9,8 @@ use crate::directory::read_config;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use keyfold_core::Epoch;
-use keyfold_epoch::{ArchiveSink, HeadStore, ObjectArchives, RedbHeadStore, Replayer};
+use keyfold_epoch::{ArchiveSink, HeadStore, ObjectArchives, Replayer};
+use keyfold_redb::RedbHeadStore;
 use std::path::PathBuf;
 use std::time::Instant;
 

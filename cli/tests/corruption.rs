@@ -5,7 +5,8 @@
 //! Seeded: a failure prints the file, the trial and the flipped offsets.
 
 use keyfold_core::{Mutation, MutationId, Version};
-use keyfold_ingest::{Queue, RedbQueue, RedbQueueOptions};
+use keyfold_ingest::Queue;
+use keyfold_redb::{RedbQueue, RedbQueueOptions};
 use rand::{Rng, SeedableRng};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

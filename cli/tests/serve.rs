@@ -349,12 +349,12 @@ fn fsck_passes_a_healthy_directory_and_locates_damage() {
     let witness = format!("witness.test={}", std::fs::read_to_string(&witness_pub).unwrap().trim());
     let note = |e: u64| {
         use keyfold_epoch::HeadStore;
-        let heads = keyfold_epoch::RedbHeadStore::open(&data.join("heads.redb")).unwrap();
+        let heads = keyfold_redb::RedbHeadStore::open(&data.join("heads.redb")).unwrap();
         heads.get(keyfold_core::Epoch(e)).unwrap().unwrap()
     };
     let store = |e: u64, line: &str| {
         use keyfold_epoch::CosignatureStore;
-        let stored = keyfold_epoch::RedbCosignatures::open(&data.join("cosignatures.redb")).unwrap();
+        let stored = keyfold_redb::RedbCosignatures::open(&data.join("cosignatures.redb")).unwrap();
         stored.put(keyfold_core::Epoch(e), "witness.test", line).unwrap();
     };
     let cosign = |e: u64| keyfold_core::cosign(&note(e), "witness.test", &key, 1_900_000_000 + e).unwrap();
@@ -393,7 +393,7 @@ fn fsck_passes_a_healthy_directory_and_locates_damage() {
         use keyfold_epoch::OutcomeIndex;
         let path = data.join("index.redb");
         let _ = std::fs::remove_file(&path);
-        let index = keyfold_epoch::RedbOutcomeIndex::open(&path).unwrap();
+        let index = keyfold_redb::RedbOutcomeIndex::open(&path).unwrap();
         for (e, source) in (1..=4).zip(order) {
             let name = format!("epoch-{source:020}.parquet");
             let rows =

@@ -2,7 +2,8 @@
 //! determinism across rayon pool sizes and input orders, proofs from stored nodes.
 
 use keyfold_core::{Epoch, HashSuite, Index, LeafValue, MapRoot, Version, compute_root};
-use keyfold_map::{Map, MemoryStore, RedbOptions, RedbStore, TreeConfig, conformance::Reference};
+use keyfold_map::{Map, MemoryStore, TreeConfig, conformance::Reference};
+use keyfold_redb::{RedbOptions, RedbStore};
 use proptest::prelude::*;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};

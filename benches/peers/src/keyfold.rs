@@ -2,13 +2,14 @@
 //! embedded (redb, durable) stores (full epoch), as `keyfold bench` and `keyfold bench --pipeline`
 //! drive them.
 
+use keyfold_redb::{RedbHeadStore, RedbOptions, RedbQueue, RedbQueueOptions, RedbStore};
 use crate::driver::{EpochFigures, Instance, Peer, System, What};
 use crate::workload::Item;
 use anyhow::{Context, Result, bail};
 use keyfold_core::{HashSuite, LeafValue, Mutation, SigningKey, Version};
-use keyfold_epoch::{EpochJob, EpochLimits, ObjectArchives, RedbHeadStore};
-use keyfold_ingest::{Queue, RedbQueue, RedbQueueOptions};
-use keyfold_map::{Map, MemoryStore, RedbOptions, RedbStore, TreeConfig};
+use keyfold_epoch::{EpochJob, EpochLimits, ObjectArchives};
+use keyfold_ingest::Queue;
+use keyfold_map::{Map, MemoryStore, TreeConfig};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -4,25 +4,22 @@
 //!   for epoch E+1: new shard roots, new map root, and every node and leaf to write. Shards are
 //!   computed in parallel on the caller's rayon pool, and big shards fork again inside.
 //! * [`store`]: the [`TreeStore`] trait (snapshots at a committed epoch, atomic epoch commit) and its
-//!   [`MemoryStore`] and [`RedbStore`] implementations; [`conformance`] is the suite every store
-//!   passes.
+//!   in-memory [`MemoryStore`] (the redb and FoundationDB stores live in `storage/`);
+//!   [`conformance`] is the suite every store passes.
+//! * [`format`]: the storage records every backend writes (SPEC appendix A.1).
 //! * [`Map`]: the orchestrator that prepares, verifies and commits epochs and serves proofs.
 
 pub mod conformance;
-#[doc(hidden)]
-pub mod encoding;
 mod error;
+pub mod format;
 mod map;
 mod memory;
-mod redb_store;
-pub mod reopen;
 mod store;
 mod update;
 
 pub use error::{ErrorClass, TreeError};
 pub use map::{Lookup, Map, lookup_in};
 pub use memory::MemoryStore;
-pub use redb_store::{CommitFault, RedbOptions, RedbStore};
 pub use store::{
     Child, Children, EpochBatch, NodeKey, ShardUpdate, Snapshot, TreeConfig, TreeStore, check_leaf_read,
     check_node_read,

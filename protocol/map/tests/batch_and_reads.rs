@@ -130,11 +130,7 @@ impl<S: keyfold_map::Snapshot> keyfold_map::Snapshot for Tampered<'_, S> {
     fn root(&self) -> Result<keyfold_map::Child, TreeError> {
         self.inner.root()
     }
-    fn node(
-        &self,
-        key: &keyfold_map::NodeKey,
-        written: Epoch,
-    ) -> Result<Option<keyfold_map::Children>, TreeError> {
+    fn node(&self, key: &keyfold_map::NodeKey, written: Epoch) -> Result<Option<keyfold_map::Children>, TreeError> {
         let mut children = self.inner.node(key, written)?;
         if let Some(c) = children.as_mut()
             && Some(key.depth) == self.node_depth

@@ -37,7 +37,7 @@ impl EpochError {
         }
     }
 
-    pub(crate) fn io(e: impl Into<redb::Error>) -> EpochError {
-        EpochError::Io(Box::new(e.into()))
+    pub fn io(e: impl std::error::Error + Send + Sync + 'static) -> EpochError {
+        EpochError::Io(Box::new(e))
     }
 }

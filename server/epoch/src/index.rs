@@ -9,10 +9,7 @@
 use crate::error::EpochError;
 use keyfold_archive::{ArchiveOutcome, ArchiveRow};
 use keyfold_core::{Epoch, Index, MutationId, Version};
-use keyfold_map::reopen::{Opener, ReopeningDb, file_opener};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::Mutex;
 
 /// What became of one mutation.
@@ -63,12 +60,12 @@ pub struct HistoryAfter {
 
 impl HistoryAfter {
     /// The first epoch listed; `None` after the last epoch there can be.
-    fn first_epoch(self) -> Option<Epoch> {
+    pub fn first_epoch(self) -> Option<Epoch> {
         self.epoch.0.checked_add(1).map(Epoch)
     }
 }
 
-fn check_order(indexed: Epoch, epoch: Epoch) -> Result<bool, EpochError> {
+pub fn check_index_order(indexed: Epoch, epoch: Epoch) -> Result<bool, EpochError> {
     if epoch == indexed {
         return Ok(false); // already indexed: a retry
     }
@@ -120,7 +117,7 @@ impl OutcomeIndex for MemoryOutcomeIndex {
 
     fn record(&self, epoch: Epoch, rows: &[ArchiveRow]) -> Result<(), EpochError> {
         let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !check_order(inner.through, epoch)? {
+        if !check_index_order(inner.through, epoch)? {
             return Ok(());
         }
         for row in rows {
@@ -147,207 +144,8 @@ impl OutcomeIndex for MemoryOutcomeIndex {
     }
 }
 
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const OUTCOMES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("outcomes");
-const HISTORY: TableDefinition<&[u8; 48], &[u8; 9]> = TableDefinition::new("history");
-const KEY_THROUGH: &str = "indexed_through";
-
-const OUTCOME_APPLIED: u8 = 0;
-const OUTCOME_REJECTED: u8 = 1;
-const OUTCOME_DUPLICATE: u8 = 2;
-
-/// `epoch (8) || position (8) || outcome (1) || expected (8) || has_new (1) || new (8) || reason (UTF-8)`.
-fn encode_outcome(r: &OutcomeRecord) -> Vec<u8> {
-    let mut v = Vec::with_capacity(34 + r.reason.as_ref().map_or(0, String::len));
-    v.extend_from_slice(&r.epoch.0.to_be_bytes());
-    v.extend_from_slice(&r.position.to_be_bytes());
-    v.push(match r.outcome {
-        ArchiveOutcome::Applied => OUTCOME_APPLIED,
-        ArchiveOutcome::Rejected => OUTCOME_REJECTED,
-        ArchiveOutcome::Duplicate => OUTCOME_DUPLICATE,
-    });
-    v.extend_from_slice(&r.expected_version.0.to_be_bytes());
-    v.push(u8::from(r.new_version.is_some()));
-    v.extend_from_slice(&r.new_version.map_or(0, |n| n.0).to_be_bytes());
-    v.extend_from_slice(r.reason.as_deref().unwrap_or("").as_bytes());
-    v
-}
-
-fn decode_outcome(b: &[u8]) -> Result<OutcomeRecord, EpochError> {
-    let corrupt = || EpochError::Corrupt("undecodable outcome index record".into());
-    if b.len() < 34 {
-        return Err(corrupt());
-    }
-    let u64_at = |at: usize| u64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"));
-    let outcome = match b[16] {
-        OUTCOME_APPLIED => ArchiveOutcome::Applied,
-        OUTCOME_REJECTED => ArchiveOutcome::Rejected,
-        OUTCOME_DUPLICATE => ArchiveOutcome::Duplicate,
-        _ => return Err(corrupt()),
-    };
-    let reason = std::str::from_utf8(&b[34..]).map_err(|_| corrupt())?;
-    Ok(OutcomeRecord {
-        epoch: Epoch(u64_at(0)),
-        position: u64_at(8),
-        outcome,
-        expected_version: Version(u64_at(17)),
-        new_version: (b[25] == 1).then(|| Version(u64_at(26))),
-        reason: (!reason.is_empty()).then(|| reason.to_owned()),
-    })
-}
-
-fn history_key(index: &Index, epoch: Epoch, position: u64) -> [u8; 48] {
-    let mut k = [0u8; 48];
-    k[..32].copy_from_slice(&index.0);
-    k[32..40].copy_from_slice(&epoch.0.to_be_bytes());
-    k[40..].copy_from_slice(&position.to_be_bytes());
-    k
-}
-
-/// The indexes in one redb file (`index.redb` in a data directory). After a failed write the
-/// file is reopened on next use ([`ReopeningDb`]).
-#[derive(Debug)]
-pub struct RedbOutcomeIndex {
-    db: ReopeningDb,
-}
-
-impl RedbOutcomeIndex {
-    pub fn open(path: &Path) -> Result<RedbOutcomeIndex, EpochError> {
-        Self::open_with(path, file_opener(crate::heads::DEFAULT_CACHE_BYTES))
-    }
-
-    /// As [`RedbOutcomeIndex::open`], opening the file with `opener` (tests inject faults with it).
-    pub fn open_with(path: &Path, opener: Opener) -> Result<RedbOutcomeIndex, EpochError> {
-        Ok(RedbOutcomeIndex { db: ReopeningDb::open(path, opener).map_err(EpochError::io)? })
-    }
-
-    fn read(&self) -> Result<redb::ReadTransaction, EpochError> {
-        self.db.get().map_err(EpochError::io)?.begin_read().map_err(EpochError::io)
-    }
-}
-
-impl OutcomeIndex for RedbOutcomeIndex {
-    fn indexed_through(&self) -> Result<Epoch, EpochError> {
-        let txn = self.read()?;
-        match txn.open_table(META) {
-            Ok(t) => Ok(Epoch(t.get(KEY_THROUGH).map_err(EpochError::io)?.map_or(0, |v| v.value()))),
-            Err(redb::TableError::TableDoesNotExist(_)) => Ok(Epoch(0)),
-            Err(e) => Err(EpochError::io(e)),
-        }
-    }
-
-    // Recovery if the process dies right after this commit: the epoch is indexed. If it dies
-    // before: nothing of it is; the next start re-reads its archive.
-    fn record(&self, epoch: Epoch, rows: &[ArchiveRow]) -> Result<(), EpochError> {
-        // After a storage error the handle is dropped; reopened (and recovered by redb) on next use.
-        self.db.write(EpochError::io, |e| matches!(e, EpochError::Io(_)), |db| record_in(db, epoch, rows))
-    }
-
-    fn outcome(&self, id: &MutationId) -> Result<Option<OutcomeRecord>, EpochError> {
-        let txn = self.read()?;
-        let table = match txn.open_table(OUTCOMES) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(EpochError::io(e)),
-        };
-        table.get(&id.0.0).map_err(EpochError::io)?.map(|v| decode_outcome(v.value())).transpose()
-    }
-
-    fn history(&self, index: &Index, after: HistoryAfter, limit: usize) -> Result<Vec<KeyVersion>, EpochError> {
-        let txn = self.read()?;
-        let table = match txn.open_table(HISTORY) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(EpochError::io(e)),
-        };
-        let Some(first) = after.first_epoch() else { return Ok(Vec::new()) };
-        let start = first_above(&table, index, u128::from(first.0) << 64, after.version)?;
-        let from = history_key_at(index, start);
-        let to = history_key(index, Epoch(u64::MAX), u64::MAX);
-        let mut out = Vec::new();
-        for entry in table.range::<&[u8; 48]>(&from..=&to).map_err(EpochError::io)?.take(limit) {
-            let (k, v) = entry.map_err(EpochError::io)?;
-            out.push(history_entry(k.value(), v.value()));
-        }
-        Ok(out)
-    }
-}
-
-type HistoryTable = redb::ReadOnlyTable<&'static [u8; 48], &'static [u8; 9]>;
-
-fn history_entry(k: &[u8; 48], v: &[u8; 9]) -> KeyVersion {
-    KeyVersion {
-        epoch: Epoch(u64::from_be_bytes(k[32..40].try_into().expect("8 bytes"))),
-        version: Version(u64::from_be_bytes(v[..8].try_into().expect("8 bytes"))),
-        deleted: v[8] == 1,
-    }
-}
-
-/// The history key of `index` at `at` = epoch (high 64 bits) and queue position (low 64 bits).
-fn history_key_at(index: &Index, at: u128) -> [u8; 48] {
-    #[allow(clippy::cast_possible_truncation)] // the two halves of `at`
-    history_key(index, Epoch((at >> 64) as u64), at as u64)
-}
-
-/// The smallest (epoch, position) from `from` on where the key's history has no version at or
-/// below `version` left: a binary search (at most 128 seeks), since the table is ordered by
-/// (epoch, position) and a key's versions increase in that order. Scanning instead would cost
-/// up to every version of one epoch per page.
-fn first_above(table: &HistoryTable, index: &Index, from: u128, version: Version) -> Result<u128, EpochError> {
-    if version == Version(0) {
-        return Ok(from); // every version is above 0
-    }
-    let to = history_key(index, Epoch(u64::MAX), u64::MAX);
-    // Whether the first entry at or after `at` is above `version` (or there is none).
-    let above = |at: u128| -> Result<bool, EpochError> {
-        let key = history_key_at(index, at);
-        let mut entries = table.range::<&[u8; 48]>(&key..=&to).map_err(EpochError::io)?;
-        match entries.next() {
-            None => Ok(true),
-            Some(entry) => {
-                let (k, v) = entry.map_err(EpochError::io)?;
-                Ok(history_entry(k.value(), v.value()).version > version)
-            }
-        }
-    };
-    let (mut low, mut high) = (from, u128::MAX);
-    while low < high {
-        let middle = low + (high - low) / 2;
-        if above(middle)? { high = middle } else { low = middle + 1 }
-    }
-    Ok(low)
-}
-
-/// One epoch's index records in one durable transaction (see `RedbOutcomeIndex::record`).
-fn record_in(db: &Database, epoch: Epoch, rows: &[ArchiveRow]) -> Result<(), EpochError> {
-    let mut txn = db.begin_write().map_err(EpochError::io)?;
-    txn.set_durability(Durability::Immediate).map_err(EpochError::io)?;
-    {
-        let mut meta = txn.open_table(META).map_err(EpochError::io)?;
-        let through = Epoch(meta.get(KEY_THROUGH).map_err(EpochError::io)?.map_or(0, |v| v.value()));
-        if !check_order(through, epoch)? {
-            return Ok(());
-        }
-        let mut outcomes = txn.open_table(OUTCOMES).map_err(EpochError::io)?;
-        for row in rows {
-            outcomes
-                .insert(&row.mutation_id.0, encode_outcome(&outcome_of(row, epoch)).as_slice())
-                .map_err(EpochError::io)?;
-        }
-        let mut history = txn.open_table(HISTORY).map_err(EpochError::io)?;
-        for (index, change, position) in applied(epoch, rows) {
-            let mut value = [0u8; 9];
-            value[..8].copy_from_slice(&change.version.0.to_be_bytes());
-            value[8] = u8::from(change.deleted);
-            history.insert(&history_key(&index, epoch, position), &value).map_err(EpochError::io)?;
-        }
-        meta.insert(KEY_THROUGH, epoch.0).map_err(EpochError::io)?;
-    }
-    txn.commit().map_err(EpochError::io)
-}
-
-#[cfg(test)]
-mod tests {
+/// The outcome index conformance suite: the same checks against every [`OutcomeIndex`].
+pub mod conformance {
     use super::*;
     use keyfold_core::Hash;
 
@@ -375,7 +173,7 @@ mod tests {
         }
     }
 
-    fn conformance(index: &dyn OutcomeIndex) {
+    pub fn check(index: &dyn OutcomeIndex) {
         assert_eq!(index.indexed_through().unwrap(), Epoch(0));
         let e1 = [
             row(1, 1, 10, ArchiveOutcome::Applied, Some(1), false),
@@ -434,18 +232,12 @@ mod tests {
         let beyond = HistoryAfter { epoch: Epoch(0), version: Version(u64::MAX) };
         assert!(index.history(&key, beyond, 10).unwrap().is_empty());
     }
+}
 
+#[cfg(test)]
+mod tests {
     #[test]
     fn memory_index() {
-        conformance(&MemoryOutcomeIndex::default());
-    }
-
-    #[test]
-    fn redb_index_and_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("index.redb");
-        conformance(&RedbOutcomeIndex::open(&path).unwrap());
-        let reopened = RedbOutcomeIndex::open(&path).unwrap();
-        assert_eq!(reopened.indexed_through().unwrap(), Epoch(3));
+        super::conformance::check(&super::MemoryOutcomeIndex::default());
     }
 }

@@ -21,11 +21,15 @@ mod schedule;
 
 pub use apply::{Applied, KeyState, MutationOutcome, Outcome, RejectReason, apply_mutations, hash_mutations};
 pub use archives::{ArchiveCheck, ArchiveSink, MemoryArchives, ObjectArchives, verify_archive};
-pub use cosignatures::{CosignaturePut, CosignatureStore, MemoryCosignatures, RedbCosignatures, cosignature_time};
+pub use cosignatures::{
+    CosignaturePut, CosignatureStore, MemoryCosignatures, conformance as cosignature_conformance, cosignature_time,
+    decide as decide_cosignature,
+};
 pub use error::EpochError;
-pub use heads::{HeadStore, MemoryHeadStore, RedbHeadStore};
+pub use heads::{HeadStore, MemoryHeadStore, check_next};
 pub use index::{
-    HistoryAfter, KeyVersion, MemoryOutcomeIndex, OutcomeIndex, OutcomeRecord, RedbOutcomeIndex, applied, outcome_of,
+    HistoryAfter, KeyVersion, MemoryOutcomeIndex, OutcomeIndex, OutcomeRecord, applied, check_index_order,
+    conformance as index_conformance, outcome_of,
 };
 pub use job::{CrashPoint, EpochJob, EpochLimits, EpochReport, MutationStatus, PhaseTimings};
 pub use keys::{generate_key_files, load_public_key, load_signing_key};

@@ -7,10 +7,11 @@ use keyfold_archive::{ArchiveRow, read_archive};
 use keyfold_core::{Epoch, HashSuite, Mutation, SigningKey, Version};
 use keyfold_epoch::{
     CrashPoint, EpochError, EpochJob, EpochLimits, EpochReport, HeadStore, MemoryArchives, MemoryHeadStore,
-    ObjectArchives, Outcome, RedbHeadStore,
+    ObjectArchives, Outcome,
 };
-use keyfold_ingest::{Entry, MemoryQueue, Position, Queue, RedbQueue, RedbQueueOptions, mutation_bytes};
-use keyfold_map::{Map, MemoryStore, RedbOptions, RedbStore, TreeConfig};
+use keyfold_ingest::{Entry, MemoryQueue, Position, Queue, mutation_bytes};
+use keyfold_map::{Map, MemoryStore, TreeConfig};
+use keyfold_redb::{RedbHeadStore, RedbOptions, RedbQueue, RedbQueueOptions, RedbStore};
 use std::path::Path;
 use std::sync::Arc;
 

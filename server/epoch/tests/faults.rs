@@ -5,13 +5,12 @@
 //! queue are in `ingest/tests/faults.rs` and `api/tests/faults.rs`.
 
 use keyfold_core::{Epoch, HashSuite, Mutation, SigningKey, Version};
-use keyfold_epoch::{
-    ArchiveSink, EpochError, EpochJob, HeadStore, MutationStatus, ObjectArchives, RedbHeadStore, RedbOutcomeIndex,
-};
-use keyfold_ingest::faults::{FaultPlan, open_faulty_database};
-use keyfold_ingest::{Queue, RedbQueue, RedbQueueOptions};
-use keyfold_map::reopen::{Opener, file_opener};
-use keyfold_map::{Map, RedbOptions, RedbStore, TreeConfig};
+use keyfold_epoch::{ArchiveSink, EpochError, EpochJob, HeadStore, MutationStatus, ObjectArchives};
+use keyfold_ingest::Queue;
+use keyfold_map::{Map, TreeConfig};
+use keyfold_redb::faults::{FaultPlan, open_faulty_database};
+use keyfold_redb::reopen::{Opener, file_opener};
+use keyfold_redb::{RedbHeadStore, RedbOptions, RedbOutcomeIndex, RedbQueue, RedbQueueOptions, RedbStore};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

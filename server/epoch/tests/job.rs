@@ -4,10 +4,10 @@
 use keyfold_core::{Epoch, HashSuite, Mutation, SigningKey, Version, verify_head_note};
 use keyfold_epoch::{
     CrashPoint, EpochError, EpochJob, HeadStore, MemoryArchives, MemoryHeadStore, ObjectArchives, Outcome,
-    RedbHeadStore,
 };
-use keyfold_ingest::{MemoryQueue, Queue, RedbQueue, RedbQueueOptions};
-use keyfold_map::{Map, MemoryStore, RedbOptions, RedbStore, TreeConfig};
+use keyfold_ingest::{MemoryQueue, Queue};
+use keyfold_map::{Map, MemoryStore, TreeConfig};
+use keyfold_redb::{RedbHeadStore, RedbOptions, RedbQueue, RedbQueueOptions, RedbStore};
 use std::path::Path;
 use std::sync::Arc;
 

@@ -72,7 +72,7 @@ impl QueueError {
         matches!(self, QueueError::Full { .. } | QueueError::Io(_) | QueueError::Fenced(_))
     }
 
-    pub(crate) fn io(e: impl Into<redb::Error>) -> QueueError {
-        QueueError::Io(Box::new(e.into()))
+    pub fn io(e: impl std::error::Error + Send + Sync + 'static) -> QueueError {
+        QueueError::Io(Box::new(e))
     }
 }

@@ -4,17 +4,15 @@
 //! * [`Queue`]: the multi-writer, single-reader queue the epoch job drains: durable batched
 //!   appends that return positions, epoch markers (with the last position each epoch consumes),
 //!   range reads bounded in entries and bytes, removal after commit, and bounds on depth and bytes
-//!   that push back. Every stored mutation carries its acknowledged id, checked on every read. [`RedbQueue`] is the embedded durable one (many concurrent appenders
-//!   share one fsync: group commit); [`MemoryQueue`] is for tests. [`conformance`] runs against both; [`faults`] injects I/O
-//!   errors and a full disk under the durable one.
+//!   that push back. Every stored mutation carries its acknowledged id, checked on every read.
+//!   [`MemoryQueue`] is the in-memory one; the durable ones live in `storage/` (redb, FoundationDB)
+//!   and run the same [`conformance`] suite.
 
 pub mod conformance;
 mod error;
-pub mod faults;
 mod limits;
 mod memory;
 mod queue;
-mod redb_queue;
 
 pub use error::{KeyError, QueueError, ValidationError};
 pub use limits::{Limits, check_key_text, validate};
@@ -24,4 +22,3 @@ pub use queue::{
     encode_entry, encode_last_marker, encode_marker, encode_mutation, mutation_bytes, record_bytes,
     record_mutation_bytes, record_mutation_id, upgrade_legacy_record,
 };
-pub use redb_queue::{DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, RedbQueue, RedbQueueOptions, Reopen};

@@ -1,26 +1,9 @@
-//! The queue conformance suite against the memory and the redb queue.
+//! The queue conformance suite against the memory queue (the redb queue runs it in keyfold-redb).
+use keyfold_core::HashSuite;
+use keyfold_ingest::{MemoryQueue, queue_conformance_tests};
 
-mod memory {
-    use keyfold_core::HashSuite;
-    use keyfold_ingest::{MemoryQueue, queue_conformance_tests};
-
-    fn make(max_depth: u64, max_bytes: u64) -> MemoryQueue {
-        MemoryQueue::bounded(HashSuite::Blake3, max_depth, max_bytes)
-    }
-
-    queue_conformance_tests!(make);
+fn make(max_depth: u64, max_bytes: u64) -> MemoryQueue {
+    MemoryQueue::bounded(HashSuite::Blake3, max_depth, max_bytes)
 }
 
-mod redb {
-    use keyfold_core::HashSuite;
-    use keyfold_ingest::{RedbQueue, RedbQueueOptions, queue_conformance_tests};
-
-    fn make(max_depth: u64, max_bytes: u64) -> RedbQueue {
-        // The directory must outlive the queue; it is left to the OS temp dir cleaner.
-        let dir = tempfile::tempdir().expect("temp dir").keep();
-        RedbQueue::open(&dir.join("queue.redb"), RedbQueueOptions { suite: HashSuite::Sha256, max_depth, max_bytes })
-            .expect("open")
-    }
-
-    queue_conformance_tests!(make);
-}
+queue_conformance_tests!(make);

@@ -20,7 +20,7 @@ use foundationdb::{Database, FdbBindingError, RangeOption, RetryableTransaction}
 use futures::executor::block_on;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use keyfold_core::{Epoch, HashSuite, Index, LeafValue};
-use keyfold_map::encoding::{
+use keyfold_map::format::{
     LEAVES_PER_PAGE, decode_child, decode_children, encode_child, encode_children, encode_leaf_page, encode_node_pages,
     find_in_leaf_page, find_in_node_page, node_key, node_page_position, page_key,
 };

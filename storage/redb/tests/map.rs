@@ -1,6 +1,7 @@
 //! The conformance suite against the durable redb store, plus its crash and reopen behaviour.
 use keyfold_core::{Epoch, HashSuite, LeafValue, Version};
-use keyfold_map::{Map, RedbOptions, RedbStore, TreeConfig, TreeError, conformance_tests};
+use keyfold_map::{Map, TreeConfig, TreeError, conformance_tests};
+use keyfold_redb::{RedbOptions, RedbStore};
 
 fn make(config: TreeConfig) -> RedbStore {
     // The directory must outlive the store; tests are short, so leak the guard to the OS temp dir.
@@ -46,7 +47,7 @@ fn interrupted_epoch_is_invisible_and_rerunnable() {
     let map = Map::new(store);
     let first = map.apply(updates(suite, 0..400, 1)).unwrap();
     let abandoned = map.prepare(updates(suite, 300..700, 2)).unwrap();
-    map.store().commit_with_fault(&abandoned, keyfold_map::CommitFault::AfterGroups).unwrap();
+    map.store().commit_with_fault(&abandoned, keyfold_redb::CommitFault::AfterGroups).unwrap();
     drop(map);
 
     let map = Map::new(RedbStore::open(dir.path(), RedbOptions::new(config)).unwrap());

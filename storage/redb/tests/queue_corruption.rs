@@ -4,9 +4,10 @@
 //! corruption error.
 
 use keyfold_core::{Epoch, HashSuite, Mutation, SigningKey, Version};
-use keyfold_epoch::{EpochError, EpochJob, HeadStore, ObjectArchives, RedbHeadStore};
-use keyfold_ingest::{Queue, QueueError, RedbQueue, RedbQueueOptions};
-use keyfold_map::{Map, RedbOptions, RedbStore, TreeConfig};
+use keyfold_epoch::{EpochError, EpochJob, HeadStore, ObjectArchives};
+use keyfold_ingest::{Queue, QueueError};
+use keyfold_map::{Map, TreeConfig};
+use keyfold_redb::{RedbHeadStore, RedbOptions, RedbQueue, RedbQueueOptions, RedbStore};
 use redb::{ReadableTable, TableDefinition};
 use std::path::Path;
 use std::sync::Arc;

@@ -2,7 +2,8 @@
 //! demand (an I/O error at the k-th write or the k-th fsync, or a full disk), so tests can show that
 //! nothing unpersisted is acknowledged and that recovery after the fault loses nothing that was.
 
-use crate::{QueueError, RedbQueue, RedbQueueOptions};
+use crate::{RedbQueue, RedbQueueOptions};
+use keyfold_ingest::QueueError;
 use redb::StorageBackend;
 use redb::backends::FileBackend;
 use std::fs::File;

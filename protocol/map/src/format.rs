@@ -1,5 +1,7 @@
-//! Storage encodings (big-endian, fixed widths; documented in SPEC.md appendix A.1, "Map records"). Public for
-//! the other backends (FoundationDB) that store the same records; not a stable API.
+//! The map's storage format: the node, leaf and page records every backend stores (redb,
+//! FoundationDB), big-endian with fixed widths, as SPEC appendix A.1 ("Map records") defines them.
+//! Decoders refuse anything a writer cannot produce (a stored record that fails to decode is
+//! corruption, never a guess).
 
 use crate::error::TreeError;
 use crate::store::{Child, Children, NodeKey};

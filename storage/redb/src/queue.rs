@@ -5,12 +5,12 @@
 //! fsync, then answers each: many concurrent appenders share one fsync, and an append is
 //! acknowledged only after its commit returned.
 
-use crate::error::QueueError;
-use crate::queue::{
-    Entry, Marker, Position, Queue, Receipt, Slot, decode_entry, decode_last_marker, encode_last_marker, encode_marker,
-    encode_mutation, mutation_bytes, record_mutation_bytes, upgrade_legacy_record,
-};
+use crate::queue_io;
 use keyfold_core::{HashSuite, Mutation};
+use keyfold_ingest::{
+    Entry, Marker, Position, Queue, QueueError, Receipt, Slot, decode_entry, decode_last_marker, encode_last_marker,
+    encode_marker, encode_mutation, mutation_bytes, record_mutation_bytes, upgrade_legacy_record,
+};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -171,7 +171,7 @@ impl RedbQueue {
     pub fn open(path: &Path, options: RedbQueueOptions) -> Result<RedbQueue, QueueError> {
         let path = path.to_path_buf();
         let reopen: Reopen =
-            Box::new(move || Database::builder().set_cache_size(CACHE_BYTES).create(&path).map_err(QueueError::io));
+            Box::new(move || Database::builder().set_cache_size(CACHE_BYTES).create(&path).map_err(queue_io));
         RedbQueue::on_database(reopen()?, options, Some(reopen))
     }
 
@@ -214,30 +214,30 @@ impl Drop for RedbQueue {
 /// Next position = the stored next position (and at least last key + 1); depth and bytes = the
 /// mutation entries present. A file of the format before ids were stored is upgraded first.
 fn recover(db: &Database, suite: HashSuite) -> Result<State, QueueError> {
-    let txn = db.begin_write().map_err(QueueError::io)?;
+    let txn = db.begin_write().map_err(queue_io)?;
     {
-        let mut queue = txn.open_table(QUEUE).map_err(QueueError::io)?;
-        let mut meta = txn.open_table(META).map_err(QueueError::io)?;
-        let mut markers = txn.open_table(MARKERS).map_err(QueueError::io)?;
-        if meta.get(KEY_FORMAT).map_err(QueueError::io)?.map(|v| v.value()) != Some(FORMAT) {
+        let mut queue = txn.open_table(QUEUE).map_err(queue_io)?;
+        let mut meta = txn.open_table(META).map_err(queue_io)?;
+        let mut markers = txn.open_table(MARKERS).map_err(queue_io)?;
+        if meta.get(KEY_FORMAT).map_err(queue_io)?.map(|v| v.value()) != Some(FORMAT) {
             upgrade(&mut queue, &mut markers, suite)?;
-            meta.insert(KEY_FORMAT, FORMAT).map_err(QueueError::io)?;
+            meta.insert(KEY_FORMAT, FORMAT).map_err(queue_io)?;
         }
     }
     // Recovery if the process dies right after this commit: the file is in the current format;
     // before it: the upgrade is redone from the untouched legacy records.
-    txn.commit().map_err(QueueError::io)?;
-    let read = db.begin_read().map_err(QueueError::io)?;
-    let table = read.open_table(QUEUE).map_err(QueueError::io)?;
+    txn.commit().map_err(queue_io)?;
+    let read = db.begin_read().map_err(queue_io)?;
+    let table = read.open_table(QUEUE).map_err(queue_io)?;
     let stored_next =
-        read.open_table(META).map_err(QueueError::io)?.get(KEY_NEXT).map_err(QueueError::io)?.map_or(1, |v| v.value());
-    let next = match table.last().map_err(QueueError::io)? {
+        read.open_table(META).map_err(queue_io)?.get(KEY_NEXT).map_err(queue_io)?.map_or(1, |v| v.value());
+    let next = match table.last().map_err(queue_io)? {
         Some((key, _)) => stored_next.max(key.value() + 1),
         None => stored_next,
     };
     let (mut depth, mut bytes) = (0, 0);
-    for entry in table.iter().map_err(QueueError::io)? {
-        let (_, value) = entry.map_err(QueueError::io)?;
+    for entry in table.iter().map_err(queue_io)? {
+        let (_, value) = entry.map_err(queue_io)?;
         if let Some(n) = record_mutation_bytes(value.value()) {
             depth += 1;
             bytes += n;
@@ -257,8 +257,8 @@ fn upgrade(
     loop {
         let mut rewrites = Vec::new();
         let mut last = None;
-        for item in queue.range(from..).map_err(QueueError::io)?.take(UPGRADE_CHUNK) {
-            let (key, value) = item.map_err(QueueError::io)?;
+        for item in queue.range(from..).map_err(queue_io)?.take(UPGRADE_CHUNK) {
+            let (key, value) = item.map_err(queue_io)?;
             last = Some(key.value());
             if let Some(record) = upgrade_legacy_record(suite, Position(key.value()), value.value()) {
                 rewrites.push((key.value(), record));
@@ -269,9 +269,9 @@ fn upgrade(
             if let Ok(Entry::Marker(_)) = decode_entry(suite, Position(position), &record) {
                 markers
                     .insert(KEY_LAST_MARKER, encode_last_marker(Position(position), &record).as_slice())
-                    .map_err(QueueError::io)?;
+                    .map_err(queue_io)?;
             }
-            queue.insert(position, record.as_slice()).map_err(QueueError::io)?;
+            queue.insert(position, record.as_slice()).map_err(queue_io)?;
         }
         from = last + 1;
     }
@@ -414,32 +414,29 @@ fn write_records(
     next: u64,
     last_marker: Option<&(u64, Vec<u8>)>,
 ) -> Result<(), QueueError> {
-    let mut txn = db.begin_write().map_err(QueueError::io)?;
-    txn.set_durability(Durability::Immediate).map_err(QueueError::io)?;
+    let mut txn = db.begin_write().map_err(queue_io)?;
+    txn.set_durability(Durability::Immediate).map_err(queue_io)?;
     {
-        let mut table = txn.open_table(QUEUE).map_err(QueueError::io)?;
+        let mut table = txn.open_table(QUEUE).map_err(queue_io)?;
         for (position, bytes) in records {
-            table.insert(*position, bytes.as_slice()).map_err(QueueError::io)?;
+            table.insert(*position, bytes.as_slice()).map_err(queue_io)?;
         }
-        txn.open_table(META).map_err(QueueError::io)?.insert(KEY_NEXT, next).map_err(QueueError::io)?;
+        txn.open_table(META).map_err(queue_io)?.insert(KEY_NEXT, next).map_err(queue_io)?;
         if let Some((position, record)) = last_marker {
             let value = encode_last_marker(Position(*position), record);
-            txn.open_table(MARKERS)
-                .map_err(QueueError::io)?
-                .insert(KEY_LAST_MARKER, value.as_slice())
-                .map_err(QueueError::io)?;
+            txn.open_table(MARKERS).map_err(queue_io)?.insert(KEY_LAST_MARKER, value.as_slice()).map_err(queue_io)?;
         }
     }
-    txn.commit().map_err(QueueError::io)
+    txn.commit().map_err(queue_io)
 }
 
 /// Removes every entry at positions `<= through`; returns how many were mutations, and their bytes.
 fn remove_records(db: &Database, through: Position) -> Result<(u64, u64), QueueError> {
-    let mut txn = db.begin_write().map_err(QueueError::io)?;
-    txn.set_durability(Durability::Immediate).map_err(QueueError::io)?;
+    let mut txn = db.begin_write().map_err(queue_io)?;
+    txn.set_durability(Durability::Immediate).map_err(queue_io)?;
     let (mut removed, mut bytes) = (0u64, 0u64);
     {
-        let mut table = txn.open_table(QUEUE).map_err(QueueError::io)?;
+        let mut table = txn.open_table(QUEUE).map_err(queue_io)?;
         table
             .retain_in(..=through.0, |_, value| {
                 if let Some(n) = record_mutation_bytes(value) {
@@ -448,9 +445,9 @@ fn remove_records(db: &Database, through: Position) -> Result<(u64, u64), QueueE
                 }
                 false
             })
-            .map_err(QueueError::io)?;
+            .map_err(queue_io)?;
     }
-    txn.commit().map_err(QueueError::io)?;
+    txn.commit().map_err(queue_io)?;
     Ok((removed, bytes))
 }
 
@@ -478,9 +475,9 @@ impl Queue for RedbQueue {
 
     fn last_marker(&self) -> Result<Option<(Position, Marker)>, QueueError> {
         let db = self.shared.open_db()?;
-        let txn = db.begin_read().map_err(QueueError::io)?;
-        let table = txn.open_table(MARKERS).map_err(QueueError::io)?;
-        let Some(value) = table.get(KEY_LAST_MARKER).map_err(QueueError::io)? else { return Ok(None) };
+        let txn = db.begin_read().map_err(queue_io)?;
+        let table = txn.open_table(MARKERS).map_err(queue_io)?;
+        let Some(value) = table.get(KEY_LAST_MARKER).map_err(queue_io)? else { return Ok(None) };
         decode_last_marker(self.shared.options.suite, value.value()).map(Some)
     }
 
@@ -492,12 +489,12 @@ impl Queue for RedbQueue {
     ) -> Result<Vec<(Position, Entry)>, QueueError> {
         let suite = self.shared.options.suite;
         let db = self.shared.open_db()?;
-        let txn = db.begin_read().map_err(QueueError::io)?;
-        let table = txn.open_table(QUEUE).map_err(QueueError::io)?;
+        let txn = db.begin_read().map_err(queue_io)?;
+        let table = txn.open_table(QUEUE).map_err(queue_io)?;
         let mut out = Vec::new();
         let mut total = 0u64;
-        for item in table.range(from.0..).map_err(QueueError::io)?.take(max_entries) {
-            let (key, value) = item.map_err(QueueError::io)?;
+        for item in table.range(from.0..).map_err(queue_io)?.take(max_entries) {
+            let (key, value) = item.map_err(queue_io)?;
             let size = value.value().len() as u64;
             if !out.is_empty() && total + size > max_bytes {
                 break;

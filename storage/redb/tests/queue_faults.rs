@@ -4,8 +4,9 @@
 //! acknowledged before, during or after the fault is there, and after a restart too.
 
 use keyfold_core::{HashSuite, Mutation, MutationId, Version};
-use keyfold_ingest::faults::{FaultPlan, open_faulty_queue};
-use keyfold_ingest::{Entry, Position, Queue, QueueError, RedbQueueOptions};
+use keyfold_ingest::{Entry, Position, Queue, QueueError};
+use keyfold_redb::RedbQueueOptions;
+use keyfold_redb::faults::{FaultPlan, open_faulty_queue};
 use std::collections::HashSet;
 
 const OPTIONS: RedbQueueOptions =

@@ -14,14 +14,14 @@
 //! the record count ~20x (redb pays per record more than per byte), while staying small enough that
 //! reading one node reads about one storage page however old the store is (see ARCHITECTURE.md).
 
-use crate::encoding::{
+use crate::reopen::{Opener, ReopeningDb, file_opener};
+use keyfold_core::{Epoch, HashSuite, Index, LeafValue};
+use keyfold_map::TreeError;
+use keyfold_map::format::{
     decode_child, decode_children, encode_child, encode_children, encode_leaf_pages, encode_node_pages,
     find_in_leaf_page, find_in_node_page, node_key, node_page_position, page_key,
 };
-use crate::error::TreeError;
-use crate::reopen::{Opener, ReopeningDb, file_opener};
-use crate::store::{Child, Children, EpochBatch, NodeKey, Snapshot, TreeConfig, TreeStore};
-use keyfold_core::{Epoch, HashSuite, Index, LeafValue};
+use keyfold_map::{Child, Children, EpochBatch, NodeKey, Snapshot, TreeConfig, TreeStore};
 use rayon::prelude::*;
 use redb::{Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,40 @@
+//! The embedded backend: every Keyfold store in redb files of one data directory (layout in
+//! README, records in SPEC appendix A).
+//!
+//! * [`RedbQueue`] (`queue.redb`): the durable mutation queue with group commit (many concurrent
+//!   appenders share one fsync).
+//! * [`RedbStore`] (`map/`): the sharded, epoch-versioned map, one file per shard group plus
+//!   `meta.redb`.
+//! * [`RedbHeadStore`] (`heads.redb`), [`RedbOutcomeIndex`] (`index.redb`),
+//!   [`RedbCosignatures`] (`cosignatures.redb`).
+//!
+//! After an I/O error in a write (a failed write or fsync, a full disk) a store drops its file
+//! handle and reopens it on next use ([`reopen::ReopeningDb`]), which runs redb's own recovery as
+//! after a crash; [`faults`] injects such errors in tests.
+
+mod cosignatures;
+pub mod faults;
+mod heads;
+mod index;
+mod queue;
+pub mod reopen;
+mod tree;
+
+pub use cosignatures::RedbCosignatures;
+pub use heads::RedbHeadStore;
+pub use index::RedbOutcomeIndex;
+pub use queue::{DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, RedbQueue, RedbQueueOptions, Reopen};
+pub use tree::{CommitFault, RedbOptions, RedbStore};
+
+/// redb's page cache for the small heads and index files.
+pub(crate) const DEFAULT_CACHE_BYTES: usize = 16 << 20;
+
+/// A redb error of a head, index or cosignature store, as the epoch job's I/O error (retryable).
+pub(crate) fn epoch_io(e: impl Into<redb::Error>) -> keyfold_epoch::EpochError {
+    keyfold_epoch::EpochError::io(e.into())
+}
+
+/// A redb error of the queue, as the queue's I/O error (retryable).
+pub(crate) fn queue_io(e: impl Into<redb::Error>) -> keyfold_ingest::QueueError {
+    keyfold_ingest::QueueError::io(e.into())
+}
