@@ -5,7 +5,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::Args;
-use keyfold_core::{LeafValue, MapRoot, Proof, Version, verify_head_note};
+use keyfold_verify::{LookupAnswer, Pinned, Verified, verify_lookup};
 use serde::Deserialize;
 use std::path::Path;
 use std::time::Duration;
@@ -169,15 +169,6 @@ pub fn submit(args: &SubmitArgs) -> Result<(), String> {
     Ok(())
 }
 
-#[derive(Debug, Deserialize)]
-struct LookupAnswer {
-    epoch: u64,
-    version: u64,
-    value: Option<String>,
-    proof: String,
-    head: String,
-}
-
 /// A pinned key: a 32-byte file, or base64 of the 32 bytes.
 pub(crate) fn pinned_key(text: &str) -> Result<[u8; 32], String> {
     let path = Path::new(text);
@@ -198,45 +189,31 @@ pub fn lookup(args: &LookupArgs) -> Result<(), String> {
     let response = client()?.get(url.clone()).send().map_err(|e| format!("GET {url}: {e}"))?;
     let text = get_text(response)?;
     let answer: LookupAnswer = serde_json::from_str(&text).map_err(|e| format!("unexpected answer ({e}): {text}"))?;
-
-    let policy = keyfold_core::WitnessPolicy {
-        witnesses: crate::serve::parse_witnesses(&args.witnesses)?,
-        required: args.witnesses_required,
+    let pinned = Pinned {
+        origin: args.origin.clone(),
+        public_key,
+        witnesses: keyfold_core::WitnessPolicy {
+            witnesses: crate::serve::parse_witnesses(&args.witnesses)?,
+            required: args.witnesses_required,
+        },
     };
-    if policy.required > policy.witnesses.len() {
+    if pinned.witnesses.required > pinned.witnesses.witnesses.len() {
         return Err(format!(
             "--witnesses-required {} but only {} --witness given",
-            policy.required,
-            policy.witnesses.len()
+            pinned.witnesses.required,
+            pinned.witnesses.witnesses.len()
         ));
     }
-    let head = verify_head_note(&answer.head, &args.origin, &public_key)
-        .map_err(|e| format!("REFUSED: the head does not verify with the pinned key and origin: {e}"))?;
-    let cosigned = if policy.required > 0 {
-        policy.check(&answer.head).map_err(|e| format!("REFUSED: witness policy: {e}"))?
-    } else {
-        Vec::new()
-    };
-    if head.epoch.0 != answer.epoch {
-        return Err(format!("REFUSED: the answer is for epoch {} but its head is epoch {}", answer.epoch, head.epoch));
-    }
-    let value =
-        answer.value.as_deref().map(|v| B64.decode(v)).transpose().map_err(|_| "REFUSED: value is not base64")?;
-    let expected = match (answer.version, value) {
-        (0, None) => None,
-        (0, Some(_)) => return Err("REFUSED: a value with version 0".into()),
-        (v, None) => Some(LeafValue::tombstone(Version(v))),
-        (v, Some(bytes)) => Some(LeafValue::present(Version(v), bytes)),
-    };
-    let proof_bytes = B64.decode(&answer.proof).map_err(|_| "REFUSED: the proof is not base64")?;
-    let proof = Proof::decode(&proof_bytes).map_err(|e| format!("REFUSED: undecodable proof: {e}"))?;
-    let root = MapRoot { epoch: head.epoch, hash: head.root };
-    proof
-        .verify(head.suite, &root, args.key.as_bytes(), expected.as_ref())
-        .map_err(|e| format!("REFUSED: the proof does not match the signed root: {e}"))?;
+    let verified = verify_lookup(args.key.as_bytes(), &answer, &pinned).map_err(|e| format!("REFUSED: {e}"))?;
+    print_verified(args, &pinned, &verified);
+    Ok(())
+}
 
+/// What `keyfold lookup` prints for a verified answer: the value, and what was and was not checked.
+fn print_verified(args: &LookupArgs, pinned: &Pinned, verified: &Verified) {
+    let head = &verified.head;
     println!("key      {}", args.key);
-    match &expected {
+    match &verified.leaf {
         None => println!("value    absent (never set)"),
         Some(leaf) => match &leaf.value {
             None => println!("value    deleted at version {}", leaf.version.0),
@@ -253,19 +230,22 @@ pub fn lookup(args: &LookupArgs) -> Result<(), String> {
         head.root.to_hex(),
         args.origin
     );
-    let what = if expected.is_some() { "inclusion" } else { "absence" };
-    println!("verified: the {what} proof ({} bytes, {} hash) matches that root", proof_bytes.len(), head.suite.name());
-    if cosigned.is_empty() {
+    let what = if verified.leaf.is_some() { "inclusion" } else { "absence" };
+    println!(
+        "verified: the {what} proof ({} bytes, {} hash) matches that root",
+        verified.proof_bytes,
+        head.suite.name()
+    );
+    if verified.cosigned.is_empty() {
         println!(
             "not verified here: that other clients see the same head (require witnesses with --witness and --witnesses-required)"
         );
     } else {
         println!(
             "verified: cosigned by {} of the {} required witnesses: {}",
-            cosigned.len(),
-            policy.required,
-            cosigned.join(", ")
+            verified.cosigned.len(),
+            pinned.witnesses.required,
+            verified.cosigned.join(", ")
         );
     }
-    Ok(())
 }

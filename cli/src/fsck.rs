@@ -21,12 +21,13 @@ use clap::Args;
 use keyfold_core::{Epoch, HashSuite, MapRoot, Witness, verify_cosignature, verify_head_note, with_cosignatures};
 use keyfold_core::{Index, MutationId};
 use keyfold_epoch::{
-    ArchiveSink, HeadStore, KeyVersion, ObjectArchives, OutcomeIndex, OutcomeRecord, Replayer, applied,
-    load_public_key, outcome_of,
+    ArchiveSink, HeadStore, KeyVersion, ObjectArchives, OutcomeIndex, OutcomeRecord, applied, load_public_key,
+    outcome_of,
 };
 use keyfold_ingest::{Entry, Position, Queue};
 use keyfold_map::{Map, TreeConfig, TreeStore, lookup_in};
 use keyfold_redb::{RedbCosignatures, RedbHeadStore, RedbOptions, RedbOutcomeIndex, RedbQueue, RedbStore};
+use keyfold_verify::Replayer;
 use rayon::prelude::*;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

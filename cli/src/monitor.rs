@@ -8,7 +8,8 @@
 use crate::client::{Published, pinned_key};
 use clap::Args;
 use keyfold_core::cosign;
-use keyfold_epoch::{Replayer, generate_key_files, load_signing_key};
+use keyfold_epoch::{generate_key_files, load_signing_key};
+use keyfold_verify::Replayer;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

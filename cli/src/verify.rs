@@ -9,8 +9,9 @@ use crate::directory::read_config;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use keyfold_core::Epoch;
-use keyfold_epoch::{ArchiveSink, HeadStore, ObjectArchives, Replayer};
+use keyfold_epoch::{ArchiveSink, HeadStore, ObjectArchives};
 use keyfold_redb::RedbHeadStore;
+use keyfold_verify::Replayer;
 use std::path::PathBuf;
 use std::time::Instant;
 

@@ -425,7 +425,7 @@ mod tests {
                         1 | 2 => ArchiveOutcome::Applied,
                         _ => ArchiveOutcome::Duplicate,
                     },
-                    reason: (i % 4 == 0).then(|| "expected version 0, found 1".to_owned()),
+                    reason: (i % 4 == 0).then(|| "version_mismatch".to_owned()),
                     leaf_hash: (i % 4 != 0).then_some(Hash([b.wrapping_add(1); 32])),
                 }
             })

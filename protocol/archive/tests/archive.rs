@@ -23,8 +23,7 @@ fn rows() -> Vec<ArchiveRow> {
                 expected_version: i % 4,
                 new_version: applied.then_some(i % 4 + 1),
                 outcome,
-                reason: (outcome == ArchiveOutcome::Rejected)
-                    .then(|| format!("expected version {} but the key is at version 9", i % 4)),
+                reason: (outcome == ArchiveOutcome::Rejected).then(|| "version_mismatch".to_owned()),
                 leaf_hash: applied.then_some(Hash([7; 32])),
             }
         })

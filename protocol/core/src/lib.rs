@@ -38,4 +38,4 @@ pub use head::{
 pub use mutation::{MUTATION_FORMAT_V1, Mutation, MutationId};
 pub use proof::{PROOF_FORMAT_V1, Proof, Terminal};
 pub use tree::{Node, combine, compute_root, prove_from_leaves};
-pub use types::{Epoch, Index, LeafValue, MAX_SHARD_BITS, MapRoot, ShardId, Version};
+pub use types::{Epoch, Index, LeafValue, MAX_SHARD_BITS, MapRoot, Position, ShardId, Version};

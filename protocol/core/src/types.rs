@@ -150,3 +150,8 @@ mod tests {
         assert_eq!(i.common_prefix_len(&i.prefix(9)), 9);
     }
 }
+
+/// A queue position: assigned in append order, starting at 1, never reused. Archive rows carry
+/// it (SPEC section 7), and an epoch consumes the positions up to its marker's `through`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Position(pub u64);

@@ -543,9 +543,21 @@ pub(crate) struct MutationStatusResponse {
     /// The key's version after it (applied only).
     #[serde(skip_serializing_if = "Option::is_none")]
     new_version: Option<u64>,
-    /// Why it was rejected.
+    /// Why it was rejected: the archived reason code (`version_mismatch`, `nothing_to_delete`;
+    /// SPEC section 7).
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    /// What the reason code means, for a person.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason_text: Option<String>,
+}
+
+/// The meaning of an archived reason code (an unknown code is shown as such, never guessed).
+fn reason_text(code: &str) -> String {
+    keyfold_verify::RejectReason::CODES
+        .iter()
+        .find(|(known, _)| *known == code)
+        .map_or_else(|| format!("unknown reason code {code:?}"), |(_, meaning)| (*meaning).to_owned())
 }
 
 /// A mutation's status by the id its receipt gave.
@@ -578,6 +590,7 @@ async fn mutation_status<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStor
         expected_version: None,
         new_version: None,
         reason: None,
+        reason_text: None,
     };
     match status {
         MutationStatus::Pending => Ok(Json(empty)),
@@ -587,6 +600,7 @@ async fn mutation_status<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStor
             position: Some(r.position),
             expected_version: Some(r.expected_version.0),
             new_version: r.new_version.map(|v| v.0),
+            reason_text: r.reason.as_deref().map(reason_text),
             reason: r.reason,
             ..empty
         })),

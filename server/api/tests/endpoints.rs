@@ -358,7 +358,8 @@ async fn mutation_status_and_key_history() {
     );
     let answer = json(&call(&api, get(&format!("/v1/mutations/{rejected}"))).await.2);
     assert_eq!(answer["status"], "rejected");
-    assert!(answer["reason"].as_str().unwrap().contains("expected version 5"), "{answer}");
+    assert_eq!(answer["reason"], "version_mismatch", "{answer}");
+    assert!(answer["reason_text"].as_str().unwrap().contains("expected_version"), "{answer}");
     assert!(answer.get("new_version").is_none());
     assert_eq!(call(&api, get(&format!("/v1/mutations/{}", "00".repeat(32)))).await.0, StatusCode::NOT_FOUND);
     assert_eq!(call(&api, get("/v1/mutations/xyz")).await.0, StatusCode::BAD_REQUEST);

@@ -1,16 +1,16 @@
 //! One epoch, end to end, with its recovery story at every durability step.
 
-use crate::apply::{MutationOutcome, Outcome, apply_mutations, hash_mutations, read_touched};
 use crate::archives::ArchiveSink;
 use crate::error::EpochError;
 use crate::heads::HeadStore;
 use crate::index::{HistoryAfter, KeyVersion, OutcomeIndex, OutcomeRecord};
 use crate::schedule::epoch_time_ms;
 use hashbrown::HashSet;
-use keyfold_archive::{ArchiveOutcome, ArchiveRow, read_archive_bytes, write_archive};
+use keyfold_archive::{ArchiveRow, read_archive_bytes, write_archive};
 use keyfold_core::{Epoch, Hash, Head, HeadCounts, Index, MapRoot, Mutation, MutationId, SigningKey, verify_head_note};
 use keyfold_ingest::{Entry, Marker, Position, Queue, QueueError, Receipt, mutation_bytes};
 use keyfold_map::{Map, TreeStore};
+use keyfold_verify::{MutationOutcome, OutcomeColumns, apply_mutations, hash_mutations, read_touched};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -698,14 +698,7 @@ pub(crate) fn archive_rows(
         .with_min_len(1024)
         .map(|((position, m), o)| {
             debug_assert_eq!(position, o.position);
-            let (outcome, new_version, reason, leaf_hash) = match &o.outcome {
-                Outcome::Applied { version } => {
-                    let leaf = suite.leaf_hash_parts(&o.index, *version, m.value.as_deref());
-                    (ArchiveOutcome::Applied, Some(version.0), None, Some(leaf))
-                }
-                Outcome::Rejected(reason) => (ArchiveOutcome::Rejected, None, Some(reason.to_string()), None),
-                Outcome::Duplicate => (ArchiveOutcome::Duplicate, None, None, None),
-            };
+            let columns = OutcomeColumns::of(suite, &o.outcome, &o.index, m.value.as_deref());
             ArchiveRow {
                 position: position.0,
                 mutation_id: o.id.0,
@@ -715,10 +708,10 @@ pub(crate) fn archive_rows(
                 value: m.value,
                 owner_signature: m.owner_signature,
                 expected_version: m.expected_version.0,
-                new_version,
-                outcome,
-                reason,
-                leaf_hash,
+                new_version: columns.new_version,
+                outcome: columns.outcome,
+                reason: columns.reason.map(str::to_owned),
+                leaf_hash: columns.leaf_hash,
             }
         })
         .collect()

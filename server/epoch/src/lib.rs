@@ -3,12 +3,11 @@
 //! One run: cut the queue for the next epoch, taking the mutations after the cursor up to the caps
 //! of [`EpochLimits`] and recording the last position taken in a marker (reused after a crash, so
 //! the epoch consumes the same mutations at the same time), apply them in queue order
-//! with compare-and-set on versions ([`apply_mutations`]), update the sharded map (pure batch,
+//! with compare-and-set on versions ([`keyfold_verify::apply_mutations`]), update the sharded map (pure batch,
 //! verified against its root, then committed, after the archive), sign the head, verify the signature, commit head and
 //! queue cursor, and remove the consumed entries. Every durability step in `job.rs` says what
 //! recovery does if the process dies right after it; recovery is the same [`EpochJob::run_epoch`].
 
-mod apply;
 mod archives;
 mod cosignatures;
 mod error;
@@ -16,10 +15,8 @@ pub mod heads;
 mod index;
 mod job;
 mod keys;
-mod replay;
 mod schedule;
 
-pub use apply::{Applied, KeyState, MutationOutcome, Outcome, RejectReason, apply_mutations, hash_mutations};
 pub use archives::{ArchiveCheck, ArchiveSink, MemoryArchives, ObjectArchives, verify_archive};
 pub use cosignatures::{
     CosignaturePut, CosignatureStore, MemoryCosignatures, conformance as cosignature_conformance, cosignature_time,
@@ -33,7 +30,6 @@ pub use index::{
 };
 pub use job::{CrashPoint, EpochJob, EpochLimits, EpochReport, MutationStatus, PhaseTimings};
 pub use keys::{generate_key_files, load_public_key, load_signing_key};
-pub use replay::{Divergence, Replayer};
 pub use schedule::{
     Backoff, Schedule, SchedulerError, SchedulerHealth, SchedulerOptions, SchedulerState, backoff_seed, epoch_time_ms,
     run_scheduler,

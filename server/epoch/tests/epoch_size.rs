@@ -7,11 +7,12 @@ use keyfold_archive::{ArchiveRow, read_archive};
 use keyfold_core::{Epoch, HashSuite, Mutation, SigningKey, Version};
 use keyfold_epoch::{
     CrashPoint, EpochError, EpochJob, EpochLimits, EpochReport, HeadStore, MemoryArchives, MemoryHeadStore,
-    ObjectArchives, Outcome,
+    ObjectArchives,
 };
 use keyfold_ingest::{Entry, MemoryQueue, Position, Queue, mutation_bytes};
 use keyfold_map::{Map, MemoryStore, TreeConfig};
 use keyfold_redb::{RedbHeadStore, RedbOptions, RedbQueue, RedbQueueOptions, RedbStore};
+use keyfold_verify::Outcome;
 use std::path::Path;
 use std::sync::Arc;
 

@@ -227,7 +227,7 @@ fn fault_then_recover(target: Option<Target>, fault: Fault, reference: &(String,
     assert!(lookup.value.is_some(), "{what}: a key of epoch 2 is in the map");
     let genesis = f.job.heads().get(Epoch(0)).unwrap().unwrap();
     let public = SigningKey::from_bytes(&[9; 32]).verifying_key().to_bytes();
-    let mut replayer = keyfold_epoch::Replayer::from_genesis(&genesis, ORIGIN, &public, 4).unwrap();
+    let mut replayer = keyfold_verify::Replayer::from_genesis(&genesis, ORIGIN, &public, 4).unwrap();
     for e in 1..=expected_last.0 {
         let note = f.job.heads().get(Epoch(e)).unwrap().unwrap();
         let archive = f.job.archives().get(Epoch(e)).unwrap().unwrap();

@@ -2,12 +2,11 @@
 //! step, determinism across thread counts, the head chain, heartbeats and clock safety.
 
 use keyfold_core::{Epoch, HashSuite, Mutation, SigningKey, Version, verify_head_note};
-use keyfold_epoch::{
-    CrashPoint, EpochError, EpochJob, HeadStore, MemoryArchives, MemoryHeadStore, ObjectArchives, Outcome,
-};
+use keyfold_epoch::{CrashPoint, EpochError, EpochJob, HeadStore, MemoryArchives, MemoryHeadStore, ObjectArchives};
 use keyfold_ingest::{MemoryQueue, Queue};
 use keyfold_map::{Map, MemoryStore, TreeConfig};
 use keyfold_redb::{RedbHeadStore, RedbOptions, RedbQueue, RedbQueueOptions, RedbStore};
+use keyfold_verify::Outcome;
 use std::path::Path;
 use std::sync::Arc;
 

@@ -1,9 +1,7 @@
 use crate::error::QueueError;
 use keyfold_core::{DecodeError, Epoch, HashSuite, Mutation, MutationId};
 
-/// A queue position: assigned in append order, starting at 1, never reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct Position(pub u64);
+pub use keyfold_core::Position;
 
 /// Cuts an epoch: the mutations at positions after the previous epoch's `through` and up to this
 /// one's belong to `epoch` (markers of earlier epochs in that range are skipped). The marker is

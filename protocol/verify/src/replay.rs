@@ -2,12 +2,11 @@
 //! archive's digest, every archived mutation and outcome (re-running the compare-and-set rules) and
 //! the map root, using nothing but the heads, the archives and the public key.
 
-use crate::apply::{KeyState, Outcome, apply_mutations, hash_mutations, touched_indexes};
+use crate::apply::{KeyState, Outcome, OutcomeColumns, apply_mutations, hash_mutations, touched_indexes};
 use bytes::Bytes;
 use hashbrown::HashMap;
-use keyfold_archive::{ArchiveOutcome, ArchiveRow, read_archive_bytes};
-use keyfold_core::{Epoch, Hash, HashSuite, Head, Index, Mutation, Version, verify_head_note};
-use keyfold_ingest::Position;
+use keyfold_archive::{ArchiveRow, read_archive_bytes};
+use keyfold_core::{Epoch, Hash, HashSuite, Head, Index, Mutation, Position, Version, verify_head_note};
 use keyfold_map::{Map, MemoryStore, TreeConfig};
 use rayon::prelude::*;
 
@@ -215,25 +214,19 @@ fn compare_outcome(
     outcome: &Outcome,
     index: &Index,
 ) -> Result<(), Divergence> {
-    let (kind, version, reason, leaf) = match outcome {
-        Outcome::Applied { version } => {
-            (ArchiveOutcome::Applied, Some(version.0), None, Some(suite.leaf_hash_parts(index, *version, value)))
-        }
-        Outcome::Rejected(r) => (ArchiveOutcome::Rejected, None, Some(r.to_string()), None),
-        Outcome::Duplicate => (ArchiveOutcome::Duplicate, None, None, None),
-    };
+    let expected = OutcomeColumns::of(suite, outcome, index, value);
     let at = |what: &str, expected: String, found: String| Err(diverge(epoch, Some(i), what, expected, found));
-    if kind != row.outcome {
-        return at("outcome", kind.as_str().into(), row.outcome.as_str().into());
+    if expected.outcome != row.outcome {
+        return at("outcome", expected.outcome.as_str().into(), row.outcome.as_str().into());
     }
-    if version != row.new_version {
-        return at("new version", format!("{version:?}"), format!("{:?}", row.new_version));
+    if expected.new_version != row.new_version {
+        return at("new version", format!("{:?}", expected.new_version), format!("{:?}", row.new_version));
     }
-    if reason != row.reason {
-        return at("reason", format!("{reason:?}"), format!("{:?}", row.reason));
+    if expected.reason != row.reason.as_deref() {
+        return at("reason code", format!("{:?}", expected.reason), format!("{:?}", row.reason));
     }
-    if leaf != row.leaf_hash {
-        return at("leaf hash", format!("{leaf:?}"), format!("{:?}", row.leaf_hash));
+    if expected.leaf_hash != row.leaf_hash {
+        return at("leaf hash", format!("{:?}", expected.leaf_hash), format!("{:?}", row.leaf_hash));
     }
     Ok(())
 }

@@ -1,12 +1,14 @@
 //! Compare-and-set application of an epoch's mutations, in queue order. Pure.
 
 use hashbrown::HashSet;
-use keyfold_core::{Epoch, HashSuite, HeadCounts, Index, LeafValue, Mutation, MutationId, Version};
-use keyfold_ingest::Position;
+use keyfold_archive::ArchiveOutcome;
+use keyfold_core::{Epoch, Hash, HashSuite, HeadCounts, Index, LeafValue, Mutation, MutationId, Position, Version};
 use keyfold_map::{Map, TreeError, TreeStore};
 use rayon::prelude::*;
 
-/// Why a mutation was not applied.
+/// Why a mutation was not applied. Its [`code`](RejectReason::code) is what the archive's
+/// `reason` column holds (SPEC section 7): fixed forever, so rewording a message for people never
+/// changes a signed archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RejectReason {
     /// `expected_version` is not the key's version when the mutation's turn came.
@@ -15,6 +17,55 @@ pub enum RejectReason {
     NothingToDelete { current: Version },
 }
 
+impl RejectReason {
+    /// Every reason code, with its meaning (SPEC section 7 lists the same).
+    pub const CODES: [(&'static str, &'static str); 2] = [
+        ("version_mismatch", "expected_version is not the key's current version when the mutation's turn comes"),
+        ("nothing_to_delete", "a tombstone for a key that has no value (never set, or already deleted)"),
+    ];
+
+    /// The archived reason code: ASCII snake_case, meaning fixed (a new rule gets a new code).
+    pub fn code(&self) -> &'static str {
+        match self {
+            RejectReason::VersionMismatch { .. } => "version_mismatch",
+            RejectReason::NothingToDelete { .. } => "nothing_to_delete",
+        }
+    }
+}
+
+/// The outcome columns of one archive row (SPEC section 7): the one mapping from an
+/// [`Outcome`] to what is archived, used by the writer and by every verifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeColumns {
+    pub outcome: ArchiveOutcome,
+    /// The key's version after the mutation: applied rows only.
+    pub new_version: Option<u64>,
+    /// The reason code: rejected rows only.
+    pub reason: Option<&'static str>,
+    /// The key's leaf hash after the mutation: applied rows only.
+    pub leaf_hash: Option<Hash>,
+}
+
+impl OutcomeColumns {
+    /// The columns for `outcome` of a mutation at `index` whose new value (None: a tombstone) is `value`.
+    pub fn of(suite: HashSuite, outcome: &Outcome, index: &Index, value: Option<&[u8]>) -> OutcomeColumns {
+        let none = |outcome| OutcomeColumns { outcome, new_version: None, reason: None, leaf_hash: None };
+        match outcome {
+            Outcome::Applied { version } => OutcomeColumns {
+                outcome: ArchiveOutcome::Applied,
+                new_version: Some(version.0),
+                reason: None,
+                leaf_hash: Some(suite.leaf_hash_parts(index, *version, value)),
+            },
+            Outcome::Rejected(reason) => {
+                OutcomeColumns { reason: Some(reason.code()), ..none(ArchiveOutcome::Rejected) }
+            }
+            Outcome::Duplicate => none(ArchiveOutcome::Duplicate),
+        }
+    }
+}
+
+/// For people (API answers, logs); never archived or compared.
 impl std::fmt::Display for RejectReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

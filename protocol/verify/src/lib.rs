@@ -1,0 +1,20 @@
+//! The verifier: everything a client, monitor or auditor needs to check Keyfold, and nothing that
+//! does I/O (no storage, network or async runtime: a `cargo tree` test keeps it so).
+//!
+//! * [`apply_mutations`]: the compare-and-set rules (SPEC section 5.4), pure; the directory's
+//!   epoch job and every replay run the same code. [`RejectReason::code`] is the archived reason
+//!   code and [`OutcomeColumns`] the one mapping from an outcome to its archive row.
+//! * [`Replayer`]: a monitor's replica, advanced one archive at a time from a trusted head: each
+//!   head's signature and chain link, its archive's digest, every outcome and the map root.
+//! * [`verify_lookup`]: a lookup answer checked against a pinned key and witness policy.
+
+mod apply;
+mod lookup;
+mod replay;
+
+pub use apply::{
+    Applied, KeyState, MutationOutcome, Outcome, OutcomeColumns, RejectReason, apply_mutations, hash_mutations,
+    read_touched, touched_indexes,
+};
+pub use lookup::{LookupAnswer, LookupError, Pinned, Verified, verify_lookup};
+pub use replay::{Divergence, Replayer};
