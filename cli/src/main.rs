@@ -51,13 +51,28 @@ enum Command {
     Keygen(monitor::KeygenArgs),
 }
 
+/// `keyfold serve`: the backend `--store` names (the server wing has one room per backend).
+fn serve_with_backend(args: &serve::ServeArgs) -> Result<(), String> {
+    serve::prepare(args)?;
+    match args.store {
+        serve::StoreKind::Embedded => serve::serve_embedded(args),
+        #[cfg(feature = "fdb")]
+        serve::StoreKind::Fdb => fdb_backend::serve(args),
+        #[cfg(not(feature = "fdb"))]
+        serve::StoreKind::Fdb => Err("this keyfold was built without FoundationDB support: rebuild it with \
+             `cargo build --release -p keyfold-cli --features fdb` on a machine with FoundationDB's client \
+             library (libfdb_c), or use --store embedded"
+            .into()),
+    }
+}
+
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Serve(mut args) => {
             let serve_matches = matches.subcommand_matches("serve").expect("the serve subcommand matched");
-            args.apply_config_file(serve_matches).and_then(|()| serve::serve(&args))
+            args.apply_config_file(serve_matches).and_then(|()| serve_with_backend(&args))
         }
         Command::Init(args) => directory::init(&args),
         Command::Epoch(args) => directory::epoch(&args),

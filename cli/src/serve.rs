@@ -104,7 +104,7 @@ pub(crate) fn init_logging(format: LogFormat) -> Result<(), String> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum StoreKind {
+pub enum StoreKind {
     Embedded,
     Fdb,
 }
@@ -280,7 +280,9 @@ async fn shutdown_signal() {
     tokio::select! { () = ctrl_c => {}, () = term => {} }
 }
 
-pub fn serve(args: &ServeArgs) -> Result<(), String> {
+/// Checks the flags, starts logging and initialises an empty data directory: what every backend
+/// does before it opens its stores.
+pub fn prepare(args: &ServeArgs) -> Result<(), String> {
     if args.epoch_interval_min_ms > args.epoch_interval_max_ms {
         return Err("--epoch-interval-min-ms must not exceed --epoch-interval-max-ms".into());
     }
@@ -293,20 +295,13 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
         return Err("--max-connections, --write-timeout-ms and --max-inflight-body-bytes must be above 0".into());
     }
     init_logging(args.log_format)?;
-    directory::init_if_empty(&args.data)?;
-    match args.store {
-        StoreKind::Embedded => {
-            let (config, job) = open_job(&args.data)?;
-            run(args, &config, Arc::new(job))
-        }
-        #[cfg(feature = "fdb")]
-        StoreKind::Fdb => crate::fdb_backend::serve(args),
-        #[cfg(not(feature = "fdb"))]
-        StoreKind::Fdb => Err("this keyfold was built without FoundationDB support: rebuild it with \
-             `cargo build --release -p keyfold-cli --features fdb` on a machine with FoundationDB's client \
-             library (libfdb_c), or use --store embedded"
-            .into()),
-    }
+    directory::init_if_empty(&args.data)
+}
+
+/// `keyfold serve --store embedded`: every store in the data directory's redb files.
+pub fn serve_embedded(args: &ServeArgs) -> Result<(), String> {
+    let (config, job) = open_job(&args.data)?;
+    run(args, &config, Arc::new(job))
 }
 
 /// `NAME=BASE64_KEY` witness specs.

@@ -77,25 +77,31 @@ impl Source for Published {
 /// Epochs fetched ahead of the one replaying.
 const FETCHED_AHEAD: usize = 1;
 
-pub fn verify(args: &VerifyArgs) -> Result<(), String> {
-    let (source, origin, public, shard_bits): (Box<dyn Source>, String, [u8; 32], u8) = match (&args.data, &args.server)
-    {
+/// Where `verify` reads heads and archives, with the origin, key and shard bits to replay with.
+type Opened = (Box<dyn Source>, String, [u8; 32], u8);
+
+fn open_source(args: &VerifyArgs) -> Result<Opened, String> {
+    match (&args.data, &args.server) {
         (Some(dir), _) => {
             let config = read_config(dir)?;
             let public = keyfold_epoch::load_public_key(&dir.join("signing.pub")).map_err(|e| e.to_string())?;
             let heads = RedbHeadStore::open(&dir.join("heads.redb")).map_err(|e| e.to_string())?;
             let archives = crate::directory::open_archives(dir, &config)?;
-            (Box::new(DirSource { heads, archives }), config.origin, public, config.shard_bits)
+            Ok((Box::new(DirSource { heads, archives }), config.origin, public, config.shard_bits))
         }
         (None, Some(server)) => {
             let public = crate::client::pinned_key(args.public_key.as_deref().expect("clap requires it"))?;
             let origin = args.origin.clone().expect("clap requires it");
             let source = Published::new(server)?;
             let shard_bits = source.shard_bits()?;
-            (Box::new(source), origin, public, shard_bits)
+            Ok((Box::new(source), origin, public, shard_bits))
         }
         (None, None) => unreachable!("clap requires --data or --server"),
-    };
+    }
+}
+
+pub fn verify(args: &VerifyArgs) -> Result<(), String> {
+    let (source, origin, public, shard_bits) = open_source(args)?;
     let latest = source.latest()?;
     let genesis = source.head(Epoch(0))?;
     let mut replayer =

@@ -55,13 +55,15 @@ pub fn cosign(note: &str, name: &str, key: &SigningKey, time_secs: u64) -> Resul
     Ok(format!("\u{2014} {name} {}\n", B64.encode(blob)))
 }
 
-/// Witness names follow the note rule: printable ASCII, no spaces, 1 to 255 bytes.
+/// Witness names follow the origin's rule (SPEC section 6.1): C2SP key names of 1 to 255 bytes
+/// of printable ASCII, no space and no `+`.
 pub fn check_witness_name(name: &str) -> Result<(), HeadError> {
-    let ok = !name.is_empty() && name.len() <= 255 && name.bytes().all(|b| b.is_ascii_graphic());
-    if ok {
+    if crate::head::is_key_name(name) {
         Ok(())
     } else {
-        Err(HeadError::Malformed("a witness name is 1 to 255 printable ASCII characters, no spaces".into()))
+        Err(HeadError::Malformed(
+            "a witness name is 1 to 255 printable ASCII characters without spaces or '+' (a C2SP key name)".into(),
+        ))
     }
 }
 

@@ -4,25 +4,9 @@
 //! so a tree node's input stays exactly one 64-byte block: one compression per node. SHA-256 already
 //! pays two compressions for 64 bytes, so it separates domains with a one-byte prefix.
 
-use crate::types::{Index, LeafValue, Version};
+use crate::types::{Hash, Index, LeafValue, Version};
 use sha2::{Digest, Sha256};
 use std::sync::LazyLock;
-
-/// A 32-byte digest.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct Hash(pub [u8; 32]);
-
-impl Hash {
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
-    }
-}
-
-impl std::fmt::Debug for Hash {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Hash({})", self.to_hex())
-    }
-}
 
 /// The hash suite a directory uses, fixed at `init` and recorded in every head and proof.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

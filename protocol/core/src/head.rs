@@ -2,8 +2,9 @@
 //! signed-note envelope with an ed25519 signature. A client verifies a head with only the
 //! directory's origin and public key: [`verify_head_note`].
 
-use crate::hash::{Hash, HashSuite};
+use crate::hash::HashSuite;
 use crate::types::Epoch;
+use crate::types::Hash;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
@@ -44,7 +45,10 @@ pub struct Head {
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum HeadError {
-    #[error("the origin must be 1 to {MAX_ORIGIN_BYTES} printable ASCII characters without leading or trailing spaces")]
+    #[error(
+        "the origin must be 1 to {MAX_ORIGIN_BYTES} printable ASCII characters without spaces or '+' (a C2SP \
+         signed-note key name, e.g. example.com/keyfold)"
+    )]
     InvalidOrigin,
     #[error("malformed head: {0}")]
     Malformed(String),
@@ -62,14 +66,15 @@ pub enum HeadError {
     NotEnoughWitnesses { required: usize, found: usize, detail: String },
 }
 
-/// Checks the origin rule (printable ASCII, 1..=255 bytes, no surrounding spaces).
+/// Checks the origin rule (SPEC section 6.1; [`is_key_name`]).
 pub fn check_origin(origin: &str) -> Result<(), HeadError> {
-    let ok = !origin.is_empty()
-        && origin.len() <= MAX_ORIGIN_BYTES
-        && origin.bytes().all(|b| (0x20..0x7f).contains(&b))
-        && !origin.starts_with(' ')
-        && !origin.ends_with(' ');
-    if ok { Ok(()) } else { Err(HeadError::InvalidOrigin) }
+    if is_key_name(origin) { Ok(()) } else { Err(HeadError::InvalidOrigin) }
+}
+
+/// A C2SP signed-note key name as SPEC section 6.1 narrows it: 1 to 255 bytes of printable ASCII
+/// other than space (0x21..=0x7e) and without `+`, so C2SP tools accept every note Keyfold signs.
+pub fn is_key_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_ORIGIN_BYTES && name.bytes().all(|b| b.is_ascii_graphic() && b != b'+')
 }
 
 fn malformed(what: impl Into<String>) -> HeadError {
@@ -289,6 +294,14 @@ mod tests {
         assert!(Head::parse_body(&h.body().replace("time ", "time  ")).is_err());
         assert!(Head::parse_body(&format!("{}extra\n", h.body())).is_err());
         assert!(check_origin("").is_err() && check_origin(" a").is_err() && check_origin("a\nb").is_err());
+        // C2SP key names: no inner space, no '+', nothing beyond printable ASCII.
+        for bad in ["key transparency", "a+b", "caf\u{e9}", "tab\there", &"x".repeat(256)] {
+            assert!(check_origin(bad).is_err(), "{bad:?}");
+            assert!(crate::check_witness_name(bad).is_err(), "{bad:?}");
+        }
+        for good in ["example.com/keyfold", "keyfold.localhost", "a", &"x".repeat(255)] {
+            assert!(check_origin(good).is_ok() && crate::check_witness_name(good).is_ok(), "{good:?}");
+        }
         assert_ne!(h.hash(), Head { epoch: Epoch(43), ..h.clone() }.hash());
     }
 }

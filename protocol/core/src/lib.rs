@@ -31,11 +31,12 @@ pub use cosignature::{
 };
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use error::{DecodeError, ProofError};
-pub use hash::{ArchiveDigester, Hash, HashSuite};
+pub use hash::{ArchiveDigester, HashSuite};
 pub use head::{
-    Head, HeadCounts, HeadError, MAX_ORIGIN_BYTES, check_origin, key_id, signature_line, split_note, verify_head_note,
+    Head, HeadCounts, HeadError, MAX_ORIGIN_BYTES, check_origin, is_key_name, key_id, signature_line, split_note,
+    verify_head_note,
 };
 pub use mutation::{MUTATION_FORMAT_V1, Mutation, MutationId};
 pub use proof::{PROOF_FORMAT_V1, Proof, Terminal};
 pub use tree::{Node, combine, compute_root, prove_from_leaves};
-pub use types::{Epoch, Index, LeafValue, MAX_SHARD_BITS, MapRoot, Position, ShardId, Version};
+pub use types::{Epoch, Hash, Index, LeafValue, MAX_SHARD_BITS, MapRoot, Position, ShardId, Version};

@@ -4,7 +4,8 @@
 //! expected version and signature) has the same id wherever and whenever it was submitted.
 
 use crate::error::DecodeError;
-use crate::hash::{Hash, HashSuite};
+use crate::hash::HashSuite;
+use crate::types::Hash;
 use crate::types::Version;
 
 /// The only mutation encoding version this crate produces and accepts.

@@ -1,7 +1,8 @@
 //! Inclusion and absence proofs, their canonical encoding (SPEC.md "Proofs") and verification.
 
 use crate::error::{DecodeError, ProofError};
-use crate::hash::{Hash, HashSuite};
+use crate::hash::HashSuite;
+use crate::types::Hash;
 use crate::types::{Epoch, Index, LeafValue, MapRoot};
 
 /// The only proof encoding version this crate produces and accepts.

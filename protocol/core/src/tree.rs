@@ -5,8 +5,9 @@
 //! index so its position is unambiguous. A subtree with two or more leaves is `Internal`, hashed as
 //! `node_hash(left, right)`. This makes the map root independent of the shard count.
 
-use crate::hash::{Hash, HashSuite};
+use crate::hash::HashSuite;
 use crate::proof::{Proof, Terminal};
+use crate::types::Hash;
 use crate::types::{Epoch, Index, LeafValue};
 
 /// What a subtree is, as seen from its parent.

@@ -1,7 +1,7 @@
 //! Compare-and-set application of an epoch's mutations, in queue order. Pure.
 
 use hashbrown::HashSet;
-use keyfold_archive::ArchiveOutcome;
+use keyfold_archive::{ArchiveOutcome, ArchiveRow};
 use keyfold_core::{Epoch, Hash, HashSuite, HeadCounts, Index, LeafValue, Mutation, MutationId, Position, Version};
 use keyfold_map::{Map, TreeError, TreeStore};
 use rayon::prelude::*;
@@ -63,6 +63,39 @@ impl OutcomeColumns {
             Outcome::Duplicate => none(ArchiveOutcome::Duplicate),
         }
     }
+}
+
+/// The archive rows of an epoch: each consumed mutation (queue order) with its outcome. The
+/// mutations move into the rows (keys, values and signatures are not copied).
+pub fn archive_rows(
+    suite: HashSuite,
+    mutations: Vec<(Position, Mutation)>,
+    outcomes: &[MutationOutcome],
+) -> Vec<ArchiveRow> {
+    assert_eq!(mutations.len(), outcomes.len(), "one outcome per mutation");
+    mutations
+        .into_par_iter()
+        .zip(outcomes)
+        .with_min_len(1024)
+        .map(|((position, m), o)| {
+            debug_assert_eq!(position, o.position);
+            let columns = OutcomeColumns::of(suite, &o.outcome, &o.index, m.value.as_deref());
+            ArchiveRow {
+                position: position.0,
+                mutation_id: o.id.0,
+                key_index: Some(Hash(o.index.0)),
+                tombstone: m.value.is_none(),
+                key: Some(m.key),
+                value: m.value,
+                owner_signature: m.owner_signature,
+                expected_version: m.expected_version.0,
+                new_version: columns.new_version,
+                outcome: columns.outcome,
+                reason: columns.reason.map(str::to_owned),
+                leaf_hash: columns.leaf_hash,
+            }
+        })
+        .collect()
 }
 
 /// For people (API answers, logs); never archived or compared.

@@ -13,8 +13,8 @@ mod lookup;
 mod replay;
 
 pub use apply::{
-    Applied, KeyState, MutationOutcome, Outcome, OutcomeColumns, RejectReason, apply_mutations, hash_mutations,
-    read_touched, touched_indexes,
+    Applied, KeyState, MutationOutcome, Outcome, OutcomeColumns, RejectReason, apply_mutations, archive_rows,
+    hash_mutations, read_touched, touched_indexes,
 };
 pub use lookup::{LookupAnswer, LookupError, Pinned, Verified, verify_lookup};
 pub use replay::{Divergence, Replayer};

@@ -2,11 +2,11 @@
 //! archive's digest, every archived mutation and outcome (re-running the compare-and-set rules) and
 //! the map root, using nothing but the heads, the archives and the public key.
 
-use crate::apply::{KeyState, Outcome, OutcomeColumns, apply_mutations, hash_mutations, touched_indexes};
+use crate::apply::{Applied, KeyState, Outcome, OutcomeColumns, apply_mutations, hash_mutations, touched_indexes};
 use bytes::Bytes;
 use hashbrown::HashMap;
 use keyfold_archive::{ArchiveRow, read_archive_bytes};
-use keyfold_core::{Epoch, Hash, HashSuite, Head, Index, Mutation, Position, Version, verify_head_note};
+use keyfold_core::{Epoch, Hash, HashSuite, Head, Index, Mutation, MutationId, Position, Version, verify_head_note};
 use keyfold_map::{Map, MemoryStore, TreeConfig};
 use rayon::prelude::*;
 
@@ -100,18 +100,11 @@ impl Replayer {
     /// As [`Replayer::replay`], also handing back the archive's rows (verified), so a caller that
     /// needs them does not decode the archive a second time.
     pub fn replay_rows(&mut self, note: &str, archive: Bytes) -> Result<(Head, Vec<ArchiveRow>), Divergence> {
-        let prev = &self.previous;
-        let epoch = prev.epoch.next();
-        let head = verify_head_note(note, &self.origin, &self.public_key)
-            .map_err(|e| diverge(epoch, None, "head signature", "a valid signature", e))?;
+        let head = self.check_head(note)?;
+        let (epoch, suite) = (head.epoch, head.suite);
         let check = |ok: bool, what: &str, expected: String, found: String| {
             if ok { Ok(()) } else { Err(diverge(epoch, None, what, expected, found)) }
         };
-        check(head.epoch == epoch, "epoch number", epoch.to_string(), head.epoch.to_string())?;
-        check(head.suite == prev.suite, "hash suite", prev.suite.name().into(), head.suite.name().into())?;
-        check(head.previous == prev.hash(), "chain link", prev.hash().to_hex(), head.previous.to_hex())?;
-        check(head.time_ms > prev.time_ms, "epoch time", format!("> {}", prev.time_ms), head.time_ms.to_string())?;
-        let suite = head.suite;
         // The digest while the archive decodes (a bad digest is reported whatever the decoding
         // found; the decoder is hardened against any bytes, see `read_archive`).
         let (digest, read) = rayon::join(|| suite.archive_digest(&archive), || read_archive_bytes(archive.clone()));
@@ -123,38 +116,44 @@ impl Replayer {
             rows.par_iter_mut().enumerate().with_min_len(1024).map(|(i, r)| mutation_of(epoch, i, r)).collect();
         let mutations = converted.into_iter().collect::<Result<Vec<_>, _>>()?;
         let hashed = hash_mutations(suite, &mutations);
-        let mismatch =
-            rows.par_iter().zip(&hashed).enumerate().with_min_len(1024).find_map_first(|(i, (row, (id, index)))| {
-                let at =
-                    |what: &str, expected: String, found: String| Some(diverge(epoch, Some(i), what, expected, found));
-                if id.0 != row.mutation_id {
-                    return at("mutation id", id.to_hex(), row.mutation_id.to_hex());
-                }
-                if row.key_index != Some(Hash(index.0)) {
-                    return at("key index", index.to_hex(), row.key_index.map_or("null".into(), |h| h.to_hex()));
-                }
-                None
-            });
-        if let Some(divergence) = mismatch {
-            return Err(divergence);
-        }
+        first_divergence(check_ids(epoch, &rows, &hashed))?;
         let states = &self.states;
         let current: Vec<(Index, Option<KeyState>)> =
             touched_indexes(&hashed).into_par_iter().map(|index| (index, state_of(states, &index))).collect();
         let applied = apply_mutations(&current, &mutations, &hashed);
-        // In parallel; the divergence reported is the first in row order.
-        let first =
-            rows.par_iter().zip(&applied.outcomes).zip(&mutations).enumerate().with_min_len(1024).find_map_first(
-                |(i, ((row, outcome), (_, m)))| {
-                    compare_outcome(suite, epoch, i, row, m.value.as_deref(), &outcome.outcome, &outcome.index).err()
-                },
-            );
-        if let Some(divergence) = first {
-            return Err(divergence);
-        }
+        first_divergence(check_outcomes(suite, epoch, &rows, &applied, &mutations))?;
         check(applied.counts == head.counts, "counts", format!("{:?}", applied.counts), format!("{:?}", head.counts))?;
-        // Every applied row's leaf hash was recomputed and matched above: each key's final one is
-        // its last applied row's, and the tree takes it instead of hashing the leaf again.
+        let root = self.advance(epoch, applied, &rows)?;
+        check(root == head.root, "map root", root.to_hex(), head.root.to_hex())?;
+        self.previous = head.clone();
+        // The keys, values and signatures moved into the mutations go back into their rows.
+        for (row, (_, m)) in rows.iter_mut().zip(mutations) {
+            (row.key, row.value, row.owner_signature) = (Some(m.key), m.value, m.owner_signature);
+        }
+        Ok((head, rows))
+    }
+
+    /// The next head: signed by the pinned key for the origin, numbered, hashed and chained after
+    /// the last verified one, and later in time.
+    fn check_head(&self, note: &str) -> Result<Head, Divergence> {
+        let prev = &self.previous;
+        let epoch = prev.epoch.next();
+        let head = verify_head_note(note, &self.origin, &self.public_key)
+            .map_err(|e| diverge(epoch, None, "head signature", "a valid signature", e))?;
+        let check = |ok: bool, what: &str, expected: String, found: String| {
+            if ok { Ok(()) } else { Err(diverge(epoch, None, what, expected, found)) }
+        };
+        check(head.epoch == epoch, "epoch number", epoch.to_string(), head.epoch.to_string())?;
+        check(head.suite == prev.suite, "hash suite", prev.suite.name().into(), head.suite.name().into())?;
+        check(head.previous == prev.hash(), "chain link", prev.hash().to_hex(), head.previous.to_hex())?;
+        check(head.time_ms > prev.time_ms, "epoch time", format!("> {}", prev.time_ms), head.time_ms.to_string())?;
+        Ok(head)
+    }
+
+    /// Applies a verified epoch to the replica and the key states; returns the new root.
+    fn advance(&mut self, epoch: Epoch, applied: Applied, rows: &[ArchiveRow]) -> Result<Hash, Divergence> {
+        // Every applied row's leaf hash was recomputed and matched: each key's final one is its
+        // last applied row's, and the tree takes it instead of hashing the leaf again.
         let leaf_hashes = applied
             .update_sources
             .iter()
@@ -166,20 +165,47 @@ impl Replayer {
             .map
             .apply_hashed(applied.updates, leaf_hashes)
             .map_err(|e| diverge(epoch, None, "replica", "updatable", e))?;
-        check(root.hash == head.root, "map root", root.hash.to_hex(), head.root.to_hex())?;
         // `changed` ascends by index, so each table's share is one run.
         self.states.par_iter_mut().enumerate().for_each(|(t, table)| {
             let start = changed.partition_point(|(index, _)| usize::from(index.0[0]) < t);
             let end = changed.partition_point(|(index, _)| usize::from(index.0[0]) <= t);
             table.extend(changed[start..end].iter().copied());
         });
-        self.previous = head.clone();
-        // The keys, values and signatures moved into the mutations go back into their rows.
-        for (row, (_, m)) in rows.iter_mut().zip(mutations) {
-            (row.key, row.value, row.owner_signature) = (Some(m.key), m.value, m.owner_signature);
-        }
-        Ok((head, rows))
+        Ok(root.hash)
     }
+}
+
+fn first_divergence(found: Option<Divergence>) -> Result<(), Divergence> {
+    found.map_or(Ok(()), Err)
+}
+
+/// The first row (in row order) whose mutation id or key index is not the one its mutation hashes to.
+fn check_ids(epoch: Epoch, rows: &[ArchiveRow], hashed: &[(MutationId, Index)]) -> Option<Divergence> {
+    rows.par_iter().zip(hashed).enumerate().with_min_len(1024).find_map_first(|(i, (row, (id, index)))| {
+        let at = |what: &str, expected: String, found: String| Some(diverge(epoch, Some(i), what, expected, found));
+        if id.0 != row.mutation_id {
+            return at("mutation id", id.to_hex(), row.mutation_id.to_hex());
+        }
+        if row.key_index != Some(Hash(index.0)) {
+            return at("key index", index.to_hex(), row.key_index.map_or("null".into(), |h| h.to_hex()));
+        }
+        None
+    })
+}
+
+/// The first row (in row order) whose archived outcome is not the one the rules give.
+fn check_outcomes(
+    suite: HashSuite,
+    epoch: Epoch,
+    rows: &[ArchiveRow],
+    applied: &Applied,
+    mutations: &[(Position, Mutation)],
+) -> Option<Divergence> {
+    rows.par_iter().zip(&applied.outcomes).zip(mutations).enumerate().with_min_len(1024).find_map_first(
+        |(i, ((row, outcome), (_, m)))| {
+            compare_outcome(suite, epoch, i, row, m.value.as_deref(), &outcome.outcome, &outcome.index).err()
+        },
+    )
 }
 
 /// Key-state tables, by the first byte of the index.

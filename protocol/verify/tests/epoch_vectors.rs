@@ -19,7 +19,7 @@ use keyfold_core::{
     verify_head_note,
 };
 use keyfold_map::{Map, MemoryStore, TreeConfig, TreeStore};
-use keyfold_verify::{MutationOutcome, OutcomeColumns, Replayer, apply_mutations, hash_mutations, read_touched};
+use keyfold_verify::{Replayer, apply_mutations, archive_rows, hash_mutations, read_touched};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -450,38 +450,6 @@ fn outcome_vector(row: &ArchiveRow) -> OutcomeVector {
         new_version: row.new_version,
         leaf_hash: row.leaf_hash.map(|h| h.to_hex()),
     }
-}
-
-/// The job's `archive_rows` (private to `keyfold-epoch`), field for field: each mutation with its
-/// outcome columns from the one mapping, `OutcomeColumns::of`.
-fn archive_rows(
-    suite: HashSuite,
-    mutations: Vec<(Position, Mutation)>,
-    outcomes: &[MutationOutcome],
-) -> Vec<ArchiveRow> {
-    assert_eq!(mutations.len(), outcomes.len(), "one outcome per mutation");
-    mutations
-        .into_iter()
-        .zip(outcomes)
-        .map(|((position, m), o)| {
-            assert_eq!(position, o.position);
-            let columns = OutcomeColumns::of(suite, &o.outcome, &o.index, m.value.as_deref());
-            ArchiveRow {
-                position: position.0,
-                mutation_id: o.id.0,
-                key_index: Some(Hash(o.index.0)),
-                tombstone: m.value.is_none(),
-                key: Some(m.key),
-                value: m.value,
-                owner_signature: m.owner_signature,
-                expected_version: m.expected_version.0,
-                new_version: columns.new_version,
-                outcome: columns.outcome,
-                reason: columns.reason.map(str::to_owned),
-                leaf_hash: columns.leaf_hash,
-            }
-        })
-        .collect()
 }
 
 /// As the job's `write_tree`: the batch is prepared on the previous epoch and verified from its own

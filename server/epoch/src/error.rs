@@ -1,4 +1,4 @@
-use crate::job::CrashPoint;
+use crate::crash::CrashPoint;
 use keyfold_core::HeadError;
 use keyfold_ingest::QueueError;
 use keyfold_map::TreeError;

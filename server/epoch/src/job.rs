@@ -1,6 +1,7 @@
 //! One epoch, end to end, with its recovery story at every durability step.
 
 use crate::archives::ArchiveSink;
+use crate::crash::CrashPoint;
 use crate::error::EpochError;
 use crate::heads::HeadStore;
 use crate::index::{HistoryAfter, KeyVersion, OutcomeIndex, OutcomeRecord};
@@ -10,7 +11,7 @@ use keyfold_archive::{ArchiveRow, read_archive_bytes, write_archive};
 use keyfold_core::{Epoch, Hash, Head, HeadCounts, Index, MapRoot, Mutation, MutationId, SigningKey, verify_head_note};
 use keyfold_ingest::{Entry, Marker, Position, Queue, QueueError, Receipt, mutation_bytes};
 use keyfold_map::{Map, TreeStore};
-use keyfold_verify::{MutationOutcome, OutcomeColumns, apply_mutations, hash_mutations, read_touched};
+use keyfold_verify::{Applied, MutationOutcome, apply_mutations, archive_rows, hash_mutations, read_touched};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -74,38 +75,6 @@ struct Cut {
 /// memory a read takes beyond the epoch's own mutations.
 const READ_CHUNK: usize = 4096;
 const READ_CHUNK_BYTES: u64 = 16 << 20;
-
-/// Where a test may stop a run, as if the process died right after that step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CrashPoint {
-    /// The marker is durable and the epoch's mutations were read.
-    AfterRead,
-    /// Mutations applied in memory (nothing new is durable).
-    AfterApply,
-    /// The epoch's archive is durable (written before the map).
-    AfterArchiveWrite,
-    /// The map's nodes and leaves for the epoch are committed.
-    AfterNodeWrite,
-    /// The head is signed (not stored).
-    AfterSign,
-    /// Head and cursor are committed.
-    AfterHeadWrite,
-    /// The consumed queue entries are removed.
-    AfterCursorAdvance,
-}
-
-impl CrashPoint {
-    /// Every crash point, in the order a run passes them.
-    pub const ALL: [CrashPoint; 7] = [
-        CrashPoint::AfterRead,
-        CrashPoint::AfterApply,
-        CrashPoint::AfterArchiveWrite,
-        CrashPoint::AfterNodeWrite,
-        CrashPoint::AfterSign,
-        CrashPoint::AfterHeadWrite,
-        CrashPoint::AfterCursorAdvance,
-    ];
-}
 
 /// Wall time of each phase of one run.
 #[derive(Debug, Clone, Copy, Default)]
@@ -434,62 +403,26 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
 
         // 2. Apply with compare-and-set, against the previous epoch's values.
         let t = Instant::now();
-        let suite = self.map.store().config().suite;
-        self.check_signed_root(previous_epoch, &previous)?;
-        let hashed = hash_mutations(suite, &mutations);
-        let current = read_touched(&self.map, &hashed, previous_epoch)?;
-        let mut applied = apply_mutations(&current, &mutations, &hashed);
-        drop((current, hashed));
-        // Each changed key's final value is now in its update and in its source mutation. The
-        // archive (step 3) is written before the map (step 4), so one copy is enough at any time:
-        // the mutation's until the archive is written, then the update's (moved back below).
-        for update in &mut applied.updates {
-            update.1.value = None;
-        }
+        let mut applied = self.apply(previous_epoch, &previous, &mutations)?;
         timings.apply = t.elapsed();
         stop(CrashPoint::AfterApply)?;
 
-        // 3. The archive: every consumed mutation and its outcome, durable before the head that
-        // signs its digest. Recovery if the process dies right after: the re-run writes the same
-        // bytes again (deterministic) and signs the same digest; a re-run that cuts the epoch
-        // again (lower caps) overwrites it, which is safe as no head names it yet.
+        // 3. The archive, durable before the head that signs its digest.
         let t = Instant::now();
-        let mut rows = archive_rows(suite, mutations, &applied.outcomes);
-        let bytes = bytes::Bytes::from(write_archive(&rows)?);
-        // The digest (CPU) while the file is written and fsynced (mostly waiting on the disk).
-        let (archive, stored) =
-            rayon::join(|| suite.archive_digest(&bytes), || self.archives.put(epoch, bytes.clone()));
-        stored?;
-        drop(bytes);
-        // The values move to the map's updates (the index needs none of them).
-        for (update, &source) in applied.updates.iter_mut().zip(&applied.update_sources) {
-            update.1.value = rows[source as usize].value.take();
-        }
-        rows.par_iter_mut().for_each(|row| row.value = None);
+        let (archive, rows) = self.archive_epoch(epoch, mutations, &mut applied)?;
         timings.archive = t.elapsed();
         stop(CrashPoint::AfterArchiveWrite)?;
 
         // 4. The map.
         let t = Instant::now();
-        let root = self.write_tree(previous_epoch, epoch, applied.updates)?;
+        let updates = std::mem::take(&mut applied.updates);
+        let root = self.write_tree(previous_epoch, epoch, updates)?;
         timings.tree = t.elapsed();
         stop(CrashPoint::AfterNodeWrite)?;
 
         // 5. Sign, then verify the signature with the public key before anything is published.
         let t = Instant::now();
-        let head = Head {
-            origin: self.origin.clone(),
-            suite,
-            epoch,
-            root: root.hash,
-            previous: previous.hash(),
-            archive,
-            time_ms: marker.time_ms,
-            counts: applied.counts,
-        };
-        let note = head.sign(&self.key);
-        let verified = self.verify(&note)?;
-        assert_eq!(verified, head, "a signed head must verify to itself");
+        let (head, note) = self.sign(epoch, &previous, root.hash, archive, marker.time_ms, applied.counts)?;
         timings.sign = t.elapsed();
         stop(CrashPoint::AfterSign)?;
 
@@ -513,28 +446,99 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         timings.commit = t.elapsed();
         stop(CrashPoint::AfterCursorAdvance)?;
 
-        // 8. Derived data: outcomes and key histories indexed, then no longer pending (in this
-        // order, so a status query never finds a consumed mutation in neither).
-        // Recovery if the process dies right after or before: the next start re-indexes from the
-        // archives whatever the index lacks, and rebuilds the pending set from the queue.
-        let indexed = self.catch_up_index(Some((epoch, &rows)));
+        // 8. Derived data: outcomes and key histories indexed, then no longer pending.
+        self.index_published(epoch, &rows, &applied.outcomes)?;
+        let through = marker.through;
+        let outcomes = applied.outcomes;
+        Ok(EpochReport { head, note, outcomes, marker: marker_position, through, input_bytes, capped, timings })
+    }
+
+    /// Step 2: the compare-and-set outcomes of `mutations` against the values of `previous_epoch`,
+    /// read through the map's checked reads from the root `previous` signs. The updates come back
+    /// without their values: each changed key's final value stays in its source mutation until
+    /// the archive is written (step 3), so one copy is held at any time.
+    fn apply(
+        &self,
+        previous_epoch: Epoch,
+        previous: &Head,
+        mutations: &[(Position, Mutation)],
+    ) -> Result<Applied, EpochError> {
+        let suite = self.map.store().config().suite;
+        self.check_signed_root(previous_epoch, previous)?;
+        let hashed = hash_mutations(suite, mutations);
+        let current = read_touched(&self.map, &hashed, previous_epoch)?;
+        let mut applied = apply_mutations(&current, mutations, &hashed);
+        for update in &mut applied.updates {
+            update.1.value = None;
+        }
+        Ok(applied)
+    }
+
+    /// Step 3: every consumed mutation and its outcome, archived; returns the archive's digest and
+    /// the rows (without values, which move to `applied.updates` for the map).
+    /// Recovery if the process dies right after: the re-run writes the same bytes again
+    /// (deterministic) and signs the same digest; a re-run that cuts the epoch again (lower caps)
+    /// overwrites it, which is safe as no head names it yet.
+    fn archive_epoch(
+        &self,
+        epoch: Epoch,
+        mutations: Vec<(Position, Mutation)>,
+        applied: &mut Applied,
+    ) -> Result<(Hash, Vec<ArchiveRow>), EpochError> {
+        let suite = self.map.store().config().suite;
+        let mut rows = archive_rows(suite, mutations, &applied.outcomes);
+        let bytes = bytes::Bytes::from(write_archive(&rows)?);
+        // The digest (CPU) while the file is written and fsynced (mostly waiting on the disk).
+        let (archive, stored) =
+            rayon::join(|| suite.archive_digest(&bytes), || self.archives.put(epoch, bytes.clone()));
+        stored?;
+        drop(bytes);
+        // The values move to the map's updates (the index needs none of them).
+        for (update, &source) in applied.updates.iter_mut().zip(&applied.update_sources) {
+            update.1.value = rows[source as usize].value.take();
+        }
+        rows.par_iter_mut().for_each(|row| row.value = None);
+        Ok((archive, rows))
+    }
+
+    /// Step 5: the head of `epoch`, signed, and its signature verified with the public key
+    /// before anything is published.
+    fn sign(
+        &self,
+        epoch: Epoch,
+        previous: &Head,
+        root: Hash,
+        archive: Hash,
+        time_ms: u64,
+        counts: HeadCounts,
+    ) -> Result<(Head, String), EpochError> {
+        let suite = self.map.store().config().suite;
+        let previous = previous.hash();
+        let head = Head { origin: self.origin.clone(), suite, epoch, root, previous, archive, time_ms, counts };
+        let note = head.sign(&self.key);
+        let verified = self.verify(&note)?;
+        assert_eq!(verified, head, "a signed head must verify to itself");
+        Ok((head, note))
+    }
+
+    /// Step 8: outcomes and key histories indexed, then no longer pending (in this order, so a
+    /// status query never finds a consumed mutation in neither).
+    /// Recovery if the process dies right after or before: the next start re-indexes from the
+    /// archives whatever the index lacks, and rebuilds the pending set from the queue.
+    fn index_published(
+        &self,
+        epoch: Epoch,
+        rows: &[ArchiveRow],
+        outcomes: &[MutationOutcome],
+    ) -> Result<(), EpochError> {
+        let indexed = self.catch_up_index(Some((epoch, rows)));
         {
             let mut pending = self.lock_pending();
-            for outcome in &applied.outcomes {
+            for outcome in outcomes {
                 pending.remove(&outcome.id);
             }
         }
-        indexed?; // an indexing failure is retried before the next epoch
-        Ok(EpochReport {
-            head,
-            note,
-            outcomes: applied.outcomes,
-            marker: marker_position,
-            through: marker.through,
-            input_bytes,
-            capped,
-            timings,
-        })
+        indexed // an indexing failure is retried before the next epoch
     }
 
     /// The map's stored root of `epoch` must be the root its signed head names: every read of the
@@ -682,39 +686,6 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         // the re-run recomputes the same batch and only checks it against the stored root (above).
         Ok(self.map.commit(&batch)?)
     }
-}
-
-/// The archive rows of an epoch: each consumed mutation (queue order) with its outcome. The
-/// mutations move into the rows (keys, values and signatures are not copied).
-pub(crate) fn archive_rows(
-    suite: keyfold_core::HashSuite,
-    mutations: Vec<(Position, Mutation)>,
-    outcomes: &[MutationOutcome],
-) -> Vec<ArchiveRow> {
-    assert_eq!(mutations.len(), outcomes.len(), "one outcome per mutation");
-    mutations
-        .into_par_iter()
-        .zip(outcomes)
-        .with_min_len(1024)
-        .map(|((position, m), o)| {
-            debug_assert_eq!(position, o.position);
-            let columns = OutcomeColumns::of(suite, &o.outcome, &o.index, m.value.as_deref());
-            ArchiveRow {
-                position: position.0,
-                mutation_id: o.id.0,
-                key_index: Some(keyfold_core::Hash(o.index.0)),
-                tombstone: m.value.is_none(),
-                key: Some(m.key),
-                value: m.value,
-                owner_signature: m.owner_signature,
-                expected_version: m.expected_version.0,
-                new_version: columns.new_version,
-                outcome: columns.outcome,
-                reason: columns.reason.map(str::to_owned),
-                leaf_hash: columns.leaf_hash,
-            }
-        })
-        .collect()
 }
 
 /// Epoch metrics for `/metrics` (no-ops unless the process installed a recorder).

@@ -10,6 +10,7 @@
 
 mod archives;
 mod cosignatures;
+mod crash;
 mod error;
 pub mod heads;
 mod index;
@@ -22,13 +23,14 @@ pub use cosignatures::{
     CosignaturePut, CosignatureStore, MemoryCosignatures, conformance as cosignature_conformance, cosignature_time,
     decide as decide_cosignature,
 };
+pub use crash::CrashPoint;
 pub use error::EpochError;
 pub use heads::{HeadStore, MemoryHeadStore, check_next};
 pub use index::{
     HistoryAfter, KeyVersion, MemoryOutcomeIndex, OutcomeIndex, OutcomeRecord, applied, check_index_order,
     conformance as index_conformance, outcome_of,
 };
-pub use job::{CrashPoint, EpochJob, EpochLimits, EpochReport, MutationStatus, PhaseTimings};
+pub use job::{EpochJob, EpochLimits, EpochReport, MutationStatus, PhaseTimings};
 pub use keys::{generate_key_files, load_public_key, load_signing_key};
 pub use schedule::{
     Backoff, Schedule, SchedulerError, SchedulerHealth, SchedulerOptions, SchedulerState, backoff_seed, epoch_time_ms,
