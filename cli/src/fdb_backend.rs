@@ -1,7 +1,7 @@
 //! `keyfold serve --store fdb`: the queue, the tree and the heads in FoundationDB; the directory's
 //! config, signing key and archives stay under `--data`. The process first takes the epoch-writer
 //! lease (a standby waits here until the writer's lease lapses), keeps it with a heartbeat thread,
-//! and resigns it on shutdown so a standby takes over at once. See ops/DEPLOY-fdb.md.
+//! and resigns it on shutdown so a standby takes over at once. See cli/DEPLOY-fdb.md.
 
 use crate::directory::{now_ms, read_config};
 use crate::serve::{ServeArgs, run};

@@ -4,7 +4,7 @@
 //! [`Version`], [`ShardId`]), the two hash suites ([`HashSuite`]), the compressed sparse Merkle tree
 //! rules ([`Node`], [`combine`], [`compute_root`]) and proofs ([`Proof`]). It does no I/O.
 //!
-//! Every hashed byte is defined in `docs/SPEC.md`; the golden vectors in `core/tests/vectors/` pin it.
+//! Every hashed byte is defined in `docs/SPEC.md`; the golden vectors in `protocol/core/tests/vectors/` pin it.
 //!
 //! ```
 //! use keyfold_core::{HashSuite, LeafValue, Version, compute_root, Epoch, MapRoot, prove_from_leaves};

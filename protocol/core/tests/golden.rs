@@ -1,6 +1,6 @@
 //! Golden vectors: every hashed byte of SPEC.md, pinned for both suites.
 //!
-//! `core/tests/vectors/golden.json` is committed. This test recomputes each vector from its
+//! `protocol/core/tests/vectors/golden.json` is committed. This test recomputes each vector from its
 //! described input and compares. To regenerate after a deliberate format change (which must also
 //! change SPEC.md in the same commit): `KEYFOLD_BLESS=1 cargo test -p keyfold-core --test golden`.
 #![allow(clippy::too_many_lines)] // a test scenario reads top to bottom; production code keeps the 70-line limit

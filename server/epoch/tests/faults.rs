@@ -2,7 +2,7 @@
 //! write, a failed fsync, a full disk): the epoch fails with a retryable error and signs nothing;
 //! once the fault clears, the same job retries in place (no restart) and publishes the head a
 //! fault-free run publishes, byte for byte; a restart then finds the same state. Faults under the
-//! queue are in `ingest/tests/faults.rs` and `api/tests/faults.rs`.
+//! queue are in `storage/redb/tests/queue_faults.rs` and `server/api/tests/faults.rs`.
 
 use keyfold_core::{Epoch, HashSuite, Mutation, SigningKey, Version};
 use keyfold_epoch::{ArchiveSink, EpochError, EpochJob, HeadStore, MutationStatus, ObjectArchives};

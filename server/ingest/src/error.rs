@@ -1,5 +1,4 @@
-use crate::queue::Position;
-use keyfold_core::MutationId;
+use keyfold_core::{MutationId, Position};
 use thiserror::Error;
 
 /// Why a batch of mutations was refused before anything was queued. Always the client's fault.
