@@ -395,7 +395,7 @@ where
     let health = Arc::new(SchedulerHealth::default());
     let scheduler = spawn_scheduler(args, &job, &trigger, &stop, &health)?;
     let api = Arc::new(Api {
-        job: Arc::clone(&job),
+        directory: Arc::clone(&job) as Arc<dyn keyfold_epoch::Directory>,
         origin: config.origin.clone(),
         limits: Limits::default(),
         trigger,

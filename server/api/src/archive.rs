@@ -13,9 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keyfold_core::{Epoch, Hash, verify_head_note};
-use keyfold_epoch::{ArchiveCheck, EpochJob, HeadStore, verify_archive};
-use keyfold_ingest::Queue;
-use keyfold_map::TreeStore;
+use keyfold_epoch::{ArchiveCheck, Directory, verify_archive};
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -150,18 +148,13 @@ fn parse_range(headers: &HeaderMap, len: u64) -> Result<Option<Range<u64>>, ()> 
 
 /// The archive digest signed in `epoch`'s head: 404 without a head, or for the genesis head
 /// (which has no archive).
-async fn signed_digest<Q, S, H>(api: &Arc<Api<Q, S, H>>, epoch: u64) -> Result<Hash, ApiError>
-where
-    Q: Queue + 'static,
-    S: TreeStore + 'static,
-    H: HeadStore + 'static,
-{
+async fn signed_digest(api: &Arc<Api>, epoch: u64) -> Result<Hash, ApiError> {
     let served = Arc::clone(api);
     let retry = api.retry_after_secs;
-    let note = blocking(move || served.job.heads().get(Epoch(epoch)).map_err(|e| ApiError::from_storage(e, retry)))
+    let note = blocking(move || served.directory.head_note(Epoch(epoch)).map_err(|e| ApiError::from_storage(e, retry)))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("epoch {epoch} has no signed head")))?;
-    let head = verify_head_note(&note, &api.origin, &api.job.public_key()).map_err(|e| {
+    let head = verify_head_note(&note, &api.origin, &api.directory.public_key()).map_err(|e| {
         ApiError::ServerFault("head_corrupt", format!("the stored head of epoch {epoch} does not verify: {e}"))
     })?;
     if head.archive == Hash::default() {
@@ -174,16 +167,11 @@ where
 
 /// Checks `epoch`'s archive against `digest` once (streaming); returns its size in bytes. A
 /// missing or damaged archive of a signed head is this server's fault: 500, named, logged.
-async fn verify<Q, S, H>(api: &Arc<Api<Q, S, H>>, epoch: u64, digest: Hash) -> Result<u64, ApiError>
-where
-    Q: Queue + 'static,
-    S: TreeStore + 'static,
-    H: HeadStore + 'static,
-{
-    let job = Arc::clone(&api.job);
+async fn verify(api: &Arc<Api>, epoch: u64, digest: Hash) -> Result<u64, ApiError> {
+    let job = Arc::clone(&api.directory);
     let retry = api.retry_after_secs;
     let check = blocking(move || {
-        let suite = job.map().store().config().suite;
+        let suite = job.suite();
         verify_archive(job.archives(), Epoch(epoch), suite, &digest, ARCHIVE_PIECE_BYTES)
             .map_err(|e| ApiError::from_storage(e, retry))
     })
@@ -213,12 +201,7 @@ where
 }
 
 /// [`verify`], once for all the requests that ask for `epoch`'s archive while it is verified.
-async fn verify_once<Q, S, H>(api: &Arc<Api<Q, S, H>>, epoch: u64, digest: Hash) -> Result<u64, ApiError>
-where
-    Q: Queue + 'static,
-    S: TreeStore + 'static,
-    H: HeadStore + 'static,
-{
+async fn verify_once(api: &Arc<Api>, epoch: u64, digest: Hash) -> Result<u64, ApiError> {
     let gate = api.archive_reads.gate(epoch);
     let _turn = gate.gate.lock().await;
     match api.archive_reads.verified_size(epoch, &digest) {
@@ -230,12 +213,7 @@ where
 /// The body: `range` of `epoch`'s archive, read piece by piece as the client takes it. `permit`
 /// is held until the body is done or dropped. A read failing midway ends the body with an error
 /// (the connection is cut: the status was already sent).
-fn streamed<Q, S, H>(job: Arc<EpochJob<Q, S, H>>, epoch: u64, range: Range<u64>, permit: OwnedSemaphorePermit) -> Body
-where
-    Q: Queue + 'static,
-    S: TreeStore + 'static,
-    H: HeadStore + 'static,
-{
+fn streamed(job: Arc<dyn Directory>, epoch: u64, range: Range<u64>, permit: OwnedSemaphorePermit) -> Body {
     let end = range.end;
     let pieces = futures::stream::unfold((job, range.start, permit), move |(job, at, permit)| async move {
         if at >= end {
@@ -279,8 +257,8 @@ where
         (status = 503, description = "Too many archive downloads at once, or storage unavailable", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
-pub(crate) async fn archive<Q: Queue + 'static, S: TreeStore + 'static, H: HeadStore + 'static>(
-    State(api): State<Arc<Api<Q, S, H>>>,
+pub(crate) async fn archive(
+    State(api): State<Arc<Api>>,
     ApiPath(epoch): ApiPath<String>,
     method: Method,
     headers: HeaderMap,
@@ -326,6 +304,6 @@ pub(crate) async fn archive<Q: Queue + 'static, S: TreeStore + 'static, H: HeadS
         Some(permit) => permit,
         None => api.archive_reads.permit(retry)?,
     };
-    *response.body_mut() = streamed(Arc::clone(&api.job), epoch, range, permit);
+    *response.body_mut() = streamed(Arc::clone(&api.directory), epoch, range, permit);
     Ok(response)
 }

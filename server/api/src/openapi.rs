@@ -1,11 +1,10 @@
 //! The OpenAPI document, generated from the handlers' `#[utoipa::path]` annotations and the
-//! request/response types' `ToSchema` derives in `lib.rs` and `error.rs`.
+//! request/response types' `ToSchema` derives in each resource's file and `error.rs`.
 
+use crate::directory_info::DirectoryInfo;
 use crate::error::ErrorBody;
-use crate::{
-    DirectoryInfo, HistoryResponse, KeyVersionResponse, LookupResponse, MutationRequest, MutationStatusResponse,
-    ReceiptResponse, SubmitRequest, SubmitResponse,
-};
+use crate::keys::{HistoryResponse, KeyVersionResponse, LookupResponse};
+use crate::mutations::{MutationRequest, MutationStatusResponse, ReceiptResponse, SubmitRequest, SubmitResponse};
 use std::sync::OnceLock;
 use utoipa::OpenApi;
 
@@ -18,19 +17,19 @@ use utoipa::OpenApi;
             back-pressure."
     ),
     paths(
-        crate::directory,
-        crate::submit,
-        crate::mutation_status,
-        crate::lookup,
-        crate::key_history,
-        crate::latest_head,
-        crate::head_at,
-        crate::post_cosignature,
-        crate::trigger_epoch,
+        crate::directory_info::directory,
+        crate::mutations::submit,
+        crate::mutations::mutation_status,
+        crate::keys::lookup,
+        crate::keys::key_history,
+        crate::heads::latest_head,
+        crate::heads::head_at,
+        crate::heads::post_cosignature,
+        crate::operations::trigger_epoch,
         crate::archive::archive,
-        crate::healthz,
-        crate::metrics_text,
-        crate::openapi_json,
+        crate::operations::healthz,
+        crate::operations::metrics_text,
+        crate::operations::openapi_json,
     ),
     components(schemas(
         DirectoryInfo,
@@ -42,8 +41,8 @@ use utoipa::OpenApi;
         MutationStatusResponse,
         HistoryResponse,
         KeyVersionResponse,
-        crate::CosignatureLine,
-        crate::HealthResponse,
+        crate::heads::CosignatureLine,
+        crate::operations::HealthResponse,
         ErrorBody
     ))
 )]

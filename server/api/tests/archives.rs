@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tower::ServiceExt;
 
 const ORIGIN: &str = "archives.test/keyfold";
-type TestApi = Api<MemoryQueue, MemoryStore, MemoryHeadStore>;
+type TestApi = Api;
 
 /// Archives in memory that count the bytes handed out, and can lose or damage a file.
 #[derive(Debug, Default)]
@@ -103,7 +103,7 @@ fn api(archives: Arc<CountingArchives>) -> Arc<TestApi> {
     job.submit(mutations).unwrap();
     job.run_epoch(2_000).unwrap();
     Arc::new(Api {
-        job: Arc::new(job),
+        directory: Arc::new(job),
         origin: ORIGIN.into(),
         limits: Limits::default(),
         trigger: Arc::new(AtomicBool::new(false)),

@@ -8,14 +8,14 @@ use http_body_util::BodyExt;
 use keyfold_api::{Api, router};
 use keyfold_core::{HashSuite, LeafValue, MapRoot, Proof, SigningKey, Version, verify_head_note};
 use keyfold_epoch::{EpochJob, MemoryHeadStore};
-use keyfold_ingest::{Limits, MemoryQueue, Queue};
+use keyfold_ingest::{Limits, MemoryQueue};
 use keyfold_map::{Map, MemoryStore, TreeConfig};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tower::ServiceExt;
 
 const ORIGIN: &str = "api.test/keyfold";
-type TestApi = Api<MemoryQueue, MemoryStore, MemoryHeadStore>;
+type TestApi = Api;
 
 fn api(max_depth: u64, token: Option<&str>) -> Arc<TestApi> {
     let config = TreeConfig::new(HashSuite::Blake3, 4).unwrap();
@@ -32,7 +32,7 @@ fn api(max_depth: u64, token: Option<&str>) -> Arc<TestApi> {
     .with_index(Arc::new(keyfold_epoch::MemoryOutcomeIndex::default()))
     .unwrap();
     Arc::new(Api {
-        job: Arc::new(job),
+        directory: Arc::new(job),
         origin: ORIGIN.into(),
         limits: Limits::default(),
         trigger: Arc::new(AtomicBool::new(false)),
@@ -96,7 +96,7 @@ async fn submit_epoch_lookup_and_verify_like_a_client() {
     let (status, _, body) = call(&api, post("/v1/mutations", request)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(json(&body)["receipts"].as_array().unwrap().len(), 2);
-    api.job.run_epoch(2_000).unwrap();
+    api.directory.run_epoch(2_000).unwrap();
 
     for (key, expected) in [("alice", Some(LeafValue::present(Version(1), b"alice's key".to_vec()))), ("carol", None)] {
         let (status, _, body) = call(&api, get(&format!("/v1/keys/{key}"))).await;
@@ -187,7 +187,7 @@ async fn client_errors_are_4xx_with_a_json_body() {
         assert_eq!(body["error"], code, "{what}: {body}");
         assert!(!body["message"].as_str().unwrap().is_empty());
     }
-    assert_eq!(api.job.queue().depth(), 0_u64, "nothing was queued by a refused request");
+    assert_eq!(api.directory.queue_load().0, 0_u64, "nothing was queued by a refused request");
 }
 
 #[tokio::test]
@@ -222,12 +222,12 @@ async fn operator_trigger_needs_the_token() {
 async fn archives_are_served_immutable_with_ranges() {
     let api = api(100, None);
     call(&api, post("/v1/mutations", r#"{"mutations":[{"key":"a","value":"YQ==","expected_version":0}]}"#)).await;
-    api.job.run_epoch(2_000).unwrap();
+    api.directory.run_epoch(2_000).unwrap();
     let (status, headers, _) = call(&api, get("/v1/epochs/1/archive")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers[header::CONTENT_TYPE], "application/vnd.apache.parquet");
     assert!(headers[header::CACHE_CONTROL].to_str().unwrap().contains("immutable"));
-    let full = api.job.archives().get(keyfold_core::Epoch(1)).unwrap().unwrap();
+    let full = api.directory.archives().get(keyfold_core::Epoch(1)).unwrap().unwrap();
     let rows = keyfold_archive::read_archive(&full).unwrap();
     assert_eq!(rows.len(), 1);
     // The raw bytes through the router (not through String).
@@ -316,7 +316,7 @@ async fn metrics_report_queue_epochs_and_requests() {
     let (status, _, body) = call(&api, get("/metrics")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.lines().any(|l| l.starts_with("keyfold_queue_depth ") && l.ends_with(" 1")), "{body}");
-    api.job.run_epoch(2_000).unwrap();
+    api.directory.run_epoch(2_000).unwrap();
     let (_, _, body) = call(&api, get("/metrics")).await;
     assert!(body.lines().any(|l| l.starts_with("keyfold_queue_depth ") && l.ends_with(" 0")), "{body}");
     assert!(body.contains("keyfold_epochs_total"), "{body}");
@@ -350,7 +350,7 @@ async fn mutation_status_and_key_history() {
     let (status, _, body) = call(&api, get(&format!("/v1/mutations/{applied}"))).await;
     assert_eq!((status, json(&body)["status"].as_str()), (StatusCode::OK, Some("pending")), "{body}");
 
-    api.job.run_epoch(2_000).unwrap();
+    api.directory.run_epoch(2_000).unwrap();
     let answer = json(&call(&api, get(&format!("/v1/mutations/{applied}"))).await.2);
     assert_eq!(
         (answer["status"].as_str(), answer["epoch"].as_u64(), answer["new_version"].as_u64()),
@@ -365,9 +365,9 @@ async fn mutation_status_and_key_history() {
     assert_eq!(call(&api, get("/v1/mutations/xyz")).await.0, StatusCode::BAD_REQUEST);
 
     call(&api, submit("alice", Some(b"v2"), 1)).await;
-    api.job.run_epoch(3_000).unwrap();
+    api.directory.run_epoch(3_000).unwrap();
     call(&api, submit("alice", None, 2)).await;
-    api.job.run_epoch(4_000).unwrap();
+    api.directory.run_epoch(4_000).unwrap();
     let (status, _, body) = call(&api, get("/v1/keys/alice/history")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let versions: Vec<(u64, u64, bool)> = json(&body)["versions"]
@@ -397,8 +397,8 @@ async fn mutation_status_and_key_history() {
 #[tokio::test]
 async fn witness_cosignatures_are_verified_stored_and_served() {
     let api = api(1000, None);
-    api.job.run_epoch(2_000).unwrap();
-    let public = api.job.public_key();
+    api.directory.run_epoch(2_000).unwrap();
+    let public = api.directory.public_key();
     let note = call(&api, get("/v1/heads/1")).await.2;
     let (key, witness) = witness();
     let now_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
@@ -486,14 +486,14 @@ async fn history_pages_never_lose_versions_within_an_epoch() {
         post("/v1/mutations", format!(r#"{{"mutations":[{}]}}"#, mutations.join(",")))
     };
     assert_eq!(call(&api, batch(0, 3)).await.0, StatusCode::ACCEPTED);
-    api.job.run_epoch(2_000).unwrap();
+    api.directory.run_epoch(2_000).unwrap();
     let first = json(&call(&api, get("/v1/keys/carol/history?limit=2")).await.2);
     assert_eq!(versions_of(&first), [1, 2]);
     assert_eq!(walk_history(&api, "carol", 2).await, [1, 2, 3]);
 
     for (epoch, (from, n)) in [(3, 1), (4, 4), (7, 2)].into_iter().enumerate() {
         assert_eq!(call(&api, batch(from, n)).await.0, StatusCode::ACCEPTED);
-        api.job.run_epoch(3_000 + epoch as u64).unwrap();
+        api.directory.run_epoch(3_000 + epoch as u64).unwrap();
     }
     let all: Vec<u64> = (1..=9).collect();
     for limit in [1, 2, 3, 4, 5, 9, 10] {
@@ -532,7 +532,7 @@ async fn versions_refuse_floats_that_cannot_be_exact() {
     }
     assert_eq!(call(&api, body("3.0")).await.0, StatusCode::ACCEPTED, "small exact floats are integers");
     assert_eq!(call(&api, body("18446744073709551615")).await.0, StatusCode::ACCEPTED, "as integers, all of u64");
-    assert_eq!(api.job.queue().depth(), 2_u64);
+    assert_eq!(api.directory.queue_load().0, 2_u64);
 }
 
 /// Issue 15 item 10: a path that is not UTF-8, a bad query and a wrong method are answered with
@@ -572,7 +572,7 @@ async fn rejections_and_wrong_methods_are_json_errors() {
 async fn cosignature_times_are_checked_and_never_go_back() {
     let api = api(1000, None);
     let now_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    api.job.run_epoch(now_secs * 1000 - 60_000).unwrap(); // a head one minute old
+    api.directory.run_epoch(now_secs * 1000 - 60_000).unwrap(); // a head one minute old
     let note = call(&api, get("/v1/heads/1")).await.2;
     let (key, witness) = witness();
     let line = |time: u64| keyfold_core::cosign(&note, &witness.name, &key, time).unwrap();

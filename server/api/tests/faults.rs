@@ -18,11 +18,12 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use tower::ServiceExt;
 
-type FaultyApi = Api<RedbQueue, MemoryStore, MemoryHeadStore>;
+type FaultyApi = Api;
 const OPTIONS: RedbQueueOptions =
     RedbQueueOptions { suite: HashSuite::Blake3, max_depth: 1_000_000, max_bytes: 1 << 30 };
 
-fn api(queue: RedbQueue) -> Arc<FaultyApi> {
+/// The API over a job whose queue is `queue`, and the job (the test reads its queue directly).
+fn api(queue: RedbQueue) -> (Arc<FaultyApi>, Arc<EpochJob<RedbQueue, MemoryStore, MemoryHeadStore>>) {
     let config = TreeConfig::new(HashSuite::Blake3, 4).unwrap();
     let job = EpochJob::open(
         queue,
@@ -34,8 +35,9 @@ fn api(queue: RedbQueue) -> Arc<FaultyApi> {
         1_000,
     )
     .unwrap();
-    Arc::new(Api {
-        job: Arc::new(job),
+    let job = Arc::new(job);
+    let api = Arc::new(Api {
+        directory: Arc::clone(&job) as Arc<dyn keyfold_epoch::Directory>,
         origin: "faults.test/keyfold".into(),
         limits: Limits::default(),
         trigger: Arc::new(AtomicBool::new(false)),
@@ -47,7 +49,8 @@ fn api(queue: RedbQueue) -> Arc<FaultyApi> {
         scheduler: Arc::default(),
         cosignature_max_future_secs: keyfold_api::COSIGNATURE_MAX_FUTURE_SECS_DEFAULT,
         archive_reads: keyfold_api::ArchiveReads::default(),
-    })
+    });
+    (api, job)
 }
 
 async fn submit(api: &Arc<FaultyApi>, batch: u32) -> (StatusCode, header::HeaderMap, serde_json::Value) {
@@ -89,7 +92,7 @@ async fn storage_faults_are_503_with_retry_after_and_nothing_acknowledged_is_los
     let plan = FaultPlan::new();
     let mut acked = Vec::new();
     {
-        let api = api(open_faulty_queue(&path, OPTIONS, &plan).unwrap());
+        let (api, job) = api(open_faulty_queue(&path, OPTIONS, &plan).unwrap());
         let (status, _, body) = submit(&api, 0).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         acked.extend(ids(&body));
@@ -110,7 +113,7 @@ async fn storage_faults_are_503_with_retry_after_and_nothing_acknowledged_is_los
             acked.extend(ids(&body));
         }
         assert!(plan.injected() >= 2);
-        let present = queued_ids(api.job.queue());
+        let present = queued_ids(job.queue());
         assert!(acked.iter().all(|id| present.contains(id)), "an acknowledged mutation is missing");
     }
     // Restarted over the same file: every acknowledged mutation is still queued.
@@ -169,8 +172,9 @@ async fn head_read_errors_are_503_with_retry_after() {
     )
     .unwrap();
     job.run_epoch(2_000).unwrap();
+    let job = Arc::new(job);
     let api = Arc::new(Api {
-        job: Arc::new(job),
+        directory: Arc::clone(&job) as Arc<dyn keyfold_epoch::Directory>,
         origin: "faults.test/keyfold".into(),
         limits: Limits::default(),
         trigger: Arc::new(AtomicBool::new(false)),
@@ -183,7 +187,7 @@ async fn head_read_errors_are_503_with_retry_after() {
         archive_reads: keyfold_api::ArchiveReads::default(),
         scheduler: Arc::default(),
     });
-    api.job.heads().failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    job.heads().failing.store(true, std::sync::atomic::Ordering::SeqCst);
     for uri in ["/v1/heads/latest", "/v1/heads/1", "/v1/keys/alice", "/v1/epochs/1/archive"] {
         let response = router(Arc::clone(&api)).oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
         let (parts, body) = response.into_parts();
@@ -192,7 +196,7 @@ async fn head_read_errors_are_503_with_retry_after() {
         assert_eq!(parts.headers[header::RETRY_AFTER], "5", "{uri}");
         assert_eq!(body["error"], "unavailable", "{uri}: {body}");
     }
-    api.job.heads().failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    job.heads().failing.store(false, std::sync::atomic::Ordering::SeqCst);
     let response = router(Arc::clone(&api)).oneshot(Request::get("/v1/heads/1").body(Body::empty()).unwrap()).await;
     assert_eq!(response.unwrap().status(), StatusCode::OK);
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use tower::ServiceExt;
 
-type TestApi = Api<MemoryQueue, MemoryStore, MemoryHeadStore>;
+type TestApi = Api;
 
 fn api() -> Arc<TestApi> {
     let config = TreeConfig::new(HashSuite::Blake3, 4).unwrap();
@@ -29,7 +29,7 @@ fn api() -> Arc<TestApi> {
     .unwrap();
     static RECORDER: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
     Arc::new(Api {
-        job: Arc::new(job),
+        directory: Arc::new(job),
         origin: "health.test/keyfold".into(),
         limits: Limits::default(),
         trigger: Arc::new(AtomicBool::new(false)),

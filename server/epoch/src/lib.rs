@@ -11,6 +11,7 @@
 mod archives;
 mod cosignatures;
 mod crash;
+mod directory;
 mod error;
 pub mod heads;
 mod index;
@@ -24,6 +25,7 @@ pub use cosignatures::{
     decide as decide_cosignature,
 };
 pub use crash::CrashPoint;
+pub use directory::Directory;
 pub use error::EpochError;
 pub use heads::{HeadStore, MemoryHeadStore, check_next};
 pub use index::{

@@ -1,0 +1,171 @@
+//! Keys: `GET /v1/keys/{key}` (value, proof and the signed head) and `GET /v1/keys/{key}/history`.
+
+use super::*;
+
+/// A key in a path: 1 to `max_key_bytes` bytes.
+pub(crate) fn check_key(limits: &Limits, key: &str) -> Result<(), ApiError> {
+    if key.is_empty() || key.len() > limits.max_key_bytes {
+        return Err(ApiError::BadRequest("invalid_key", format!("keys are 1 to {} bytes", limits.max_key_bytes)));
+    }
+    keyfold_ingest::check_key_text(key.as_bytes()).map_err(|e| ApiError::BadRequest("invalid_key", e.to_string()))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct LookupQuery {
+    /// A past epoch (default: the latest).
+    epoch: Option<u64>,
+}
+
+/// A key's value at an epoch, with the proof and the signed head to check it against.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct LookupResponse {
+    epoch: u64,
+    /// 0 when the key never existed.
+    version: u64,
+    /// Base64 of the value; null when absent or deleted.
+    value: Option<String>,
+    /// Base64 of the canonical proof encoding (SPEC.md section 3.1).
+    proof: String,
+    /// The signed head of `epoch`, whose root the proof verifies against.
+    head: String,
+}
+
+/// Look a key up, at the latest or a past epoch, with an inclusion or absence proof.
+#[utoipa::path(get, path = "/v1/keys/{key}", tag = "keys",
+    params(("key" = String, Path, description = "The key (user id)"), LookupQuery),
+    responses(
+        (status = 200, description = "Value, proof and signed head", body = LookupResponse),
+        (status = 400, description = "Bad key, path or query", body = ErrorBody),
+        (status = 404, description = "No such epoch yet", body = ErrorBody),
+        (status = 503, description = "Storage unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ))]
+pub(crate) async fn lookup(
+    State(api): State<Arc<Api>>,
+    ApiPath(key): ApiPath<String>,
+    ApiQuery(query): ApiQuery<LookupQuery>,
+) -> Result<Json<LookupResponse>, ApiError> {
+    check_key(&api.limits, &key)?;
+    let job = Arc::clone(&api.directory);
+    let served = Arc::clone(&api);
+    blocking(move || {
+        let (latest, latest_note) = job
+            .latest_head_note()
+            .map_err(|e| served.storage(e))?
+            .ok_or_else(|| ApiError::Internal("no head".into()))?;
+        let epoch = Epoch(query.epoch.unwrap_or(latest.0));
+        let head = match epoch.cmp(&latest) {
+            std::cmp::Ordering::Equal => latest_note, // the common case: no second read
+            std::cmp::Ordering::Greater => {
+                return Err(ApiError::NotFound(format!(
+                    "epoch {epoch} has no signed head yet; the latest is {latest}"
+                )));
+            }
+            std::cmp::Ordering::Less => job
+                .head_note(epoch)
+                .map_err(|e| served.storage(e))?
+                .ok_or_else(|| ApiError::NotFound(format!("no head for epoch {epoch}")))?,
+        };
+        let suite = job.suite();
+        let found = job.lookup(&suite.index_of(key.as_bytes()), epoch).map_err(|e| served.storage(e))?;
+        Ok(Json(LookupResponse {
+            epoch: epoch.0,
+            version: found.value.as_ref().map_or(0, |v| v.version.0),
+            value: found.value.as_ref().and_then(|v| v.value.as_ref()).map(|v| B64.encode(v)),
+            proof: B64.encode(found.proof.encode()),
+            head: served.served_note(epoch, head)?,
+        }))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct HistoryQuery {
+    /// Only versions from epochs after this one.
+    after: Option<u64>,
+    /// Only versions above this one: the page cursor, `next_after_version` of the previous page.
+    /// A key's versions strictly increase in (epoch, queue position) order, so paging by version
+    /// lists each exactly once, however many share an epoch.
+    after_version: Option<u64>,
+    /// At most this many versions (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+}
+
+/// One applied change of a key.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct KeyVersionResponse {
+    epoch: u64,
+    version: u64,
+    /// The value was deleted at this version.
+    deleted: bool,
+}
+
+/// A page of a key's versions, oldest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct HistoryResponse {
+    versions: Vec<KeyVersionResponse>,
+    /// Pass as `after_version` (with the same `after`, if any) for the next page; absent on the
+    /// last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_after_version: Option<u64>,
+}
+
+const HISTORY_LIMIT_DEFAULT: usize = 100;
+const HISTORY_LIMIT_MAX: usize = 1000;
+
+/// A key's versions with the epoch of each, oldest first, in pages of at most `limit` that
+/// follow each other by the version cursor `after_version`.
+#[utoipa::path(get, path = "/v1/keys/{key}/history", tag = "keys",
+    params(("key" = String, Path, description = "The key (user id)"), HistoryQuery),
+    responses(
+        (status = 200, description = "A page of versions", body = HistoryResponse),
+        (status = 400, description = "Bad key, path or query", body = ErrorBody),
+        (status = 404, description = "This server keeps no history index", body = ErrorBody),
+        (status = 503, description = "Storage unavailable, or the history index is catching up with the signed \
+            epochs: retry", body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ))]
+pub(crate) async fn key_history(
+    State(api): State<Arc<Api>>,
+    ApiPath(key): ApiPath<String>,
+    ApiQuery(query): ApiQuery<HistoryQuery>,
+) -> Result<Json<HistoryResponse>, ApiError> {
+    check_key(&api.limits, &key)?;
+    let limit = query.limit.unwrap_or(HISTORY_LIMIT_DEFAULT);
+    if limit == 0 || limit > HISTORY_LIMIT_MAX {
+        return Err(ApiError::BadRequest("bad_query", format!("limit is 1 to {HISTORY_LIMIT_MAX}")));
+    }
+    let after =
+        HistoryAfter { epoch: Epoch(query.after.unwrap_or(0)), version: Version(query.after_version.unwrap_or(0)) };
+    let served = Arc::clone(&api);
+    let mut page = blocking(move || {
+        // A lagging index would give a page with versions missing, silently: say so instead.
+        if let Some((indexed, latest)) = served.directory.index_lag().map_err(|e| served.storage(e))? {
+            return Err(ApiError::Unavailable {
+                retry_after_secs: served.retry_after_secs,
+                message: format!(
+                    "the history index is catching up (indexed through epoch {indexed}, signed through \
+                     epoch {latest}): retry"
+                ),
+            });
+        }
+        let index = served.directory.suite().index_of(key.as_bytes());
+        served.directory.key_history(&index, after, limit + 1).map_err(|e| served.storage(e))
+    })
+    .await?
+    .ok_or_else(|| ApiError::NotFound("this server keeps no history index".into()))?;
+    let mut next_after_version = None;
+    if page.len() > limit {
+        page.truncate(limit);
+        next_after_version = page.last().map(|v| v.version.0);
+    }
+    let versions = page
+        .into_iter()
+        .map(|v| KeyVersionResponse { epoch: v.epoch.0, version: v.version.0, deleted: v.deleted })
+        .collect();
+    Ok(Json(HistoryResponse { versions, next_after_version }))
+}

@@ -1,0 +1,107 @@
+//! The directory as its frontends see it: what the HTTP API and the CLI hold instead of an
+//! [`EpochJob`] with its three store types. Every backend's stores stay behind it.
+
+use crate::archives::ArchiveSink;
+use crate::error::EpochError;
+use crate::heads::HeadStore;
+use crate::index::{HistoryAfter, KeyVersion};
+use crate::job::{EpochJob, EpochReport, MutationStatus};
+use keyfold_core::{Epoch, HashSuite, Index, Mutation, MutationId};
+use keyfold_ingest::{Queue, QueueError, Receipt};
+use keyfold_map::{Lookup, TreeStore};
+
+/// The directory's reads and writes, with no store type in any signature. Calls may block on
+/// storage: async callers run them on a blocking thread.
+pub trait Directory: Send + Sync {
+    fn suite(&self) -> HashSuite;
+    fn shard_bits(&self) -> u8;
+    /// The directory's ed25519 public key (heads verify with it).
+    fn public_key(&self) -> [u8; 32];
+    /// Appends a validated batch durably; a receipt is an acknowledgement.
+    fn submit(&self, mutations: Vec<Mutation>) -> Result<Vec<Receipt>, QueueError>;
+    /// The queue's pending mutations and their bytes (for back-pressure gauges).
+    fn queue_load(&self) -> (u64, u64);
+    fn mutation_status(&self, id: &MutationId) -> Result<MutationStatus, EpochError>;
+    /// The applied versions of the key at `index` after `after`, oldest first; `None` without an index.
+    fn key_history(
+        &self,
+        index: &Index,
+        after: HistoryAfter,
+        limit: usize,
+    ) -> Result<Option<Vec<KeyVersion>>, EpochError>;
+    /// `(indexed through, latest signed)` while the outcome index lags the heads.
+    fn index_lag(&self) -> Result<Option<(Epoch, Epoch)>, EpochError>;
+    /// The newest signed head note and its epoch.
+    fn latest_head_note(&self) -> Result<Option<(Epoch, String)>, EpochError>;
+    fn head_note(&self, epoch: Epoch) -> Result<Option<String>, EpochError>;
+    /// The key at `index` at a committed `epoch`, with its inclusion or absence proof.
+    fn lookup(&self, index: &Index, epoch: Epoch) -> Result<Lookup, EpochError>;
+    fn archives(&self) -> &dyn ArchiveSink;
+    /// Runs the next epoch now.
+    fn run_epoch(&self, now_ms: u64) -> Result<EpochReport, EpochError>;
+}
+
+impl<Q: Queue, S: TreeStore, H: HeadStore> Directory for EpochJob<Q, S, H> {
+    fn suite(&self) -> HashSuite {
+        self.map().store().config().suite
+    }
+
+    fn shard_bits(&self) -> u8 {
+        self.map().store().config().shard_bits
+    }
+
+    fn public_key(&self) -> [u8; 32] {
+        EpochJob::public_key(self)
+    }
+
+    fn submit(&self, mutations: Vec<Mutation>) -> Result<Vec<Receipt>, QueueError> {
+        EpochJob::submit(self, mutations)
+    }
+
+    fn queue_load(&self) -> (u64, u64) {
+        (self.queue().depth(), self.queue().pending_bytes())
+    }
+
+    fn mutation_status(&self, id: &MutationId) -> Result<MutationStatus, EpochError> {
+        EpochJob::mutation_status(self, id)
+    }
+
+    fn key_history(
+        &self,
+        index: &Index,
+        after: HistoryAfter,
+        limit: usize,
+    ) -> Result<Option<Vec<KeyVersion>>, EpochError> {
+        EpochJob::key_history(self, index, after, limit)
+    }
+
+    fn index_lag(&self) -> Result<Option<(Epoch, Epoch)>, EpochError> {
+        EpochJob::index_lag(self)
+    }
+
+    fn latest_head_note(&self) -> Result<Option<(Epoch, String)>, EpochError> {
+        self.heads().latest()
+    }
+
+    fn head_note(&self, epoch: Epoch) -> Result<Option<String>, EpochError> {
+        self.heads().get(epoch)
+    }
+
+    fn lookup(&self, index: &Index, epoch: Epoch) -> Result<Lookup, EpochError> {
+        Ok(self.map().lookup(index, epoch)?)
+    }
+
+    fn archives(&self) -> &dyn ArchiveSink {
+        EpochJob::archives(self)
+    }
+
+    fn run_epoch(&self, now_ms: u64) -> Result<EpochReport, EpochError> {
+        EpochJob::run_epoch(self, now_ms)
+    }
+}
+
+impl std::fmt::Debug for dyn Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory").field("suite", &self.suite()).field("shard_bits", &self.shard_bits()).finish()
+    }
+}
