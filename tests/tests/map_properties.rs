@@ -1,8 +1,9 @@
 //! Cross-crate properties of the sharded map: differential against the from-scratch reference,
 //! determinism across rayon pool sizes and input orders, proofs from stored nodes.
 
+use keyfold_conformance::tree::Reference;
 use keyfold_core::{Epoch, HashSuite, Index, LeafValue, MapRoot, Version, compute_root};
-use keyfold_map::{Map, MemoryStore, TreeConfig, conformance::Reference};
+use keyfold_map::{Map, MemoryStore, TreeConfig};
 use keyfold_redb::{RedbOptions, RedbStore};
 use proptest::prelude::*;
 use rand::seq::SliceRandom;
@@ -137,7 +138,7 @@ fn redb_proofs_at_past_epochs() {
         map.apply(updates).unwrap();
     }
     let probes: Vec<Index> = (0..3200u32).step_by(97).map(|k| suite.index_of(&k.to_be_bytes())).collect();
-    keyfold_map::conformance::check_all_epochs(&map, &reference, &probes);
+    keyfold_conformance::tree::check_all_epochs(&map, &reference, &probes);
     let lookup = map.lookup(&probes[0], Epoch(2)).unwrap();
     let other_root: MapRoot = map.root(Epoch(3)).unwrap();
     assert!(lookup.proof.verify_index(suite, &other_root, &probes[0], lookup.value.as_ref()).is_err());

@@ -5,11 +5,10 @@
 //!   computed in parallel on the caller's rayon pool, and big shards fork again inside.
 //! * [`store`]: the [`TreeStore`] trait (snapshots at a committed epoch, atomic epoch commit) and its
 //!   in-memory [`MemoryStore`] (the redb and FoundationDB stores live in `storage/`);
-//!   [`conformance`] is the suite every store passes.
+//!   `keyfold-conformance` (`storage/conformance`) holds the suite every store passes.
 //! * [`format`]: the storage records every backend writes (SPEC appendix A.1).
 //! * [`Map`]: the orchestrator that prepares, verifies and commits epochs and serves proofs.
 
-pub mod conformance;
 mod error;
 pub mod format;
 mod map;

@@ -21,16 +21,14 @@ mod schedule;
 
 pub use archives::{ArchiveCheck, ArchiveSink, MemoryArchives, ObjectArchives, verify_archive};
 pub use cosignatures::{
-    CosignaturePut, CosignatureStore, MemoryCosignatures, conformance as cosignature_conformance, cosignature_time,
-    decide as decide_cosignature,
+    CosignaturePut, CosignatureStore, MemoryCosignatures, cosignature_time, decide as decide_cosignature,
 };
 pub use crash::CrashPoint;
 pub use directory::Directory;
 pub use error::EpochError;
 pub use heads::{HeadStore, MemoryHeadStore, check_next};
 pub use index::{
-    HistoryAfter, KeyVersion, MemoryOutcomeIndex, OutcomeIndex, OutcomeRecord, applied, check_index_order,
-    conformance as index_conformance, outcome_of,
+    HistoryAfter, KeyVersion, MemoryOutcomeIndex, OutcomeIndex, OutcomeRecord, applied, check_index_order, outcome_of,
 };
 pub use job::{EpochJob, EpochLimits, EpochReport, MutationStatus, PhaseTimings};
 pub use keys::{generate_key_files, load_public_key, load_signing_key};

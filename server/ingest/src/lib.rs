@@ -6,9 +6,8 @@
 //!   range reads bounded in entries and bytes, removal after commit, and bounds on depth and bytes
 //!   that push back. Every stored mutation carries its acknowledged id, checked on every read.
 //!   [`MemoryQueue`] is the in-memory one; the durable ones live in `storage/` (redb, FoundationDB)
-//!   and run the same [`conformance`] suite.
+//!   and run the same suite (`keyfold-conformance`).
 
-pub mod conformance;
 mod error;
 mod limits;
 mod memory;

@@ -129,13 +129,13 @@ fn main() -> ExitCode {
     *DB.lock().unwrap() = Some(Arc::new(database));
 
     let mut cases: Vec<(String, Box<dyn Fn()>)> = Vec::new();
-    for (name, case) in keyfold_ingest::conformance::cases::<FdbQueue>() {
+    for (name, case) in keyfold_conformance::queue::cases::<FdbQueue>() {
         cases.push((name.to_owned(), Box::new(move || case(make_queue))));
     }
-    for (name, case) in keyfold_map::conformance::cases::<FdbStore>() {
+    for (name, case) in keyfold_conformance::tree::cases::<FdbStore>() {
         cases.push((name.to_owned(), Box::new(move || case(make_store))));
     }
-    for (name, case) in keyfold_epoch::heads::conformance::cases::<FdbHeadStore>() {
+    for (name, case) in keyfold_conformance::heads::cases::<FdbHeadStore>() {
         cases.push((name.to_owned(), Box::new(move || case(make_heads))));
     }
     cases.push(("lease_fences_a_deposed_writer".to_owned(), Box::new(lease_fences_a_deposed_writer)));

@@ -77,25 +77,3 @@ impl CosignatureStore for RedbCosignatures {
         Ok(lines.into_iter().map(|(_, witness, line)| (witness, line)).collect())
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redb_cosignatures() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RedbCosignatures::open(&dir.path().join("cosignatures.redb")).unwrap();
-        assert!(store.all().unwrap().is_empty(), "no table yet");
-        keyfold_epoch::cosignature_conformance::check(&store);
-        let all: Vec<(u64, String, String)> = store.all().unwrap().into_iter().map(|(e, w, l)| (e.0, w, l)).collect();
-        assert_eq!(
-            all,
-            [
-                (1, "a".into(), keyfold_epoch::cosignature_conformance::line("a", 10, 1)),
-                (1, "b".into(), keyfold_epoch::cosignature_conformance::line("b", 11, 2)),
-                (2, "a".into(), keyfold_epoch::cosignature_conformance::line("a", 20, 1))
-            ]
-        );
-    }
-}

@@ -90,11 +90,3 @@ impl HeadStore for RedbHeadStore {
         })
     }
 }
-
-#[cfg(test)]
-mod tests {
-    keyfold_epoch::heads_conformance_tests!(|| {
-        let dir = tempfile::tempdir().unwrap().keep();
-        crate::RedbHeadStore::open(&dir.join("heads.redb")).unwrap()
-    });
-}

@@ -216,8 +216,27 @@ mod tests {
     fn redb_index_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index.redb");
-        keyfold_epoch::index_conformance::check(&RedbOutcomeIndex::open(&path).unwrap());
+        let index = RedbOutcomeIndex::open(&path).unwrap();
+        let row = |position: u64| keyfold_archive::ArchiveRow {
+            position,
+            mutation_id: keyfold_core::Hash([u8::try_from(position).unwrap(); 32]),
+            key_index: Some(keyfold_core::Hash([1; 32])),
+            key: Some(b"k".to_vec()),
+            value: Some(b"v".to_vec()),
+            tombstone: false,
+            owner_signature: None,
+            expected_version: position - 1,
+            new_version: Some(position),
+            outcome: ArchiveOutcome::Applied,
+            reason: None,
+            leaf_hash: None,
+        };
+        index.record(Epoch(1), &[row(1)]).unwrap();
+        index.record(Epoch(2), &[row(2)]).unwrap();
+        drop(index);
         let reopened = RedbOutcomeIndex::open(&path).unwrap();
-        assert_eq!(reopened.indexed_through().unwrap(), Epoch(3));
+        assert_eq!(reopened.indexed_through().unwrap(), Epoch(2), "the indexed epochs survive a reopen");
+        let history = reopened.history(&Index([1; 32]), HistoryAfter::default(), 10).unwrap();
+        assert_eq!(history.iter().map(|v| v.version.0).collect::<Vec<_>>(), [1, 2]);
     }
 }

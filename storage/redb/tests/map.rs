@@ -1,15 +1,7 @@
-//! The conformance suite against the durable redb store, plus its crash and reopen behaviour.
+//! The durable redb map store: its crash and reopen behaviour (the conformance suite runs in `conformance.rs`).
 use keyfold_core::{Epoch, HashSuite, LeafValue, Version};
-use keyfold_map::{Map, TreeConfig, TreeError, conformance_tests};
+use keyfold_map::{Map, TreeConfig, TreeError};
 use keyfold_redb::{RedbOptions, RedbStore};
-
-fn make(config: TreeConfig) -> RedbStore {
-    // The directory must outlive the store; tests are short, so leak the guard to the OS temp dir.
-    let dir = tempfile::tempdir().expect("temp dir").keep();
-    RedbStore::open(&dir, RedbOptions { cache_size_bytes: 16 << 20, ..RedbOptions::new(config) }).expect("open")
-}
-
-conformance_tests!(make);
 
 fn updates(suite: HashSuite, range: std::ops::Range<u32>, version: u64) -> Vec<(keyfold_core::Index, LeafValue)> {
     range
@@ -57,10 +49,10 @@ fn interrupted_epoch_is_invisible_and_rerunnable() {
     assert_eq!(map.lookup(&probe, Epoch(1)).unwrap().value, None);
 
     let rerun = map.apply(updates(suite, 0..10, 3)).unwrap();
-    let mut reference = keyfold_map::conformance::Reference::new(suite);
+    let mut reference = keyfold_conformance::tree::Reference::new(suite);
     reference.push(&updates(suite, 0..400, 1));
     reference.push(&updates(suite, 0..10, 3));
     assert_eq!(rerun, reference.root(Epoch(2)));
     let probes: Vec<_> = (0..800).step_by(13).map(|i: u32| suite.index_of(&i.to_be_bytes())).collect();
-    keyfold_map::conformance::check_all_epochs(&map, &reference, &probes);
+    keyfold_conformance::tree::check_all_epochs(&map, &reference, &probes);
 }

@@ -1,13 +1,11 @@
 //! The storage conformance suite: the same cases run against every [`TreeStore`] implementation.
 //!
-//! A backend instantiates it with [`conformance_tests!`](crate::conformance_tests), giving a
+//! A backend instantiates it with [`tree_conformance_tests!`](crate::tree_conformance_tests), giving a
 //! function that makes a fresh, empty store for a config. Each case checks observable behaviour only:
 //! roots against the reference [`keyfold_core::compute_root`], values and proofs at every epoch.
 
-use crate::error::TreeError;
-use crate::map::Map;
-use crate::store::{Child, Snapshot, TreeConfig, TreeStore};
 use keyfold_core::{Epoch, HashSuite, Index, LeafValue, MapRoot, Version, compute_root};
+use keyfold_map::{Child, Map, Snapshot, TreeConfig, TreeError, TreeStore};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -15,43 +13,29 @@ use std::collections::BTreeMap;
 /// A conformance case, run against the stores its argument makes.
 pub type Case<S> = (&'static str, fn(fn(TreeConfig) -> S));
 
-/// Every case, for harnesses that cannot use `#[test]` (FoundationDB's network starts once per
-/// process). Keep in step with [`conformance_tests!`](crate::conformance_tests).
-pub fn cases<S: TreeStore>() -> Vec<Case<S>> {
-    vec![
-        ("conformance_empty_store", empty_store::<S>),
-        ("conformance_versioned_reads", versioned_reads::<S>),
-        ("conformance_rejects_out_of_order_commits", rejects_out_of_order_commits::<S>),
-        ("conformance_random_epochs_match_reference", random_epochs_match_reference::<S>),
-        ("conformance_shard_bits_do_not_change_roots", shard_bits_do_not_change_roots::<S>),
-    ]
+/// Every case of the suite, listed once: [`cases`] and [`tree_conformance_tests!`](crate::tree_conformance_tests)
+/// are both made from it.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __tree_cases {
+    ($callback:ident!($($args:tt)*)) => {
+        $crate::$callback! { $($args)*; empty_store, versioned_reads, rejects_out_of_order_commits,
+            random_epochs_match_reference, shard_bits_do_not_change_roots }
+    };
 }
 
-/// Instantiates every conformance case as a `#[test]` for the store made by `$make`
-/// (an expression of type `fn(TreeConfig) -> S`). Keep in step with [`cases`].
+/// Every case, for harnesses that cannot use `#[test]` (FoundationDB's network starts once per
+/// process).
+pub fn cases<S: TreeStore>() -> Vec<Case<S>> {
+    crate::__tree_cases!(__case_list!(tree, S))
+}
+
+/// Instantiates every case as a `#[test]` for the store made by `$make` (an expression of type
+/// `fn(TreeConfig) -> S`).
 #[macro_export]
-macro_rules! conformance_tests {
+macro_rules! tree_conformance_tests {
     ($make:expr) => {
-        #[test]
-        fn conformance_empty_store() {
-            $crate::conformance::empty_store($make);
-        }
-        #[test]
-        fn conformance_versioned_reads() {
-            $crate::conformance::versioned_reads($make);
-        }
-        #[test]
-        fn conformance_rejects_out_of_order_commits() {
-            $crate::conformance::rejects_out_of_order_commits($make);
-        }
-        #[test]
-        fn conformance_random_epochs_match_reference() {
-            $crate::conformance::random_epochs_match_reference($make);
-        }
-        #[test]
-        fn conformance_shard_bits_do_not_change_roots() {
-            $crate::conformance::shard_bits_do_not_change_roots($make);
-        }
+        $crate::__tree_cases!(__case_tests!(tree, $make));
     };
 }
 

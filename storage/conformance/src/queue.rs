@@ -2,9 +2,8 @@
 //! Instantiate with [`queue_conformance_tests!`](crate::queue_conformance_tests), giving a
 //! function that makes a fresh, empty queue with a depth bound and a byte bound.
 
-use crate::error::QueueError;
-use crate::queue::{Entry, Marker, Position, Queue, Slot, mutation_bytes};
 use keyfold_core::{Epoch, Mutation, Version};
+use keyfold_ingest::{Entry, Marker, Position, Queue, QueueError, Slot, mutation_bytes};
 use std::collections::BTreeSet;
 
 /// A conformance case, run against the queue its argument makes.
@@ -13,59 +12,28 @@ pub type Case<Q> = (&'static str, fn(Make<Q>));
 /// Makes a fresh, empty queue bounded by `max_depth` mutations and `max_bytes` bytes of them.
 pub type Make<Q> = fn(u64, u64) -> Q;
 
-/// Every case, for harnesses that cannot use `#[test]` (FoundationDB's network starts once per
-/// process). Keep in step with [`queue_conformance_tests!`](crate::queue_conformance_tests).
-pub fn cases<Q: Queue>() -> Vec<Case<Q>> {
-    vec![
-        ("queue_conformance_positions_and_ids", positions_and_ids::<Q>),
-        ("queue_conformance_markers_and_reads", markers_and_reads::<Q>),
-        ("queue_conformance_remove_through", remove_through::<Q>),
-        ("queue_conformance_back_pressure", back_pressure::<Q>),
-        ("queue_conformance_concurrent_appends", concurrent_appends::<Q>),
-        ("queue_conformance_byte_bound", byte_bound::<Q>),
-        ("queue_conformance_last_marker", last_marker::<Q>),
-        ("queue_conformance_bounded_reads", bounded_reads::<Q>),
-    ]
+/// Every case of the suite, listed once.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __queue_cases {
+    ($callback:ident!($($args:tt)*)) => {
+        $crate::$callback! { $($args)*; positions_and_ids, markers_and_reads, remove_through, back_pressure,
+            concurrent_appends, byte_bound, last_marker, bounded_reads }
+    };
 }
 
-/// Instantiates every queue conformance case as a `#[test]` for the queue made by `$make`
-/// (an expression of type [`Make<Q>`]).
-/// Keep in step with [`cases`].
+/// Every case, for harnesses that cannot use `#[test]` (FoundationDB's network starts once per
+/// process).
+pub fn cases<Q: Queue>() -> Vec<Case<Q>> {
+    crate::__queue_cases!(__case_list!(queue, Q))
+}
+
+/// Instantiates every case as a `#[test]` for the queue made by `$make` (an expression of type
+/// [`Make<Q>`]).
 #[macro_export]
 macro_rules! queue_conformance_tests {
     ($make:expr) => {
-        #[test]
-        fn queue_conformance_positions_and_ids() {
-            $crate::conformance::positions_and_ids($make);
-        }
-        #[test]
-        fn queue_conformance_markers_and_reads() {
-            $crate::conformance::markers_and_reads($make);
-        }
-        #[test]
-        fn queue_conformance_remove_through() {
-            $crate::conformance::remove_through($make);
-        }
-        #[test]
-        fn queue_conformance_back_pressure() {
-            $crate::conformance::back_pressure($make);
-        }
-        #[test]
-        fn queue_conformance_concurrent_appends() {
-            $crate::conformance::concurrent_appends($make);
-        }
-        #[test]
-        fn queue_conformance_byte_bound() {
-            $crate::conformance::byte_bound($make);
-        }
-        #[test]
-        fn queue_conformance_last_marker() {
-            $crate::conformance::last_marker($make);
-        }
-        #[test]
-        fn queue_conformance_bounded_reads() {
-            $crate::conformance::bounded_reads($make);
-        }
+        $crate::__queue_cases!(__case_tests!(queue, $make));
     };
 }
 
