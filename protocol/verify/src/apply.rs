@@ -26,10 +26,11 @@ impl RejectReason {
 
     /// The archived reason code: ASCII snake_case, meaning fixed (a new rule gets a new code).
     pub fn code(&self) -> &'static str {
-        match self {
-            RejectReason::VersionMismatch { .. } => "version_mismatch",
-            RejectReason::NothingToDelete { .. } => "nothing_to_delete",
-        }
+        let at = match self {
+            RejectReason::VersionMismatch { .. } => 0,
+            RejectReason::NothingToDelete { .. } => 1,
+        };
+        RejectReason::CODES[at].0
     }
 }
 

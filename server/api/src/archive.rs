@@ -7,7 +7,7 @@
 
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiPath;
-use crate::{Api, blocking};
+use crate::{Api, blocking, parse_epoch};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -263,8 +263,7 @@ pub(crate) async fn archive(
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let epoch: u64 =
-        epoch.parse().map_err(|_| ApiError::BadRequest("bad_epoch", format!("{epoch:?} is not an epoch number")))?;
+    let epoch = parse_epoch(&epoch)?;
     let digest = signed_digest(&api, epoch).await?;
     let retry = api.retry_after_secs;
     let mut permit = None;

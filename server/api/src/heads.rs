@@ -42,8 +42,7 @@ pub(crate) async fn head_at(
     State(api): State<Arc<Api>>,
     ApiPath(epoch): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let epoch: u64 =
-        epoch.parse().map_err(|_| ApiError::BadRequest("bad_epoch", format!("{epoch:?} is not an epoch number")))?;
+    let epoch = parse_epoch(&epoch)?;
     let served = Arc::clone(&api);
     let note = blocking(move || match served.directory.head_note(Epoch(epoch)).map_err(|e| served.storage(e))? {
         Some(note) => served.served_note(Epoch(epoch), note).map(Some),
@@ -87,8 +86,7 @@ pub(crate) async fn post_cosignature(
     ApiPath(epoch): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let epoch: u64 =
-        epoch.parse().map_err(|_| ApiError::BadRequest("bad_epoch", format!("{epoch:?} is not an epoch number")))?;
+    let epoch = parse_epoch(&epoch)?;
     let body = body.map_err(ApiError::from_body_rejection)?;
     if body.len() > MAX_COSIGNATURE_BYTES {
         return Err(ApiError::PayloadTooLarge(format!("a cosignature line is at most {MAX_COSIGNATURE_BYTES} bytes")));

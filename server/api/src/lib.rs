@@ -183,6 +183,15 @@ async fn refuse_declared_oversize(
     next.run(request).await
 }
 
+/// An epoch number in a path: decimal digits only (`+5` or ` 5` is not an epoch), at most u64.
+fn parse_epoch(text: &str) -> Result<u64, ApiError> {
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    digits
+        .then(|| text.parse().ok())
+        .flatten()
+        .ok_or_else(|| ApiError::BadRequest("bad_epoch", format!("{text:?} is not an epoch number")))
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(format!("worker failed: {e}")))?
 }

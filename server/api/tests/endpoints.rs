@@ -165,6 +165,7 @@ async fn client_errors_are_4xx_with_a_json_body() {
         ),
         (get("/v1/heads/99"), StatusCode::NOT_FOUND, "not_found"),
         (get("/v1/heads/abc"), StatusCode::BAD_REQUEST, "bad_epoch"),
+        (get("/v1/heads/+1"), StatusCode::BAD_REQUEST, "bad_epoch"),
         (get("/v1/keys/alice?epoch=7"), StatusCode::NOT_FOUND, "not_found"),
         (get("/v1/keys/alice?epoch=x"), StatusCode::BAD_REQUEST, "bad_query"),
         (get("/v1/nothing"), StatusCode::NOT_FOUND, "not_found"),
