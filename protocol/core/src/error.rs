@@ -37,3 +37,40 @@ pub enum ProofError {
     #[error("recomputed root {computed} does not match the signed root {expected}")]
     RootMismatch { expected: String, computed: String },
 }
+
+/// A failure of the storage under a store, the same for every backend (memory, redb,
+/// FoundationDB) and every store (queue, map, heads, index, cosignatures). Each store's error
+/// type carries it as one variant beside its own domain refusals, so "may I retry?" has one answer.
+#[derive(Debug, Error)]
+pub enum StorageError {
+    /// The storage could not be read or written (disk, file, cluster unavailable): nothing of the
+    /// failed operation took effect; retrying it later may succeed.
+    #[error("storage I/O failed: {0}")]
+    Io(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// This process does not hold the epoch-writer lease (another process took it over); only the
+    /// lease holder writes. Retryable: the lease may come back to this process.
+    #[error("this process does not hold the epoch-writer lease ({0}); only the lease holder writes")]
+    Fenced(String),
+    /// Stored bytes are undecodable or contradict each other. Not retryable: stop, run
+    /// `keyfold fsck`, restore from a backup.
+    #[error("stored state is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StorageError {
+    /// True when the same operation may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StorageError::Io(_) | StorageError::Fenced(_) => true,
+            StorageError::Corrupt(_) => false,
+        }
+    }
+
+    pub fn io(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StorageError {
+        StorageError::Io(e.into())
+    }
+
+    pub fn corrupt(what: impl Into<String>) -> StorageError {
+        StorageError::Corrupt(what.into())
+    }
+}

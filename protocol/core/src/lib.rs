@@ -30,7 +30,7 @@ pub use cosignature::{
     with_cosignatures,
 };
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
-pub use error::{DecodeError, ProofError};
+pub use error::{DecodeError, ProofError, StorageError};
 pub use hash::{ArchiveDigester, HashSuite};
 pub use head::{
     Head, HeadCounts, HeadError, MAX_ORIGIN_BYTES, check_origin, is_key_name, key_id, signature_line, split_note,

@@ -32,7 +32,7 @@ pub fn encode_child(child: &Child, out: &mut Vec<u8>) {
 }
 
 fn corrupt(what: &str) -> TreeError {
-    TreeError::Corrupt(format!("undecodable {what} record"))
+    TreeError::corrupt(format!("undecodable {what} record"))
 }
 
 fn take<const N: usize>(bytes: &[u8], pos: &mut usize, what: &str) -> Result<[u8; N], TreeError> {

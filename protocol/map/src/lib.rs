@@ -16,7 +16,7 @@ mod memory;
 mod store;
 mod update;
 
-pub use error::{ErrorClass, TreeError};
+pub use error::TreeError;
 pub use map::{Lookup, Map, lookup_in};
 pub use memory::MemoryStore;
 pub use store::{

@@ -88,7 +88,7 @@ impl<S: TreeStore> Map<S> {
         let root = self.root(epoch)?;
         let expected = computed.node.hash(self.store.config().suite);
         if root.hash != expected {
-            return Err(TreeError::Corrupt(format!(
+            return Err(TreeError::corrupt(format!(
                 "epoch {} committed root {} but the batch computed {}",
                 epoch.0,
                 root.hash.to_hex(),
@@ -149,7 +149,7 @@ fn get_sorted<T: Snapshot>(
             if lo < hi {
                 let value = snapshot
                     .leaf(&index, child.written)?
-                    .ok_or_else(|| TreeError::Corrupt(format!("leaf {} has no value record", index.to_hex())))?;
+                    .ok_or_else(|| TreeError::corrupt(format!("leaf {} has no value record", index.to_hex())))?;
                 check_leaf_read(suite, &child, &value)?;
                 out[lo..hi].fill(Some(value));
             }
@@ -159,7 +159,7 @@ fn get_sorted<T: Snapshot>(
             let key = NodeKey::on_path(&indexes[0], depth);
             let [left, right] = snapshot
                 .node(&key, child.written)?
-                .ok_or_else(|| TreeError::Corrupt(format!("interior node at depth {depth} is missing")))?;
+                .ok_or_else(|| TreeError::corrupt(format!("interior node at depth {depth} is missing")))?;
             check_node_read(suite, &key, &child, &[left, right])?;
             let split = indexes.partition_point(|i| !i.bit(depth));
             let (out_left, out_right) = out.split_at_mut(split);
@@ -184,7 +184,7 @@ pub fn lookup_in<T: Snapshot>(snapshot: &T, suite: HashSuite, index: &Index) -> 
     let mut siblings = Vec::new();
     let read_leaf = |i: &Index, written: Epoch| {
         snapshot.leaf(i, written)?.ok_or_else(|| {
-            TreeError::Corrupt(format!("leaf {} written by epoch {} has no value record", i.to_hex(), written.0))
+            TreeError::corrupt(format!("leaf {} written by epoch {} has no value record", i.to_hex(), written.0))
         })
     };
     loop {
@@ -205,7 +205,7 @@ pub fn lookup_in<T: Snapshot>(snapshot: &T, suite: HashSuite, index: &Index) -> 
             Node::Internal { .. } => {
                 let key = NodeKey::on_path(index, depth);
                 let children = snapshot.node(&key, child.written)?.ok_or_else(|| {
-                    TreeError::Corrupt(format!(
+                    TreeError::corrupt(format!(
                         "interior node at depth {depth} on the path of {} is missing",
                         index.to_hex()
                     ))

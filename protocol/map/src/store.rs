@@ -94,7 +94,7 @@ impl EpochBatch {
             .map(|shard| {
                 let root_key = NodeKey::on_path(&shard.shard.first_index(shard_bits), usize::from(shard_bits));
                 verify_records(suite, self.epoch, &shard.nodes, &[(root_key, shard.root)], &leaf_hash, &|_, _| None)
-                    .map_err(|e| TreeError::Corrupt(format!("epoch {} shard {}: {e}", self.epoch.0, shard.shard.0)))
+                    .map_err(|e| TreeError::corrupt(format!("epoch {} shard {}: {e}", self.epoch.0, shard.shard.0)))
             })
             .collect::<Result<Vec<()>, TreeError>>()?;
         // Above the shards, a pointer to depth `shard_bits` must be that shard's new root.
@@ -112,7 +112,7 @@ impl EpochBatch {
         };
         let root_key = NodeKey { depth: 0, prefix: Index([0; 32]) };
         verify_records(suite, self.epoch, &self.top_nodes, &[(root_key, self.root)], &leaf_hash, &shard_root)
-            .map_err(|e| TreeError::Corrupt(format!("epoch {} above the shards: {e}", self.epoch.0)))
+            .map_err(|e| TreeError::corrupt(format!("epoch {} above the shards: {e}", self.epoch.0)))
     }
 }
 
@@ -241,7 +241,7 @@ pub fn check_node_read(suite: HashSuite, key: &NodeKey, pointer: &Child, childre
     if found == hash {
         return Ok(());
     }
-    Err(TreeError::Corrupt(format!(
+    Err(TreeError::corrupt(format!(
         "interior node at depth {}, prefix {}, written by epoch {} does not hash to its parent's pointer \
          ({} stored, {} recomputed): the tree store is corrupt (run `keyfold fsck`)",
         key.depth,
@@ -258,7 +258,7 @@ pub fn check_leaf_read(suite: HashSuite, pointer: &Child, value: &LeafValue) -> 
     if suite.leaf_hash_of(&index, value) == hash {
         return Ok(());
     }
-    Err(TreeError::Corrupt(format!(
+    Err(TreeError::corrupt(format!(
         "the value record of leaf {} written by epoch {} does not hash to its parent's pointer: the tree \
          store is corrupt (run `keyfold fsck`)",
         index.to_hex(),

@@ -64,7 +64,7 @@ struct Ctx<'a, S: Snapshot> {
 }
 
 fn missing(depth: usize, key: &NodeKey, written: Epoch) -> TreeError {
-    TreeError::Corrupt(format!(
+    TreeError::corrupt(format!(
         "interior node at depth {depth}, prefix {}, written by epoch {} is missing",
         key.prefix.to_hex(),
         written.0

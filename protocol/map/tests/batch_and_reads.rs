@@ -2,7 +2,7 @@
 //! `Map::get_many` agrees with single lookups; leaf hashes handed in give the batch the tree
 //! computes itself, and a wrong one is refused by `verify`.
 
-use keyfold_core::{Epoch, Hash, HashSuite, Index, LeafValue, Node, Version};
+use keyfold_core::{Epoch, Hash, HashSuite, Index, LeafValue, Node, StorageError, Version};
 use keyfold_map::{Map, MemoryStore, TreeConfig, TreeError, TreeStore, prepare_epoch, prepare_epoch_hashed};
 
 fn updates(range: std::ops::Range<u32>, version: u64) -> Vec<(Index, LeafValue)> {
@@ -160,13 +160,19 @@ fn records_that_do_not_hash_to_their_parent_are_refused_not_built_on() {
     for depth in [0u8, 1, 5, 9] {
         let tampered = Tampered { inner: &snapshot, node_depth: Some(depth), leaves: false };
         let err = prepare_epoch(config, &tampered, updates(5..50, 2)).unwrap_err();
-        assert!(matches!(&err, TreeError::Corrupt(m) if m.contains("does not hash to its parent")), "{err}");
+        assert!(
+            matches!(&err, TreeError::Storage(StorageError::Corrupt(m)) if m.contains("does not hash to its parent")),
+            "{err}"
+        );
         let err = keyfold_map::lookup_in(&tampered, suite, &probe).unwrap_err();
-        assert!(matches!(&err, TreeError::Corrupt(m) if m.contains("does not hash to its parent")), "{err}");
+        assert!(
+            matches!(&err, TreeError::Storage(StorageError::Corrupt(m)) if m.contains("does not hash to its parent")),
+            "{err}"
+        );
     }
     let tampered = Tampered { inner: &snapshot, node_depth: None, leaves: true };
     let err = keyfold_map::lookup_in(&tampered, suite, &probe).unwrap_err();
-    assert!(matches!(&err, TreeError::Corrupt(m) if m.contains("value record")), "{err}");
+    assert!(matches!(&err, TreeError::Storage(StorageError::Corrupt(m)) if m.contains("value record")), "{err}");
     // Untampered, the same reads succeed.
     prepare_epoch(config, &snapshot, updates(5..50, 2)).unwrap();
     keyfold_map::lookup_in(&snapshot, suite, &probe).unwrap();

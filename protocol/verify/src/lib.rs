@@ -7,14 +7,19 @@
 //! * [`Replayer`]: a monitor's replica, advanced one archive at a time from a trusted head: each
 //!   head's signature and chain link, its archive's digest, every outcome and the map root.
 //! * [`verify_lookup`]: a lookup answer checked against a pinned key and witness policy.
+//! * [`wire`]: the JSON bodies of the HTTP API, shared by the server and its clients.
 
 mod apply;
+mod heads;
 mod lookup;
 mod replay;
+pub mod wire;
 
 pub use apply::{
     Applied, KeyState, MutationOutcome, Outcome, OutcomeColumns, RejectReason, apply_mutations, archive_rows,
     hash_mutations, read_touched, touched_indexes,
 };
-pub use lookup::{LookupAnswer, LookupError, Pinned, Verified, verify_lookup};
+pub use heads::{verify_genesis_head, verify_next_head};
+pub use lookup::{LookupError, Pinned, Verified, verify_lookup};
 pub use replay::{Divergence, Replayer};
+pub use wire::LookupAnswer;

@@ -2,25 +2,11 @@
 //! cosignatures, when a policy asks for them), the answer's epoch, and the inclusion or absence
 //! proof against the signed root. What `keyfold lookup` and any other client run; no I/O.
 
+use crate::wire::LookupAnswer;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use keyfold_core::{Head, HeadError, LeafValue, MapRoot, Proof, Version, WitnessPolicy, verify_head_note};
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
-
-/// The answer to `GET /v1/keys/{key}` (SPEC section 4.1), as the server sends it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LookupAnswer {
-    pub epoch: u64,
-    /// 0 when the key never existed.
-    pub version: u64,
-    /// Base64 of the value; null when absent or deleted.
-    pub value: Option<String>,
-    /// Base64 of the canonical proof encoding (SPEC section 3.1).
-    pub proof: String,
-    /// The signed head of `epoch`, whose root the proof verifies against.
-    pub head: String,
-}
 
 /// What a client trusts before it asks: the directory's origin and public key, and which
 /// witnesses must have cosigned a head (none: `required` = 0).

@@ -3,10 +3,11 @@
 //! the map root, using nothing but the heads, the archives and the public key.
 
 use crate::apply::{Applied, KeyState, Outcome, OutcomeColumns, apply_mutations, hash_mutations, touched_indexes};
+use crate::heads::{verify_genesis_head, verify_next_head};
 use bytes::Bytes;
 use hashbrown::HashMap;
 use keyfold_archive::{ArchiveRow, read_archive_bytes};
-use keyfold_core::{Epoch, Hash, HashSuite, Head, Index, Mutation, MutationId, Position, Version, verify_head_note};
+use keyfold_core::{Epoch, Hash, HashSuite, Head, Index, Mutation, MutationId, Position, Version};
 use keyfold_map::{Map, MemoryStore, TreeConfig};
 use rayon::prelude::*;
 
@@ -33,7 +34,13 @@ impl std::fmt::Display for Divergence {
 
 impl std::error::Error for Divergence {}
 
-fn diverge(epoch: Epoch, row: Option<usize>, what: &str, expected: impl ToString, found: impl ToString) -> Divergence {
+pub(crate) fn diverge(
+    epoch: Epoch,
+    row: Option<usize>,
+    what: &str,
+    expected: impl ToString,
+    found: impl ToString,
+) -> Divergence {
     Divergence { epoch, row, what: what.to_owned(), expected: expected.to_string(), found: found.to_string() }
 }
 
@@ -58,21 +65,10 @@ impl Replayer {
         public_key: &[u8; 32],
         shard_bits: u8,
     ) -> Result<Replayer, Divergence> {
-        let head = verify_head_note(note, origin, public_key)
-            .map_err(|e| diverge(Epoch(0), None, "head signature", "a valid signature", e))?;
+        let head = verify_genesis_head(note, origin, public_key, shard_bits)?;
         let config = TreeConfig::new(head.suite, shard_bits)
             .map_err(|e| diverge(Epoch(0), None, "config", "valid shard bits", e))?;
         let map = Map::new(MemoryStore::new(config));
-        let empty = map.root(Epoch(0)).map_err(|e| diverge(Epoch(0), None, "map", "a map", e))?;
-        if head.epoch != Epoch(0) || head.root != empty.hash {
-            return Err(diverge(
-                head.epoch,
-                None,
-                "genesis head",
-                format!("epoch 0 with the empty root {}", empty.hash.to_hex()),
-                head.root.to_hex(),
-            ));
-        }
         Ok(Replayer {
             origin: origin.to_owned(),
             public_key: *public_key,
@@ -136,18 +132,7 @@ impl Replayer {
     /// The next head: signed by the pinned key for the origin, numbered, hashed and chained after
     /// the last verified one, and later in time.
     fn check_head(&self, note: &str) -> Result<Head, Divergence> {
-        let prev = &self.previous;
-        let epoch = prev.epoch.next();
-        let head = verify_head_note(note, &self.origin, &self.public_key)
-            .map_err(|e| diverge(epoch, None, "head signature", "a valid signature", e))?;
-        let check = |ok: bool, what: &str, expected: String, found: String| {
-            if ok { Ok(()) } else { Err(diverge(epoch, None, what, expected, found)) }
-        };
-        check(head.epoch == epoch, "epoch number", epoch.to_string(), head.epoch.to_string())?;
-        check(head.suite == prev.suite, "hash suite", prev.suite.name().into(), head.suite.name().into())?;
-        check(head.previous == prev.hash(), "chain link", prev.hash().to_hex(), head.previous.to_hex())?;
-        check(head.time_ms > prev.time_ms, "epoch time", format!("> {}", prev.time_ms), head.time_ms.to_string())?;
-        Ok(head)
+        verify_next_head(&self.previous, note, &self.origin, &self.public_key)
     }
 
     /// Applies a verified epoch to the replica and the key states; returns the new root.

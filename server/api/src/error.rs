@@ -1,17 +1,11 @@
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use keyfold_core::StorageError;
 use keyfold_epoch::EpochError;
 use keyfold_ingest::QueueError;
 
-/// The body of every error response.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    /// A stable code: `bad_json`, `bad_base64`, `invalid_mutation`, `not_found`, `unavailable`, ...
-    pub error: String,
-    /// What happened and what to do, for a person.
-    pub message: String,
-}
+pub use keyfold_verify::wire::ErrorBody;
 
 /// Every error a handler returns, mapped to HTTP in exactly one place ([`IntoResponse`]).
 /// Internal details are logged, never sent.
@@ -43,14 +37,15 @@ pub enum ApiError {
 impl ApiError {
     pub(crate) fn from_queue(e: QueueError, retry_after_secs: u64) -> ApiError {
         match e {
-            QueueError::Full { .. } => ApiError::Unavailable { retry_after_secs, message: e.to_string() },
-            QueueError::Io(_) => ApiError::Unavailable {
+            QueueError::Full { .. } | QueueError::Storage(StorageError::Fenced(_)) | QueueError::Closed => {
+                ApiError::Unavailable { retry_after_secs, message: e.to_string() }
+            }
+            QueueError::Storage(StorageError::Io(_)) => ApiError::Unavailable {
                 retry_after_secs,
                 message: "storage is unavailable: the request was not acknowledged; retry it later".into(),
             },
             QueueError::TooLarge { .. } => ApiError::PayloadTooLarge(e.to_string()),
-            QueueError::Fenced(_) => ApiError::Unavailable { retry_after_secs, message: e.to_string() },
-            QueueError::Closed | QueueError::Corrupt(_) | QueueError::MutationIdMismatch { .. } => {
+            QueueError::Storage(StorageError::Corrupt(_)) | QueueError::MutationIdMismatch { .. } => {
                 ApiError::Internal(e.to_string())
             }
         }

@@ -1,6 +1,7 @@
 //! Keys: `GET /v1/keys/{key}` (value, proof and the signed head) and `GET /v1/keys/{key}/history`.
 
 use super::*;
+use keyfold_verify::wire::{HistoryResponse, KeyVersionResponse, LookupAnswer};
 
 /// A key in a path: 1 to `max_key_bytes` bytes.
 pub(crate) fn check_key(limits: &Limits, key: &str) -> Result<(), ApiError> {
@@ -18,25 +19,11 @@ pub(crate) struct LookupQuery {
     epoch: Option<u64>,
 }
 
-/// A key's value at an epoch, with the proof and the signed head to check it against.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(crate) struct LookupResponse {
-    epoch: u64,
-    /// 0 when the key never existed.
-    version: u64,
-    /// Base64 of the value; null when absent or deleted.
-    value: Option<String>,
-    /// Base64 of the canonical proof encoding (SPEC.md section 3.1).
-    proof: String,
-    /// The signed head of `epoch`, whose root the proof verifies against.
-    head: String,
-}
-
 /// Look a key up, at the latest or a past epoch, with an inclusion or absence proof.
 #[utoipa::path(get, path = "/v1/keys/{key}", tag = "keys",
     params(("key" = String, Path, description = "The key (user id)"), LookupQuery),
     responses(
-        (status = 200, description = "Value, proof and signed head", body = LookupResponse),
+        (status = 200, description = "Value, proof and signed head", body = LookupAnswer),
         (status = 400, description = "Bad key, path or query", body = ErrorBody),
         (status = 404, description = "No such epoch yet", body = ErrorBody),
         (status = 503, description = "Storage unavailable", body = ErrorBody,
@@ -46,7 +33,7 @@ pub(crate) async fn lookup(
     State(api): State<Arc<Api>>,
     ApiPath(key): ApiPath<String>,
     ApiQuery(query): ApiQuery<LookupQuery>,
-) -> Result<Json<LookupResponse>, ApiError> {
+) -> Result<Json<LookupAnswer>, ApiError> {
     check_key(&api.limits, &key)?;
     let job = Arc::clone(&api.directory);
     let served = Arc::clone(&api);
@@ -70,7 +57,7 @@ pub(crate) async fn lookup(
         };
         let suite = job.suite();
         let found = job.lookup(&suite.index_of(key.as_bytes()), epoch).map_err(|e| served.storage(e))?;
-        Ok(Json(LookupResponse {
+        Ok(Json(LookupAnswer {
             epoch: epoch.0,
             version: found.value.as_ref().map_or(0, |v| v.version.0),
             value: found.value.as_ref().and_then(|v| v.value.as_ref()).map(|v| B64.encode(v)),
@@ -94,25 +81,6 @@ pub(crate) struct HistoryQuery {
     /// At most this many versions (default 100, at most 1000).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
-}
-
-/// One applied change of a key.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(crate) struct KeyVersionResponse {
-    epoch: u64,
-    version: u64,
-    /// The value was deleted at this version.
-    deleted: bool,
-}
-
-/// A page of a key's versions, oldest first.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(crate) struct HistoryResponse {
-    versions: Vec<KeyVersionResponse>,
-    /// Pass as `after_version` (with the same `after`, if any) for the next page; absent on the
-    /// last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_after_version: Option<u64>,
 }
 
 const HISTORY_LIMIT_DEFAULT: usize = 100;

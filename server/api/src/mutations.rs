@@ -1,6 +1,7 @@
 //! Mutations: `POST /v1/mutations` (202 only once durable) and `GET /v1/mutations/{id}`.
 
 use super::*;
+use keyfold_verify::wire::{MutationStatusResponse, ReceiptResponse, SubmitResponse};
 
 /// A batch of mutations, appended all or nothing.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -35,32 +36,13 @@ pub(crate) struct MutationRequest {
     owner_signature: Option<String>,
 }
 
-/// A receipt: the mutation id and where it waits, its queue position (embedded queue) or its
-/// FoundationDB versionstamp (hex, 12 bytes).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(crate) struct ReceiptResponse {
-    /// Hex of the mutation id (SPEC section 5).
-    id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    position: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    versionstamp: Option<String>,
-}
-
-impl From<Receipt> for ReceiptResponse {
-    fn from(r: Receipt) -> ReceiptResponse {
-        let (position, versionstamp) = match r.slot {
-            Slot::Position(p) => (Some(p.0), None),
-            Slot::Versionstamp(v) => (None, Some(hex::encode(v))),
-        };
-        ReceiptResponse { id: r.id.to_hex(), position, versionstamp }
-    }
-}
-
-/// One receipt per submitted mutation, in order.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(crate) struct SubmitResponse {
-    receipts: Vec<ReceiptResponse>,
+/// A receipt on the wire: the id and the queue position or FoundationDB versionstamp.
+fn receipt_response(r: Receipt) -> ReceiptResponse {
+    let (position, versionstamp) = match r.slot {
+        Slot::Position(p) => (Some(p.0), None),
+        Slot::Versionstamp(v) => (None, Some(hex::encode(v))),
+    };
+    ReceiptResponse { id: r.id.to_hex(), position, versionstamp }
 }
 
 /// 2^53: every integer below it is exact as a float; at or above it, a float may be a rounded
@@ -134,35 +116,8 @@ pub(crate) async fn submit(
     let job = Arc::clone(&api.directory);
     // Acknowledged only after `append` returns, i.e. after the group commit made it durable.
     let receipts = blocking(move || job.submit(mutations).map_err(|e| ApiError::from_queue(e, retry_after))).await?;
-    let receipts = receipts.into_iter().map(ReceiptResponse::from).collect();
+    let receipts = receipts.into_iter().map(receipt_response).collect();
     Ok((StatusCode::ACCEPTED, Json(SubmitResponse { receipts })))
-}
-
-/// Where a mutation is: pending, or consumed by an epoch with its outcome.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(crate) struct MutationStatusResponse {
-    /// Hex of the mutation id.
-    id: String,
-    /// `pending`, `applied`, `rejected` or `duplicate`.
-    status: &'static str,
-    /// The epoch that consumed it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    epoch: Option<u64>,
-    /// Its queue position.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    position: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    expected_version: Option<u64>,
-    /// The key's version after it (applied only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    new_version: Option<u64>,
-    /// Why it was rejected: the archived reason code (`version_mismatch`, `nothing_to_delete`;
-    /// SPEC section 7).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-    /// What the reason code means, for a person.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason_text: Option<String>,
 }
 
 /// The meaning of an archived reason code (an unknown code is shown as such, never guessed).
@@ -197,7 +152,7 @@ pub(crate) async fn mutation_status(
     let status = blocking(move || job.mutation_status(&mutation).map_err(|e| ApiError::from_storage(e, retry))).await?;
     let empty = MutationStatusResponse {
         id: id.to_ascii_lowercase(),
-        status: "pending",
+        status: "pending".to_owned(),
         epoch: None,
         position: None,
         expected_version: None,
@@ -208,7 +163,7 @@ pub(crate) async fn mutation_status(
     match status {
         MutationStatus::Pending => Ok(Json(empty)),
         MutationStatus::Done(r) => Ok(Json(MutationStatusResponse {
-            status: r.outcome.as_str(),
+            status: r.outcome.as_str().to_owned(),
             epoch: Some(r.epoch.0),
             position: Some(r.position),
             expected_version: Some(r.expected_version.0),

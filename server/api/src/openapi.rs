@@ -1,10 +1,11 @@
 //! The OpenAPI document, generated from the handlers' `#[utoipa::path]` annotations and the
 //! request/response types' `ToSchema` derives in each resource's file and `error.rs`.
 
-use crate::directory_info::DirectoryInfo;
-use crate::error::ErrorBody;
-use crate::keys::{HistoryResponse, KeyVersionResponse, LookupResponse};
-use crate::mutations::{MutationRequest, MutationStatusResponse, ReceiptResponse, SubmitRequest, SubmitResponse};
+use crate::mutations::{MutationRequest, SubmitRequest};
+use keyfold_verify::wire::{
+    DirectoryInfo, ErrorBody, HistoryResponse, KeyVersionResponse, LookupAnswer, MutationStatusResponse,
+    ReceiptResponse, SubmitResponse,
+};
 use std::sync::OnceLock;
 use utoipa::OpenApi;
 
@@ -37,7 +38,7 @@ use utoipa::OpenApi;
         MutationRequest,
         SubmitResponse,
         ReceiptResponse,
-        LookupResponse,
+        LookupAnswer,
         MutationStatusResponse,
         HistoryResponse,
         KeyVersionResponse,

@@ -301,7 +301,7 @@ async fn openapi_lists_exactly_the_served_routes() {
         }
     }
     let schemas = doc["components"]["schemas"].as_object().unwrap();
-    for schema in ["SubmitRequest", "LookupResponse", "ErrorBody", "DirectoryInfo"] {
+    for schema in ["SubmitRequest", "LookupAnswer", "ErrorBody", "DirectoryInfo"] {
         assert!(schemas.contains_key(schema), "missing schema {schema}");
     }
 }

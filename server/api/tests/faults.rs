@@ -133,7 +133,7 @@ impl FlakyHeads {
     fn check(&self) -> Result<(), EpochError> {
         if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
             let e = std::io::Error::other("injected: read failed");
-            return Err(EpochError::Io(Box::new(e)));
+            return Err(EpochError::io(e));
         }
         Ok(())
     }

@@ -96,7 +96,7 @@ impl std::fmt::Debug for ObjectArchives {
 }
 
 fn io(e: impl std::error::Error + Send + Sync + 'static) -> EpochError {
-    EpochError::Io(Box::new(e))
+    EpochError::io(e)
 }
 
 impl ObjectArchives {
@@ -141,9 +141,9 @@ impl ArchiveSink for ObjectArchives {
     fn put(&self, epoch: Epoch, bytes: Bytes) -> Result<(), EpochError> {
         let path = self.path(epoch);
         let put = self.store.put_opts(&path, PutPayload::from(bytes), PutOptions::default());
-        self.block_on(put).map(drop).map_err(|e| {
-            EpochError::Io(format!("storing the archive of epoch {epoch} in {}: {e}", self.location).into())
-        })
+        self.block_on(put)
+            .map(drop)
+            .map_err(|e| EpochError::io(format!("storing the archive of epoch {epoch} in {}: {e}", self.location)))
     }
 
     fn get(&self, epoch: Epoch) -> Result<Option<Bytes>, EpochError> {
@@ -179,7 +179,7 @@ impl ArchiveSink for ObjectArchives {
 
 impl ObjectArchives {
     fn read_error(&self, epoch: Epoch, e: &object_store::Error) -> EpochError {
-        EpochError::Io(format!("reading the archive of epoch {epoch} from {}: {e}", self.location).into())
+        EpochError::io(format!("reading the archive of epoch {epoch} from {}: {e}", self.location))
     }
 }
 

@@ -1,10 +1,10 @@
-use crate::crash::CrashPoint;
-use keyfold_core::HeadError;
+use keyfold_core::{Epoch, HeadError, StorageError};
 use keyfold_ingest::QueueError;
 use keyfold_map::TreeError;
 use thiserror::Error;
 
-/// Errors of the epoch job. `is_retryable` tells a scheduler whether to try again later.
+/// Errors of the epoch job and the stores it writes (heads, index, cosignatures, archives).
+/// `is_retryable` tells a scheduler whether to try again later.
 #[derive(Debug, Error)]
 pub enum EpochError {
     #[error("queue: {0}")]
@@ -15,29 +15,37 @@ pub enum EpochError {
     Head(#[from] HeadError),
     #[error("archive: {0}")]
     Archive(#[from] keyfold_archive::ArchiveError),
-    #[error("head store I/O failed: {0}")]
-    Io(#[source] Box<dyn std::error::Error + Send + Sync>),
-    #[error("inconsistent state, refusing to continue: {0}")]
-    Corrupt(String),
+    /// The head, index, cosignature or archive storage failed (the one storage error).
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A store's compare-and-set on the epoch refused a write that is not for the next epoch.
+    /// Nothing was overwritten; another writer or a bug got here first, so this run stops.
+    #[error(
+        "the {store} refused a record for epoch {got}: the next must be for epoch {expected}; nothing was overwritten"
+    )]
+    OutOfOrder { store: &'static str, expected: Epoch, got: Epoch },
     #[error("key file {path}: {message}")]
     Key { path: String, message: String },
-    #[error("this process does not hold the epoch-writer lease ({0}); only the lease holder signs heads")]
-    Fenced(String),
-    #[error("injected crash at {0:?} (tests only)")]
-    Crashed(CrashPoint),
 }
 
 impl EpochError {
     pub fn is_retryable(&self) -> bool {
         match self {
             EpochError::Queue(e) => e.is_retryable(),
-            EpochError::Tree(e) => e.class() == keyfold_map::ErrorClass::Retryable,
-            EpochError::Io(_) | EpochError::Crashed(_) | EpochError::Fenced(_) => true,
-            EpochError::Head(_) | EpochError::Archive(_) | EpochError::Corrupt(_) | EpochError::Key { .. } => false,
+            EpochError::Tree(e) => e.is_retryable(),
+            EpochError::Storage(e) => e.is_retryable(),
+            EpochError::Head(_) | EpochError::Archive(_) | EpochError::OutOfOrder { .. } | EpochError::Key { .. } => {
+                false
+            }
         }
     }
 
-    pub fn io(e: impl std::error::Error + Send + Sync + 'static) -> EpochError {
-        EpochError::Io(Box::new(e))
+    pub fn io(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> EpochError {
+        EpochError::Storage(StorageError::Io(e.into()))
+    }
+
+    /// Stored state contradicts itself: stop, run `keyfold fsck`.
+    pub fn corrupt(what: impl Into<String>) -> EpochError {
+        EpochError::Storage(StorageError::Corrupt(what.into()))
     }
 }

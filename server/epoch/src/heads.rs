@@ -24,9 +24,7 @@ pub trait HeadStore: Send + Sync {
 pub fn check_next(latest: Option<Epoch>, epoch: Epoch) -> Result<(), EpochError> {
     let expected = latest.map_or(Epoch(0), Epoch::next);
     if epoch != expected {
-        return Err(EpochError::Corrupt(format!(
-            "refusing to store a head for epoch {epoch}: the next head must be for epoch {expected}"
-        )));
+        return Err(EpochError::OutOfOrder { store: "head store", expected, got: epoch });
     }
     Ok(())
 }

@@ -70,7 +70,7 @@ pub fn check_index_order(indexed: Epoch, epoch: Epoch) -> Result<bool, EpochErro
         return Ok(false); // already indexed: a retry
     }
     if epoch != indexed.next() {
-        return Err(EpochError::Corrupt(format!("cannot index epoch {epoch}: the index is at epoch {indexed}")));
+        return Err(EpochError::OutOfOrder { store: "outcome index", expected: indexed.next(), got: epoch });
     }
     Ok(true)
 }

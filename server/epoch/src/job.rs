@@ -165,7 +165,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
     ) -> Result<Self, EpochError> {
         keyfold_core::check_origin(origin)?;
         if queue.suite() != map.store().config().suite {
-            return Err(EpochError::Corrupt("the queue and the map use different hash suites".into()));
+            return Err(EpochError::corrupt("the queue and the map use different hash suites"));
         }
         let job = EpochJob {
             queue,
@@ -184,7 +184,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
                 // Verified at every start: never chain onto a head this key did not sign.
                 let head = job.verify(&note)?;
                 if head.epoch != epoch {
-                    return Err(EpochError::Corrupt(format!("head stored as epoch {epoch} says epoch {}", head.epoch)));
+                    return Err(EpochError::corrupt(format!("head stored as epoch {epoch} says epoch {}", head.epoch)));
                 }
             }
         }
@@ -310,7 +310,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
                 Some((epoch, rows)) if epoch == next => index.record(epoch, rows)?,
                 _ => {
                     let bytes = self.archives.get(next)?.ok_or_else(|| {
-                        EpochError::Corrupt(format!("epoch {next} has a signed head but no archive to index"))
+                        EpochError::corrupt(format!("epoch {next} has a signed head but no archive to index"))
                     })?;
                     index.record(next, &read_archive_bytes(bytes)?)?;
                 }
@@ -342,7 +342,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
 
     /// The latest signed head, verified.
     pub fn latest_head(&self) -> Result<Head, EpochError> {
-        let (_, note) = self.heads.latest()?.ok_or_else(|| EpochError::Corrupt("no genesis head".into()))?;
+        let (_, note) = self.heads.latest()?.ok_or_else(|| EpochError::corrupt("no genesis head"))?;
         self.verify(&note)
     }
 
@@ -352,7 +352,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
 
     fn write_genesis(&self, now_ms: u64) -> Result<(), EpochError> {
         if self.map.latest_epoch()? != Epoch(0) {
-            return Err(EpochError::Corrupt("the map has epochs but there is no head".into()));
+            return Err(EpochError::corrupt("the map has epochs but there is no head"));
         }
         let suite = self.map.store().config().suite;
         let head = Head {
@@ -374,24 +374,38 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
     /// Runs the next epoch now (the operator trigger and the scheduler both call this). After a
     /// crash, the same call finishes the interrupted epoch with a byte-identical head.
     pub fn run_epoch(&self, now_ms: u64) -> Result<EpochReport, EpochError> {
-        let result = self.run(now_ms, None);
+        let result = self.run(now_ms, None).map(|report| report.expect("a run without a crash point runs to its end"));
         record_metrics(&result);
         result
     }
 
-    /// As [`EpochJob::run_epoch`], stopping right after `crash` as if the process died there.
+    /// As [`EpochJob::run_epoch`], stopping right after `crash` as if the process died there
+    /// (tests only). `Ok(())` means the run reached `crash` and stopped; an error is a failure
+    /// before it.
     #[doc(hidden)]
-    pub fn run_until(&self, now_ms: u64, crash: CrashPoint) -> Result<EpochReport, EpochError> {
-        self.run(now_ms, Some(crash))
+    pub fn run_until(&self, now_ms: u64, crash: CrashPoint) -> Result<(), EpochError> {
+        match self.run(now_ms, Some(crash))? {
+            None => Ok(()),
+            Some(report) => {
+                unreachable!("crash point {crash:?} was never reached: epoch {} finished", report.head.epoch)
+            }
+        }
     }
 
-    fn run(&self, now_ms: u64, crash: Option<CrashPoint>) -> Result<EpochReport, EpochError> {
-        let stop = |point: CrashPoint| if crash == Some(point) { Err(EpochError::Crashed(point)) } else { Ok(()) };
+    /// The steps of an epoch, in order; `None` when it stopped at `crash` (tests only).
+    fn run(&self, now_ms: u64, crash: Option<CrashPoint>) -> Result<Option<EpochReport>, EpochError> {
+        macro_rules! stop {
+            ($point:expr) => {
+                if crash == Some($point) {
+                    return Ok(None);
+                }
+            };
+        }
         self.catch_up_index(None)?; // after an indexing failure of the previous run
         let mut timings = PhaseTimings::default();
         let started = Instant::now();
         let (previous_epoch, previous_note) =
-            self.heads.latest()?.ok_or_else(|| EpochError::Corrupt("no genesis head".into()))?;
+            self.heads.latest()?.ok_or_else(|| EpochError::corrupt("no genesis head"))?;
         let previous = self.verify(&previous_note)?;
         let epoch = previous_epoch.next();
 
@@ -399,32 +413,32 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         let Cut { position: marker_position, marker, walk } = self.cut(epoch, previous.time_ms, now_ms)?;
         let Walk { mutations, bytes: input_bytes, capped, .. } = walk;
         timings.cut = started.elapsed();
-        stop(CrashPoint::AfterRead)?;
+        stop!(CrashPoint::AfterRead);
 
         // 2. Apply with compare-and-set, against the previous epoch's values.
         let t = Instant::now();
         let mut applied = self.apply(previous_epoch, &previous, &mutations)?;
         timings.apply = t.elapsed();
-        stop(CrashPoint::AfterApply)?;
+        stop!(CrashPoint::AfterApply);
 
         // 3. The archive, durable before the head that signs its digest.
         let t = Instant::now();
         let (archive, rows) = self.archive_epoch(epoch, mutations, &mut applied)?;
         timings.archive = t.elapsed();
-        stop(CrashPoint::AfterArchiveWrite)?;
+        stop!(CrashPoint::AfterArchiveWrite);
 
         // 4. The map.
         let t = Instant::now();
         let updates = std::mem::take(&mut applied.updates);
         let root = self.write_tree(previous_epoch, epoch, updates)?;
         timings.tree = t.elapsed();
-        stop(CrashPoint::AfterNodeWrite)?;
+        stop!(CrashPoint::AfterNodeWrite);
 
         // 5. Sign, then verify the signature with the public key before anything is published.
         let t = Instant::now();
         let (head, note) = self.sign(epoch, &previous, root.hash, archive, marker.time_ms, applied.counts)?;
         timings.sign = t.elapsed();
-        stop(CrashPoint::AfterSign)?;
+        stop!(CrashPoint::AfterSign);
 
         // 6. Head and cursor, atomically, with a compare-and-set on the epoch.
         // Recovery if the process dies right after: the epoch is complete and published; the next
@@ -436,7 +450,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         // marker) wait for the next epoch.
         let t = Instant::now();
         self.heads.commit(epoch, &note, marker.through)?;
-        stop(CrashPoint::AfterHeadWrite)?;
+        stop!(CrashPoint::AfterHeadWrite);
 
         // 7. Drop what this epoch consumed from the queue: positions up to `through`, which may
         // include markers of earlier epochs; this epoch's own marker is after `through` and goes
@@ -444,13 +458,13 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         // Recovery if the process dies right after: nothing to do. If it dies before: `open` does it.
         self.queue.remove_through(marker.through)?;
         timings.commit = t.elapsed();
-        stop(CrashPoint::AfterCursorAdvance)?;
+        stop!(CrashPoint::AfterCursorAdvance);
 
         // 8. Derived data: outcomes and key histories indexed, then no longer pending.
         self.index_published(epoch, &rows, &applied.outcomes)?;
         let through = marker.through;
         let outcomes = applied.outcomes;
-        Ok(EpochReport { head, note, outcomes, marker: marker_position, through, input_bytes, capped, timings })
+        Ok(Some(EpochReport { head, note, outcomes, marker: marker_position, through, input_bytes, capped, timings }))
     }
 
     /// Step 2: the compare-and-set outcomes of `mutations` against the values of `previous_epoch`,
@@ -548,7 +562,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
     fn check_signed_root(&self, epoch: Epoch, head: &Head) -> Result<(), EpochError> {
         let stored = self.map.root(epoch)?;
         if stored.hash != head.root {
-            return Err(EpochError::Corrupt(format!(
+            return Err(EpochError::corrupt(format!(
                 "the map's stored root of epoch {epoch} is {}, but its signed head names {}: the tree store is \
                  corrupt (run `keyfold fsck`)",
                 stored.hash.to_hex(),
@@ -565,7 +579,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         let time_ms = match self.queue.last_marker()? {
             Some((position, marker)) if marker.epoch == epoch => {
                 if marker.through < cursor {
-                    return Err(EpochError::Corrupt(format!(
+                    return Err(EpochError::corrupt(format!(
                         "the marker of epoch {epoch} ends at position {}, before the cursor {}",
                         marker.through.0, cursor.0
                     )));
@@ -588,7 +602,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
                 marker.time_ms
             }
             Some((_, marker)) if marker.epoch > epoch => {
-                return Err(EpochError::Corrupt(format!(
+                return Err(EpochError::corrupt(format!(
                     "the queue's last marker is for epoch {}, but the next epoch is {epoch}",
                     marker.epoch
                 )));
@@ -643,7 +657,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
                     }
                     Entry::Marker(marker) if marker.epoch < epoch => {} // left behind by a capped cut
                     Entry::Marker(marker) => {
-                        return Err(EpochError::Corrupt(format!(
+                        return Err(EpochError::corrupt(format!(
                             "found the marker of epoch {} at position {} while cutting epoch {epoch}",
                             marker.epoch, position.0
                         )));
@@ -671,7 +685,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         if latest == epoch {
             let stored = self.map.root(epoch)?;
             if stored.hash != computed {
-                return Err(EpochError::Corrupt(format!(
+                return Err(EpochError::corrupt(format!(
                     "the map already holds epoch {epoch} with root {}, but re-running it gives {}",
                     stored.hash.to_hex(),
                     computed.to_hex()
@@ -680,7 +694,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
             return Ok(stored);
         }
         if latest != previous {
-            return Err(EpochError::Corrupt(format!("the map is at epoch {latest}, the heads at {previous}")));
+            return Err(EpochError::corrupt(format!("the map is at epoch {latest}, the heads at {previous}")));
         }
         // Recovery if the process dies right after this commit: the map is at `epoch` with no head;
         // the re-run recomputes the same batch and only checks it against the stored root (above).

@@ -408,10 +408,10 @@ mod tests {
                     drop(fault);
                     panic!("injected: the head store's page is torn")
                 }
-                Fault::CorruptOnCommit => Err(EpochError::Corrupt("injected: the head store is inconsistent".into())),
+                Fault::CorruptOnCommit => Err(EpochError::corrupt("injected: the head store is inconsistent")),
                 Fault::IoOnCommit(n) if n > 0 => {
                     *fault = Fault::IoOnCommit(n - 1);
-                    Err(EpochError::Io(Box::new(std::io::Error::other("injected: no space left on device"))))
+                    Err(EpochError::io(std::io::Error::other("injected: no space left on device")))
                 }
                 _ => self.inner.commit(epoch, note, cursor),
             }
@@ -505,7 +505,13 @@ mod tests {
     fn a_fatal_error_stops_the_scheduler_without_retrying() {
         let job = job(Fault::CorruptOnCommit);
         let (result, seen) = run(&job, &|_| false);
-        assert!(matches!(result, Err(SchedulerError::Fatal { source: EpochError::Corrupt(_), .. })), "{result:?}");
+        assert!(
+            matches!(
+                result,
+                Err(SchedulerError::Fatal { source: EpochError::Storage(keyfold_core::StorageError::Corrupt(_)), .. })
+            ),
+            "{result:?}"
+        );
         assert!(stopped_cause(&seen).contains("the head store is inconsistent"));
         assert_eq!(job.heads().commits.load(Ordering::SeqCst), 1);
     }

@@ -35,7 +35,7 @@ impl ArchiveSink for FullDiskArchives {
     fn put(&self, epoch: Epoch, bytes: bytes::Bytes) -> Result<(), EpochError> {
         if self.full.load(Ordering::SeqCst) {
             let e = std::io::Error::new(std::io::ErrorKind::StorageFull, "injected: no space left on device");
-            return Err(EpochError::Io(Box::new(e)));
+            return Err(EpochError::io(e));
         }
         self.inner.put(epoch, bytes)
     }

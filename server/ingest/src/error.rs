@@ -1,4 +1,4 @@
-use keyfold_core::{MutationId, Position};
+use keyfold_core::{MutationId, Position, StorageError};
 use thiserror::Error;
 
 /// Why a batch of mutations was refused before anything was queued. Always the client's fault.
@@ -42,10 +42,8 @@ pub enum QueueError {
     Full { depth: u64, max: u64, bytes: u64, max_bytes: u64 },
     #[error("the queue is shut down")]
     Closed,
-    #[error("queue storage failed: {0}")]
-    Io(#[source] Box<dyn std::error::Error + Send + Sync>),
-    #[error("queue storage is corrupt: {0}")]
-    Corrupt(String),
+    #[error("queue {0}")]
+    Storage(#[from] StorageError),
     /// A queued mutation's bytes no longer hash to the id stored with it (the one its receipt
     /// acknowledged): they changed on disk. Fatal; the mutation is never applied or signed.
     #[error(
@@ -59,8 +57,6 @@ pub enum QueueError {
     MutationIdMismatch { position: Position, stored: MutationId, computed: MutationId },
     #[error("the batch is {bytes} bytes encoded; this queue appends at most {max} bytes at once: send smaller batches")]
     TooLarge { bytes: usize, max: usize },
-    #[error("this process does not hold the epoch-writer lease ({0}); only the lease holder cuts epochs")]
-    Fenced(String),
 }
 
 impl QueueError {
@@ -68,10 +64,18 @@ impl QueueError {
     /// Nothing of a failed append was acknowledged, so retrying never loses or doubles a mutation
     /// beyond what duplicate detection (same mutation id) already handles.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, QueueError::Full { .. } | QueueError::Io(_) | QueueError::Fenced(_))
+        match self {
+            QueueError::Full { .. } => true,
+            QueueError::Storage(e) => e.is_retryable(),
+            QueueError::Closed | QueueError::MutationIdMismatch { .. } | QueueError::TooLarge { .. } => false,
+        }
     }
 
     pub fn io(e: impl std::error::Error + Send + Sync + 'static) -> QueueError {
-        QueueError::Io(Box::new(e))
+        QueueError::Storage(StorageError::Io(Box::new(e)))
+    }
+
+    pub fn corrupt(what: impl Into<String>) -> QueueError {
+        QueueError::Storage(StorageError::Corrupt(what.into()))
     }
 }

@@ -129,7 +129,7 @@ pub fn encode_last_marker(position: Position, record: &[u8]) -> Vec<u8> {
 
 /// Reads a record of [`encode_last_marker`].
 pub fn decode_last_marker(suite: HashSuite, value: &[u8]) -> Result<(Position, Marker), QueueError> {
-    let corrupt = || QueueError::Corrupt("the last marker record is malformed".into());
+    let corrupt = || QueueError::corrupt("the last marker record is malformed");
     let (position, record) = value.split_at_checked(8).ok_or_else(corrupt)?;
     let position = Position(u64::from_be_bytes(position.try_into().expect("8 bytes")));
     match decode_entry(suite, position, record)? {
@@ -142,7 +142,7 @@ pub fn decode_last_marker(suite: HashSuite, value: &[u8]) -> Result<(Position, M
 /// whose bytes changed after it was acknowledged is [`QueueError::MutationIdMismatch`], never a
 /// mutation to apply.
 pub fn decode_entry(suite: HashSuite, position: Position, bytes: &[u8]) -> Result<Entry, QueueError> {
-    let corrupt = |e: DecodeError| QueueError::Corrupt(format!("entry at position {}: {e}", position.0));
+    let corrupt = |e: DecodeError| QueueError::corrupt(format!("entry at position {}: {e}", position.0));
     match bytes.split_first() {
         Some((&TAG_MUTATION, rest)) => {
             let (stored, encoding) = rest
@@ -162,7 +162,7 @@ pub fn decode_entry(suite: HashSuite, position: Position, bytes: &[u8]) -> Resul
             let field = |at: usize| u64::from_be_bytes(fields[at..at + 8].try_into().expect("8"));
             Ok(Entry::Marker(Marker { epoch: Epoch(field(0)), time_ms: field(8), through: Position(field(16)) }))
         }
-        Some((&TAG_LEGACY_MUTATION, _)) => Err(QueueError::Corrupt(format!(
+        Some((&TAG_LEGACY_MUTATION, _)) => Err(QueueError::corrupt(format!(
             "entry at position {}: a mutation record without its id (the format before ids were stored); \
              the queue upgrades those when it opens",
             position.0
@@ -241,7 +241,7 @@ pub trait Queue: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keyfold_core::Version;
+    use keyfold_core::{StorageError, Version};
 
     fn m() -> Mutation {
         Mutation { key: b"k".to_vec(), value: Some(b"v".to_vec()), expected_version: Version(2), owner_signature: None }
@@ -258,7 +258,10 @@ mod tests {
         assert_eq!(encode_entry(suite, &Entry::Mutation(m())).len() as u64, mutation_bytes(&m()) + 33);
         assert_eq!(record_mutation_id(&encode_entry(suite, &Entry::Mutation(m()))), Some(m().id(suite)));
         for garbage in [&[][..], &[7, 1, 2], &[1, 0, 0], &[2, 0]] {
-            assert!(matches!(decode_entry(suite, at, garbage), Err(QueueError::Corrupt(_))), "{garbage:?}");
+            assert!(
+                matches!(decode_entry(suite, at, garbage), Err(QueueError::Storage(StorageError::Corrupt(_)))),
+                "{garbage:?}"
+            );
         }
     }
 

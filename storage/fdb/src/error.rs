@@ -7,6 +7,7 @@
 //! `Database::run` and only surface once the database's retry limit or timeout is spent.
 
 use foundationdb::{FdbBindingError, FdbError};
+use keyfold_core::StorageError;
 use keyfold_epoch::EpochError;
 use keyfold_ingest::QueueError;
 use keyfold_map::TreeError;
@@ -47,46 +48,32 @@ pub(crate) fn abort(e: impl std::error::Error + Send + Sync + 'static) -> FdbBin
     FdbBindingError::CustomError(Box::new(e))
 }
 
-/// Splits a closure's abort into the domain error it carried, a lost lease, or a storage error.
-enum Cause<T> {
-    Domain(T),
-    Lease(String),
-    Storage(Box<dyn std::error::Error + Send + Sync>),
-}
-
-fn cause<T: std::error::Error + Send + Sync + 'static>(e: FdbBindingError) -> Cause<T> {
+/// The error a failed transaction closure means for the trait's error type `T`: the domain
+/// error it aborted with, a lost lease (fenced), or a storage failure (I/O).
+fn domain_error<T>(e: FdbBindingError) -> T
+where
+    T: std::error::Error + Send + Sync + From<StorageError> + 'static,
+{
     match e {
         FdbBindingError::CustomError(b) => match b.downcast::<T>() {
-            Ok(domain) => Cause::Domain(*domain),
+            Ok(domain) => *domain,
             Err(b) => match b.downcast::<LeaseLost>() {
-                Ok(lost) => Cause::Lease(lost.0),
-                Err(other) => Cause::Storage(other),
+                Ok(lost) => T::from(StorageError::Fenced(lost.0)),
+                Err(other) => T::from(StorageError::Io(other)),
             },
         },
-        other => Cause::Storage(Box::new(other)),
+        other => T::from(StorageError::Io(Box::new(other))),
     }
 }
 
 pub(crate) fn queue_error(e: FdbBindingError) -> QueueError {
-    match cause::<QueueError>(e) {
-        Cause::Domain(q) => q,
-        Cause::Lease(why) => QueueError::Fenced(why),
-        Cause::Storage(io) => QueueError::Io(io),
-    }
+    domain_error(e)
 }
 
 pub(crate) fn tree_error(e: FdbBindingError) -> TreeError {
-    match cause::<TreeError>(e) {
-        Cause::Domain(t) => t,
-        Cause::Lease(why) => TreeError::Fenced(why),
-        Cause::Storage(io) => TreeError::Io(io),
-    }
+    domain_error(e)
 }
 
 pub(crate) fn epoch_error(e: FdbBindingError) -> EpochError {
-    match cause::<EpochError>(e) {
-        Cause::Domain(h) => h,
-        Cause::Lease(why) => EpochError::Fenced(why),
-        Cause::Storage(io) => EpochError::Io(io),
-    }
+    domain_error(e)
 }

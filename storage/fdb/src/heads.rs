@@ -28,7 +28,7 @@ impl std::fmt::Debug for FdbHeadStore {
 
 fn note_from(bytes: &[u8], epoch: Epoch) -> Result<String, FdbBindingError> {
     String::from_utf8(bytes.to_vec())
-        .map_err(|_| abort(EpochError::Corrupt(format!("the stored head of epoch {epoch} is not UTF-8"))))
+        .map_err(|_| abort(EpochError::corrupt(format!("the stored head of epoch {epoch} is not UTF-8"))))
 }
 
 impl FdbHeadStore {
@@ -63,7 +63,7 @@ impl FdbHeadStore {
         let epoch = self
             .layout
             .head_epoch(kv.key())
-            .ok_or_else(|| abort(EpochError::Corrupt("a head key has the wrong length".into())))?;
+            .ok_or_else(|| abort(EpochError::corrupt("a head key has the wrong length")))?;
         Ok(Some((epoch, note_from(kv.value(), epoch)?)))
     }
 }
@@ -84,7 +84,7 @@ impl HeadStore for FdbHeadStore {
         self.run(async |trx| match trx.get(&self.layout.heads_cursor(), true).await? {
             Some(v) => <[u8; 8]>::try_from(&v[..])
                 .map(|b| Position(u64::from_be_bytes(b)))
-                .map_err(|_| abort(EpochError::Corrupt("the cursor is not 8 bytes".into()))),
+                .map_err(|_| abort(EpochError::corrupt("the cursor is not 8 bytes"))),
             None => Ok(Position(0)),
         })
     }

@@ -70,7 +70,7 @@ fn log_value(slot: &[u8; SLOT_LEN], record: &[u8]) -> Vec<u8> {
 fn split_log_value(position: u64, value: &[u8]) -> Result<(&[u8], &[u8]), QueueError> {
     value
         .split_at_checked(SLOT_LEN)
-        .ok_or_else(|| QueueError::Corrupt(format!("log entry {position} is shorter than its slot")))
+        .ok_or_else(|| QueueError::corrupt(format!("log entry {position} is shorter than its slot")))
 }
 
 impl std::fmt::Debug for FdbQueue {
@@ -84,7 +84,7 @@ fn read_u64_be(bytes: Option<&[u8]>, default: u64) -> Result<u64, FdbBindingErro
         None => Ok(default),
         Some(b) => <[u8; 8]>::try_from(b)
             .map(u64::from_be_bytes)
-            .map_err(|_| abort(QueueError::Corrupt("a queue counter is not 8 bytes".into()))),
+            .map_err(|_| abort(QueueError::corrupt("a queue counter is not 8 bytes"))),
     }
 }
 
@@ -244,7 +244,7 @@ impl FdbQueue {
         let mut position = next;
         for kv in staged.iter() {
             let Some(slot) = self.layout.staged_slot(kv.key()) else {
-                return Err(abort(QueueError::Corrupt("a staged key has the wrong length".into())));
+                return Err(abort(QueueError::corrupt("a staged key has the wrong length")));
             };
             // The guard stays (see `landed`); the log value keeps the slot it names.
             trx.set(&self.layout.log(position), &log_value(&slot, kv.value()));
@@ -354,8 +354,7 @@ impl Queue for FdbQueue {
             begin = last.clone();
             begin.push(0);
             for (key, value) in &page {
-                let position =
-                    self.layout.log_position(key).ok_or_else(|| QueueError::Corrupt("bad log key".into()))?;
+                let position = self.layout.log_position(key).ok_or_else(|| QueueError::corrupt("bad log key"))?;
                 let (_, record) = split_log_value(position, value)?;
                 let size = record.len() as u64;
                 if !out.is_empty() && total + size > max_bytes {

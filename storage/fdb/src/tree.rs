@@ -83,7 +83,7 @@ impl std::fmt::Debug for FdbStore {
 }
 
 fn corrupt(what: impl Into<String>) -> FdbBindingError {
-    abort(TreeError::Corrupt(what.into()))
+    abort(TreeError::corrupt(what))
 }
 
 fn epoch_from(bytes: &[u8]) -> Result<Epoch, FdbBindingError> {

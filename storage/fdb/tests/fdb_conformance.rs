@@ -110,7 +110,7 @@ fn lease_fences_a_deposed_writer() {
     a.resign(&db()).expect("resign");
     let b = Arc::new(EpochWriterLease::acquire(&db(), &layout, quick("writer-b")).expect("b leads after a resigned"));
     let fenced = heads_a.commit(Epoch(1), "from a", Position(1));
-    assert!(matches!(fenced, Err(EpochError::Fenced(_))), "{fenced:?}");
+    assert!(matches!(fenced, Err(EpochError::Storage(keyfold_core::StorageError::Fenced(_)))), "{fenced:?}");
     let heads_b = FdbHeadStore::new(db(), layout, Some(b));
     heads_b.commit(Epoch(1), "from b", Position(1)).expect("the new leader commits");
     assert_eq!(heads_b.latest().unwrap(), Some((Epoch(1), "from b".to_owned())));

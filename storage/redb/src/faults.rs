@@ -167,7 +167,6 @@ pub fn open_faulty_queue(
     options: RedbQueueOptions,
     plan: &Arc<FaultPlan>,
 ) -> Result<RedbQueue, QueueError> {
-    let (path, plan) = (path.to_path_buf(), Arc::clone(plan));
-    let open = move || open_faulty_database(&path, &plan).map_err(QueueError::io);
-    RedbQueue::on_database(open()?, options, Some(Box::new(open)))
+    let plan = Arc::clone(plan);
+    RedbQueue::open_with(path, options, Arc::new(move |path: &std::path::Path| open_faulty_database(path, &plan)))
 }

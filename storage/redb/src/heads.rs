@@ -2,7 +2,7 @@
 //! cursor are committed in one durable transaction, with a compare-and-set on the epoch.
 
 use crate::reopen::{Opener, ReopeningDb, file_opener};
-use crate::{DEFAULT_CACHE_BYTES, epoch_io as io};
+use crate::{DEFAULT_CACHE_BYTES, epoch_failed_io, epoch_io as io};
 use keyfold_core::Epoch;
 use keyfold_epoch::{EpochError, HeadStore, check_next};
 use keyfold_ingest::Position;
@@ -43,12 +43,12 @@ impl RedbHeadStore {
 
     /// Runs a write; after an I/O error the handle is dropped and reopened on next use.
     fn write<T>(&self, write: impl FnOnce(&Database) -> Result<T, EpochError>) -> Result<T, EpochError> {
-        self.db.write(io, |e| matches!(e, EpochError::Io(_)), write)
+        self.db.write(io, epoch_failed_io, write)
     }
 }
 
 fn note_from(bytes: &[u8], epoch: u64) -> Result<String, EpochError> {
-    String::from_utf8(bytes.to_vec()).map_err(|_| EpochError::Corrupt(format!("stored head {epoch} is not UTF-8")))
+    String::from_utf8(bytes.to_vec()).map_err(|_| EpochError::corrupt(format!("stored head {epoch} is not UTF-8")))
 }
 
 impl HeadStore for RedbHeadStore {

@@ -2,7 +2,7 @@
 //! one durable transaction per epoch.
 
 use crate::reopen::{Opener, ReopeningDb, file_opener};
-use crate::{DEFAULT_CACHE_BYTES, epoch_io as io};
+use crate::{DEFAULT_CACHE_BYTES, epoch_failed_io, epoch_io as io};
 use keyfold_archive::{ArchiveOutcome, ArchiveRow};
 use keyfold_core::{Epoch, Index, MutationId, Version};
 use keyfold_epoch::{
@@ -38,7 +38,7 @@ fn encode_outcome(r: &OutcomeRecord) -> Vec<u8> {
 }
 
 fn decode_outcome(b: &[u8]) -> Result<OutcomeRecord, EpochError> {
-    let corrupt = || EpochError::Corrupt("undecodable outcome index record".into());
+    let corrupt = || EpochError::corrupt("undecodable outcome index record");
     if b.len() < 34 {
         return Err(corrupt());
     }
@@ -104,7 +104,7 @@ impl OutcomeIndex for RedbOutcomeIndex {
     // before: nothing of it is; the next start re-reads its archive.
     fn record(&self, epoch: Epoch, rows: &[ArchiveRow]) -> Result<(), EpochError> {
         // After a storage error the handle is dropped; reopened (and recovered by redb) on next use.
-        self.db.write(io, |e| matches!(e, EpochError::Io(_)), |db| record_in(db, epoch, rows))
+        self.db.write(io, epoch_failed_io, |db| record_in(db, epoch, rows))
     }
 
     fn outcome(&self, id: &MutationId) -> Result<Option<OutcomeRecord>, EpochError> {

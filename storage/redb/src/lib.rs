@@ -18,12 +18,14 @@ mod heads;
 mod index;
 mod queue;
 pub mod reopen;
+mod stores;
 mod tree;
 
 pub use cosignatures::RedbCosignatures;
 pub use heads::RedbHeadStore;
 pub use index::RedbOutcomeIndex;
-pub use queue::{DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, RedbQueue, RedbQueueOptions, Reopen};
+pub use queue::{DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, RedbQueue, RedbQueueOptions};
+pub use stores::{Layout, Stores, StoresOptions, open};
 pub use tree::{CommitFault, RedbOptions, RedbStore};
 
 /// redb's page cache for the small heads and index files.
@@ -32,6 +34,12 @@ pub(crate) const DEFAULT_CACHE_BYTES: usize = 16 << 20;
 /// A redb error of a head, index or cosignature store, as the epoch job's I/O error (retryable).
 pub(crate) fn epoch_io(e: impl Into<redb::Error>) -> keyfold_epoch::EpochError {
     keyfold_epoch::EpochError::io(e.into())
+}
+
+/// Whether a failed head, index or cosignature write was an I/O failure (the handle is then
+/// dropped and the file reopened on next use: [`reopen::ReopeningDb::write`]).
+pub(crate) fn epoch_failed_io(e: &keyfold_epoch::EpochError) -> bool {
+    matches!(e, keyfold_epoch::EpochError::Storage(keyfold_core::StorageError::Io(_)))
 }
 
 /// A redb error of the queue, as the queue's I/O error (retryable).

@@ -6,7 +6,8 @@
 //! acknowledged only after its commit returned.
 
 use crate::queue_io;
-use keyfold_core::{HashSuite, Mutation};
+use crate::reopen::{Opener, ReopeningDb, file_opener};
+use keyfold_core::{HashSuite, Mutation, StorageError};
 use keyfold_ingest::{
     Entry, Marker, Position, Queue, QueueError, Receipt, Slot, decode_entry, decode_last_marker, encode_last_marker,
     encode_marker, encode_mutation, mutation_bytes, record_mutation_bytes, upgrade_legacy_record,
@@ -14,7 +15,7 @@ use keyfold_ingest::{
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
 const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
@@ -84,13 +85,9 @@ struct State {
     bytes: u64,
 }
 
-/// Opens the queue's database again after a failed write (see [`Shared::fail`]).
-pub type Reopen = Box<dyn Fn() -> Result<Database, QueueError> + Send + Sync>;
-
 struct Shared {
-    /// `None` after a failed write, until a reopen succeeds.
-    db: RwLock<Option<Database>>,
-    reopen: Option<Reopen>,
+    /// Dropped after a failed write and reopened (with `recover`) by the next operation.
+    db: ReopeningDb,
     options: RedbQueueOptions,
     state: Mutex<State>,
 }
@@ -101,33 +98,20 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-/// The open database, read-locked for the length of one operation.
-struct OpenDb<'a>(RwLockReadGuard<'a, Option<Database>>);
-
-impl std::ops::Deref for OpenDb<'_> {
-    type Target = Database;
-    fn deref(&self) -> &Database {
-        self.0.as_ref().expect("OpenDb holds an open database")
-    }
-}
-
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The database, reopened first if a write failed since it was last open. Never call it while
-    /// holding the state lock (reopening takes it).
-    fn open_db(&self) -> Result<OpenDb<'_>, QueueError> {
-        {
-            let guard = self.db.read().unwrap_or_else(PoisonError::into_inner);
-            if guard.is_some() {
-                return Ok(OpenDb(guard));
-            }
-        }
-        self.reopen_db()?;
-        let guard = self.db.read().unwrap_or_else(PoisonError::into_inner);
-        if guard.is_some() { Ok(OpenDb(guard)) } else { Err(QueueError::Io("the queue's storage is not open".into())) }
+    /// The database, reopened first if a write failed since it was last open; on reopen the
+    /// next position, depth and bytes are recounted from what is durably there (`recover`).
+    /// Never call it while holding the state lock (reopening takes it).
+    fn open_db(&self) -> Result<Arc<Database>, QueueError> {
+        self.db.get_or_reopen(queue_io, |db| {
+            let recovered = recover(db, self.options.suite)?;
+            *self.lock() = recovered;
+            Ok(())
+        })
     }
 
     /// After a failed write redb refuses every later write through the same handle (after a
@@ -135,23 +119,7 @@ impl Shared {
     /// the file. Recovery: whatever the failed commit left is found by `recover` on reopen, exactly
     /// as after a crash; none of it was acknowledged.
     fn fail(&self) {
-        *self.db.write().unwrap_or_else(PoisonError::into_inner) = None;
-    }
-
-    fn reopen_db(&self) -> Result<(), QueueError> {
-        let Some(reopen) = &self.reopen else {
-            return Err(QueueError::Io("the queue's storage failed; restart the process to recover".into()));
-        };
-        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
-        if slot.is_some() {
-            return Ok(()); // another thread reopened it meanwhile
-        }
-        let db = reopen()?;
-        let recovered = recover(&db, self.options.suite)?;
-        let mut state = self.lock();
-        *state = recovered;
-        *slot = Some(db);
-        Ok(())
+        self.db.failed();
     }
 }
 
@@ -169,28 +137,21 @@ impl RedbQueue {
     /// After a failed write (an I/O error, a full disk) the queue refuses appends until it has
     /// reopened the file, which it tries again at each later operation.
     pub fn open(path: &Path, options: RedbQueueOptions) -> Result<RedbQueue, QueueError> {
-        let path = path.to_path_buf();
-        let reopen: Reopen =
-            Box::new(move || Database::builder().set_cache_size(CACHE_BYTES).create(&path).map_err(queue_io));
-        RedbQueue::on_database(reopen()?, options, Some(reopen))
+        RedbQueue::open_with(path, options, file_opener(CACHE_BYTES))
     }
 
-    /// The queue over an already opened database (a custom storage backend: the fault injection
-    /// of [`crate::faults`]); `reopen` opens it again after a failed write (without one, the
-    /// queue stays failed until the process restarts).
-    pub fn on_database(
-        db: Database,
-        options: RedbQueueOptions,
-        reopen: Option<Reopen>,
-    ) -> Result<RedbQueue, QueueError> {
-        let state = Mutex::new(recover(&db, options.suite)?);
-        let shared = Arc::new(Shared { db: RwLock::new(Some(db)), reopen, options, state });
+    /// As [`RedbQueue::open`], opening (and reopening) the file with `opener` (tests inject
+    /// faults with it: [`crate::faults`]).
+    pub fn open_with(path: &Path, options: RedbQueueOptions, opener: Opener) -> Result<RedbQueue, QueueError> {
+        let db = ReopeningDb::open(path, opener).map_err(queue_io)?;
+        let state = Mutex::new(recover(&*db.get().map_err(queue_io)?, options.suite)?);
+        let shared = Arc::new(Shared { db, options, state });
         let (sender, receiver) = mpsc::sync_channel(MAX_REQUESTS_PER_COMMIT);
         let worker = Arc::clone(&shared);
         let committer = std::thread::Builder::new()
             .name("keyfold-queue-commit".into())
             .spawn(move || commit_loop(&worker, &receiver))
-            .map_err(|e| QueueError::Io(Box::new(e)))?;
+            .map_err(QueueError::io)?;
         Ok(RedbQueue { shared, sender: Some(sender), committer: Some(committer) })
     }
 
@@ -293,7 +254,7 @@ fn commit_loop(shared: &Shared, receiver: &Receiver<Request>) {
 /// Answers every request of `group` with the same I/O failure.
 fn fail_all(group: Vec<Request>, message: &str) {
     for request in group {
-        let err = || QueueError::Io(message.to_owned().into());
+        let err = || QueueError::from(StorageError::io(message.to_owned()));
         match request {
             Request::Append(_, reply) => drop(reply.send(Err(err()))),
             Request::Marker(_, reply) => drop(reply.send(Err(err()))),
@@ -309,7 +270,7 @@ enum Answer {
 
 impl Answer {
     fn send(self, result: Result<(), &str>) {
-        let err = |message: &str| QueueError::Io(message.to_owned().into());
+        let err = |message: &str| QueueError::from(StorageError::io(message.to_owned()));
         match self {
             Answer::Append(reply, receipts) => drop(reply.send(result.map(|()| receipts).map_err(err))),
             Answer::Marker(reply, position) => drop(reply.send(result.map(|()| position).map_err(err))),

@@ -49,6 +49,17 @@ impl ReopeningDb {
     /// the fault lasts, and while a reader still holds the old handle (redb refuses a second open
     /// of one file); the caller reports that as an I/O error and the next call tries again.
     pub fn get(&self) -> Result<Arc<Database>, redb::DatabaseError> {
+        self.get_or_reopen(|e| e, |_| Ok(()))
+    }
+
+    /// As [`ReopeningDb::get`]; a handle reopened here first goes through `on_reopen` (the queue
+    /// recounts its positions, depth and bytes there), under the lock, so nobody uses the new
+    /// handle before it. If `on_reopen` fails the handle is not kept and the next call tries again.
+    pub fn get_or_reopen<E>(
+        &self,
+        open_error: impl FnOnce(redb::DatabaseError) -> E,
+        on_reopen: impl FnOnce(&Database) -> Result<(), E>,
+    ) -> Result<Arc<Database>, E> {
         if let Some(db) = self.db.read().unwrap_or_else(PoisonError::into_inner).as_ref() {
             return Ok(Arc::clone(db));
         }
@@ -56,7 +67,9 @@ impl ReopeningDb {
         if let Some(db) = slot.as_ref() {
             return Ok(Arc::clone(db)); // another thread reopened it meanwhile
         }
-        let db = Arc::new((self.opener)(&self.path)?);
+        let db = (self.opener)(&self.path).map_err(open_error)?;
+        on_reopen(&db)?;
+        let db = Arc::new(db);
         *slot = Some(Arc::clone(&db));
         Ok(db)
     }

@@ -15,7 +15,7 @@
 //! reading one node reads about one storage page however old the store is (see ARCHITECTURE.md).
 
 use crate::reopen::{Opener, ReopeningDb, file_opener};
-use keyfold_core::{Epoch, HashSuite, Index, LeafValue};
+use keyfold_core::{Epoch, HashSuite, Index, LeafValue, StorageError};
 use keyfold_map::TreeError;
 use keyfold_map::format::{
     decode_child, decode_children, encode_child, encode_children, encode_leaf_pages, encode_node_pages,
@@ -143,15 +143,13 @@ impl RedbStore {
         let txn = meta.begin_read().map_err(io)?;
         let t = txn.open_table(META).map_err(io)?;
         let raw = t.get(KEY_CONFIG).map_err(io)?.ok_or_else(|| {
-            TreeError::Corrupt(
-                "meta.redb has no config: the store was never fully initialised; remove the directory".into(),
-            )
+            TreeError::corrupt("meta.redb has no config: the store was never fully initialised; remove the directory")
         })?;
         let raw = raw.value();
         let [suite_id, shard_bits, g0, g1] = raw else {
-            return Err(TreeError::Corrupt("config record has the wrong length".into()));
+            return Err(TreeError::corrupt("config record has the wrong length"));
         };
-        let suite = HashSuite::from_id(*suite_id).ok_or_else(|| TreeError::Corrupt("unknown hash suite id".into()))?;
+        let suite = HashSuite::from_id(*suite_id).ok_or_else(|| TreeError::corrupt("unknown hash suite id"))?;
         let config = TreeConfig::new(suite, *shard_bits)?;
         if config != options.config {
             return Err(TreeError::ConfigMismatch {
@@ -227,7 +225,7 @@ impl RedbStore {
 /// Runs a write on `db`'s handle; after a storage error the handle is dropped, so the next use
 /// reopens the file (redb refuses every later write through a handle whose write failed).
 fn on_failure<T>(db: &ReopeningDb, write: impl FnOnce(&Database) -> Result<T, TreeError>) -> Result<T, TreeError> {
-    db.write(io, |e| matches!(e, TreeError::Io(_)), write)
+    db.write(io, |e| matches!(e, TreeError::Storage(StorageError::Io(_))), write)
 }
 
 fn write_meta(meta: &Database, batch: &EpochBatch) -> Result<(), TreeError> {
@@ -381,7 +379,7 @@ impl TreeStore for RedbStore {
             return Err(TreeError::EpochNotCommitted { requested: at, latest });
         }
         let root_bytes = meta.open_table(ROOTS).map_err(io)?.get(at.0).map_err(io)?.map(|v| v.value().to_vec());
-        let root = decode_child(&root_bytes.ok_or_else(|| TreeError::Corrupt(format!("no root for epoch {}", at.0)))?)?;
+        let root = decode_child(&root_bytes.ok_or_else(|| TreeError::corrupt(format!("no root for epoch {}", at.0)))?)?;
         let top_nodes = meta.open_table(NODES).map_err(io)?;
         let mut group_nodes = Vec::with_capacity(self.groups.len());
         let mut group_leaves = Vec::with_capacity(self.groups.len());
@@ -400,7 +398,7 @@ impl TreeStore for RedbStore {
 
 fn read_latest(txn: &ReadTransaction) -> Result<Epoch, TreeError> {
     let t = txn.open_table(META).map_err(io)?;
-    let v = t.get(KEY_LATEST).map_err(io)?.ok_or_else(|| TreeError::Corrupt("no latest epoch record".into()))?;
-    let bytes: [u8; 8] = v.value().try_into().map_err(|_| TreeError::Corrupt("latest epoch record length".into()))?;
+    let v = t.get(KEY_LATEST).map_err(io)?.ok_or_else(|| TreeError::corrupt("no latest epoch record"))?;
+    let bytes: [u8; 8] = v.value().try_into().map_err(|_| TreeError::corrupt("latest epoch record length"))?;
     Ok(Epoch(u64::from_be_bytes(bytes)))
 }

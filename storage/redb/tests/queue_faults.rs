@@ -3,7 +3,7 @@
 //! clears the queue reopens its file and accepts appends again, in the same process; every append
 //! acknowledged before, during or after the fault is there, and after a restart too.
 
-use keyfold_core::{HashSuite, Mutation, MutationId, Version};
+use keyfold_core::{HashSuite, Mutation, MutationId, StorageError, Version};
 use keyfold_ingest::{Entry, Position, Queue, QueueError};
 use keyfold_redb::RedbQueueOptions;
 use keyfold_redb::faults::{FaultPlan, open_faulty_queue};
@@ -53,7 +53,10 @@ fn faults_acknowledge_nothing_unpersisted_and_restart_loses_nothing() {
                 match queue.append(batch(b)) {
                     Ok(receipts) => acked.extend(receipts.into_iter().map(|r| r.id)),
                     Err(e) => {
-                        assert!(matches!(e, QueueError::Io(_)), "{fault:?}: an I/O fault is an I/O error: {e}");
+                        assert!(
+                            matches!(e, QueueError::Storage(StorageError::Io(_))),
+                            "{fault:?}: an I/O fault is an I/O error: {e}"
+                        );
                         refused += 1;
                         refused_after_clear += u32::from(b >= 4);
                     }

@@ -1,0 +1,48 @@
+//! The rules a chain of signed heads obeys (SPEC sections 4 and 6), checked one head at a time:
+//! what replay, the witness and a head export all check before they trust a head.
+
+use crate::replay::{Divergence, diverge};
+use keyfold_core::{Epoch, Head, verify_head_note};
+use keyfold_map::{Map, MemoryStore, TreeConfig};
+
+/// Checks the genesis head: its signature under `origin` and `public_key`, epoch 0, and the root
+/// of the empty map of its suite with `shard_bits`.
+pub fn verify_genesis_head(
+    note: &str,
+    origin: &str,
+    public_key: &[u8; 32],
+    shard_bits: u8,
+) -> Result<Head, Divergence> {
+    let head = verify_head_note(note, origin, public_key)
+        .map_err(|e| diverge(Epoch(0), None, "head signature", "a valid signature", e))?;
+    let config = TreeConfig::new(head.suite, shard_bits)
+        .map_err(|e| diverge(Epoch(0), None, "config", "valid shard bits", e))?;
+    let empty =
+        Map::new(MemoryStore::new(config)).root(Epoch(0)).map_err(|e| diverge(Epoch(0), None, "map", "a map", e))?;
+    if head.epoch != Epoch(0) || head.root != empty.hash {
+        return Err(diverge(
+            head.epoch,
+            None,
+            "genesis head",
+            format!("epoch 0 with the empty root {}", empty.hash.to_hex()),
+            head.root.to_hex(),
+        ));
+    }
+    Ok(head)
+}
+
+/// Checks the head that follows the verified `previous`: its signature, epoch `previous` + 1, the
+/// same suite, `previous` equal to the hash of `previous`, and a greater time.
+pub fn verify_next_head(previous: &Head, note: &str, origin: &str, public_key: &[u8; 32]) -> Result<Head, Divergence> {
+    let epoch = previous.epoch.next();
+    let head = verify_head_note(note, origin, public_key)
+        .map_err(|e| diverge(epoch, None, "head signature", "a valid signature", e))?;
+    let check = |ok: bool, what: &str, expected: String, found: String| {
+        if ok { Ok(()) } else { Err(diverge(epoch, None, what, expected, found)) }
+    };
+    check(head.epoch == epoch, "epoch number", epoch.to_string(), head.epoch.to_string())?;
+    check(head.suite == previous.suite, "hash suite", previous.suite.name().into(), head.suite.name().into())?;
+    check(head.previous == previous.hash(), "chain link", previous.hash().to_hex(), head.previous.to_hex())?;
+    check(head.time_ms > previous.time_ms, "epoch time", format!("> {}", previous.time_ms), head.time_ms.to_string())?;
+    Ok(head)
+}

@@ -1,0 +1,116 @@
+//! The JSON bodies of the HTTP API (SPEC section 4.1), shared by the server that writes them and
+//! every client that reads them: one definition, so the two cannot drift. With the `schema`
+//! feature they also describe themselves for the server's OpenAPI document.
+
+use serde::{Deserialize, Serialize};
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    /// A stable code: `bad_json`, `bad_base64`, `invalid_mutation`, `not_found`, `unavailable`, ...
+    pub error: String,
+    /// What happened and what to do, for a person.
+    pub message: String,
+}
+
+/// `GET /v1/directory`: what a client pins: the directory's name in its heads, its public key
+/// and its tree shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct DirectoryInfo {
+    /// The origin line of every signed head (C2SP signed note).
+    pub origin: String,
+    /// Base64 of the 32-byte ed25519 public key that signs heads.
+    pub public_key: String,
+    /// `blake3` or `sha256`.
+    pub hash: String,
+    /// The tree has 2^shard_bits shards.
+    pub shard_bits: u8,
+}
+
+/// A receipt: the mutation id and where it waits, its queue position (embedded queue) or its
+/// FoundationDB versionstamp (hex, 12 bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct ReceiptResponse {
+    /// Hex of the mutation id (SPEC section 5).
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versionstamp: Option<String>,
+}
+
+/// `POST /v1/mutations` (202): one receipt per submitted mutation, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct SubmitResponse {
+    pub receipts: Vec<ReceiptResponse>,
+}
+
+/// `GET /v1/mutations/{id}`: where a mutation is: pending, or consumed by an epoch with its
+/// outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct MutationStatusResponse {
+    /// Hex of the mutation id.
+    pub id: String,
+    /// `pending`, `applied`, `rejected` or `duplicate`.
+    pub status: String,
+    /// The epoch that consumed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    /// Its queue position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_version: Option<u64>,
+    /// The key's version after it (applied only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_version: Option<u64>,
+    /// Why it was rejected: the archived reason code (`version_mismatch`, `nothing_to_delete`;
+    /// SPEC section 7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What the reason code means, for a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason_text: Option<String>,
+}
+
+/// `GET /v1/keys/{key}`: a key's value at an epoch, with the proof and the signed head to check
+/// it against ([`crate::verify_lookup`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct LookupAnswer {
+    pub epoch: u64,
+    /// 0 when the key never existed.
+    pub version: u64,
+    /// Base64 of the value; null when absent or deleted.
+    pub value: Option<String>,
+    /// Base64 of the canonical proof encoding (SPEC section 3.1).
+    pub proof: String,
+    /// The signed head of `epoch`, whose root the proof verifies against.
+    pub head: String,
+}
+
+/// One applied change of a key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct KeyVersionResponse {
+    pub epoch: u64,
+    pub version: u64,
+    /// The value was deleted at this version.
+    pub deleted: bool,
+}
+
+/// `GET /v1/keys/{key}/history`: a page of a key's versions, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct HistoryResponse {
+    pub versions: Vec<KeyVersionResponse>,
+    /// Pass as `after_version` (with the same `after`, if any) for the next page; absent on the
+    /// last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after_version: Option<u64>,
+}
