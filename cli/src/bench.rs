@@ -6,6 +6,7 @@
 //! and how far the resident set grew above its start during the epoch, and their ratio: the
 //! epoch's memory per byte of input (the goal: at most 2 plus a fixed overhead).
 
+use crate::error::CliError;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use keyfold_benches::{prefill, updates_for, user_key, w1_ids};
@@ -111,7 +112,8 @@ struct Plan {
 }
 
 impl BenchArgs {
-    fn plan(&self) -> Result<Plan, String> {
+    /// The workload the flags describe (flags that describe none are the user's to fix).
+    fn plan(&self) -> Result<Plan, CliError> {
         let (keys, mutations, epochs, new_fraction) = match self.preset {
             Some(Preset::W1) => (1_000_000, 10_000, 5, 0.0),
             Some(Preset::W2) => (1_000_000, 100_000, 3, 1.0),
@@ -123,21 +125,21 @@ impl BenchArgs {
         let epochs = self.epochs.unwrap_or(epochs);
         let new_fraction = self.new_fraction.unwrap_or(new_fraction);
         if !(0.0..=1.0).contains(&new_fraction) {
-            return Err(format!("--new-fraction must be between 0 and 1, got {new_fraction}"));
+            return Err(CliError::usage(format!("--new-fraction must be between 0 and 1, got {new_fraction}")));
         }
         if epochs == 0 {
-            return Err("--epochs must be at least 1".into());
+            return Err(CliError::usage("--epochs must be at least 1"));
         }
         if self.proofs > 0 && !self.tree_only {
-            return Err("--proofs measures the map's lookups: use it with --tree-only".into());
+            return Err(CliError::usage("--proofs measures the map's lookups: use it with --tree-only"));
         }
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
         let new_per_epoch = ((mutations as f64) * new_fraction).round() as u64;
         let updates_per_epoch = mutations - new_per_epoch;
         if updates_per_epoch > keys {
-            return Err(format!(
+            return Err(CliError::usage(format!(
                 "each epoch updates {updates_per_epoch} existing keys but only {keys} exist: raise --keys or --new-fraction"
-            ));
+            )));
         }
         let value_bytes = self.value_bytes;
         Ok(Plan {
@@ -425,10 +427,10 @@ struct Measured {
     proofs: Option<ProofFigures>,
 }
 
-fn bench_tree<S: TreeStore>(map: &Map<S>, plan: &Plan, args: &BenchArgs) -> Result<Measured, String> {
+fn bench_tree<S: TreeStore>(map: &Map<S>, plan: &Plan, args: &BenchArgs) -> Result<Measured, CliError> {
     let prefilled = if plan.keys > 0 {
         let start = Instant::now();
-        prefill(map, plan.keys, args.seed).map_err(|e| e.to_string())?;
+        prefill(map, plan.keys, args.seed).map_err(CliError::store)?;
         let mut s = sample(1, &[("prepare+commit", start.elapsed())], None);
         s.applied = plan.keys;
         println!("prefill: {} keys in one epoch: {:.1} ms", plan.keys, s.total_ms);
@@ -438,12 +440,12 @@ fn bench_tree<S: TreeStore>(map: &Map<S>, plan: &Plan, args: &BenchArgs) -> Resu
     };
     let progress = Progress::new(u64::from(plan.epochs), "epochs");
     let (cpu_before, wall) = (cpu_time(), Instant::now());
-    let epochs = tree_epochs(map, plan, args.seed, &progress).map_err(|e| e.to_string())?;
+    let epochs = tree_epochs(map, plan, args.seed, &progress).map_err(CliError::store)?;
     let cores_used = cores_used(cpu_before, wall);
     progress.0.finish_and_clear();
     let proofs = if args.proofs > 0 {
         let total_keys = plan.keys + u64::from(plan.epochs) * plan.new_per_epoch;
-        Some(bench_proofs(map, total_keys, args.proofs).map_err(|e| e.to_string())?)
+        Some(bench_proofs(map, total_keys, args.proofs).map_err(CliError::store)?)
     } else {
         None
     };
@@ -491,7 +493,7 @@ fn run_pipeline<Q: Queue, S: TreeStore, H: HeadStore>(
     job: &EpochJob<Q, S, H>,
     plan: &Plan,
     args: &BenchArgs,
-) -> Result<Measured, String> {
+) -> Result<Measured, CliError> {
     let rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
     let mut workload = Workload { versions: Vec::new(), rng, value_bytes: args.value_bytes };
     let mut now_ms = 1_000u64;
@@ -504,7 +506,7 @@ fn run_pipeline<Q: Queue, S: TreeStore, H: HeadStore>(
                 break;
             }
             let (n, start) = (chunk.len() as u64, Instant::now());
-            job.queue().append(chunk).map_err(|e| e.to_string())?;
+            job.queue().append(chunk).map_err(CliError::store)?;
             ingest += start.elapsed();
             if let Some(p) = progress {
                 p.0.inc(n);
@@ -512,7 +514,7 @@ fn run_pipeline<Q: Queue, S: TreeStore, H: HeadStore>(
         }
         now_ms += 1000;
         let rss_start = reset_peak_rss();
-        let report = job.run_epoch(now_ms).map_err(|e| e.to_string())?;
+        let report = job.run_epoch(now_ms).map_err(CliError::store)?;
         let mut s = sample(report.head.epoch.0, &report.timings.named(), Some(ingest));
         s.memory_growth_bytes = rss_growth_since(rss_start);
         s.input_bytes = report.input_bytes;
@@ -520,12 +522,12 @@ fn run_pipeline<Q: Queue, S: TreeStore, H: HeadStore>(
         s.applied = report.head.counts.applied;
         s.rejected = report.head.counts.rejected;
         if s.rejected != 0 {
-            return Err(format!(
+            return Err(CliError::verification(format!(
                 "epoch {}: the bench's mutations must all apply, {} were rejected",
                 s.epoch, s.rejected
-            ));
+            )));
         }
-        Ok::<EpochSample, String>(s)
+        Ok::<EpochSample, CliError>(s)
     };
     let prefilled = if plan.keys > 0 {
         let progress = Progress::new(plan.keys, "prefill (queue append)");
@@ -560,7 +562,7 @@ const BENCH_ORIGIN: &str = "bench.keyfold.localhost";
 
 /// Leaves a complete directory behind (config and public key), so `keyfold verify --data DIR`
 /// can replay what this benchmark produced.
-fn write_directory_files(dir: &Path, config: TreeConfig, groups: u16, key: &SigningKey) -> Result<(), String> {
+fn write_directory_files(dir: &Path, config: TreeConfig, groups: u16, key: &SigningKey) -> Result<(), CliError> {
     let dir_config = crate::directory::DirectoryConfig {
         origin: BENCH_ORIGIN.into(),
         hash: config.suite.name().into(),
@@ -572,13 +574,17 @@ fn write_directory_files(dir: &Path, config: TreeConfig, groups: u16, key: &Sign
         epoch_max_bytes: u64::MAX,
         archives: None,
     };
-    std::fs::write(dir.join("keyfold.toml"), toml::to_string(&dir_config).map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
+    let text = toml::to_string(&dir_config).map_err(|e| CliError::unavailable(format!("keyfold.toml: {e}")))?;
+    write_file(&dir.join("keyfold.toml"), text)?;
     let public = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key.verifying_key().as_bytes());
-    std::fs::write(dir.join("signing.pub"), format!("{public}\n")).map_err(|e| e.to_string())
+    write_file(&dir.join("signing.pub"), format!("{public}\n"))
 }
 
-fn bench_pipeline(args: &BenchArgs, plan: &Plan, config: TreeConfig, dir: &Path) -> Result<Measured, String> {
+fn write_file(path: &Path, contents: String) -> Result<(), CliError> {
+    std::fs::write(path, contents).map_err(|e| CliError::file(format!("cannot write {}: {e}", path.display()), &e))
+}
+
+fn bench_pipeline(args: &BenchArgs, plan: &Plan, config: TreeConfig, dir: &Path) -> Result<Measured, CliError> {
     let suite = config.suite;
     let key = bench_key(args.seed);
     match args.store {
@@ -593,44 +599,49 @@ fn bench_pipeline(args: &BenchArgs, plan: &Plan, config: TreeConfig, dir: &Path)
                 BENCH_ORIGIN,
                 1,
             )
-            .map_err(|e| e.to_string())?
+            .map_err(CliError::store)?
             .with_limits(EpochLimits::UNLIMITED); // each measured epoch is the plan's size
             run_pipeline(&job, plan, args)
         }
         StoreKind::Embedded => {
             let unbounded = RedbQueueOptions { suite, max_depth: u64::MAX, max_bytes: u64::MAX };
-            let queue = RedbQueue::open(&dir.join("queue.redb"), unbounded).map_err(|e| e.to_string())?;
+            let queue = RedbQueue::open(&dir.join("queue.redb"), unbounded).map_err(CliError::store)?;
             let store =
                 RedbStore::open(&dir.join("tree"), RedbOptions { groups: args.groups, ..RedbOptions::new(config) })
-                    .map_err(|e| e.to_string())?;
-            let heads = RedbHeadStore::open(&dir.join("heads.redb")).map_err(|e| e.to_string())?;
+                    .map_err(CliError::store)?;
+            let heads = RedbHeadStore::open(&dir.join("heads.redb")).map_err(CliError::store)?;
             let archives: Arc<dyn ArchiveSink> =
-                Arc::new(ObjectArchives::local(&dir.join("archives")).map_err(|e| e.to_string())?);
+                Arc::new(ObjectArchives::local(&dir.join("archives")).map_err(CliError::store)?);
             write_directory_files(dir, config, args.groups, &key)?;
             let job = EpochJob::open(queue, Map::new(store), heads, archives, key, BENCH_ORIGIN, 1)
-                .map_err(|e| e.to_string())?
+                .map_err(CliError::store)?
                 .with_limits(EpochLimits::UNLIMITED); // each measured epoch is the plan's size
             run_pipeline(&job, plan, args)
         }
     }
 }
 
-fn empty_dir(args: &BenchArgs, temp: &Path) -> Result<PathBuf, String> {
+fn empty_dir(args: &BenchArgs, temp: &Path) -> Result<PathBuf, CliError> {
     let dir = args.data.clone().unwrap_or_else(|| temp.to_path_buf());
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    if std::fs::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?.next().is_some() {
-        return Err(format!("{} is not empty; benchmark into an empty directory", dir.display()));
+    std::fs::create_dir_all(&dir).map_err(|e| CliError::file(format!("cannot create {}: {e}", dir.display()), &e))?;
+    let mut entries =
+        std::fs::read_dir(&dir).map_err(|e| CliError::file(format!("cannot read {}: {e}", dir.display()), &e))?;
+    if entries.next().is_some() {
+        return Err(CliError::usage(format!("{} is not empty; benchmark into an empty directory", dir.display())));
     }
     Ok(dir)
 }
 
-pub fn run(args: &BenchArgs) -> Result<(), String> {
+pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     let plan = args.plan()?;
     let suite = HashSuite::from_name(&args.hash)
-        .ok_or_else(|| format!("unknown --hash {:?}: choose blake3 or sha256", args.hash))?;
-    let config = TreeConfig::new(suite, args.shard_bits).map_err(|e| e.to_string())?;
+        .ok_or_else(|| CliError::usage(format!("unknown --hash {:?}: choose blake3 or sha256", args.hash)))?;
+    let config = TreeConfig::new(suite, args.shard_bits).map_err(|e| CliError::usage(format!("--shard-bits: {e}")))?;
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| e.to_string())?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| CliError::unavailable(format!("--threads {threads}: {e}")))?;
     let mode = if args.tree_only { "tree-only" } else { "pipeline" };
     println!(
         "keyfold bench ({mode}): {} keys, {} epochs of {} mutations ({} updates + {} new), {:?} store, {}, {} shard bits, {threads} threads, seed {}",
@@ -644,13 +655,14 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         config.shard_bits,
         args.seed
     );
-    let temp = tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    let temp =
+        tempfile::tempdir().map_err(|e| CliError::unavailable(format!("cannot create a temporary directory: {e}")))?;
     let measured = pool.install(|| match (args.tree_only, args.store) {
         (true, StoreKind::Memory) => bench_tree(&Map::new(MemoryStore::new(config)), &plan, args),
         (true, StoreKind::Embedded) => {
             let dir = empty_dir(args, temp.path())?;
             let options = RedbOptions { groups: args.groups, ..RedbOptions::new(config) };
-            bench_tree(&Map::new(RedbStore::open(&dir, options).map_err(|e| e.to_string())?), &plan, args)
+            bench_tree(&Map::new(RedbStore::open(&dir, options).map_err(CliError::store)?), &plan, args)
         }
         (false, _) => {
             let dir = if args.store == StoreKind::Embedded {
@@ -663,8 +675,8 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     })?;
     let report = summarise(args, plan, threads, suite, measured);
     if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-        std::fs::write(path, json + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        let json = serde_json::to_string_pretty(&report).map_err(|e| CliError::unavailable(format!("--json: {e}")))?;
+        write_file(path, json + "\n")?;
         println!("JSON report: {}", path.display());
     }
     Ok(())

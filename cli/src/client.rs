@@ -2,11 +2,11 @@
 //! nothing the server says: it checks the head's signature with a pinned public key and origin, and
 //! the proof against that head's root, and says exactly what it verified.
 
+use crate::error::CliError;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::Args;
 use keyfold_verify::{LookupAnswer, Pinned, Verified, verify_lookup};
-use serde::Deserialize;
 use std::path::Path;
 use std::time::Duration;
 
@@ -56,16 +56,16 @@ pub struct LookupArgs {
     witnesses_required: usize,
 }
 
-fn client() -> Result<reqwest::blocking::Client, String> {
+fn client() -> Result<reqwest::blocking::Client, CliError> {
     client_with_timeout(Duration::from_secs(30))
 }
 
-fn client_with_timeout(timeout: Duration) -> Result<reqwest::blocking::Client, String> {
+fn client_with_timeout(timeout: Duration) -> Result<reqwest::blocking::Client, CliError> {
     reqwest::blocking::Client::builder()
         .timeout(timeout)
         .user_agent(concat!("keyfold/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| format!("HTTP client: {e}"))
+        .map_err(|e| CliError::unavailable(format!("HTTP client: {e}")))
 }
 
 /// A server's published artefacts over HTTP, for monitors (`verify --server`, `monitor`).
@@ -75,7 +75,7 @@ pub(crate) struct Published {
 }
 
 impl Published {
-    pub(crate) fn new(server: &str) -> Result<Published, String> {
+    pub(crate) fn new(server: &str) -> Result<Published, CliError> {
         // Archives can be large: a generous timeout.
         Ok(Published {
             base: server.trim_end_matches('/').to_owned(),
@@ -83,68 +83,68 @@ impl Published {
         })
     }
 
-    pub(crate) fn get(&self, path: &str) -> Result<reqwest::blocking::Response, String> {
+    pub(crate) fn get(&self, path: &str) -> Result<reqwest::blocking::Response, CliError> {
         let url = format!("{}{path}", self.base);
-        let response = self.client.get(&url).send().map_err(|e| format!("GET {url}: {e}"))?;
+        let request = format!("GET {url}");
+        let response = self.client.get(&url).send().map_err(|e| CliError::transport(&request, &e))?;
         let status = response.status();
         if status.is_success() {
             Ok(response)
         } else {
-            Err(format!("GET {url}: {}", server_error(status, &response.text().unwrap_or_default())))
+            Err(CliError::refused(request, status, &response.text().unwrap_or_default()))
         }
     }
 
-    pub(crate) fn text(&self, path: &str) -> Result<String, String> {
-        self.get(path)?.text().map_err(|e| e.to_string())
+    pub(crate) fn text(&self, path: &str) -> Result<String, CliError> {
+        self.get(path)?.text().map_err(|e| self.cut(path, &e))
     }
 
-    pub(crate) fn bytes(&self, path: &str) -> Result<bytes::Bytes, String> {
-        self.get(path)?.bytes().map_err(|e| e.to_string())
+    pub(crate) fn bytes(&self, path: &str) -> Result<bytes::Bytes, CliError> {
+        self.get(path)?.bytes().map_err(|e| self.cut(path, &e))
+    }
+
+    /// An answer cut while its body was read.
+    fn cut(&self, path: &str, e: &reqwest::Error) -> CliError {
+        CliError::unavailable(format!("GET {}{path}: reading the answer: {e}", self.base))
     }
 
     /// The shard bits the server states (untrusted: a wrong value makes the first root diverge).
-    pub(crate) fn shard_bits(&self) -> Result<u8, String> {
-        let info: serde_json::Value =
-            serde_json::from_str(&self.text("/v1/directory")?).map_err(|e| format!("/v1/directory: {e}"))?;
+    pub(crate) fn shard_bits(&self) -> Result<u8, CliError> {
+        let info: serde_json::Value = serde_json::from_str(&self.text("/v1/directory")?)
+            .map_err(|e| CliError::verification(format!("/v1/directory: {e}")))?;
         info["shard_bits"]
             .as_u64()
             .and_then(|b| u8::try_from(b).ok())
-            .ok_or_else(|| "no shard_bits in /v1/directory".into())
+            .ok_or_else(|| CliError::verification("no shard_bits in /v1/directory"))
     }
 
     /// The epoch of the latest head (only to know how far to fetch: each head is verified when
     /// it is replayed).
-    pub(crate) fn latest_epoch(&self) -> Result<keyfold_core::Epoch, String> {
+    pub(crate) fn latest_epoch(&self) -> Result<keyfold_core::Epoch, CliError> {
         let note = self.text("/v1/heads/latest")?;
-        let (text, _) = keyfold_core::split_note(&note).map_err(|e| format!("the latest head: {e}"))?;
-        Ok(keyfold_core::Head::parse_body(text).map_err(|e| format!("the latest head: {e}"))?.epoch)
+        let bad = |e: keyfold_core::HeadError| CliError::verification(format!("the latest head: {e}"));
+        let (text, _) = keyfold_core::split_note(&note).map_err(bad)?;
+        Ok(keyfold_core::Head::parse_body(text).map_err(bad)?.epoch)
     }
 }
 
-/// The server's error body, or the raw text when it is not one.
-fn server_error(status: reqwest::StatusCode, body: &str) -> String {
-    #[derive(Deserialize)]
-    struct ErrorBody {
-        error: String,
-        message: String,
-    }
-    match serde_json::from_str::<ErrorBody>(body) {
-        Ok(e) => format!("server answered {status} ({}): {}", e.error, e.message),
-        Err(_) => format!("server answered {status}: {}", body.trim()),
-    }
-}
-
-fn get_text(response: reqwest::blocking::Response) -> Result<String, String> {
+/// The body of a success answer to `request`; an error status is the server's refusal.
+fn get_text(request: &str, response: reqwest::blocking::Response) -> Result<String, CliError> {
     let status = response.status();
-    let body = response.text().map_err(|e| format!("reading the answer: {e}"))?;
-    if status.is_success() { Ok(body) } else { Err(server_error(status, &body)) }
+    let body = response.text().map_err(|e| CliError::unavailable(format!("{request}: reading the answer: {e}")))?;
+    if status.is_success() { Ok(body) } else { Err(CliError::refused(request, status, &body)) }
 }
 
-pub fn submit(args: &SubmitArgs) -> Result<(), String> {
+/// A success answer that is not the JSON it must be.
+fn unexpected(e: impl std::fmt::Display, text: &str) -> CliError {
+    CliError::verification(format!("unexpected answer ({e}): {text}"))
+}
+
+pub fn submit(args: &SubmitArgs) -> Result<(), CliError> {
     let value = match (&args.value, &args.value_base64, args.delete) {
         (Some(text), _, _) => serde_json::Value::String(B64.encode(text.as_bytes())),
         (None, Some(b64), _) => {
-            B64.decode(b64).map_err(|_| "--value-base64 is not valid base64".to_owned())?;
+            B64.decode(b64).map_err(|_| CliError::usage("--value-base64 is not valid base64"))?;
             serde_json::Value::String(b64.clone())
         }
         _ => serde_json::Value::Null,
@@ -153,11 +153,13 @@ pub fn submit(args: &SubmitArgs) -> Result<(), String> {
         "mutations": [{ "key": args.key, "value": value, "expected_version": args.expected_version }]
     });
     let url = format!("{}/v1/mutations", args.server.trim_end_matches('/'));
-    let response = client()?.post(&url).json(&body).send().map_err(|e| format!("POST {url}: {e}"))?;
-    let text = get_text(response)?;
-    let answer: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("unexpected answer ({e}): {text}"))?;
-    for receipt in answer["receipts"].as_array().ok_or_else(|| format!("no receipts in {text}"))? {
+    let request = format!("POST {url}");
+    let response = client()?.post(&url).json(&body).send().map_err(|e| CliError::transport(&request, &e))?;
+    let text = get_text(&request, response)?;
+    let answer: serde_json::Value = serde_json::from_str(&text).map_err(|e| unexpected(e, &text))?;
+    let receipts =
+        answer["receipts"].as_array().ok_or_else(|| CliError::verification(format!("no receipts in {text}")))?;
+    for receipt in receipts {
         let slot = match (&receipt["position"], &receipt["versionstamp"]) {
             (serde_json::Value::Number(p), _) => format!("queue position {p}"),
             (_, serde_json::Value::String(v)) => format!("versionstamp {v}"),
@@ -169,26 +171,33 @@ pub fn submit(args: &SubmitArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// A pinned key: a 32-byte file, or base64 of the 32 bytes.
-pub(crate) fn pinned_key(text: &str) -> Result<[u8; 32], String> {
+/// A pinned key: a 32-byte file, or base64 of the 32 bytes. A key the user cannot pin is theirs
+/// to fix (2).
+pub(crate) fn pinned_key(text: &str) -> Result<[u8; 32], CliError> {
     let path = Path::new(text);
     if path.exists() {
-        return keyfold_epoch::load_public_key(path).map_err(|e| e.to_string());
+        return keyfold_epoch::load_public_key(path).map_err(CliError::usage);
     }
-    let bytes = B64.decode(text.trim()).map_err(|_| format!("--public-key {text:?} is neither a file nor base64"))?;
-    bytes.try_into().map_err(|_| "--public-key must be 32 bytes (an ed25519 public key)".to_owned())
+    let bytes = B64
+        .decode(text.trim())
+        .map_err(|_| CliError::usage(format!("--public-key {text:?} is neither a file nor base64")))?;
+    bytes.try_into().map_err(|_| CliError::usage("--public-key must be 32 bytes (an ed25519 public key)"))
 }
 
-pub fn lookup(args: &LookupArgs) -> Result<(), String> {
+pub fn lookup(args: &LookupArgs) -> Result<(), CliError> {
     let public_key = pinned_key(&args.public_key)?;
-    let mut url = reqwest::Url::parse(&args.server).map_err(|e| format!("--server {}: {e}", args.server))?;
-    url.path_segments_mut().map_err(|()| "--server cannot be a base URL".to_owned())?.extend(["v1", "keys", &args.key]);
+    let mut url =
+        reqwest::Url::parse(&args.server).map_err(|e| CliError::usage(format!("--server {}: {e}", args.server)))?;
+    url.path_segments_mut()
+        .map_err(|()| CliError::usage("--server cannot be a base URL"))?
+        .extend(["v1", "keys", &args.key]);
     if let Some(epoch) = args.epoch {
         url.query_pairs_mut().append_pair("epoch", &epoch.to_string());
     }
-    let response = client()?.get(url.clone()).send().map_err(|e| format!("GET {url}: {e}"))?;
-    let text = get_text(response)?;
-    let answer: LookupAnswer = serde_json::from_str(&text).map_err(|e| format!("unexpected answer ({e}): {text}"))?;
+    let request = format!("GET {url}");
+    let response = client()?.get(url).send().map_err(|e| CliError::transport(&request, &e))?;
+    let text = get_text(&request, response)?;
+    let answer: LookupAnswer = serde_json::from_str(&text).map_err(|e| unexpected(e, &text))?;
     let pinned = Pinned {
         origin: args.origin.clone(),
         public_key,
@@ -198,13 +207,14 @@ pub fn lookup(args: &LookupArgs) -> Result<(), String> {
         },
     };
     if pinned.witnesses.required > pinned.witnesses.witnesses.len() {
-        return Err(format!(
+        return Err(CliError::usage(format!(
             "--witnesses-required {} but only {} --witness given",
             pinned.witnesses.required,
             pinned.witnesses.witnesses.len()
-        ));
+        )));
     }
-    let verified = verify_lookup(args.key.as_bytes(), &answer, &pinned).map_err(|e| format!("REFUSED: {e}"))?;
+    // A refused answer is bad data (1): never printed as a value.
+    let verified = verify_lookup(args.key.as_bytes(), &answer, &pinned)?;
     print_verified(args, &pinned, &verified);
     Ok(())
 }

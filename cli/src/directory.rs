@@ -4,6 +4,7 @@
 //! bounds, epoch caps), `signing.key` (mode 0600) and `signing.pub`, `queue.redb`, `heads.redb`, `tree/`,
 //! `archives/` (or the local directory `archives` in `keyfold.toml` names), and `index.redb` (outcomes by mutation id and key histories, derived from the archives).
 
+use crate::error::CliError;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::Args;
@@ -68,43 +69,40 @@ impl DirectoryConfig {
         EpochLimits { max_mutations: self.epoch_max_mutations, max_bytes: self.epoch_max_bytes }
     }
 
-    /// Every bound must let something through.
-    fn check_bounds(&self) -> Result<(), String> {
-        for (name, value) in [
+    /// Every bound must let something through: the name of the first that is 0, if any.
+    fn zero_bound(&self) -> Option<&'static str> {
+        [
             ("queue_max_depth", self.queue_max_depth),
             ("queue_max_bytes", self.queue_max_bytes),
             ("epoch_max_mutations", self.epoch_max_mutations),
             ("epoch_max_bytes", self.epoch_max_bytes),
-        ] {
-            if value == 0 {
-                return Err(format!("{name} must be at least 1"));
-            }
-        }
-        Ok(())
+        ]
+        .into_iter()
+        .find_map(|(name, value)| (value == 0).then_some(name))
     }
 }
 
 /// The archives of the directory in `dir`, where its config puts them. They go through
 /// `object_store`; only its local backend is built into this binary.
-pub fn open_archives(dir: &Path, config: &DirectoryConfig) -> Result<ObjectArchives, String> {
+pub fn open_archives(dir: &Path, config: &DirectoryConfig) -> Result<ObjectArchives, CliError> {
     let local = match config.archives.as_deref() {
         None => dir.join("archives"),
         Some(location) => archives_path(location)?,
     };
-    ObjectArchives::local(&local).map_err(|e| format!("archives at {}: {e}", local.display()))
+    ObjectArchives::local(&local).map_err(|e| CliError::store_in(format!("archives at {}", local.display()), e))
 }
 
-/// The local directory an `archives` location names.
-fn archives_path(location: &str) -> Result<PathBuf, String> {
+/// The local directory an `archives` location names (one that names none is the user's to fix).
+fn archives_path(location: &str) -> Result<PathBuf, CliError> {
     let path = location.strip_prefix("file://").unwrap_or(location);
     if path.contains("://") {
-        return Err(format!(
+        return Err(CliError::usage(format!(
             "archives = {location:?}: only local directories (an absolute path or a file:// URL) are built into this \
              keyfold; object stores such as s3:// need object_store's cloud features"
-        ));
+        )));
     }
     if !Path::new(path).is_absolute() {
-        return Err(format!("archives = {location:?}: give an absolute path (or a file:// URL)"));
+        return Err(CliError::usage(format!("archives = {location:?}: give an absolute path (or a file:// URL)")));
     }
     Ok(PathBuf::from(path))
 }
@@ -160,39 +158,56 @@ pub(crate) fn now_ms() -> u64 {
 
 pub type DurableJob = EpochJob<RedbQueue, RedbStore, RedbHeadStore>;
 
-pub(crate) fn read_config(dir: &Path) -> Result<DirectoryConfig, String> {
+/// The directory's `keyfold.toml`. A directory that has none (absent, or not a directory) or a
+/// config that does not parse is the user's to fix (2); a file that cannot be read is 3.
+pub(crate) fn read_config(dir: &Path) -> Result<DirectoryConfig, CliError> {
     let path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| {
-        format!("cannot read {}: {e} (create a directory with `keyfold init --data {}`)", path.display(), dir.display())
+        let message = format!(
+            "cannot read {}: {e} (create a directory with `keyfold init --data {}`)",
+            path.display(),
+            dir.display()
+        );
+        CliError::file(message, &e)
     })?;
-    let config: DirectoryConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    config.check_bounds().map_err(|e| format!("{}: {e}", path.display()))?;
+    let config: DirectoryConfig =
+        toml::from_str(&text).map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
+    if let Some(name) = config.zero_bound() {
+        return Err(CliError::usage(format!("{}: {name} must be at least 1", path.display())));
+    }
     Ok(config)
 }
 
-/// Opens every store of an initialised directory and the epoch job over them.
-pub fn open_job(dir: &Path) -> Result<(DirectoryConfig, DurableJob), String> {
+/// The hash suite and tree shape a config names (a config that names none is the user's to fix).
+pub(crate) fn tree_config(config: &DirectoryConfig) -> Result<TreeConfig, CliError> {
+    let suite = HashSuite::from_name(&config.hash)
+        .ok_or_else(|| CliError::usage(format!("unknown hash {:?} in {CONFIG_FILE}", config.hash)))?;
+    TreeConfig::new(suite, config.shard_bits).map_err(|e| CliError::usage(format!("{CONFIG_FILE}: {e}")))
+}
+
+/// Opens every store of an initialised directory and the epoch job over them. A store that cannot
+/// be opened now (held by a running server, an I/O failure) is 3; one whose data is inconsistent
+/// is 1; a missing or unusable signing key is 2.
+pub fn open_job(dir: &Path) -> Result<(DirectoryConfig, DurableJob), CliError> {
     let config = read_config(dir)?;
-    let suite =
-        HashSuite::from_name(&config.hash).ok_or_else(|| format!("unknown hash {:?} in {CONFIG_FILE}", config.hash))?;
-    let tree = TreeConfig::new(suite, config.shard_bits).map_err(|e| e.to_string())?;
-    let queue =
-        RedbQueue::open(&dir.join("queue.redb"), config.queue_options(suite)).map_err(|e| format!("queue: {e}"))?;
+    let tree = tree_config(&config)?;
+    let queue = RedbQueue::open(&dir.join("queue.redb"), config.queue_options(tree.suite))
+        .map_err(|e| CliError::store_in("queue", e))?;
     let store = RedbStore::open(&dir.join("tree"), RedbOptions { groups: config.groups, ..RedbOptions::new(tree) })
-        .map_err(|e| format!("map: {e}"))?;
-    let heads = RedbHeadStore::open(&dir.join("heads.redb")).map_err(|e| e.to_string())?;
-    let key = load_signing_key(&dir.join("signing.key")).map_err(|e| e.to_string())?;
+        .map_err(|e| CliError::store_in("map", e))?;
+    let heads = RedbHeadStore::open(&dir.join("heads.redb")).map_err(CliError::store)?;
+    let key = load_signing_key(&dir.join("signing.key")).map_err(CliError::usage)?;
     let archives = std::sync::Arc::new(open_archives(dir, &config)?);
-    let index = std::sync::Arc::new(RedbOutcomeIndex::open(&dir.join("index.redb")).map_err(|e| e.to_string())?);
+    let index = std::sync::Arc::new(RedbOutcomeIndex::open(&dir.join("index.redb")).map_err(CliError::store)?);
     let job = EpochJob::open(queue, Map::new(store), heads, archives, key, &config.origin, now_ms())
         .and_then(|job| job.with_index(index))
-        .map_err(|e| e.to_string())?
+        .map_err(CliError::store)?
         .with_limits(config.epoch_limits());
     Ok((config, job))
 }
 
 /// Initialises `dir` with the defaults of `keyfold init` unless it already holds a directory.
-pub fn init_if_empty(dir: &Path) -> Result<(), String> {
+pub fn init_if_empty(dir: &Path) -> Result<(), CliError> {
     if dir.join(CONFIG_FILE).exists() {
         return Ok(());
     }
@@ -210,23 +225,27 @@ pub fn init_if_empty(dir: &Path) -> Result<(), String> {
     })
 }
 
-pub fn init(args: &InitArgs) -> Result<(), String> {
+/// The config `init` writes, checked before anything is written (a refused flag leaves no
+/// half-made directory behind): every refusal is the user's to fix (2).
+fn init_config(args: &InitArgs) -> Result<DirectoryConfig, CliError> {
     let dir = &args.data;
     if dir.join(CONFIG_FILE).exists() {
-        return Err(format!("{} is already a keyfold directory", dir.display()));
+        return Err(CliError::usage(format!("{} is already a keyfold directory", dir.display())));
     }
-    if dir.exists() && std::fs::read_dir(dir).map_err(|e| e.to_string())?.next().is_some() {
-        return Err(format!("{} is not empty; choose an empty or new directory", dir.display()));
+    if dir.exists() {
+        let mut entries =
+            std::fs::read_dir(dir).map_err(|e| CliError::file(format!("cannot read {}: {e}", dir.display()), &e))?;
+        if entries.next().is_some() {
+            return Err(CliError::usage(format!("{} is not empty; choose an empty or new directory", dir.display())));
+        }
     }
     let suite = HashSuite::from_name(&args.hash)
-        .ok_or_else(|| format!("unknown --hash {:?}: choose blake3 or sha256", args.hash))?;
-    keyfold_core::check_origin(&args.origin).map_err(|e| format!("--origin: {e}"))?;
-    TreeConfig::new(suite, args.shards_bits).map_err(|e| format!("--shards-bits: {e}"))?;
+        .ok_or_else(|| CliError::usage(format!("unknown --hash {:?}: choose blake3 or sha256", args.hash)))?;
+    keyfold_core::check_origin(&args.origin).map_err(|e| CliError::usage(format!("--origin: {e}")))?;
+    TreeConfig::new(suite, args.shards_bits).map_err(|e| CliError::usage(format!("--shards-bits: {e}")))?;
     if let Some(location) = &args.archives {
-        archives_path(location).map_err(|e| format!("--archives: {e}"))?;
+        archives_path(location).map_err(|e| CliError::usage(format!("--archives: {e}")))?;
     }
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let public = generate_key_files(&dir.join("signing.key"), &dir.join("signing.pub")).map_err(|e| e.to_string())?;
     let config = DirectoryConfig {
         origin: args.origin.clone(),
         hash: suite.name().into(),
@@ -238,17 +257,29 @@ pub fn init(args: &InitArgs) -> Result<(), String> {
         epoch_max_bytes: args.epoch_max_bytes,
         archives: args.archives.clone(),
     };
-    config.check_bounds().map_err(|e| format!("--{}", e.replace('_', "-")))?;
-    let text = toml::to_string(&config).map_err(|e| e.to_string())?;
+    if let Some(name) = config.zero_bound() {
+        return Err(CliError::usage(format!("--{} must be at least 1", name.replace('_', "-"))));
+    }
+    Ok(config)
+}
+
+pub fn init(args: &InitArgs) -> Result<(), CliError> {
+    let dir = &args.data;
+    let config = init_config(args)?;
+    std::fs::create_dir_all(dir).map_err(|e| CliError::file(format!("cannot create {}: {e}", dir.display()), &e))?;
+    let public =
+        generate_key_files(&dir.join("signing.key"), &dir.join("signing.pub")).map_err(CliError::unavailable)?;
+    let text = toml::to_string(&config).map_err(|e| CliError::unavailable(format!("{CONFIG_FILE}: {e}")))?;
     // The config is written last but one: a directory with a config and keys opens; the genesis
     // head is created by the first open if this process dies before it.
-    std::fs::write(dir.join(CONFIG_FILE), text).map_err(|e| e.to_string())?;
+    let path = dir.join(CONFIG_FILE);
+    std::fs::write(&path, text).map_err(|e| CliError::unavailable(format!("cannot write {}: {e}", path.display())))?;
     let (_, job) = open_job(dir)?;
     drop(job);
     println!(
         "initialised {} ({}, {} shard bits, origin {})",
         dir.display(),
-        suite.name(),
+        config.hash,
         args.shards_bits,
         args.origin
     );
@@ -256,9 +287,9 @@ pub fn init(args: &InitArgs) -> Result<(), String> {
     Ok(())
 }
 
-pub fn epoch(args: &DataArgs) -> Result<(), String> {
+pub fn epoch(args: &DataArgs) -> Result<(), CliError> {
     let (_, job) = open_job(&args.data)?;
-    let report = job.run_epoch(now_ms()).map_err(|e| e.to_string())?;
+    let report = job.run_epoch(now_ms()).map_err(CliError::store)?;
     let h = &report.head;
     println!(
         "epoch {}: {} mutations ({} applied, {} rejected, {} duplicates), root {}",
@@ -283,10 +314,12 @@ pub fn epoch(args: &DataArgs) -> Result<(), String> {
     Ok(())
 }
 
-pub fn status(args: &DataArgs) -> Result<(), String> {
+pub fn status(args: &DataArgs) -> Result<(), CliError> {
     let (config, job) = open_job(&args.data)?;
-    let (epoch, note) = job.heads().latest().map_err(|e| e.to_string())?.ok_or("no head")?;
-    let head = verify_head_note(&note, &config.origin, &job.public_key()).map_err(|e| e.to_string())?;
+    let (epoch, note) =
+        job.heads().latest().map_err(CliError::store)?.ok_or_else(|| CliError::verification("no head"))?;
+    let head = verify_head_note(&note, &config.origin, &job.public_key())
+        .map_err(|e| CliError::verification(format!("the latest head (epoch {epoch}): {e}")))?;
     println!("directory: {} ({}, {} shard bits)", config.origin, config.hash, config.shard_bits);
     println!("public key: {}", B64.encode(job.public_key()));
     println!("latest epoch: {epoch} at {} ms, root {}", head.time_ms, head.root.to_hex());
@@ -320,6 +353,7 @@ mod tests {
         assert!(written.contains("epoch_max_bytes = 67108864"), "{written}");
         std::fs::write(dir.path().join(CONFIG_FILE), format!("{old}epoch_max_mutations = 0\n")).unwrap();
         let err = read_config(dir.path()).unwrap_err();
-        assert!(err.contains("epoch_max_mutations must be at least 1"), "{err}");
+        assert!(err.to_string().contains("epoch_max_mutations must be at least 1"), "{err}");
+        assert_eq!(err.exit_code(), 2, "a bad config file is the user's to fix");
     }
 }

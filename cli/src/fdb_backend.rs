@@ -3,13 +3,13 @@
 //! lease (a standby waits here until the writer's lease lapses), keeps it with a heartbeat thread,
 //! and resigns it on shutdown so a standby takes over at once. See cli/DEPLOY-fdb.md.
 
-use crate::directory::{now_ms, read_config};
+use crate::directory::{DirectoryConfig, now_ms, read_config, tree_config};
+use crate::error::CliError;
 use crate::serve::{ServeArgs, run};
-use keyfold_core::HashSuite;
 use keyfold_epoch::{EpochJob, load_signing_key};
 use keyfold_fdb::{
-    EpochWriterLease, FdbHeadStore, FdbQueue, FdbStore, FdbStoreOptions, Layout, LeaseOptions, Network, QueueBounds,
-    open_database,
+    Database, EpochWriterLease, FdbHeadStore, FdbQueue, FdbStore, FdbStoreOptions, Layout, LeaseOptions, Network,
+    QueueBounds, open_database,
 };
 use keyfold_map::{Map, TreeConfig};
 use keyfold_redb::RedbOutcomeIndex;
@@ -27,58 +27,26 @@ fn process_id() -> String {
     format!("{host}:{}:{}", std::process::id(), now_ms())
 }
 
-pub fn serve(args: &ServeArgs) -> Result<(), String> {
+/// A cluster that cannot be reached is 3; a cluster file that is absent or unusable is the
+/// user's to fix (2).
+pub fn serve(args: &ServeArgs) -> Result<(), CliError> {
     let config = read_config(&args.data)?;
-    let suite = HashSuite::from_name(&config.hash).ok_or_else(|| format!("unknown hash {:?}", config.hash))?;
-    let tree = TreeConfig::new(suite, config.shard_bits).map_err(|e| e.to_string())?;
-    let network = Network::start().map_err(|e| format!("FoundationDB client network: {e}"))?;
-    let db = Arc::new(
-        open_database(&network, &args.cluster_file, TRANSACTION_TIMEOUT_MS)
-            .map_err(|e| format!("cluster file {}: {e}", args.cluster_file.display()))?,
-    );
+    let tree = tree_config(&config)?;
+    let network = Network::start().map_err(|e| CliError::unavailable(format!("FoundationDB client network: {e}")))?;
+    let db = Arc::new(open_database(&network, &args.cluster_file, TRANSACTION_TIMEOUT_MS).map_err(|e| {
+        let message = format!("cluster file {}: {e}", args.cluster_file.display());
+        if e.is_retryable() { CliError::unavailable(message) } else { CliError::usage(message) }
+    })?);
     let prefix = args.fdb_prefix.clone().unwrap_or_else(|| format!("keyfold/{}/", config.origin));
     let layout = Layout::new(prefix.clone().into_bytes());
     tracing::info!(prefix = %prefix, cluster_file = %args.cluster_file.display(), "waiting for the epoch-writer lease");
     let lease = Arc::new(
         EpochWriterLease::acquire(&db, &layout, LeaseOptions::new(process_id()))
-            .map_err(|e| format!("epoch-writer lease: {e}"))?,
+            .map_err(|e| CliError::unavailable(format!("epoch-writer lease: {e}")))?,
     );
-    let bounds = QueueBounds { max_depth: config.queue_max_depth, max_bytes: config.queue_max_bytes };
-    let queue = FdbQueue::new(Arc::clone(&db), layout.clone(), suite, bounds, Some(Arc::clone(&lease)));
-    let store = FdbStore::open(
-        Arc::clone(&db),
-        FdbStoreOptions { config: tree, layout: layout.clone() },
-        Some(Arc::clone(&lease)),
-    )
-    .map_err(|e| format!("map: {e}"))?;
-    let heads = FdbHeadStore::new(Arc::clone(&db), layout, Some(Arc::clone(&lease)));
-    let key = load_signing_key(&args.data.join("signing.key")).map_err(|e| e.to_string())?;
-    let archives = Arc::new(crate::directory::open_archives(&args.data, &config)?);
-    // The derived index is per server, rebuilt from the archives where it lags.
-    let index = Arc::new(RedbOutcomeIndex::open(&args.data.join("index.redb")).map_err(|e| e.to_string())?);
-    let job = EpochJob::open(queue, Map::new(store), heads, archives, key, &config.origin, now_ms())
-        .and_then(|job| job.with_index(index))
-        .map_err(|e| e.to_string())?
-        .with_limits(config.epoch_limits());
+    let job = open_job(args, &config, tree, &db, layout, &lease)?;
     let stop = Arc::new(AtomicBool::new(false));
-    let heartbeat = {
-        let (db, lease, stop) = (Arc::clone(&db), Arc::clone(&lease), Arc::clone(&stop));
-        std::thread::Builder::new()
-            .name("keyfold-lease".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Acquire) {
-                    // A lost lease fences this process's epoch writes (they fail and are retried);
-                    // the next cycle that wins it back lets them through again.
-                    match lease.heartbeat(&db) {
-                        Ok(true) => {}
-                        Ok(false) => tracing::warn!("the epoch-writer lease is held elsewhere; epochs are fenced"),
-                        Err(e) => tracing::warn!(error = %e, "lease heartbeat failed"),
-                    }
-                    std::thread::sleep(lease.heartbeat_interval());
-                }
-            })
-            .map_err(|e| e.to_string())?
-    };
+    let heartbeat = spawn_heartbeat(&db, &lease, &stop)?;
     let served = run(args, &config, Arc::new(job));
     stop.store(true, Ordering::Release);
     let _ = heartbeat.join();
@@ -88,4 +56,57 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
     drop(db);
     drop(network); // after every database handle: the job and the stores were dropped by `run`
     served
+}
+
+/// The epoch job over the cluster's queue, tree and heads, fenced by `lease`; the signing key,
+/// the archives and the outcome index come from `--data`.
+fn open_job(
+    args: &ServeArgs,
+    config: &DirectoryConfig,
+    tree: TreeConfig,
+    db: &Arc<Database>,
+    layout: Layout,
+    lease: &Arc<EpochWriterLease>,
+) -> Result<EpochJob<FdbQueue, FdbStore, FdbHeadStore>, CliError> {
+    let bounds = QueueBounds { max_depth: config.queue_max_depth, max_bytes: config.queue_max_bytes };
+    let queue = FdbQueue::new(Arc::clone(db), layout.clone(), tree.suite, bounds, Some(Arc::clone(lease)));
+    let store = FdbStore::open(
+        Arc::clone(db),
+        FdbStoreOptions { config: tree, layout: layout.clone() },
+        Some(Arc::clone(lease)),
+    )
+    .map_err(|e| CliError::store_in("map", e))?;
+    let heads = FdbHeadStore::new(Arc::clone(db), layout, Some(Arc::clone(lease)));
+    let key = load_signing_key(&args.data.join("signing.key")).map_err(CliError::usage)?;
+    let archives = Arc::new(crate::directory::open_archives(&args.data, config)?);
+    // The derived index is per server, rebuilt from the archives where it lags.
+    let index = Arc::new(RedbOutcomeIndex::open(&args.data.join("index.redb")).map_err(CliError::store)?);
+    let job = EpochJob::open(queue, Map::new(store), heads, archives, key, &config.origin, now_ms())
+        .and_then(|job| job.with_index(index))
+        .map_err(CliError::store)?;
+    Ok(job.with_limits(config.epoch_limits()))
+}
+
+/// Keeps the epoch-writer lease until `stop`.
+fn spawn_heartbeat(
+    db: &Arc<Database>,
+    lease: &Arc<EpochWriterLease>,
+    stop: &Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>, CliError> {
+    let (db, lease, stop) = (Arc::clone(db), Arc::clone(lease), Arc::clone(stop));
+    std::thread::Builder::new()
+        .name("keyfold-lease".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                // A lost lease fences this process's epoch writes (they fail and are retried);
+                // the next cycle that wins it back lets them through again.
+                match lease.heartbeat(&db) {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!("the epoch-writer lease is held elsewhere; epochs are fenced"),
+                    Err(e) => tracing::warn!(error = %e, "lease heartbeat failed"),
+                }
+                std::thread::sleep(lease.heartbeat_interval());
+            }
+        })
+        .map_err(|e| CliError::unavailable(format!("cannot start the lease heartbeat thread: {e}")))
 }

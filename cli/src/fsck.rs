@@ -15,8 +15,12 @@
 //! * the witnesses' cosignatures (`cosignatures.redb`): each is of an epoch that has a head, and
 //!   each by a witness given with `--witness NAME=KEY` verifies on that head (the others are
 //!   counted, not checked: the directory does not hold witness keys).
+//!
+//! Any problem found is exit 1. A store held by a running server is exit 3 (nothing could be
+//! checked: stop the server and run fsck again); bad arguments or an absent directory are 2.
 
 use crate::directory::read_config;
+use crate::error::CliError;
 use clap::Args;
 use keyfold_core::{Epoch, HashSuite, MapRoot, Witness, verify_cosignature, verify_head_note, with_cosignatures};
 use keyfold_core::{Index, MutationId};
@@ -43,7 +47,8 @@ pub struct FsckArgs {
     witness: Vec<String>,
 }
 
-/// What a check found: a one-line summary, or the problem.
+/// What a check found: a one-line summary, or the problem (a report line; every problem is a
+/// verification failure, exit 1).
 type Finding = Result<String, String>;
 
 /// What the replay of heads and archives leaves for the map and index checks.
@@ -256,13 +261,46 @@ fn report(problems: &mut Vec<String>, what: &str, finding: Finding) {
     }
 }
 
-fn busy(what: &str, e: impl std::fmt::Display) -> String {
-    format!("cannot open the {what}: {e} (is a server running on this directory? stop it first)")
+/// A store that cannot be opened: held by another process (a running server) is unavailable
+/// (3, nothing checked); anything else is damage (1).
+fn busy(what: &str, e: &(dyn std::error::Error + 'static)) -> CliError {
+    let message = format!("cannot open the {what}: {e} (is a server running on this directory? stop it first)");
+    if held_elsewhere(e) { CliError::unavailable(message) } else { CliError::verification(message) }
+}
+
+/// Whether `e` or an error it wraps is redb's refusal to open a file another process holds.
+fn held_elsewhere(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if matches!(err.downcast_ref::<redb::Error>(), Some(redb::Error::DatabaseAlreadyOpen))
+            || matches!(err.downcast_ref::<redb::DatabaseError>(), Some(redb::DatabaseError::DatabaseAlreadyOpen))
+            || err.to_string().contains("Database already open")
+        {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
+
+/// A panic caught by [`guarded`], as a problem.
+struct Panicked(String);
+
+impl From<Panicked> for String {
+    fn from(p: Panicked) -> String {
+        p.0
+    }
+}
+
+impl From<Panicked> for CliError {
+    fn from(p: Panicked) -> CliError {
+        CliError::Verification(p.0)
+    }
 }
 
 /// Runs `f`, turning a panic (a library meeting bytes it did not expect, such as a redb page
 /// altered on disk) into a finding: fsck reports damage, it never dies of it.
-fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+fn guarded<T, E: From<Panicked>>(what: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(result) => result,
         Err(payload) => {
@@ -271,7 +309,7 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, St
                 .map(String::as_str)
                 .or_else(|| payload.downcast_ref::<&str>().copied())
                 .unwrap_or("no message");
-            Err(format!("{what}: reading it failed with a panic ({cause}): its storage is corrupt"))
+            Err(Panicked(format!("{what}: reading it failed with a panic ({cause}): its storage is corrupt")).into())
         }
     }
 }
@@ -312,8 +350,9 @@ fn check_redb_file(dir: &Path, file: &Path, scratch: &Path) -> Finding {
     }
 }
 
-fn check_redb_files(dir: &Path, problems: &mut Vec<String>) -> Result<(), String> {
-    let scratch = tempfile::tempdir().map_err(|e| format!("a scratch directory for redb's checks: {e}"))?;
+fn check_redb_files(dir: &Path, problems: &mut Vec<String>) -> Result<(), CliError> {
+    let scratch = tempfile::tempdir()
+        .map_err(|e| CliError::unavailable(format!("a scratch directory for redb's checks: {e}")))?;
     for file in redb_files(dir) {
         report(problems, &file.display().to_string(), check_redb_file(dir, &file, scratch.path()));
     }
@@ -329,50 +368,56 @@ struct Stores {
     index: Option<RedbOutcomeIndex>,
 }
 
-fn open_stores(dir: &Path, config: &crate::directory::DirectoryConfig, suite: HashSuite) -> Result<Stores, String> {
-    let heads = guarded("heads.redb", || RedbHeadStore::open(&dir.join("heads.redb")).map_err(|e| busy("heads", e)))?;
+fn open_stores(dir: &Path, config: &crate::directory::DirectoryConfig, tree: TreeConfig) -> Result<Stores, CliError> {
+    let heads = guarded("heads.redb", || RedbHeadStore::open(&dir.join("heads.redb")).map_err(|e| busy("heads", &e)))?;
     let archives = crate::directory::open_archives(dir, config)?;
-    let tree = TreeConfig::new(suite, config.shard_bits).map_err(|e| e.to_string())?;
     let options = RedbOptions { groups: config.groups, ..RedbOptions::new(tree) };
-    let store = guarded("tree", || RedbStore::open(&dir.join("tree"), options).map_err(|e| busy("map", e)))?;
-    let queue_options = config.queue_options(suite);
+    let store = guarded("tree", || RedbStore::open(&dir.join("tree"), options).map_err(|e| busy("map", &e)))?;
+    let queue_options = config.queue_options(tree.suite);
     let queue = guarded("queue.redb", || {
-        RedbQueue::open(&dir.join("queue.redb"), queue_options).map_err(|e| busy("queue", e))
+        RedbQueue::open(&dir.join("queue.redb"), queue_options).map_err(|e| busy("queue", &e))
     })?;
     let index_path = dir.join("index.redb");
     let index = match index_path.exists() {
-        true => Some(guarded("index.redb", || RedbOutcomeIndex::open(&index_path).map_err(|e| busy("index", e)))?),
+        true => Some(guarded("index.redb", || RedbOutcomeIndex::open(&index_path).map_err(|e| busy("index", &e)))?),
         false => None,
     };
     Ok(Stores { heads, archives, store, queue, index })
 }
 
-pub fn fsck(args: &FsckArgs) -> Result<(), String> {
+pub fn fsck(args: &FsckArgs) -> Result<(), CliError> {
     // Panics are caught and reported as findings (`guarded`); the default hook would also print
     // each one as if fsck itself had crashed.
     std::panic::set_hook(Box::new(|_| {}));
     let dir: &Path = &args.data;
     let witnesses = crate::serve::parse_witnesses(&args.witness)?;
     let config = read_config(dir)?;
-    let suite = HashSuite::from_name(&config.hash).ok_or_else(|| format!("unknown hash {:?}", config.hash))?;
-    let public = load_public_key(&dir.join("signing.pub")).map_err(|e| e.to_string())?;
+    let tree = crate::directory::tree_config(&config)?;
+    let public = load_public_key(&dir.join("signing.pub")).map_err(CliError::usage)?;
     let mut problems = Vec::new();
     check_redb_files(dir, &mut problems)?;
     // Closing a damaged store may panic too, so the stores are opened, checked and dropped inside.
     let checked = guarded("stores", || {
-        let stores = open_stores(dir, &config, suite)?;
+        let stores = open_stores(dir, &config, tree)?;
         check_stores(dir, &config, &public, &witnesses, stores, &mut problems);
-        Ok(())
+        Ok::<(), CliError>(())
     });
-    if let Err(problem) = checked {
-        report(&mut problems, "stores", Err(problem));
+    match checked {
+        Ok(()) => {}
+        Err(problem @ CliError::Verification(_)) => report(&mut problems, "stores", Err(problem.to_string())),
+        // Held by a running server, or not where the config says: nothing was checked.
+        Err(cannot_check) => return Err(cannot_check),
     }
     match problems.first() {
         None => {
             println!("fsck {}: no problems", dir.display());
             Ok(())
         }
-        Some(first) => Err(format!("fsck {}: {} problem(s); the first: {first}", dir.display(), problems.len())),
+        Some(first) => Err(CliError::verification(format!(
+            "fsck {}: {} problem(s); the first: {first}",
+            dir.display(),
+            problems.len()
+        ))),
     }
 }
 
@@ -422,7 +467,8 @@ fn check_stores(
     match cosignatures_path.exists() {
         true => {
             let finding = guarded("cosignatures", || {
-                let stored = RedbCosignatures::open(&cosignatures_path).map_err(|e| busy("cosignatures", e))?;
+                let stored =
+                    RedbCosignatures::open(&cosignatures_path).map_err(|e| busy("cosignatures", &e).to_string())?;
                 check_cosignatures(&stored, &heads, witnesses)
             });
             report(problems, "cosignatures", finding);

@@ -1,10 +1,12 @@
 //! `keyfold`: the operator's binary: `serve`, `init`, `epoch`, `status`, `verify`, `bench`, and
-//! the clients `submit` and `lookup`, the witness `monitor`, and `keygen`.
+//! the clients `submit` and `lookup`, the witness `monitor`, and `keygen`. A failure exits with
+//! the code of its class (`error::CliError::exit_code`, listed in `--help` and the README).
 
 mod bench;
 mod client;
 mod connection;
 mod directory;
+mod error;
 #[cfg(feature = "fdb")]
 mod fdb_backend;
 mod first_head;
@@ -14,10 +16,16 @@ mod serve;
 mod verify;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use error::CliError;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "keyfold", version, about = "Keyfold key transparency directory: operator CLI")]
+#[command(
+    name = "keyfold",
+    version,
+    about = "Keyfold key transparency directory: operator CLI",
+    after_help = error::EXIT_CODES
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,17 +60,18 @@ enum Command {
 }
 
 /// `keyfold serve`: the backend `--store` names (the server wing has one room per backend).
-fn serve_with_backend(args: &serve::ServeArgs) -> Result<(), String> {
+fn serve_with_backend(args: &serve::ServeArgs) -> Result<(), CliError> {
     serve::prepare(args)?;
     match args.store {
         serve::StoreKind::Embedded => serve::serve_embedded(args),
         #[cfg(feature = "fdb")]
         serve::StoreKind::Fdb => fdb_backend::serve(args),
         #[cfg(not(feature = "fdb"))]
-        serve::StoreKind::Fdb => Err("this keyfold was built without FoundationDB support: rebuild it with \
+        serve::StoreKind::Fdb => Err(CliError::usage(
+            "this keyfold was built without FoundationDB support: rebuild it with \
              `cargo build --release -p keyfold-cli --features fdb` on a machine with FoundationDB's client \
-             library (libfdb_c), or use --store embedded"
-            .into()),
+             library (libfdb_c), or use --store embedded",
+        )),
     }
 }
 
@@ -89,7 +98,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("keyfold: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
 }

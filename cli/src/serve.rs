@@ -2,6 +2,7 @@
 
 use crate::connection::{ConnectionCap, WriteTimeout, raise_fd_limit};
 use crate::directory::{self, DirectoryConfig, open_job};
+use crate::error::CliError;
 use crate::first_head;
 use clap::{Args, ValueEnum};
 use keyfold_api::{Api, BodyBudget, router};
@@ -89,10 +90,11 @@ pub(crate) enum LogFormat {
 }
 
 /// Structured logs on stderr (stdout keeps the one line with the address, for scripts).
-pub(crate) fn init_logging(format: LogFormat) -> Result<(), String> {
+pub(crate) fn init_logging(format: LogFormat) -> Result<(), CliError> {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("KEYFOLD_LOG").or_else(|_| EnvFilter::try_new("info")).map_err(|e| e.to_string())?;
+    let filter = EnvFilter::try_from_env("KEYFOLD_LOG")
+        .or_else(|_| EnvFilter::try_new("info"))
+        .map_err(|e| CliError::usage(format!("KEYFOLD_LOG: {e}")))?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // A second call in one process (tests) keeps the first subscriber.
     let _ = match format {
@@ -134,10 +136,13 @@ struct ServeFile {
 impl ServeArgs {
     /// Fills every option that the command line and the environment left at its default (or
     /// unset) from the `--config` file, if there is one.
-    pub(crate) fn apply_config_file(&mut self, matches: &clap::ArgMatches) -> Result<(), String> {
+    /// A missing or invalid config file is the user's to fix (2); one that cannot be read is 3.
+    pub(crate) fn apply_config_file(&mut self, matches: &clap::ArgMatches) -> Result<(), CliError> {
         let Some(path) = &self.config else { return Ok(()) };
-        let text = std::fs::read_to_string(path).map_err(|e| format!("config file {}: {e}", path.display()))?;
-        let file: ServeFile = toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::file(format!("config file {}: {e}", path.display()), &e))?;
+        let file: ServeFile =
+            toml::from_str(&text).map_err(|e| CliError::usage(format!("config file {}: {e}", path.display())))?;
         let unset = |id: &str| matches!(matches.value_source(id), None | Some(clap::parser::ValueSource::DefaultValue));
         macro_rules! fill {
             ($field:ident) => {
@@ -199,7 +204,7 @@ async fn serve_http(
     app: axum::Router,
     options: Arc<ConnectionOptions>,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), String> {
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -231,7 +236,6 @@ async fn serve_http(
     }
     drop(listener);
     graceful.shutdown().await;
-    Ok(())
 }
 
 /// One connection: its first head within the header timeout, or 408 (see `first_head`); then
@@ -282,43 +286,50 @@ async fn shutdown_signal() {
 
 /// Checks the flags, starts logging and initialises an empty data directory: what every backend
 /// does before it opens its stores.
-pub fn prepare(args: &ServeArgs) -> Result<(), String> {
+pub fn prepare(args: &ServeArgs) -> Result<(), CliError> {
     if args.epoch_interval_min_ms > args.epoch_interval_max_ms {
-        return Err("--epoch-interval-min-ms must not exceed --epoch-interval-max-ms".into());
+        return Err(CliError::usage("--epoch-interval-min-ms must not exceed --epoch-interval-max-ms"));
     }
     if args.operator_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
-        return Err("--operator-token (or KEYFOLD_OPERATOR_TOKEN) is empty: give a secret token, or leave it unset \
-             to disable the operator endpoints"
-            .into());
+        return Err(CliError::usage(
+            "--operator-token (or KEYFOLD_OPERATOR_TOKEN) is empty: give a secret token, or leave it unset \
+             to disable the operator endpoints",
+        ));
     }
     if args.max_connections == 0 || args.write_timeout_ms == 0 || args.max_inflight_body_bytes == 0 {
-        return Err("--max-connections, --write-timeout-ms and --max-inflight-body-bytes must be above 0".into());
+        return Err(CliError::usage(
+            "--max-connections, --write-timeout-ms and --max-inflight-body-bytes must be above 0",
+        ));
     }
     init_logging(args.log_format)?;
     directory::init_if_empty(&args.data)
 }
 
 /// `keyfold serve --store embedded`: every store in the data directory's redb files.
-pub fn serve_embedded(args: &ServeArgs) -> Result<(), String> {
+pub fn serve_embedded(args: &ServeArgs) -> Result<(), CliError> {
     let (config, job) = open_job(&args.data)?;
     run(args, &config, Arc::new(job))
 }
 
-/// `NAME=BASE64_KEY` witness specs.
-pub(crate) fn parse_witnesses(specs: &[String]) -> Result<Vec<keyfold_core::Witness>, String> {
+/// `NAME=BASE64_KEY` witness specs (a bad one is the user's to fix).
+pub(crate) fn parse_witnesses(specs: &[String]) -> Result<Vec<keyfold_core::Witness>, CliError> {
     use base64::Engine;
     let mut witnesses: Vec<keyfold_core::Witness> = Vec::new();
     for spec in specs {
-        let (name, key) = spec.split_once('=').ok_or_else(|| format!("--witness {spec:?}: write NAME=BASE64_KEY"))?;
-        keyfold_core::check_witness_name(name).map_err(|e| format!("--witness {spec:?}: {e}"))?;
+        let (name, key) = spec
+            .split_once('=')
+            .ok_or_else(|| CliError::usage(format!("--witness {spec:?}: write NAME=BASE64_KEY")))?;
+        keyfold_core::check_witness_name(name).map_err(|e| CliError::usage(format!("--witness {spec:?}: {e}")))?;
         let key = base64::engine::general_purpose::STANDARD
             .decode(key.trim())
             .ok()
             .and_then(|k| <[u8; 32]>::try_from(k).ok())
             .filter(|k| keyfold_core::VerifyingKey::from_bytes(k).is_ok())
-            .ok_or_else(|| format!("--witness {spec:?}: the key is not base64 of an ed25519 public key"))?;
+            .ok_or_else(|| {
+                CliError::usage(format!("--witness {spec:?}: the key is not base64 of an ed25519 public key"))
+            })?;
         if witnesses.iter().any(|w| w.name == name) {
-            return Err(format!("--witness {name:?} is given twice"));
+            return Err(CliError::usage(format!("--witness {name:?} is given twice")));
         }
         witnesses.push(keyfold_core::Witness { name: name.to_owned(), public_key: key });
     }
@@ -360,7 +371,7 @@ fn spawn_scheduler<Q, S, H>(
     trigger: &Arc<AtomicBool>,
     stop: &Arc<AtomicBool>,
     health: &Arc<SchedulerHealth>,
-) -> Result<std::thread::JoinHandle<Result<u64, SchedulerError>>, String>
+) -> Result<std::thread::JoinHandle<Result<u64, SchedulerError>>, CliError>
 where
     Q: Queue + 'static,
     S: TreeStore + 'static,
@@ -376,7 +387,7 @@ where
     std::thread::Builder::new()
         .name("keyfold-epochs".into())
         .spawn(move || run_scheduler(&job, &options, &now_ms, &trigger, &stop, &health))
-        .map_err(|e| e.to_string())
+        .map_err(|e| CliError::unavailable(format!("cannot start the epoch scheduler thread: {e}")))
 }
 
 /// The HTTP API and the epoch scheduler over an opened job, until SIGTERM or Ctrl-C.
@@ -384,7 +395,7 @@ pub(crate) fn run<Q, S, H>(
     args: &ServeArgs,
     config: &DirectoryConfig,
     job: Arc<EpochJob<Q, S, H>>,
-) -> Result<(), String>
+) -> Result<(), CliError>
 where
     Q: Queue + 'static,
     S: TreeStore + 'static,
@@ -394,50 +405,83 @@ where
     let stop = Arc::new(AtomicBool::new(false));
     let health = Arc::new(SchedulerHealth::default());
     let scheduler = spawn_scheduler(args, &job, &trigger, &stop, &health)?;
-    let api = Arc::new(Api {
-        directory: Arc::clone(&job) as Arc<dyn keyfold_epoch::Directory>,
+    let api = api(args, config, job, trigger, health)?;
+    let served = serve_api(args, config, api);
+    // The scheduler finishes the epoch it is running (or an interrupted one is recovered by the
+    // next start: the same code path, the same head).
+    stop.store(true, Ordering::Release);
+    // The scheduler stops early only on a fatal error, one retrying cannot cure (a corrupt store,
+    // say), or a panic: exit 1.
+    let epochs = scheduler.join().map_err(|_| CliError::verification("the epoch scheduler panicked"))?;
+    tracing::info!("stopped");
+    println!("keyfold: stopped");
+    served?;
+    epochs.map(|_| ()).map_err(|e| CliError::verification(format!("epoch scheduler stopped: {e}")))
+}
+
+/// The API over `job`: its witnesses, their stored cosignatures, its metrics.
+fn api<Q, S, H>(
+    args: &ServeArgs,
+    config: &DirectoryConfig,
+    job: Arc<EpochJob<Q, S, H>>,
+    trigger: Arc<AtomicBool>,
+    health: Arc<SchedulerHealth>,
+) -> Result<Arc<Api>, CliError>
+where
+    Q: Queue + 'static,
+    S: TreeStore + 'static,
+    H: HeadStore + 'static,
+{
+    let metrics =
+        keyfold_api::install_recorder().map_err(|e| CliError::unavailable(format!("metrics recorder: {e}")))?;
+    let cosignatures = keyfold_redb::RedbCosignatures::open(&args.data.join("cosignatures.redb"))
+        .map_err(|e| CliError::store_in("cosignatures", e))?;
+    Ok(Arc::new(Api {
+        directory: job as Arc<dyn keyfold_epoch::Directory>,
         origin: config.origin.clone(),
         limits: Limits::default(),
         trigger,
         operator_token: args.operator_token.clone(),
         retry_after_secs: (args.epoch_interval_min_ms / 1000).max(1),
-        metrics: Some(keyfold_api::install_recorder().map_err(|e| format!("metrics recorder: {e}"))?),
+        metrics: Some(metrics),
         witnesses: parse_witnesses(&args.witness)?,
-        cosignatures: Arc::new(
-            keyfold_redb::RedbCosignatures::open(&args.data.join("cosignatures.redb"))
-                .map_err(|e| format!("cosignatures: {e}"))?,
-        ),
+        cosignatures: Arc::new(cosignatures),
         scheduler: health,
         cosignature_max_future_secs: keyfold_api::COSIGNATURE_MAX_FUTURE_SECS_DEFAULT,
         archive_reads: keyfold_api::ArchiveReads::default(),
-    });
+    }))
+}
+
+/// Serves `api` on `--listen` until SIGTERM or Ctrl-C, then finishes the requests in flight.
+fn serve_api(args: &ServeArgs, config: &DirectoryConfig, api: Arc<Api>) -> Result<(), CliError> {
     let (connections, budget) = http_limits(args);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.http_threads.max(1))
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
-    let served = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(|e| CliError::unavailable(format!("the HTTP runtime: {e}")))?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| cannot_listen(args.listen, &e))?;
+        let addr = listener.local_addr().map_err(|e| cannot_listen(args.listen, &e))?;
         println!("keyfold: serving {} ({}) on http://{addr}", config.origin, args.data.display());
         tracing::info!(origin = %config.origin, data = %args.data.display(), %addr, "serving");
         // Graceful shutdown: stop accepting, finish the requests in flight (an acknowledged
-        // mutation is already durable), then stop the scheduler below.
+        // mutation is already durable), then stop the scheduler.
         let app = keyfold_api::with_request_timeout(router(api), Duration::from_millis(args.request_timeout_ms));
         let app = keyfold_api::with_body_budget(app, budget);
-        serve_http(listener, app, connections, shutdown_signal()).await
-    });
-    // The scheduler finishes the epoch it is running (or an interrupted one is recovered by the
-    // next start: the same code path, the same head).
-    stop.store(true, Ordering::Release);
-    let epochs = scheduler.join().map_err(|_| "the epoch scheduler panicked".to_string())?;
-    tracing::info!("stopped");
-    println!("keyfold: stopped");
-    served?;
-    epochs.map(|_| ()).map_err(|e| format!("epoch scheduler stopped: {e}"))
+        serve_http(listener, app, connections, shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+/// `--listen` names an address this host does not have or may not use: the user's to fix (2);
+/// any other failure (the port in use, say) may pass: 3.
+fn cannot_listen(addr: SocketAddr, e: &std::io::Error) -> CliError {
+    let message = format!("cannot listen on {addr}: {e}");
+    match e.kind() {
+        std::io::ErrorKind::AddrNotAvailable | std::io::ErrorKind::PermissionDenied => CliError::usage(message),
+        _ => CliError::unavailable(message),
+    }
 }
 
 #[cfg(test)]
@@ -490,6 +534,7 @@ mod tests {
             .unwrap();
         let mut cli = Cli::from_arg_matches(&matches).unwrap();
         let err = cli.serve.apply_config_file(&matches).unwrap_err();
-        assert!(err.contains("bad.toml"), "{err}");
+        assert!(err.to_string().contains("bad.toml"), "{err}");
+        assert_eq!(err.exit_code(), 2, "a bad config file is the user's to fix");
     }
 }

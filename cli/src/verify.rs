@@ -6,6 +6,7 @@
 
 use crate::client::Published;
 use crate::directory::read_config;
+use crate::error::CliError;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use keyfold_core::Epoch;
@@ -34,9 +35,9 @@ pub struct VerifyArgs {
 
 /// Where the published artefacts come from.
 trait Source: Sync {
-    fn latest(&self) -> Result<Epoch, String>;
-    fn head(&self, epoch: Epoch) -> Result<String, String>;
-    fn archive(&self, epoch: Epoch) -> Result<bytes::Bytes, String>;
+    fn latest(&self) -> Result<Epoch, CliError>;
+    fn head(&self, epoch: Epoch) -> Result<String, CliError>;
+    fn archive(&self, epoch: Epoch) -> Result<bytes::Bytes, CliError>;
 }
 
 struct DirSource {
@@ -45,31 +46,33 @@ struct DirSource {
 }
 
 impl Source for DirSource {
-    fn latest(&self) -> Result<Epoch, String> {
-        Ok(self.heads.latest().map_err(|e| e.to_string())?.ok_or("the directory has no head")?.0)
+    fn latest(&self) -> Result<Epoch, CliError> {
+        let latest = self.heads.latest().map_err(CliError::store)?;
+        Ok(latest.ok_or_else(|| CliError::verification("the directory has no head"))?.0)
     }
 
-    fn head(&self, epoch: Epoch) -> Result<String, String> {
-        self.heads.get(epoch).map_err(|e| e.to_string())?.ok_or_else(|| format!("epoch {epoch}: head missing"))
+    fn head(&self, epoch: Epoch) -> Result<String, CliError> {
+        let note = self.heads.get(epoch).map_err(CliError::store)?;
+        note.ok_or_else(|| CliError::verification(format!("epoch {epoch}: head missing")))
     }
 
-    fn archive(&self, epoch: Epoch) -> Result<bytes::Bytes, String> {
-        ArchiveSink::get(&self.archives, epoch)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("epoch {epoch}: archive {} missing", self.archives.describe(epoch)))
+    fn archive(&self, epoch: Epoch) -> Result<bytes::Bytes, CliError> {
+        ArchiveSink::get(&self.archives, epoch).map_err(CliError::store)?.ok_or_else(|| {
+            CliError::verification(format!("epoch {epoch}: archive {} missing", self.archives.describe(epoch)))
+        })
     }
 }
 
 impl Source for Published {
-    fn latest(&self) -> Result<Epoch, String> {
+    fn latest(&self) -> Result<Epoch, CliError> {
         self.latest_epoch()
     }
 
-    fn head(&self, epoch: Epoch) -> Result<String, String> {
+    fn head(&self, epoch: Epoch) -> Result<String, CliError> {
         self.text(&format!("/v1/heads/{}", epoch.0))
     }
 
-    fn archive(&self, epoch: Epoch) -> Result<bytes::Bytes, String> {
+    fn archive(&self, epoch: Epoch) -> Result<bytes::Bytes, CliError> {
         self.bytes(&format!("/v1/epochs/{}/archive", epoch.0))
     }
 }
@@ -80,12 +83,12 @@ const FETCHED_AHEAD: usize = 1;
 /// Where `verify` reads heads and archives, with the origin, key and shard bits to replay with.
 type Opened = (Box<dyn Source>, String, [u8; 32], u8);
 
-fn open_source(args: &VerifyArgs) -> Result<Opened, String> {
+fn open_source(args: &VerifyArgs) -> Result<Opened, CliError> {
     match (&args.data, &args.server) {
         (Some(dir), _) => {
             let config = read_config(dir)?;
-            let public = keyfold_epoch::load_public_key(&dir.join("signing.pub")).map_err(|e| e.to_string())?;
-            let heads = RedbHeadStore::open(&dir.join("heads.redb")).map_err(|e| e.to_string())?;
+            let public = keyfold_epoch::load_public_key(&dir.join("signing.pub")).map_err(CliError::usage)?;
+            let heads = RedbHeadStore::open(&dir.join("heads.redb")).map_err(CliError::store)?;
             let archives = crate::directory::open_archives(dir, &config)?;
             Ok((Box::new(DirSource { heads, archives }), config.origin, public, config.shard_bits))
         }
@@ -100,12 +103,13 @@ fn open_source(args: &VerifyArgs) -> Result<Opened, String> {
     }
 }
 
-pub fn verify(args: &VerifyArgs) -> Result<(), String> {
+/// A divergence, any check that fails, is exit 1; a head or archive that cannot be fetched is 3
+/// (or 4, refused by the server).
+pub fn verify(args: &VerifyArgs) -> Result<(), CliError> {
     let (source, origin, public, shard_bits) = open_source(args)?;
     let latest = source.latest()?;
     let genesis = source.head(Epoch(0))?;
-    let mut replayer =
-        Replayer::from_genesis(&genesis, &origin, &public, shard_bits).map_err(|d| format!("divergence: {d}"))?;
+    let mut replayer = Replayer::from_genesis(&genesis, &origin, &public, shard_bits)?;
     let progress = ProgressBar::new(latest.0);
     progress.set_style(
         ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} epochs, {per_sec}, eta {eta}")
@@ -132,15 +136,12 @@ pub fn verify(args: &VerifyArgs) -> Result<(), String> {
         });
         for (epoch, fetch) in arrivals {
             let (note, archive) = fetch.inspect_err(|_| progress.abandon())?;
-            let head = replayer.replay(&note, archive).map_err(|d| {
-                progress.abandon();
-                format!("divergence: {d}")
-            })?;
+            let head = replayer.replay(&note, archive).inspect_err(|_| progress.abandon())?;
             debug_assert_eq!(head.epoch, epoch);
             mutations += head.counts.mutations;
             progress.inc(1);
         }
-        Ok::<(), String>(())
+        Ok::<(), CliError>(())
     })?;
     progress.finish_and_clear();
     let head = replayer.head();
