@@ -6,6 +6,7 @@ use crate::error::CliError;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::Args;
+use keyfold_verify::wire::{DirectoryInfo, SubmitResponse};
 use keyfold_verify::{LookupAnswer, Pinned, Verified, verify_lookup};
 use std::path::Path;
 use std::time::Duration;
@@ -110,12 +111,9 @@ impl Published {
 
     /// The shard bits the server states (untrusted: a wrong value makes the first root diverge).
     pub(crate) fn shard_bits(&self) -> Result<u8, CliError> {
-        let info: serde_json::Value = serde_json::from_str(&self.text("/v1/directory")?)
+        let info: DirectoryInfo = serde_json::from_str(&self.text("/v1/directory")?)
             .map_err(|e| CliError::verification(format!("/v1/directory: {e}")))?;
-        info["shard_bits"]
-            .as_u64()
-            .and_then(|b| u8::try_from(b).ok())
-            .ok_or_else(|| CliError::verification("no shard_bits in /v1/directory"))
+        Ok(info.shard_bits)
     }
 
     /// The epoch of the latest head (only to know how far to fetch: each head is verified when
@@ -156,16 +154,14 @@ pub fn submit(args: &SubmitArgs) -> Result<(), CliError> {
     let request = format!("POST {url}");
     let response = client()?.post(&url).json(&body).send().map_err(|e| CliError::transport(&request, &e))?;
     let text = get_text(&request, response)?;
-    let answer: serde_json::Value = serde_json::from_str(&text).map_err(|e| unexpected(e, &text))?;
-    let receipts =
-        answer["receipts"].as_array().ok_or_else(|| CliError::verification(format!("no receipts in {text}")))?;
-    for receipt in receipts {
-        let slot = match (&receipt["position"], &receipt["versionstamp"]) {
-            (serde_json::Value::Number(p), _) => format!("queue position {p}"),
-            (_, serde_json::Value::String(v)) => format!("versionstamp {v}"),
-            _ => "no slot".to_owned(),
+    let answer: SubmitResponse = serde_json::from_str(&text).map_err(|e| unexpected(e, &text))?;
+    for receipt in answer.receipts {
+        let slot = match (receipt.position, receipt.versionstamp) {
+            (Some(p), _) => format!("queue position {p}"),
+            (None, Some(v)) => format!("versionstamp {v}"),
+            (None, None) => "no slot".to_owned(),
         };
-        println!("queued durably: mutation {} at {slot}", receipt["id"].as_str().unwrap_or("?"));
+        println!("queued durably: mutation {} at {slot}", receipt.id);
     }
     println!("it takes effect with the next epoch; check with `keyfold lookup`");
     Ok(())

@@ -1,8 +1,9 @@
 //! A directory's data directory: its config, keys and stores, and the operator commands on it.
 //!
 //! Layout of `--data DIR`: `keyfold.toml` (origin, hash suite, shard bits, group files, queue
-//! bounds, epoch caps), `signing.key` (mode 0600) and `signing.pub`, `queue.redb`, `heads.redb`, `tree/`,
-//! `archives/` (or the local directory `archives` in `keyfold.toml` names), and `index.redb` (outcomes by mutation id and key histories, derived from the archives).
+//! bounds, epoch caps), `signing.key` (mode 0600) and `signing.pub`, `archives/` (or the local
+//! directory `archives` in `keyfold.toml` names), and the embedded stores, whose files
+//! `keyfold_redb::Layout` names (README, "Data directory").
 
 use crate::error::CliError;
 use base64::Engine;
@@ -13,10 +14,11 @@ use keyfold_epoch::{EpochJob, EpochLimits, HeadStore, ObjectArchives, generate_k
 use keyfold_ingest::Queue;
 use keyfold_map::{Map, TreeConfig};
 use keyfold_redb::{
-    DEFAULT_MAX_BYTES, RedbHeadStore, RedbOptions, RedbOutcomeIndex, RedbQueue, RedbQueueOptions, RedbStore,
+    DEFAULT_MAX_BYTES, RedbCosignatures, RedbHeadStore, RedbQueue, RedbQueueOptions, RedbStore, StoresOptions,
 };
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const CONFIG_FILE: &str = "keyfold.toml";
 
@@ -185,25 +187,29 @@ pub(crate) fn tree_config(config: &DirectoryConfig) -> Result<TreeConfig, CliErr
     TreeConfig::new(suite, config.shard_bits).map_err(|e| CliError::usage(format!("{CONFIG_FILE}: {e}")))
 }
 
-/// Opens every store of an initialised directory and the epoch job over them. A store that cannot
-/// be opened now (held by a running server, an I/O failure) is 3; one whose data is inconsistent
-/// is 1; a missing or unusable signing key is 2.
-pub fn open_job(dir: &Path) -> Result<(DirectoryConfig, DurableJob), CliError> {
+/// A data directory opened for the epoch job: its config, the job over its stores, and the
+/// witness cosignatures kept beside them.
+pub struct Opened {
+    pub config: DirectoryConfig,
+    pub job: DurableJob,
+    pub cosignatures: Arc<RedbCosignatures>,
+}
+
+/// Opens every store of an initialised directory (`keyfold_redb::open`) and the epoch job over
+/// them. A store that cannot be opened now (held by a running server, an I/O failure) is 3; one
+/// whose data is inconsistent is 1; a missing or unusable signing key is 2.
+pub fn open_job(dir: &Path) -> Result<Opened, CliError> {
     let config = read_config(dir)?;
     let tree = tree_config(&config)?;
-    let queue = RedbQueue::open(&dir.join("queue.redb"), config.queue_options(tree.suite))
-        .map_err(|e| CliError::store_in("queue", e))?;
-    let store = RedbStore::open(&dir.join("tree"), RedbOptions { groups: config.groups, ..RedbOptions::new(tree) })
-        .map_err(|e| CliError::store_in("map", e))?;
-    let heads = RedbHeadStore::open(&dir.join("heads.redb")).map_err(CliError::store)?;
+    let options = StoresOptions { tree, groups: config.groups, queue: config.queue_options(tree.suite) };
+    let stores = keyfold_redb::open(dir, options).map_err(CliError::store)?;
     let key = load_signing_key(&dir.join("signing.key")).map_err(CliError::usage)?;
-    let archives = std::sync::Arc::new(open_archives(dir, &config)?);
-    let index = std::sync::Arc::new(RedbOutcomeIndex::open(&dir.join("index.redb")).map_err(CliError::store)?);
-    let job = EpochJob::open(queue, Map::new(store), heads, archives, key, &config.origin, now_ms())
-        .and_then(|job| job.with_index(index))
+    let archives = Arc::new(open_archives(dir, &config)?);
+    let job = EpochJob::open(stores.queue, Map::new(stores.map), stores.heads, archives, key, &config.origin, now_ms())
+        .and_then(|job| job.with_index(stores.index))
         .map_err(CliError::store)?
         .with_limits(config.epoch_limits());
-    Ok((config, job))
+    Ok(Opened { config, job, cosignatures: stores.cosignatures })
 }
 
 /// Initialises `dir` with the defaults of `keyfold init` unless it already holds a directory.
@@ -274,8 +280,7 @@ pub fn init(args: &InitArgs) -> Result<(), CliError> {
     // head is created by the first open if this process dies before it.
     let path = dir.join(CONFIG_FILE);
     std::fs::write(&path, text).map_err(|e| CliError::unavailable(format!("cannot write {}: {e}", path.display())))?;
-    let (_, job) = open_job(dir)?;
-    drop(job);
+    drop(open_job(dir)?);
     println!(
         "initialised {} ({}, {} shard bits, origin {})",
         dir.display(),
@@ -288,7 +293,7 @@ pub fn init(args: &InitArgs) -> Result<(), CliError> {
 }
 
 pub fn epoch(args: &DataArgs) -> Result<(), CliError> {
-    let (_, job) = open_job(&args.data)?;
+    let job = open_job(&args.data)?.job;
     let report = job.run_epoch(now_ms()).map_err(CliError::store)?;
     let h = &report.head;
     println!(
@@ -315,7 +320,7 @@ pub fn epoch(args: &DataArgs) -> Result<(), CliError> {
 }
 
 pub fn status(args: &DataArgs) -> Result<(), CliError> {
-    let (config, job) = open_job(&args.data)?;
+    let Opened { config, job, .. } = open_job(&args.data)?;
     let (epoch, note) =
         job.heads().latest().map_err(CliError::store)?.ok_or_else(|| CliError::verification("no head"))?;
     let head = verify_head_note(&note, &config.origin, &job.public_key())

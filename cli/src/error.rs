@@ -108,12 +108,7 @@ impl CliError {
     /// The server's error answer to `request`: its JSON error body (`error`, `message`), or the raw
     /// text when it is not one.
     pub fn refused(request: impl Display, status: reqwest::StatusCode, body: &str) -> CliError {
-        #[derive(serde::Deserialize)]
-        struct ErrorBody {
-            error: String,
-            message: String,
-        }
-        let (code, message) = match serde_json::from_str::<ErrorBody>(body) {
+        let (code, message) = match serde_json::from_str::<keyfold_verify::wire::ErrorBody>(body) {
             Ok(e) => (Some(e.error), e.message),
             Err(_) => (None, body.trim().to_owned()),
         };

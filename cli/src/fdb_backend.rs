@@ -12,7 +12,7 @@ use keyfold_fdb::{
     QueueBounds, open_database,
 };
 use keyfold_map::{Map, TreeConfig};
-use keyfold_redb::RedbOutcomeIndex;
+use keyfold_redb::{RedbCosignatures, RedbOutcomeIndex};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -47,7 +47,10 @@ pub fn serve(args: &ServeArgs) -> Result<(), CliError> {
     let job = open_job(args, &config, tree, &db, layout, &lease)?;
     let stop = Arc::new(AtomicBool::new(false));
     let heartbeat = spawn_heartbeat(&db, &lease, &stop)?;
-    let served = run(args, &config, Arc::new(job));
+    let stores = keyfold_redb::Layout::new(&args.data);
+    let cosignatures =
+        RedbCosignatures::open(&stores.cosignatures()).map_err(|e| CliError::store_in("cosignatures", e))?;
+    let served = run(args, &config, Arc::new(job), Arc::new(cosignatures));
     stop.store(true, Ordering::Release);
     let _ = heartbeat.join();
     if let Err(e) = lease.resign(&db) {
@@ -80,7 +83,8 @@ fn open_job(
     let key = load_signing_key(&args.data.join("signing.key")).map_err(CliError::usage)?;
     let archives = Arc::new(crate::directory::open_archives(&args.data, config)?);
     // The derived index is per server, rebuilt from the archives where it lags.
-    let index = Arc::new(RedbOutcomeIndex::open(&args.data.join("index.redb")).map_err(CliError::store)?);
+    let index_path = keyfold_redb::Layout::new(&args.data).index();
+    let index = Arc::new(RedbOutcomeIndex::open(&index_path).map_err(CliError::store)?);
     let job = EpochJob::open(queue, Map::new(store), heads, archives, key, &config.origin, now_ms())
         .and_then(|job| job.with_index(index))
         .map_err(CliError::store)?;

@@ -30,7 +30,7 @@ use keyfold_epoch::{
 };
 use keyfold_ingest::{Entry, Position, Queue};
 use keyfold_map::{Map, TreeConfig, TreeStore, lookup_in};
-use keyfold_redb::{RedbCosignatures, RedbHeadStore, RedbOptions, RedbOutcomeIndex, RedbQueue, RedbStore};
+use keyfold_redb::{Layout, RedbCosignatures, RedbHeadStore, RedbOptions, RedbOutcomeIndex, RedbQueue, RedbStore};
 use keyfold_verify::Replayer;
 use rayon::prelude::*;
 use std::collections::{BTreeSet, HashMap};
@@ -316,13 +316,16 @@ fn guarded<T, E: From<Panicked>>(what: &str, f: impl FnOnce() -> Result<T, E>) -
 
 /// The redb files of a data directory, relative to it, in a fixed order.
 fn redb_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = ["queue.redb", "heads.redb", "index.redb", "cosignatures.redb"]
-        .iter()
-        .map(PathBuf::from)
-        .filter(|f| dir.join(f).exists())
+    let layout = Layout::new(dir);
+    let mut files: Vec<PathBuf> = [layout.queue(), layout.heads(), layout.index(), layout.cosignatures()]
+        .into_iter()
+        .filter(|f| f.exists())
+        .filter_map(|f| f.strip_prefix(dir).ok().map(Path::to_path_buf))
         .collect();
-    let mut tree: Vec<PathBuf> = std::fs::read_dir(dir.join("tree"))
-        .map(|entries| entries.filter_map(Result::ok).map(|e| Path::new("tree").join(e.file_name())).collect())
+    let tree_dir = layout.tree();
+    let relative = tree_dir.strip_prefix(dir).unwrap_or(&tree_dir).to_path_buf();
+    let mut tree: Vec<PathBuf> = std::fs::read_dir(&tree_dir)
+        .map(|entries| entries.filter_map(Result::ok).map(|e| relative.join(e.file_name())).collect())
         .unwrap_or_default();
     tree.retain(|f| f.extension().is_some_and(|e| e == "redb"));
     tree.sort();
@@ -369,15 +372,15 @@ struct Stores {
 }
 
 fn open_stores(dir: &Path, config: &crate::directory::DirectoryConfig, tree: TreeConfig) -> Result<Stores, CliError> {
-    let heads = guarded("heads.redb", || RedbHeadStore::open(&dir.join("heads.redb")).map_err(|e| busy("heads", &e)))?;
+    let layout = Layout::new(dir);
+    let heads = guarded("heads.redb", || RedbHeadStore::open(&layout.heads()).map_err(|e| busy("heads", &e)))?;
     let archives = crate::directory::open_archives(dir, config)?;
     let options = RedbOptions { groups: config.groups, ..RedbOptions::new(tree) };
-    let store = guarded("tree", || RedbStore::open(&dir.join("tree"), options).map_err(|e| busy("map", &e)))?;
+    let store = guarded("tree", || RedbStore::open(&layout.tree(), options).map_err(|e| busy("map", &e)))?;
     let queue_options = config.queue_options(tree.suite);
-    let queue = guarded("queue.redb", || {
-        RedbQueue::open(&dir.join("queue.redb"), queue_options).map_err(|e| busy("queue", &e))
-    })?;
-    let index_path = dir.join("index.redb");
+    let queue =
+        guarded("queue.redb", || RedbQueue::open(&layout.queue(), queue_options).map_err(|e| busy("queue", &e)))?;
+    let index_path = layout.index();
     let index = match index_path.exists() {
         true => Some(guarded("index.redb", || RedbOutcomeIndex::open(&index_path).map_err(|e| busy("index", &e)))?),
         false => None,
@@ -463,7 +466,7 @@ fn check_stores(
     let queue_finding =
         guarded("queue", || check_queue(&queue, heads.cursor().map_err(|e| format!("the heads' cursor: {e}"))?));
     report(problems, "queue", queue_finding);
-    let cosignatures_path = dir.join("cosignatures.redb");
+    let cosignatures_path = Layout::new(dir).cosignatures();
     match cosignatures_path.exists() {
         true => {
             let finding = guarded("cosignatures", || {

@@ -11,6 +11,7 @@ mod error;
 mod fdb_backend;
 mod first_head;
 mod fsck;
+mod heads;
 mod monitor;
 mod serve;
 mod verify;
@@ -42,6 +43,9 @@ enum Command {
     /// Replay every epoch from the heads, archives and public key (of a data directory or a
     /// server), and check everything signed.
     Verify(verify::VerifyArgs),
+    /// Signed heads as plain files: `heads export --out DIR` writes every head, verified, as
+    /// `head-<epoch>.note` (from a stopped data directory or a server).
+    Heads(heads::HeadsArgs),
     /// Show the latest signed head and the queue depth of a data directory.
     Status(directory::DataArgs),
     /// Check a data directory offline (server stopped): replay heads and archives, check the map
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
         Command::Epoch(args) => directory::epoch(&args),
         Command::Status(args) => directory::status(&args),
         Command::Verify(args) => verify::verify(&args),
+        Command::Heads(args) => heads::heads(&args),
         Command::Fsck(args) => fsck::fsck(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Submit(args) => client::submit(&args),

@@ -7,8 +7,8 @@ use crate::first_head;
 use clap::{Args, ValueEnum};
 use keyfold_api::{Api, BodyBudget, router};
 use keyfold_epoch::{
-    Backoff, EpochJob, HeadStore, Schedule, SchedulerError, SchedulerHealth, SchedulerOptions, backoff_seed,
-    run_scheduler,
+    Backoff, CosignatureStore, EpochJob, HeadStore, Schedule, SchedulerError, SchedulerHealth, SchedulerOptions,
+    backoff_seed, run_scheduler,
 };
 use keyfold_ingest::{Limits, Queue};
 use keyfold_map::TreeStore;
@@ -307,8 +307,8 @@ pub fn prepare(args: &ServeArgs) -> Result<(), CliError> {
 
 /// `keyfold serve --store embedded`: every store in the data directory's redb files.
 pub fn serve_embedded(args: &ServeArgs) -> Result<(), CliError> {
-    let (config, job) = open_job(&args.data)?;
-    run(args, &config, Arc::new(job))
+    let opened = open_job(&args.data)?;
+    run(args, &opened.config, Arc::new(opened.job), opened.cosignatures)
 }
 
 /// `NAME=BASE64_KEY` witness specs (a bad one is the user's to fix).
@@ -395,6 +395,7 @@ pub(crate) fn run<Q, S, H>(
     args: &ServeArgs,
     config: &DirectoryConfig,
     job: Arc<EpochJob<Q, S, H>>,
+    cosignatures: Arc<dyn CosignatureStore>,
 ) -> Result<(), CliError>
 where
     Q: Queue + 'static,
@@ -405,7 +406,7 @@ where
     let stop = Arc::new(AtomicBool::new(false));
     let health = Arc::new(SchedulerHealth::default());
     let scheduler = spawn_scheduler(args, &job, &trigger, &stop, &health)?;
-    let api = api(args, config, job, trigger, health)?;
+    let api = api(args, config, job, cosignatures, trigger, health)?;
     let served = serve_api(args, config, api);
     // The scheduler finishes the epoch it is running (or an interrupted one is recovered by the
     // next start: the same code path, the same head).
@@ -424,6 +425,7 @@ fn api<Q, S, H>(
     args: &ServeArgs,
     config: &DirectoryConfig,
     job: Arc<EpochJob<Q, S, H>>,
+    cosignatures: Arc<dyn CosignatureStore>,
     trigger: Arc<AtomicBool>,
     health: Arc<SchedulerHealth>,
 ) -> Result<Arc<Api>, CliError>
@@ -434,8 +436,6 @@ where
 {
     let metrics =
         keyfold_api::install_recorder().map_err(|e| CliError::unavailable(format!("metrics recorder: {e}")))?;
-    let cosignatures = keyfold_redb::RedbCosignatures::open(&args.data.join("cosignatures.redb"))
-        .map_err(|e| CliError::store_in("cosignatures", e))?;
     Ok(Arc::new(Api {
         directory: job as Arc<dyn keyfold_epoch::Directory>,
         origin: config.origin.clone(),
@@ -445,7 +445,7 @@ where
         retry_after_secs: (args.epoch_interval_min_ms / 1000).max(1),
         metrics: Some(metrics),
         witnesses: parse_witnesses(&args.witness)?,
-        cosignatures: Arc::new(cosignatures),
+        cosignatures,
         scheduler: health,
         cosignature_max_future_secs: keyfold_api::COSIGNATURE_MAX_FUTURE_SECS_DEFAULT,
         archive_reads: keyfold_api::ArchiveReads::default(),

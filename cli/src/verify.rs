@@ -11,14 +11,22 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use keyfold_core::Epoch;
 use keyfold_epoch::{ArchiveSink, HeadStore, ObjectArchives};
-use keyfold_redb::RedbHeadStore;
+use keyfold_redb::{Layout, RedbHeadStore};
 use keyfold_verify::Replayer;
 use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["data", "server"])))]
 pub struct VerifyArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+}
+
+/// Where published heads and archives are read: a data directory or a server (with the key and
+/// origin the caller pins).
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["data", "server"])))]
+pub struct SourceArgs {
     /// A data directory (its `signing.pub` and `keyfold.toml` give the key and origin).
     #[arg(long, env = "KEYFOLD_DATA")]
     data: Option<PathBuf>,
@@ -34,7 +42,7 @@ pub struct VerifyArgs {
 }
 
 /// Where the published artefacts come from.
-trait Source: Sync {
+pub(crate) trait Source: Sync {
     fn latest(&self) -> Result<Epoch, CliError>;
     fn head(&self, epoch: Epoch) -> Result<String, CliError>;
     fn archive(&self, epoch: Epoch) -> Result<bytes::Bytes, CliError>;
@@ -83,12 +91,12 @@ const FETCHED_AHEAD: usize = 1;
 /// Where `verify` reads heads and archives, with the origin, key and shard bits to replay with.
 type Opened = (Box<dyn Source>, String, [u8; 32], u8);
 
-fn open_source(args: &VerifyArgs) -> Result<Opened, CliError> {
+pub(crate) fn open_source(args: &SourceArgs) -> Result<Opened, CliError> {
     match (&args.data, &args.server) {
         (Some(dir), _) => {
             let config = read_config(dir)?;
             let public = keyfold_epoch::load_public_key(&dir.join("signing.pub")).map_err(CliError::usage)?;
-            let heads = RedbHeadStore::open(&dir.join("heads.redb")).map_err(CliError::store)?;
+            let heads = RedbHeadStore::open(&Layout::new(dir).heads()).map_err(CliError::store)?;
             let archives = crate::directory::open_archives(dir, &config)?;
             Ok((Box::new(DirSource { heads, archives }), config.origin, public, config.shard_bits))
         }
@@ -106,7 +114,7 @@ fn open_source(args: &VerifyArgs) -> Result<Opened, CliError> {
 /// A divergence, any check that fails, is exit 1; a head or archive that cannot be fetched is 3
 /// (or 4, refused by the server).
 pub fn verify(args: &VerifyArgs) -> Result<(), CliError> {
-    let (source, origin, public, shard_bits) = open_source(args)?;
+    let (source, origin, public, shard_bits) = open_source(&args.source)?;
     let latest = source.latest()?;
     let genesis = source.head(Epoch(0))?;
     let mut replayer = Replayer::from_genesis(&genesis, &origin, &public, shard_bits)?;

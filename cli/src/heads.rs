@@ -1,0 +1,147 @@
+//! `keyfold heads export`: every signed head as a plain file (SPEC section 4.2), verified before
+//! it is written, from a stopped data directory or a server. The files can be served by any web
+//! server or object store next to the archives, and a rerun into the same folder resumes; a file
+//! that holds a different head for an epoch stops the export.
+
+use crate::error::CliError;
+use crate::verify::{SourceArgs, open_source};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use clap::{Args, Subcommand};
+use keyfold_core::{Epoch, Head, VerifyingKey, key_id, split_note, verify_head_note};
+use keyfold_verify::{verify_genesis_head, verify_next_head};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Args)]
+pub struct HeadsArgs {
+    #[command(subcommand)]
+    command: HeadsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum HeadsCommand {
+    /// Write every signed head, verified, as `head-<epoch>.note` in a folder (SPEC section 4.2).
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// The folder the head files go to (created if absent; a rerun resumes).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn heads(args: &HeadsArgs) -> Result<(), CliError> {
+    match &args.command {
+        HeadsCommand::Export(export_args) => export(export_args),
+    }
+}
+
+/// The file of `epoch`'s head in `out`.
+pub fn head_path(out: &Path, epoch: Epoch) -> PathBuf {
+    out.join(format!("head-{:020}.note", epoch.0))
+}
+
+/// What an export did.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Exported {
+    written: u64,
+    kept: u64,
+}
+
+fn export(args: &ExportArgs) -> Result<(), CliError> {
+    let (source, origin, public_key, shard_bits) = open_source(&args.source)?;
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| CliError::file(format!("creating {}: {e}", args.out.display()), &e))?;
+    let latest = source.latest()?;
+    let mut done = Exported::default();
+    let mut previous: Option<Head> = None;
+    for e in 0..=latest.0 {
+        let note = source.head(Epoch(e))?;
+        let head = match &previous {
+            None => verify_genesis_head(&note, &origin, &public_key, shard_bits)?,
+            Some(previous) => verify_next_head(previous, &note, &origin, &public_key)?,
+        };
+        let note = directory_note(&note, &origin, &public_key)?;
+        if write_head(&args.out, head.epoch, &note, &origin, &public_key)? {
+            done.written += 1;
+        } else {
+            done.kept += 1;
+        }
+        previous = Some(head);
+    }
+    sync_dir(&args.out)?;
+    println!(
+        "exported the heads of epochs 0..={} to {}: {} written, {} already there",
+        latest.0,
+        args.out.display(),
+        done.written,
+        done.kept
+    );
+    Ok(())
+}
+
+/// The note as the directory signed it: its text and the directory's own signature line, without
+/// the witness cosignatures a server appends.
+fn directory_note(note: &str, origin: &str, public_key: &[u8; 32]) -> Result<String, CliError> {
+    let key = VerifyingKey::from_bytes(public_key).map_err(|e| CliError::usage(format!("the pinned key: {e}")))?;
+    let (text, signatures) = split_note(note).map_err(CliError::verification)?;
+    let id = key_id(origin, &key);
+    let own = signatures
+        .iter()
+        .find(|s| s.name == origin && s.key_id == id)
+        .ok_or_else(|| CliError::verification("a verified head lost its signature line"))?;
+    let mut blob = own.key_id.to_vec();
+    blob.extend_from_slice(&own.signature);
+    Ok(format!("{text}\n\u{2014} {origin} {}\n", B64.encode(blob)))
+}
+
+/// Writes `note` as the head of `epoch` unless the same bytes are there (false). Different bytes
+/// stop the export: a validly signed different head is evidence of a fork (exit 1); anything else
+/// in the file is for the user to move away (exit 2).
+fn write_head(out: &Path, epoch: Epoch, note: &str, origin: &str, key: &[u8; 32]) -> Result<bool, CliError> {
+    let path = head_path(out, epoch);
+    match std::fs::read(&path) {
+        Ok(existing) if existing == note.as_bytes() => return Ok(false),
+        Ok(existing) => return Err(conflict(&path, epoch, &existing, origin, key)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(CliError::file(format!("reading {}: {e}", path.display()), &e)),
+    }
+    // Staged, synced, then renamed into place. Recovery if the process dies right after the
+    // rename: the file is complete and a rerun keeps it. If it dies before: at most a staging
+    // file is left, which the rerun overwrites; no partial head file ever exists.
+    let staging = out.join(format!(".head-{:020}.note.tmp", epoch.0));
+    let written = std::fs::File::create(&staging).and_then(|mut file| {
+        file.write_all(note.as_bytes())?;
+        file.sync_all()
+    });
+    written
+        .and_then(|()| std::fs::rename(&staging, &path))
+        .map_err(|e| CliError::file(format!("writing {}: {e}", path.display()), &e))?;
+    Ok(true)
+}
+
+fn conflict(path: &Path, epoch: Epoch, existing: &[u8], origin: &str, key: &[u8; 32]) -> CliError {
+    let other = std::str::from_utf8(existing).ok().and_then(|text| verify_head_note(text, origin, key).ok());
+    match other {
+        Some(head) if head.epoch == epoch => CliError::verification(format!(
+            "EVIDENCE: {} holds a different head for epoch {epoch}, also signed by the directory's key: \
+             two signed heads for one epoch mean the directory forked; keep both files",
+            path.display()
+        )),
+        _ => CliError::usage(format!(
+            "{} is not this directory's head of epoch {epoch}; move it away and export again",
+            path.display()
+        )),
+    }
+}
+
+/// Makes the renames durable.
+fn sync_dir(dir: &Path) -> Result<(), CliError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| CliError::file(format!("syncing {}: {e}", dir.display()), &e))
+}
