@@ -16,6 +16,15 @@ use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Ends a run as if the process died right after `$point`, when a test asked for it (`run_until`).
+macro_rules! stop_at {
+    ($crash:expr, $point:expr) => {
+        if $crash == Some($point) {
+            return Ok(None);
+        }
+    };
+}
+
 /// The caps on what one epoch consumes, so that an epoch's memory is bounded whatever the
 /// backlog: the cut takes mutations in queue order until either cap, and the rest waits for the
 /// next epoch. An epoch always takes at least one mutation (a single one larger than `max_bytes`
@@ -394,13 +403,6 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
 
     /// The steps of an epoch, in order; `None` when it stopped at `crash` (tests only).
     fn run(&self, now_ms: u64, crash: Option<CrashPoint>) -> Result<Option<EpochReport>, EpochError> {
-        macro_rules! stop {
-            ($point:expr) => {
-                if crash == Some($point) {
-                    return Ok(None);
-                }
-            };
-        }
         self.catch_up_index(None)?; // after an indexing failure of the previous run
         let mut timings = PhaseTimings::default();
         let started = Instant::now();
@@ -413,32 +415,32 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         let Cut { position: marker_position, marker, walk } = self.cut(epoch, previous.time_ms, now_ms)?;
         let Walk { mutations, bytes: input_bytes, capped, .. } = walk;
         timings.cut = started.elapsed();
-        stop!(CrashPoint::AfterRead);
+        stop_at!(crash, CrashPoint::AfterRead);
 
         // 2. Apply with compare-and-set, against the previous epoch's values.
         let t = Instant::now();
         let mut applied = self.apply(previous_epoch, &previous, &mutations)?;
         timings.apply = t.elapsed();
-        stop!(CrashPoint::AfterApply);
+        stop_at!(crash, CrashPoint::AfterApply);
 
         // 3. The archive, durable before the head that signs its digest.
         let t = Instant::now();
         let (archive, rows) = self.archive_epoch(epoch, mutations, &mut applied)?;
         timings.archive = t.elapsed();
-        stop!(CrashPoint::AfterArchiveWrite);
+        stop_at!(crash, CrashPoint::AfterArchiveWrite);
 
         // 4. The map.
         let t = Instant::now();
         let updates = std::mem::take(&mut applied.updates);
         let root = self.write_tree(previous_epoch, epoch, updates)?;
         timings.tree = t.elapsed();
-        stop!(CrashPoint::AfterNodeWrite);
+        stop_at!(crash, CrashPoint::AfterNodeWrite);
 
         // 5. Sign, then verify the signature with the public key before anything is published.
         let t = Instant::now();
         let (head, note) = self.sign(epoch, &previous, root.hash, archive, marker.time_ms, applied.counts)?;
         timings.sign = t.elapsed();
-        stop!(CrashPoint::AfterSign);
+        stop_at!(crash, CrashPoint::AfterSign);
 
         // 6. Head and cursor, atomically, with a compare-and-set on the epoch.
         // Recovery if the process dies right after: the epoch is complete and published; the next
@@ -450,7 +452,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         // marker) wait for the next epoch.
         let t = Instant::now();
         self.heads.commit(epoch, &note, marker.through)?;
-        stop!(CrashPoint::AfterHeadWrite);
+        stop_at!(crash, CrashPoint::AfterHeadWrite);
 
         // 7. Drop what this epoch consumed from the queue: positions up to `through`, which may
         // include markers of earlier epochs; this epoch's own marker is after `through` and goes
@@ -458,7 +460,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         // Recovery if the process dies right after: nothing to do. If it dies before: `open` does it.
         self.queue.remove_through(marker.through)?;
         timings.commit = t.elapsed();
-        stop!(CrashPoint::AfterCursorAdvance);
+        stop_at!(crash, CrashPoint::AfterCursorAdvance);
 
         // 8. Derived data: outcomes and key histories indexed, then no longer pending.
         self.index_published(epoch, &rows, &applied.outcomes)?;
