@@ -1,7 +1,7 @@
 //! The rules a chain of signed heads obeys (SPEC sections 4 and 6), checked one head at a time:
 //! what replay, the witness and a head export all check before they trust a head.
 
-use crate::replay::{Divergence, diverge};
+use crate::divergence::{Divergence, diverge};
 use keyfold_core::{Epoch, Head, verify_head_note};
 use keyfold_map::{Map, MemoryStore, TreeConfig};
 

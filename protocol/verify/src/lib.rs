@@ -10,6 +10,7 @@
 //! * [`wire`]: the JSON bodies of the HTTP API, shared by the server and its clients.
 
 mod apply;
+mod divergence;
 mod heads;
 mod lookup;
 mod replay;
@@ -19,7 +20,8 @@ pub use apply::{
     Applied, KeyState, MutationOutcome, Outcome, OutcomeColumns, RejectReason, apply_mutations, archive_rows,
     hash_mutations, read_touched, touched_indexes,
 };
+pub use divergence::Divergence;
 pub use heads::{verify_genesis_head, verify_next_head};
 pub use lookup::{LookupError, Pinned, Verified, verify_lookup};
-pub use replay::{Divergence, Replayer};
+pub use replay::Replayer;
 pub use wire::LookupAnswer;

@@ -3,6 +3,7 @@
 //! the map root, using nothing but the heads, the archives and the public key.
 
 use crate::apply::{Applied, KeyState, Outcome, OutcomeColumns, apply_mutations, hash_mutations, touched_indexes};
+use crate::divergence::{Divergence, diverge};
 use crate::heads::{verify_genesis_head, verify_next_head};
 use bytes::Bytes;
 use hashbrown::HashMap;
@@ -10,39 +11,6 @@ use keyfold_archive::{ArchiveRow, read_archive_bytes};
 use keyfold_core::{Epoch, Hash, HashSuite, Head, Index, Mutation, MutationId, Position, Version};
 use keyfold_map::{Map, MemoryStore, TreeConfig};
 use rayon::prelude::*;
-
-/// The first place a replay disagrees with what the directory published.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Divergence {
-    pub epoch: Epoch,
-    /// The archive row, when the divergence is in one.
-    pub row: Option<usize>,
-    pub what: String,
-    pub expected: String,
-    pub found: String,
-}
-
-impl std::fmt::Display for Divergence {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "epoch {}", self.epoch)?;
-        if let Some(row) = self.row {
-            write!(f, ", archive row {row}")?;
-        }
-        write!(f, ": {} (expected {}, found {})", self.what, self.expected, self.found)
-    }
-}
-
-impl std::error::Error for Divergence {}
-
-pub(crate) fn diverge(
-    epoch: Epoch,
-    row: Option<usize>,
-    what: &str,
-    expected: impl ToString,
-    found: impl ToString,
-) -> Divergence {
-    Divergence { epoch, row, what: what.to_owned(), expected: expected.to_string(), found: found.to_string() }
-}
 
 /// A monitor's replica of the map, advanced one verified epoch at a time.
 #[derive(Debug)]
