@@ -14,7 +14,7 @@ use keyfold_core::{HashSuite, Mutation, SigningKey, Version};
 use keyfold_epoch::{ArchiveSink, EpochJob, EpochLimits, HeadStore, MemoryArchives, MemoryHeadStore, ObjectArchives};
 use keyfold_ingest::{MemoryQueue, Queue};
 use keyfold_map::{Map, MemoryStore, TreeConfig, TreeError, TreeStore, lookup_in};
-use keyfold_redb::{RedbOptions, RedbQueueOptions, RedbStore, StoresOptions};
+use keyfold_redb::{Layout, RedbHeadStore, RedbOptions, RedbQueue, RedbQueueOptions, RedbStore};
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -604,13 +604,18 @@ fn bench_pipeline(args: &BenchArgs, plan: &Plan, config: TreeConfig, dir: &Path)
             run_pipeline(&job, plan, args)
         }
         StoreKind::Embedded => {
+            // The queue, map and heads only (no index or cosignatures: bench runs no server), at
+            // the paths of a data directory, so `verify` and `fsck` can check what it leaves.
+            let layout = Layout::new(dir);
             let unbounded = RedbQueueOptions { suite, max_depth: u64::MAX, max_bytes: u64::MAX };
-            let options = StoresOptions { tree: config, groups: args.groups, queue: unbounded };
-            let stores = keyfold_redb::open(dir, options).map_err(CliError::store)?;
+            let queue = RedbQueue::open(&layout.queue(), unbounded).map_err(CliError::store)?;
+            let map_options = RedbOptions { groups: args.groups, ..RedbOptions::new(config) };
+            let store = RedbStore::open(&layout.tree(), map_options).map_err(CliError::store)?;
+            let heads = RedbHeadStore::open(&layout.heads()).map_err(CliError::store)?;
             let archives: Arc<dyn ArchiveSink> =
                 Arc::new(ObjectArchives::local(&dir.join("archives")).map_err(CliError::store)?);
             write_directory_files(dir, config, args.groups, &key)?;
-            let job = EpochJob::open(stores.queue, Map::new(stores.map), stores.heads, archives, key, BENCH_ORIGIN, 1)
+            let job = EpochJob::open(queue, Map::new(store), heads, archives, key, BENCH_ORIGIN, 1)
                 .map_err(CliError::store)?
                 .with_limits(EpochLimits::UNLIMITED); // each measured epoch is the plan's size
             run_pipeline(&job, plan, args)

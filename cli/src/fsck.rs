@@ -47,9 +47,31 @@ pub struct FsckArgs {
     witness: Vec<String>,
 }
 
-/// What a check found: a one-line summary, or the problem (a report line; every problem is a
-/// verification failure, exit 1).
-type Finding = Result<String, String>;
+/// What a check found: a one-line summary, or the problem.
+type Finding = Result<String, Problem>;
+
+/// What a check found wrong: a report line of `fsck`'s output. Every problem is a verification
+/// failure (exit 1, once every check has run).
+#[derive(Debug, Clone)]
+struct Problem(String);
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<String> for Problem {
+    fn from(line: String) -> Problem {
+        Problem(line)
+    }
+}
+
+impl From<&str> for Problem {
+    fn from(line: &str) -> Problem {
+        Problem(line.to_owned())
+    }
+}
 
 /// What the replay of heads and archives leaves for the map and index checks.
 struct Replayed {
@@ -77,7 +99,7 @@ fn replay_all(
     public: &[u8; 32],
     shard_bits: u8,
     indexed_through: Epoch,
-) -> Result<Replayed, String> {
+) -> Result<Replayed, Problem> {
     let (latest, _) = heads.latest().map_err(|e| e.to_string())?.ok_or("no head at all, not even genesis")?;
     let note = |epoch: Epoch| {
         heads.get(epoch).map_err(|e| e.to_string())?.ok_or_else(|| format!("epoch {epoch}: head missing"))
@@ -119,7 +141,7 @@ fn check_map(
     // One epoch committed to the map without its head is a crash's normal state: the next run
     // recomputes the epoch, checks it against the stored root and signs it.
     if stored != signed && stored != signed.next() {
-        return Err(format!("the map is at epoch {stored} but the heads at {signed}"));
+        return Err(format!("the map is at epoch {stored} but the heads at {signed}").into());
     }
     for e in 0..=signed.0 {
         let note = heads.get(Epoch(e)).map_err(|e| e.to_string())?.ok_or_else(|| format!("epoch {e}: head missing"))?;
@@ -130,7 +152,8 @@ fn check_map(
                 "epoch {e}: stored root {} but the head signs {}",
                 root.hash.to_hex(),
                 head.root.to_hex()
-            ));
+            )
+            .into());
         }
     }
     let root = MapRoot { epoch: signed, hash: replayed.replayer.head().root };
@@ -149,14 +172,14 @@ fn check_key<A: keyfold_map::Snapshot, B: keyfold_map::Snapshot>(
     replica: &B,
     root: &MapRoot,
     key: &[u8],
-) -> Result<(), String> {
+) -> Result<(), Problem> {
     let index = suite.index_of(key);
     let name = String::from_utf8_lossy(key);
     let lookup = lookup_in(stored, suite, &index).map_err(|e| format!("key {name:?}: {e}"))?;
     lookup.proof.verify(suite, root, key, lookup.value.as_ref()).map_err(|e| format!("key {name:?}: proof: {e}"))?;
     let replayed = lookup_in(replica, suite, &index).map_err(|e| format!("key {name:?}: replica: {e}"))?.value;
     if lookup.value != replayed {
-        return Err(format!("key {name:?}: stored {:?}, replayed {:?}", lookup.value, replayed));
+        return Err(format!("key {name:?}: stored {:?}, replayed {:?}", lookup.value, replayed).into());
     }
     Ok(())
 }
@@ -164,22 +187,24 @@ fn check_key<A: keyfold_map::Snapshot, B: keyfold_map::Snapshot>(
 fn check_index(index: &RedbOutcomeIndex, indexed_through: Epoch, replayed: &Replayed) -> Finding {
     let signed = replayed.replayer.head().epoch;
     if indexed_through > signed {
-        return Err(format!("the index is at epoch {indexed_through} but the heads only at {signed}"));
+        return Err(format!("the index is at epoch {indexed_through} but the heads only at {signed}").into());
     }
     let expected = &replayed.index;
-    expected.outcomes.par_iter().try_for_each(|(id, want)| match index.outcome(id) {
-        Ok(Some(found)) if &found == want => Ok(()),
-        Ok(found) => Err(format!("mutation {}: indexed as {found:?}, archived as {want:?}", id.0.to_hex())),
-        Err(e) => Err(format!("mutation {}: {e}", id.0.to_hex())),
+    expected.outcomes.par_iter().try_for_each(|(id, want)| -> Result<(), Problem> {
+        match index.outcome(id) {
+            Ok(Some(found)) if &found == want => Ok(()),
+            Ok(found) => Err(format!("mutation {}: indexed as {found:?}, archived as {want:?}", id.0.to_hex()).into()),
+            Err(e) => Err(format!("mutation {}: {e}", id.0.to_hex()).into()),
+        }
     })?;
-    expected.histories.par_iter().try_for_each(|(key_index, want)| {
+    expected.histories.par_iter().try_for_each(|(key_index, want)| -> Result<(), Problem> {
         let found = index
             .history(key_index, keyfold_epoch::HistoryAfter::default(), want.len() + 1)
             .map_err(|e| e.to_string())?;
         if &found == want {
             Ok(())
         } else {
-            Err(format!("key index {}: history {found:?}, archived {want:?}", key_index.to_hex()))
+            Err(format!("key index {}: history {found:?}, archived {want:?}", key_index.to_hex()).into())
         }
     })?;
     let behind = if indexed_through < signed {
@@ -201,10 +226,10 @@ fn check_queue(queue: &RedbQueue, cursor: Position) -> Finding {
             queue.read_bounded(from, 10_000, 16 << 20).map_err(|e| format!("after position {}: {e}", from.0))?;
         let Some((last, _)) = chunk.last() else { break };
         if let Some(w) = chunk.windows(2).find(|w| w[0].0 >= w[1].0) {
-            return Err(format!("positions out of order: {} then {}", w[0].0.0, w[1].0.0));
+            return Err(format!("positions out of order: {} then {}", w[0].0.0, w[1].0.0).into());
         }
         if chunk[0].0 < from {
-            return Err(format!("asked from position {}, got {}", from.0, chunk[0].0.0));
+            return Err(format!("asked from position {}, got {}", from.0, chunk[0].0.0).into());
         }
         for (_, entry) in &chunk {
             match entry {
@@ -286,9 +311,9 @@ fn held_elsewhere(e: &(dyn std::error::Error + 'static)) -> bool {
 /// A panic caught by [`guarded`], as a problem.
 struct Panicked(String);
 
-impl From<Panicked> for String {
-    fn from(p: Panicked) -> String {
-        p.0
+impl From<Panicked> for Problem {
+    fn from(p: Panicked) -> Problem {
+        Problem(p.0)
     }
 }
 
@@ -340,9 +365,9 @@ fn redb_files(dir: &Path) -> Vec<PathBuf> {
 fn check_redb_file(dir: &Path, file: &Path, scratch: &Path) -> Finding {
     let copy = scratch.join(file.file_name().unwrap_or_default());
     std::fs::copy(dir.join(file), &copy).map_err(|e| format!("cannot copy it for the check: {e}"))?;
-    let checked = guarded("redb", || {
+    let checked = guarded("redb", || -> Result<bool, Problem> {
         let mut db = redb::Database::open(&copy).map_err(|e| format!("redb cannot open it: {e}"))?;
-        db.check_integrity().map_err(|e| format!("redb's integrity check failed: {e}"))
+        Ok(db.check_integrity().map_err(|e| format!("redb's integrity check failed: {e}"))?)
     });
     let _ = std::fs::remove_file(&copy);
     match checked? {
@@ -407,7 +432,7 @@ pub fn fsck(args: &FsckArgs) -> Result<(), CliError> {
     });
     match checked {
         Ok(()) => {}
-        Err(problem @ CliError::Verification(_)) => report(&mut problems, "stores", Err(problem.to_string())),
+        Err(problem @ CliError::Verification(_)) => report(&mut problems, "stores", Err(problem.to_string().into())),
         // Held by a running server, or not where the config says: nothing was checked.
         Err(cannot_check) => return Err(cannot_check),
     }
@@ -434,7 +459,7 @@ fn check_stores(
 ) {
     let Stores { heads, archives, store, queue, index } = stores;
     let indexed_through = match &index {
-        Some(index) => guarded("index", || index.indexed_through().map_err(|e| e.to_string())),
+        Some(index) => guarded("index", || index.indexed_through().map_err(|e| Problem(e.to_string()))),
         None => Ok(Epoch(0)),
     };
     let replayed = guarded("heads and archives", || {
