@@ -2,7 +2,8 @@
 //!
 //! Clients and monitors depend on this crate alone. It holds the domain types ([`Index`], [`Epoch`],
 //! [`Version`], [`ShardId`]), the two hash suites ([`HashSuite`]), the compressed sparse Merkle tree
-//! rules ([`Node`], [`combine`], [`compute_root`]) and proofs ([`Proof`]). It does no I/O.
+//! rules ([`Node`], [`combine`], [`compute_root`]) and proofs ([`Proof`]), and the RFC 6962 Merkle
+//! tree log ([`log`]) that C2SP checkpoints commit to. It does no I/O.
 //!
 //! Every hashed byte is defined in `docs/SPEC.md`; the golden vectors in `protocol/core/tests/vectors/` pin it.
 //!
@@ -20,6 +21,7 @@ mod cosignature;
 mod error;
 mod hash;
 mod head;
+pub mod log;
 mod mutation;
 mod proof;
 mod tree;
@@ -36,6 +38,7 @@ pub use head::{
     Head, HeadCounts, HeadError, MAX_ORIGIN_BYTES, check_origin, is_key_name, key_id, signature_line, split_note,
     verify_head_note,
 };
+pub use log::LogError;
 pub use mutation::{MUTATION_FORMAT_V1, Mutation, MutationId};
 pub use proof::{PROOF_FORMAT_V1, Proof, Terminal};
 pub use tree::{Node, combine, compute_root, prove_from_leaves};
