@@ -5,7 +5,9 @@
 //! rules ([`Node`], [`combine`], [`compute_root`]) and proofs ([`Proof`]), and the RFC 6962 Merkle
 //! tree log ([`log`]) that C2SP checkpoints commit to. It does no I/O.
 //!
-//! Every hashed byte is defined in `docs/SPEC.md`; the golden vectors in `protocol/core/tests/vectors/` pin it.
+//! Every hashed byte of the protocol is defined in `docs/SPEC.md`; the golden vectors in
+//! `protocol/core/tests/vectors/` pin it. The [`log`] module is not part of the protocol yet (no head
+//! commits to a log); its hashing is RFC 6962's, pinned by transparency-dev's public vectors.
 //!
 //! ```
 //! use keyfold_core::{HashSuite, LeafValue, Version, compute_root, Epoch, MapRoot, prove_from_leaves};
