@@ -5,10 +5,8 @@
 
 use crate::error::CliError;
 use crate::verify::{SourceArgs, open_source};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use clap::{Args, Subcommand};
-use keyfold_core::{Epoch, Head, VerifyingKey, key_id, split_note, verify_head_note};
+use keyfold_core::{Epoch, Head, Signature, VerifyingKey, key_id, signature_line, split_note, verify_head_note};
 use keyfold_verify::{verify_genesis_head, verify_next_head};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -94,9 +92,8 @@ fn directory_note(note: &str, origin: &str, public_key: &[u8; 32]) -> Result<Str
         .iter()
         .find(|s| s.name == origin && s.key_id == id)
         .ok_or_else(|| CliError::verification("a verified head lost its signature line"))?;
-    let mut blob = own.key_id.to_vec();
-    blob.extend_from_slice(&own.signature);
-    Ok(format!("{text}\n\u{2014} {origin} {}\n", B64.encode(blob)))
+    let signature = Signature::from_slice(&own.signature).map_err(CliError::verification)?;
+    Ok(format!("{text}\n{}", signature_line(origin, &key, &signature)))
 }
 
 /// Writes `note` as the head of `epoch` unless the same bytes are there (false). Different bytes

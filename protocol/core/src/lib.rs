@@ -33,7 +33,7 @@ pub use cosignature::{
     Witness, WitnessPolicy, check_witness_name, cosign, cosignature_key_id, cosigned_message, verify_cosignature,
     with_cosignatures,
 };
-pub use ed25519_dalek::{SigningKey, VerifyingKey};
+pub use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 pub use error::{DecodeError, ProofError, StorageError};
 pub use hash::{ArchiveDigester, HashSuite};
 pub use head::{
