@@ -149,7 +149,7 @@ mod tests {
             time_ms: 1_700_000_000_000,
             counts: HeadCounts::default(),
         };
-        (head.sign(&key), key.verifying_key().to_bytes())
+        (head.sign(&key, Hash([5; 32])), key.verifying_key().to_bytes())
     }
 
     fn witness(seed: u8, name: &str) -> (SigningKey, Witness) {

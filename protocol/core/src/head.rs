@@ -1,20 +1,21 @@
-//! Signed heads: the head body (SPEC.md "Heads"), its hash (the chain link), and the C2SP
-//! signed-note envelope with an ed25519 signature. A client verifies a head with only the
-//! directory's origin and public key: [`verify_head_note`].
+//! Map heads: the head body (SPEC.md section 6.1), the leaf the epoch appends to the log of heads,
+//! its hash (the chain link), and the C2SP signed-note envelope's signature lines. The head is
+//! signed inside a checkpoint ([`crate::checkpoint`]); a client verifies it with only the
+//! directory's origin and public key: [`crate::verify_head_note`].
 
 use crate::hash::HashSuite;
 use crate::types::Epoch;
 use crate::types::Hash;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signature, VerifyingKey};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 /// The head format line: names the format and the suite.
 const FORMAT_LINE_PREFIX: &str = "keyfold map v1 ";
 /// C2SP signed-note signature type for ed25519.
-const ED25519_SIGNATURE_TYPE: u8 = 0x01;
+pub(crate) const ED25519_SIGNATURE_TYPE: u8 = 0x01;
 /// Longest origin accepted.
 pub const MAX_ORIGIN_BYTES: usize = 255;
 
@@ -81,7 +82,7 @@ fn malformed(what: impl Into<String>) -> HeadError {
     HeadError::Malformed(what.into())
 }
 
-fn b64_hash(s: &str, field: &str) -> Result<Hash, HeadError> {
+pub(crate) fn b64_hash(s: &str, field: &str) -> Result<Hash, HeadError> {
     let bytes = B64.decode(s).map_err(|_| malformed(format!("{field} is not base64")))?;
     let array: [u8; 32] = bytes.try_into().map_err(|_| malformed(format!("{field} is not 32 bytes")))?;
     if B64.encode(array) != s {
@@ -90,7 +91,7 @@ fn b64_hash(s: &str, field: &str) -> Result<Hash, HeadError> {
     Ok(Hash(array))
 }
 
-fn number(s: &str, field: &str) -> Result<u64, HeadError> {
+pub(crate) fn number(s: &str, field: &str) -> Result<u64, HeadError> {
     let n: u64 = s.parse().map_err(|_| malformed(format!("{field} is not a number")))?;
     if n.to_string() != s {
         return Err(malformed(format!("{field} is not in canonical decimal")));
@@ -165,12 +166,6 @@ impl Head {
         self.suite.head_hash(self.body().as_bytes())
     }
 
-    /// The C2SP signed note of this head, signed by the directory key named by the origin.
-    pub fn sign(&self, key: &SigningKey) -> String {
-        let body = self.body();
-        let signature = key.sign(body.as_bytes());
-        format!("{body}\n{}", signature_line(&self.origin, &key.verifying_key(), &signature))
-    }
 }
 
 /// The C2SP key id: the first 4 bytes of SHA-256(name || "\n" || 0x01 || public key).
@@ -223,25 +218,6 @@ pub fn split_note(note: &str) -> Result<(&str, Vec<NoteSignature<'_>>), HeadErro
     Ok((text, signatures))
 }
 
-/// Verifies a signed head note against the pinned origin and public key, and returns the head.
-/// Other signature lines (witness cosignatures) are ignored here.
-pub fn verify_head_note(note: &str, origin: &str, public_key: &[u8; 32]) -> Result<Head, HeadError> {
-    let key = VerifyingKey::from_bytes(public_key).map_err(|_| HeadError::InvalidPublicKey)?;
-    let (text, signatures) = split_note(note)?;
-    let id = key_id(origin, &key);
-    let found = signatures.iter().find(|s| s.name == origin && s.key_id == id);
-    let found =
-        found.ok_or_else(|| HeadError::MissingSignature { origin: origin.to_owned(), key_id: hex::encode(id) })?;
-    let sig_bytes: [u8; 64] =
-        found.signature.as_slice().try_into().map_err(|_| HeadError::BadSignature(origin.to_owned()))?;
-    key.verify_strict(text.as_bytes(), &Signature::from_bytes(&sig_bytes))
-        .map_err(|_| HeadError::BadSignature(origin.to_owned()))?;
-    let head = Head::parse_body(text)?;
-    if head.origin != origin {
-        return Err(HeadError::OriginMismatch { expected: origin.to_owned(), found: head.origin });
-    }
-    Ok(head)
-}
 
 #[cfg(test)]
 mod tests {
@@ -260,31 +236,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn sign_verify_and_reject_tampering() {
-        let key = SigningKey::from_bytes(&[7; 32]);
-        let public = key.verifying_key().to_bytes();
-        let note = head().sign(&key);
-        assert_eq!(verify_head_note(&note, "example.com/keyfold", &public).unwrap(), head());
-        assert!(matches!(verify_head_note(&note, "other.org", &public), Err(HeadError::MissingSignature { .. })));
-        let other = SigningKey::from_bytes(&[8; 32]).verifying_key().to_bytes();
-        assert!(verify_head_note(&note, "example.com/keyfold", &other).is_err());
-        let tampered = note.replacen("epoch 42", "epoch 43", 1);
-        assert!(matches!(verify_head_note(&tampered, "example.com/keyfold", &public), Err(HeadError::BadSignature(_))));
-        // Every single-byte change of the note is rejected.
-        for i in 0..note.len() {
-            let mut bytes = note.as_bytes().to_vec();
-            bytes[i] ^= 0x01;
-            if let Ok(s) = String::from_utf8(bytes) {
-                assert!(verify_head_note(&s, "example.com/keyfold", &public).is_err(), "byte {i} flipped was accepted");
-            }
-        }
-        // A cosignature line from someone else does not change the result.
-        let cosigned = format!(
-            "{note}\u{2014} witness.example AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n"
-        );
-        assert_eq!(verify_head_note(&cosigned, "example.com/keyfold", &public).unwrap(), head());
-    }
 
     #[test]
     fn body_round_trips_and_is_strict() {

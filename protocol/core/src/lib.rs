@@ -6,8 +6,9 @@
 //! tree log ([`log`]) that C2SP checkpoints commit to. It does no I/O.
 //!
 //! Every hashed byte of the protocol is defined in `docs/SPEC.md`; the golden vectors in
-//! `protocol/core/tests/vectors/` pin it. The [`log`] module is not part of the protocol yet (no head
-//! commits to a log); its hashing is RFC 6962's, pinned by transparency-dev's public vectors.
+//! `protocol/core/tests/vectors/` pin it. Every epoch appends its map head ([`Head`]) to the
+//! [`log`] of heads (RFC 6962 hashing, pinned also by transparency-dev's public vectors); the
+//! directory signs that log's C2SP checkpoint ([`Checkpoint`]), served as C2SP tiles ([`tiles`]).
 //!
 //! ```
 //! use keyfold_core::{HashSuite, LeafValue, Version, compute_root, Epoch, MapRoot, prove_from_leaves};
@@ -19,6 +20,7 @@
 //! proof.verify(suite, &root, b"bob", None).unwrap_err();
 //! ```
 
+mod checkpoint;
 mod cosignature;
 mod error;
 mod hash;
@@ -26,9 +28,14 @@ mod head;
 pub mod log;
 mod mutation;
 mod proof;
+pub mod tiles;
 mod tree;
 mod types;
 
+pub use checkpoint::{
+    Checkpoint, MAX_CHECKPOINT_TEXT_BYTES, SignedHead, parse_vkey, verify_checkpoint_note, verify_head_note,
+    verify_note_signature, vkey,
+};
 pub use cosignature::{
     Witness, WitnessPolicy, check_witness_name, cosign, cosignature_key_id, cosigned_message, verify_cosignature,
     with_cosignatures,
@@ -38,9 +45,8 @@ pub use error::{DecodeError, ProofError, StorageError};
 pub use hash::{ArchiveDigester, HashSuite};
 pub use head::{
     Head, HeadCounts, HeadError, MAX_ORIGIN_BYTES, check_origin, is_key_name, key_id, signature_line, split_note,
-    verify_head_note,
 };
-pub use log::LogError;
+pub use log::{Frontier, LogError, LogTree};
 pub use mutation::{MUTATION_FORMAT_V1, Mutation, MutationId};
 pub use proof::{PROOF_FORMAT_V1, Proof, Terminal};
 pub use tree::{Node, combine, compute_root, prove_from_leaves};

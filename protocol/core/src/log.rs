@@ -113,28 +113,68 @@ fn len_u64(leaves: &[Hash]) -> u64 {
 /// 2.1.1, RFC 9162 section 2.1.3.1), ordered from the leaf's sibling up to the root's child.
 pub fn inclusion_proof(leaf_hashes: &[Hash], index: u64) -> Result<Vec<Hash>, LogError> {
     let size = len_u64(leaf_hashes);
-    let out_of_range = LogError::IndexOutOfRange { index, size };
-    let mut m = usize::try_from(index).map_err(|_| out_of_range.clone())?;
-    if m >= leaf_hashes.len() {
-        return Err(out_of_range);
+    if index >= size {
+        return Err(LogError::IndexOutOfRange { index, size });
     }
-    // Walk down from the root; each level contributes the sibling subtree's MTH, which the
-    // recursion in the RFC appends after the deeper path, so the list is reversed at the end.
-    let mut tree = leaf_hashes;
+    Ok(inclusion_path(index, size, &|lo, hi| subtree_root(&leaf_hashes[to_usize(lo)..to_usize(hi)])))
+}
+
+/// `x` as an index into a slice it is known to fit (it is at most the slice's length).
+fn to_usize(x: u64) -> usize {
+    usize::try_from(x).expect("bounded by a slice length")
+}
+
+/// MTH(D\[lo:hi\]) for `lo < hi <= size`, from whatever holds the tree.
+type Mth<'a> = &'a dyn Fn(u64, u64) -> Hash;
+
+/// PATH(index, D\[size\]) for `index < size`: walk down from the root; each level contributes the
+/// sibling subtree's MTH, which the RFC's recursion appends after the deeper path, so the list is
+/// reversed at the end.
+fn inclusion_path(index: u64, size: u64, mth: Mth<'_>) -> Vec<Hash> {
+    let (mut lo, mut hi) = (0, size);
     let mut top_down = Vec::new();
-    while tree.len() > 1 {
-        let k = split_point(tree.len());
-        if m < k {
-            top_down.push(subtree_root(&tree[k..]));
-            tree = &tree[..k];
+    while hi - lo > 1 {
+        let k = split_point_u64(hi - lo);
+        if index < lo + k {
+            top_down.push(mth(lo + k, hi));
+            hi = lo + k;
         } else {
-            top_down.push(subtree_root(&tree[..k]));
-            tree = &tree[k..];
-            m -= k;
+            top_down.push(mth(lo, lo + k));
+            lo += k;
         }
     }
     top_down.reverse();
-    Ok(top_down)
+    top_down
+}
+
+/// PROOF(old, D\[new\]) for `0 < old < new` (RFC 6962 section 2.1.2's SUBPROOF, unrolled: each
+/// level appends one MTH after the deeper part).
+fn consistency_path(old_size: u64, new_size: u64, mth: Mth<'_>) -> Vec<Hash> {
+    let (mut lo, mut hi) = (0, new_size);
+    let mut top_down = Vec::new();
+    let mut whole_old_subtree_known = true; // the RFC's b
+    while old_size != hi {
+        let k = split_point_u64(hi - lo);
+        if old_size - lo <= k {
+            top_down.push(mth(lo + k, hi));
+            hi = lo + k;
+        } else {
+            top_down.push(mth(lo, lo + k));
+            lo += k;
+            whole_old_subtree_known = false;
+        }
+    }
+    if !whole_old_subtree_known {
+        top_down.push(mth(lo, hi));
+    }
+    top_down.reverse();
+    top_down
+}
+
+/// The largest power of two strictly smaller than `n`, for `n >= 2`.
+fn split_point_u64(n: u64) -> u64 {
+    debug_assert!(n >= 2);
+    1 << (u64::BITS - 1 - (n - 1).leading_zeros())
 }
 
 /// The number of hashes in the inclusion proof of `index` in a tree of `size` leaves, for `index < size`:
@@ -207,30 +247,7 @@ pub fn consistency_proof(leaf_hashes: &[Hash], old_size: u64, new_size: u64) -> 
     if check_sizes(old_size, new_size)? {
         return Ok(Vec::new());
     }
-    // Both fit in usize: they are at most leaf_hashes.len().
-    let too_big = LogError::SizeExceedsLeaves { size: new_size, available };
-    let mut m = usize::try_from(old_size).map_err(|_| too_big.clone())?;
-    let mut tree = &leaf_hashes[..usize::try_from(new_size).map_err(|_| too_big)?];
-    // SUBPROOF(m, D[n], b), unrolled: each level appends one MTH after the deeper part.
-    let mut top_down = Vec::new();
-    let mut whole_old_subtree_known = true; // the RFC's b
-    while m != tree.len() {
-        let k = split_point(tree.len());
-        if m <= k {
-            top_down.push(subtree_root(&tree[k..]));
-            tree = &tree[..k];
-        } else {
-            top_down.push(subtree_root(&tree[..k]));
-            tree = &tree[k..];
-            m -= k;
-            whole_old_subtree_known = false;
-        }
-    }
-    if !whole_old_subtree_known {
-        top_down.push(subtree_root(tree));
-    }
-    top_down.reverse();
-    Ok(top_down)
+    Ok(consistency_path(old_size, new_size, &|lo, hi| subtree_root(&leaf_hashes[to_usize(lo)..to_usize(hi)])))
 }
 
 /// The number of hashes in the consistency proof between sizes `0 < old_size < new_size`.
@@ -301,4 +318,209 @@ pub fn verify_consistency(
     }
     check_root("old root", old_root, f_r)?;
     check_root("new root", new_root, s_r)
+}
+
+/// The right edge of a log: the roots of its complete subtrees, largest (leftmost) first, one per
+/// set bit of its size. Enough to compute the root and append, in O(log n) memory: what a verifier
+/// that sees every leaf (a monitor) keeps instead of the whole tree.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frontier {
+    size: u64,
+    peaks: Vec<Hash>,
+}
+
+impl Frontier {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends one leaf hash (binary carry: equal-sized subtrees to its left merge).
+    pub fn push(&mut self, leaf_hash: Hash) {
+        let mut hash = leaf_hash;
+        let mut carry = self.size;
+        while carry & 1 == 1 {
+            let left = self.peaks.pop().expect("one peak per set bit of the size");
+            hash = node_hash(&left, &hash);
+            carry >>= 1;
+        }
+        self.peaks.push(hash);
+        self.size += 1;
+        debug_assert_eq!(self.peaks.len(), self.size.count_ones() as usize);
+    }
+
+    /// MTH of the leaves so far: the peaks folded from the right.
+    pub fn root(&self) -> Hash {
+        let mut peaks = self.peaks.iter().rev();
+        let Some(last) = peaks.next() else { return empty_root() };
+        peaks.fold(*last, |right, left| node_hash(left, &right))
+    }
+}
+
+/// Hashes in one full tile (C2SP tlog-tiles): 256, each of a subtree 8 levels below.
+pub const TILE_WIDTH: u64 = 256;
+/// Tree levels one tile level spans.
+pub const TILE_HEIGHT: u32 = 8;
+
+/// A whole log held in memory as its complete subtree hashes: `levels[k][i]` is MTH of leaves
+/// `[i * 2^k, (i + 1) * 2^k)`. About 64 bytes per leaf; any root, proof or tile is O(log n) hash
+/// work (an MTH of a range is at most one stored hash per level of its right edge).
+#[derive(Debug, Clone, Default)]
+pub struct LogTree {
+    levels: Vec<Vec<Hash>>,
+}
+
+impl LogTree {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn size(&self) -> u64 {
+        self.levels.first().map_or(0, |leaves| len_u64(leaves))
+    }
+
+    /// Bytes of hashes held (the bound on this structure's memory: 2 hashes per leaf at most).
+    pub fn memory_bytes(&self) -> usize {
+        self.levels.iter().map(|l| l.capacity() * std::mem::size_of::<Hash>()).sum()
+    }
+
+    /// Appends one leaf hash and every subtree it completes.
+    pub fn push(&mut self, leaf_hash: Hash) {
+        let mut hash = leaf_hash;
+        for level in 0.. {
+            if self.levels.len() == level {
+                self.levels.push(Vec::new());
+            }
+            let row = &mut self.levels[level];
+            row.push(hash);
+            if row.len() % 2 == 1 {
+                break;
+            }
+            hash = node_hash(&row[row.len() - 2], &row[row.len() - 1]);
+        }
+    }
+
+    /// The leaf hash at `index`, if the log has it.
+    pub fn leaf_hash(&self, index: u64) -> Option<Hash> {
+        self.levels.first()?.get(usize::try_from(index).ok()?).copied()
+    }
+
+    /// MTH(D\[lo:hi\]) for `lo < hi <= size`: a stored hash when the range is one aligned complete
+    /// subtree, else split as RFC 6962 splits it.
+    fn mth(&self, lo: u64, hi: u64) -> Hash {
+        debug_assert!(lo < hi && hi <= self.size());
+        let n = hi - lo;
+        if n.is_power_of_two() && lo % n == 0 {
+            let k = n.trailing_zeros() as usize;
+            return self.levels[k][to_usize(lo >> k)];
+        }
+        let k = split_point_u64(n);
+        node_hash(&self.mth(lo, lo + k), &self.mth(lo + k, hi))
+    }
+
+    fn check_size(&self, size: u64) -> Result<(), LogError> {
+        let available = self.size();
+        if size > available { Err(LogError::SizeExceedsLeaves { size, available }) } else { Ok(()) }
+    }
+
+    /// The root of the log's first `size` leaves.
+    pub fn root(&self, size: u64) -> Result<Hash, LogError> {
+        self.check_size(size)?;
+        Ok(if size == 0 { empty_root() } else { self.mth(0, size) })
+    }
+
+    /// The right edge of the first `size` leaves.
+    pub fn frontier(&self, size: u64) -> Result<Frontier, LogError> {
+        self.check_size(size)?;
+        let mut peaks = Vec::new();
+        let mut offset = 0;
+        for k in (0..u64::BITS).rev().filter(|k| size >> k & 1 == 1) {
+            peaks.push(self.levels[k as usize][to_usize(offset >> k)]);
+            offset += 1 << k;
+        }
+        Ok(Frontier { size, peaks })
+    }
+
+    /// The inclusion proof of leaf `index` in the tree of the first `size` leaves.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, LogError> {
+        self.check_size(size)?;
+        if index >= size {
+            return Err(LogError::IndexOutOfRange { index, size });
+        }
+        Ok(inclusion_path(index, size, &|lo, hi| self.mth(lo, hi)))
+    }
+
+    /// The consistency proof from the first `old_size` to the first `new_size` leaves (an old
+    /// size of 0 is refused, as [`consistency_proof`] does).
+    pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, LogError> {
+        self.check_size(new_size)?;
+        if check_sizes(old_size, new_size)? {
+            return Ok(Vec::new());
+        }
+        Ok(consistency_path(old_size, new_size, &|lo, hi| self.mth(lo, hi)))
+    }
+
+    /// The bytes of hash tile `index` at tile `level` with `width` hashes (C2SP tlog-tiles): the
+    /// MTHs of `width` consecutive subtrees of 256^level leaves. `None` unless the log has them all.
+    pub fn tile(&self, level: u8, index: u64, width: u64) -> Option<Vec<u8>> {
+        let height = usize::from(level) * TILE_HEIGHT as usize;
+        if !(1..=TILE_WIDTH).contains(&width) {
+            return None;
+        }
+        let row = self.levels.get(height)?;
+        let start = usize::try_from(index.checked_mul(TILE_WIDTH)?).ok()?;
+        let hashes = row.get(start..start.checked_add(to_usize(width))?)?;
+        Some(hashes.iter().flat_map(|h| h.0).collect())
+    }
+}
+
+#[cfg(test)]
+mod tree_tests {
+    use super::*;
+
+    fn leaves(n: u64) -> Vec<Hash> {
+        (0..n).map(|i| leaf_hash(&i.to_be_bytes())).collect()
+    }
+
+    #[test]
+    fn log_tree_and_frontier_agree_with_the_list_functions() {
+        let all = leaves(70);
+        let mut tree = LogTree::new();
+        let mut frontier = Frontier::new();
+        for (n, leaf) in all.iter().enumerate() {
+            tree.push(*leaf);
+            frontier.push(*leaf);
+            let size = n as u64 + 1;
+            assert_eq!(frontier.root(), root(&all[..=n]), "size {size}");
+            assert_eq!(tree.frontier(size).unwrap(), frontier);
+        }
+        for size in 1..=70u64 {
+            let prefix = &all[..size as usize];
+            assert_eq!(tree.root(size).unwrap(), root(prefix));
+            for index in 0..size {
+                assert_eq!(tree.inclusion_proof(index, size).unwrap(), inclusion_proof(prefix, index).unwrap());
+            }
+            for old in 1..=size {
+                assert_eq!(tree.consistency_proof(old, size).unwrap(), consistency_proof(prefix, old, size).unwrap());
+            }
+        }
+        assert_eq!(tree.root(0).unwrap(), empty_root());
+        assert!(tree.root(71).is_err() && tree.inclusion_proof(70, 70).is_err());
+    }
+
+    #[test]
+    fn tiles_hold_the_subtree_hashes_of_their_level() {
+        let all = leaves(600);
+        let mut tree = LogTree::new();
+        all.iter().for_each(|l| tree.push(*l));
+        let level0 = tree.tile(0, 1, 256).unwrap();
+        assert_eq!(level0[..32], all[256].0);
+        assert_eq!(tree.tile(0, 2, 88).unwrap().len(), 88 * 32);
+        assert!(tree.tile(0, 2, 89).is_none(), "beyond the log");
+        assert_eq!(tree.tile(1, 0, 2).unwrap()[32..], root(&all[256..512]).0);
+        assert!(tree.tile(1, 0, 3).is_none() && tree.tile(0, 0, 0).is_none() && tree.tile(0, 0, 257).is_none());
+    }
 }
