@@ -122,7 +122,8 @@ impl Published {
         let note = self.text("/v1/heads/latest")?;
         let bad = |e: keyfold_core::HeadError| CliError::verification(format!("the latest head: {e}"));
         let (text, _) = keyfold_core::split_note(&note).map_err(bad)?;
-        Ok(keyfold_core::Head::parse_body(text).map_err(bad)?.epoch)
+        let checkpoint = keyfold_core::Checkpoint::parse(text).map_err(bad)?;
+        Ok(keyfold_core::Head::from_checkpoint(&checkpoint).map_err(bad)?.epoch)
     }
 }
 

@@ -6,7 +6,9 @@
 use crate::error::CliError;
 use crate::verify::{SourceArgs, open_source};
 use clap::{Args, Subcommand};
-use keyfold_core::{Epoch, Head, Signature, VerifyingKey, key_id, signature_line, split_note, verify_head_note};
+use keyfold_core::{
+    Epoch, Frontier, Head, Signature, VerifyingKey, key_id, signature_line, split_note, verify_head_note,
+};
 use keyfold_verify::{verify_genesis_head, verify_next_head};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -56,12 +58,12 @@ fn export(args: &ExportArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::file(format!("creating {}: {e}", args.out.display()), &e))?;
     let latest = source.latest()?;
     let mut done = Exported::default();
-    let mut previous: Option<Head> = None;
+    let mut previous: Option<(Head, Frontier)> = None;
     for e in 0..=latest.0 {
         let note = source.head(Epoch(e))?;
-        let head = match &previous {
+        let (head, log) = match previous.take() {
             None => verify_genesis_head(&note, &origin, &public_key, shard_bits)?,
-            Some(previous) => verify_next_head(previous, &note, &origin, &public_key)?,
+            Some((previous, mut log)) => (verify_next_head(&previous, &mut log, &note, &origin, &public_key)?, log),
         };
         let note = directory_note(&note, &origin, &public_key)?;
         if write_head(&args.out, head.epoch, &note, &origin, &public_key)? {
@@ -69,7 +71,7 @@ fn export(args: &ExportArgs) -> Result<(), CliError> {
         } else {
             done.kept += 1;
         }
-        previous = Some(head);
+        previous = Some((head, log));
     }
     sync_dir(&args.out)?;
     println!(

@@ -87,10 +87,11 @@ fn export_from_a_server_and_a_directory_agree_resume_and_catch_a_fork() {
     // A second head for epoch 1, signed with the directory's own key (a copied data directory
     // signing on its own): the export stops and names it.
     let original = std::fs::read_to_string(head_file(&out, 1)).unwrap();
-    let mut forked = verify_head_note(&original, ORIGIN, &public_key).unwrap();
+    let signed = keyfold_core::verify_checkpoint_note(&original, ORIGIN, &public_key).unwrap();
+    let mut forked = signed.head;
     forked.time_ms += 1;
     let key = keyfold_epoch::load_signing_key(&data.join("signing.key")).unwrap();
-    std::fs::write(head_file(&out, 1), forked.sign(&key)).unwrap();
+    std::fs::write(head_file(&out, 1), forked.sign(&key, signed.checkpoint.root)).unwrap();
     let refused = keyfold(&["heads", "export", "--data", data_arg, "--out", out_arg]);
     assert_eq!(refused.status.code(), Some(1), "{}", String::from_utf8_lossy(&refused.stderr));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("EVIDENCE"));

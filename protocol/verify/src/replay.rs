@@ -8,7 +8,7 @@ use crate::heads::{verify_genesis_head, verify_next_head};
 use bytes::Bytes;
 use hashbrown::HashMap;
 use keyfold_archive::{ArchiveRow, read_archive_bytes};
-use keyfold_core::{Epoch, Hash, HashSuite, Head, Index, Mutation, MutationId, Position, Version};
+use keyfold_core::{Epoch, Frontier, Hash, HashSuite, Head, Index, Mutation, MutationId, Position, Version};
 use keyfold_map::{Map, MemoryStore, TreeConfig};
 use rayon::prelude::*;
 
@@ -23,6 +23,8 @@ pub struct Replayer {
     /// table per first byte of the index, updated in parallel.
     states: Vec<HashMap<Index, KeyState>>,
     previous: Head,
+    /// The log of heads through `previous` (its right edge: O(log n) hashes).
+    log: Frontier,
 }
 
 impl Replayer {
@@ -33,7 +35,7 @@ impl Replayer {
         public_key: &[u8; 32],
         shard_bits: u8,
     ) -> Result<Replayer, Divergence> {
-        let head = verify_genesis_head(note, origin, public_key, shard_bits)?;
+        let (head, log) = verify_genesis_head(note, origin, public_key, shard_bits)?;
         let config = TreeConfig::new(head.suite, shard_bits)
             .map_err(|e| diverge(Epoch(0), None, "config", "valid shard bits", e))?;
         let map = Map::new(MemoryStore::new(config));
@@ -43,6 +45,7 @@ impl Replayer {
             map,
             states: (0..STATE_TABLES).map(|_| HashMap::new()).collect(),
             previous: head,
+            log,
         })
     }
 
@@ -56,6 +59,11 @@ impl Replayer {
         &self.previous
     }
 
+    /// The log of heads through the last head verified.
+    pub fn log(&self) -> &Frontier {
+        &self.log
+    }
+
     /// Verifies the next epoch: its signed head and its archive.
     pub fn replay(&mut self, note: &str, archive: Bytes) -> Result<Head, Divergence> {
         self.replay_rows(note, archive).map(|(head, _)| head)
@@ -64,7 +72,7 @@ impl Replayer {
     /// As [`Replayer::replay`], also handing back the archive's rows (verified), so a caller that
     /// needs them does not decode the archive a second time.
     pub fn replay_rows(&mut self, note: &str, archive: Bytes) -> Result<(Head, Vec<ArchiveRow>), Divergence> {
-        let head = self.check_head(note)?;
+        let (head, log) = self.check_head(note)?;
         let (epoch, suite) = (head.epoch, head.suite);
         let check = |ok: bool, what: &str, expected: String, found: String| {
             if ok { Ok(()) } else { Err(diverge(epoch, None, what, expected, found)) }
@@ -90,6 +98,7 @@ impl Replayer {
         let root = self.advance(epoch, applied, &rows)?;
         check(root == head.root, "map root", root.to_hex(), head.root.to_hex())?;
         self.previous = head.clone();
+        self.log = log;
         // The keys, values and signatures moved into the mutations go back into their rows.
         for (row, (_, m)) in rows.iter_mut().zip(mutations) {
             (row.key, row.value, row.owner_signature) = (Some(m.key), m.value, m.owner_signature);
@@ -99,8 +108,10 @@ impl Replayer {
 
     /// The next head: signed by the pinned key for the origin, numbered, hashed and chained after
     /// the last verified one, and later in time.
-    fn check_head(&self, note: &str) -> Result<Head, Divergence> {
-        verify_next_head(&self.previous, note, &self.origin, &self.public_key)
+    fn check_head(&self, note: &str) -> Result<(Head, Frontier), Divergence> {
+        let mut log = self.log.clone();
+        let head = verify_next_head(&self.previous, &mut log, note, &self.origin, &self.public_key)?;
+        Ok((head, log))
     }
 
     /// Applies a verified epoch to the replica and the key states; returns the new root.

@@ -27,6 +27,14 @@ pub struct DirectoryInfo {
     pub hash: String,
     /// The tree has 2^shard_bits shards.
     pub shard_bits: u8,
+    /// The directory's key as a C2SP verifier key (`origin+hexid+base64`).
+    pub vkey: String,
+    /// Where the latest checkpoint is served (C2SP tlog-tiles `<prefix>/checkpoint`), relative to
+    /// the server root unless absolute.
+    pub checkpoint_url: String,
+    /// The C2SP tlog-tiles prefix of the log of heads (`<prefix>/tile/...`), relative to the
+    /// server root unless absolute.
+    pub tiles_url: String,
 }
 
 /// A receipt: the mutation id and where it waits, its queue position (embedded queue) or its
@@ -90,8 +98,31 @@ pub struct LookupAnswer {
     pub value: Option<String>,
     /// Base64 of the canonical proof encoding (SPEC section 3.1).
     pub proof: String,
-    /// The signed head of `epoch`, whose root the proof verifies against.
+    /// The signed head of `epoch` (a checkpoint of size epoch + 1), whose map root the proof
+    /// verifies against.
     pub head: String,
+    /// The latest checkpoint, when `epoch` is older (its signed note with cosignatures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
+    /// With `checkpoint`: base64 hashes of the inclusion proof of `epoch`'s map head (leaf
+    /// `epoch`) in the log of the latest checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_inclusion: Option<Vec<String>>,
+    /// With the query's `from` (a size the client holds, 0 < from <= the latest size): base64
+    /// hashes of the consistency proof from `from` to the latest checkpoint's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<Vec<String>>,
+}
+
+/// `GET /v1/checkpoint`: the latest checkpoint and, with `from`, the consistency proof to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct CheckpointAnswer {
+    /// The latest signed checkpoint with its cosignatures.
+    pub checkpoint: String,
+    /// Base64 hashes of the consistency proof from the query's `from` (when 0 < from <= size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<Vec<String>>,
 }
 
 /// One applied change of a key.

@@ -66,6 +66,8 @@ struct GenesisVector {
     map_root: String,
     head_body: String,
     head_hash: String,
+    /// The RFC 6962 root of the log of heads (one leaf: this head's body).
+    log_root: String,
     head_note: String,
 }
 
@@ -88,6 +90,8 @@ struct EpochVector {
     counts: CountsVector,
     head_body: String,
     head_hash: String,
+    /// The RFC 6962 root of the log of heads 0..=epoch (leaf i: head i's body).
+    log_root: String,
     head_note: String,
 }
 
@@ -276,6 +280,8 @@ struct Directory {
     suite: HashSuite,
     key: SigningKey,
     maps: Vec<Map<MemoryStore>>,
+    /// The log of heads so far.
+    log: keyfold_core::LogTree,
     head: Head,
     /// The next free queue position. Each epoch's marker takes the position after its mutations
     /// (the job appends it at the queue's end), so positions jump by one between epochs.
@@ -317,14 +323,18 @@ fn genesis(suite: HashSuite) -> (Directory, GenesisVector) {
         counts: HeadCounts::default(),
     };
     let key = SigningKey::from_bytes(&SIGNING_KEY_SEED);
+    let mut log = keyfold_core::LogTree::new();
+    log.push(head.leaf_hash());
+    let log_root = log.root(1).unwrap();
     let vector = GenesisVector {
         time_ms: head.time_ms,
         map_root: head.root.to_hex(),
         head_body: head.body(),
         head_hash: head.hash().to_hex(),
-        head_note: head.sign(&key),
+        log_root: log_root.to_hex(),
+        head_note: head.sign(&key, log_root),
     };
-    (Directory { suite, key, maps, head, next_position: 1, keys: BTreeMap::new() }, vector)
+    (Directory { suite, key, maps, head, log, next_position: 1, keys: BTreeMap::new() }, vector)
 }
 
 /// Every leaf of the map's latest epoch, read from the map, ascending by index.
@@ -390,14 +400,16 @@ fn run_epoch(dir: &mut Directory, cases: Vec<Case>) -> EpochVector {
         time_ms: GENESIS_TIME_MS + epoch.0 * EPOCH_MS,
         counts: applied.counts,
     };
-    let vector = epoch_vector(&head, &dir.key, state_before, mutation_vectors, &rows, updates);
+    dir.log.push(head.leaf_hash());
+    let log_root = dir.log.root(dir.log.size()).unwrap();
+    let vector = epoch_vector(&head, (&dir.key, log_root), state_before, mutation_vectors, &rows, updates);
     dir.head = head;
     vector
 }
 
 fn epoch_vector(
     head: &Head,
-    key: &SigningKey,
+    (key, log_root): (&SigningKey, Hash),
     state_before: Vec<LeafVector>,
     mutations: Vec<MutationVector>,
     rows: &[ArchiveRow],
@@ -422,7 +434,8 @@ fn epoch_vector(
         },
         head_body: head.body(),
         head_hash: head.hash().to_hex(),
-        head_note: head.sign(key),
+        log_root: log_root.to_hex(),
+        head_note: head.sign(key, log_root),
     }
 }
 
@@ -513,6 +526,24 @@ mod spec {
                 h.finalize().into()
             }
             other => panic!("unknown suite {other}"),
+        }
+    }
+
+    /// RFC 6962 MTH over SHA-256: leaves `0x00 || data`, nodes `0x01 || left || right`, split at
+    /// the largest power of two below the size.
+    pub fn log_root(leaves: &[&[u8]]) -> [u8; 32] {
+        let sha = |parts: &[&[u8]]| -> [u8; 32] {
+            let mut h = Sha256::new();
+            parts.iter().for_each(|p| h.update(p));
+            h.finalize().into()
+        };
+        match leaves {
+            [] => sha(&[]),
+            [one] => sha(&[&[0x00], one]),
+            _ => {
+                let k = 1usize << (usize::BITS - 1 - (leaves.len() - 1).leading_zeros());
+                sha(&[&[0x01], &log_root(&leaves[..k]), &log_root(&leaves[k..])])
+            }
         }
     }
 
@@ -756,11 +787,15 @@ fn body(s: &SuiteVectors, epoch: u64, hashes: [&str; 3], time_ms: u64, c: Counts
     )
 }
 
-/// The head hash from the primitives, and the note: the body, a blank line, the directory's
-/// signature line, verifying with the public key.
-fn check_head(s: &SuiteVectors, body: &str, hash: &str, note: &str) {
+/// The head hash from the primitives, and the note: the checkpoint of the log of heads (origin,
+/// size, base64 root, the body after its origin line), a blank line, the directory's signature
+/// line, verifying with the public key.
+fn check_head(s: &SuiteVectors, (body, hash): (&str, &str), (size, log_root): (u64, &str), note: &str) {
     assert_eq!(unhex32(hash), spec::head(&s.suite, body), "{}: head hash", s.suite);
-    assert!(note.starts_with(&format!("{body}\n\u{2014} {} ", s.origin)), "{}: note {note:?}", s.suite);
+    let root = B64.encode(unhex32(log_root));
+    let extension = body.split_once('\n').unwrap().1;
+    let checkpoint = format!("{}\n{size}\n{root}\n{extension}", s.origin);
+    assert!(note.starts_with(&format!("{checkpoint}\n\u{2014} {} ", s.origin)), "{}: note {note:?}", s.suite);
     verify_head_note(note, &s.origin, &unhex32(&s.public_key)).unwrap();
 }
 
@@ -772,7 +807,9 @@ fn stored_heads_chain_and_verify() {
         let (g, zero) = (&s.genesis, hex::encode([0u8; 32]));
         let none = CountsVector { mutations: 0, applied: 0, rejected: 0, duplicates: 0 };
         assert_eq!(g.head_body, body(s, 0, [&g.map_root, &zero, &zero], g.time_ms, none));
-        check_head(s, &g.head_body, &g.head_hash, &g.head_note);
+        let mut bodies = vec![g.head_body.as_bytes()];
+        assert_eq!(unhex32(&g.log_root), spec::log_root(&bodies), "{}: log root of size 1", s.suite);
+        check_head(s, (&g.head_body, &g.head_hash), (1, &g.log_root), &g.head_note);
         let (mut previous_hash, mut previous_time) = (&g.head_hash, g.time_ms);
         for (e, number) in s.epochs.iter().zip(1..) {
             assert_eq!(e.epoch, number, "epochs follow genesis one by one");
@@ -780,7 +817,9 @@ fn stored_heads_chain_and_verify() {
             assert!(e.time_ms > previous_time, "epoch times increase");
             let hashes = [e.map_root.as_str(), &e.previous_head_hash, &e.archive_digest];
             assert_eq!(e.head_body, body(s, e.epoch, hashes, e.time_ms, e.counts));
-            check_head(s, &e.head_body, &e.head_hash, &e.head_note);
+            bodies.push(e.head_body.as_bytes());
+            assert_eq!(unhex32(&e.log_root), spec::log_root(&bodies), "{} epoch {}: log root", s.suite, e.epoch);
+            check_head(s, (&e.head_body, &e.head_hash), (e.epoch + 1, &e.log_root), &e.head_note);
             (previous_hash, previous_time) = (&e.head_hash, e.time_ms);
         }
     }

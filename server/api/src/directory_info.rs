@@ -12,5 +12,8 @@ pub(crate) async fn directory(State(api): State<Arc<Api>>) -> Json<DirectoryInfo
         public_key: B64.encode(api.directory.public_key()),
         hash: api.directory.suite().name().to_owned(),
         shard_bits: api.directory.shard_bits(),
+        vkey: api.vkey(),
+        checkpoint_url: format!("{}/checkpoint", crate::LOG_PREFIX),
+        tiles_url: crate::LOG_PREFIX.to_owned(),
     })
 }

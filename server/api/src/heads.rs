@@ -140,6 +140,14 @@ fn cosignature_line(witnesses: &[Witness], body: &[u8]) -> Result<(String, Witne
 }
 
 impl Api {
+    /// The directory's C2SP verifier key.
+    pub(crate) fn vkey(&self) -> String {
+        match keyfold_core::VerifyingKey::from_bytes(&self.directory.public_key()) {
+            Ok(key) => keyfold_core::vkey(&self.origin, &key),
+            Err(_) => String::new(), // unreachable: the job verified its own signatures with it
+        }
+    }
+
     /// A cosignature's time (seconds) is not before its head's time and at most
     /// `cosignature_max_future_secs` after this server's clock: a witness that verified the head
     /// did so after it was signed, and a line dated far ahead would outrank every honest later one.

@@ -17,6 +17,9 @@ pub(crate) fn check_key(limits: &Limits, key: &str) -> Result<(), ApiError> {
 pub(crate) struct LookupQuery {
     /// A past epoch (default: the latest).
     epoch: Option<u64>,
+    /// A log size the client already holds: the answer carries the consistency proof from it to
+    /// the latest checkpoint.
+    from: Option<u64>,
 }
 
 /// Look a key up, at the latest or a past epoch, with an inclusion or absence proof.
@@ -57,7 +60,18 @@ pub(crate) async fn lookup(
         };
         let suite = job.suite();
         let found = job.lookup(&suite.index_of(key.as_bytes()), epoch).map_err(|e| served.storage(e))?;
+        let size = latest.0 + 1;
+        let (checkpoint, head_inclusion) = if epoch < latest {
+            let proof = job.log_inclusion(epoch.0, size).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let note = job.head_note(latest).map_err(|e| served.storage(e))?.unwrap_or_default();
+            (Some(served.served_note(latest, note)?), Some(crate::log::encode_proof(&proof)))
+        } else {
+            (None, None)
+        };
         Ok(Json(LookupAnswer {
+            checkpoint,
+            head_inclusion,
+            consistency: crate::log::consistency_from(&served, query.from, size),
             epoch: epoch.0,
             version: found.value.as_ref().map_or(0, |v| v.version.0),
             value: found.value.as_ref().and_then(|v| v.value.as_ref()).map(|v| B64.encode(v)),

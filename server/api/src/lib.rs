@@ -2,11 +2,13 @@
 //!
 //! Served today: `GET /v1/directory`, `POST /v1/mutations` (202 only once durable),
 //! `GET /v1/keys/{key}[?epoch=N]` (value, proof and the signed head it verifies against),
-//! `GET /v1/heads/latest`, `GET /v1/heads/{epoch}`, `GET /v1/epochs/{epoch}/archive` (Parquet,
+//! `GET /v1/heads/latest`, `GET /v1/heads/{epoch}`, `GET /v1/checkpoint?from=SIZE` (with a
+//! consistency proof), the log of heads as C2SP tiles under `/v1/log`,
+//! `GET /v1/epochs/{epoch}/archive` (Parquet,
 //! immutable, single-range requests), `POST /v1/epochs` (operator token), `GET /healthz`,
 //! `GET /metrics` (Prometheus text) and `GET /openapi.json` (generated from the handlers' annotations
 //! by utoipa; a test checks it lists exactly the served routes). One file per resource
-//! (`directory_info`, `mutations`, `keys`, `heads`, `archive`, `operations`); the handlers hold a
+//! (`directory_info`, `mutations`, `keys`, `heads`, `log`, `archive`, `operations`); the handlers hold a
 //! [`Directory`], never a store type.
 //! Errors are `{"error": code, "message": text}`: 4xx for the client's fault, 503 + `Retry-After` for
 //! back-pressure. Storage work runs on `spawn_blocking`, never on the tokio workers.
@@ -18,6 +20,7 @@ mod error;
 mod extract;
 mod heads;
 mod keys;
+mod log;
 mod log_limit;
 mod metrics_layer;
 mod mutations;
@@ -27,6 +30,7 @@ mod operations;
 pub use archive::{ARCHIVE_PIECE_BYTES, ARCHIVE_READS_MAX_DEFAULT, ArchiveReads, VERIFIED_ARCHIVES_MAX};
 pub use body_budget::{BodyBudget, with_body_budget};
 pub use error::{ApiError, ErrorBody};
+pub use log::LOG_PREFIX;
 pub use log_limit::LogLimiter;
 pub use metrics_layer::install_recorder;
 pub use openapi::openapi;
@@ -132,6 +136,9 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/heads/latest", get(heads::latest_head))
         .route("/v1/heads/{epoch}", get(heads::head_at))
         .route("/v1/heads/{epoch}/cosignatures", post(heads::post_cosignature))
+        .route("/v1/checkpoint", get(log::checkpoint))
+        .route("/v1/log/checkpoint", get(log::tiles_checkpoint))
+        .route("/v1/log/tile/{*path}", get(log::tile))
         .route("/v1/epochs", post(operations::trigger_epoch))
         .route("/v1/epochs/{epoch}/archive", get(archive::archive))
         .route("/healthz", get(operations::healthz))

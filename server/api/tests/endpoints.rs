@@ -271,6 +271,7 @@ async fn openapi_lists_exactly_the_served_routes() {
         "/healthz",
         "/metrics",
         "/openapi.json",
+        "/v1/checkpoint",
         "/v1/directory",
         "/v1/epochs",
         "/v1/epochs/{epoch}/archive",
@@ -279,13 +280,19 @@ async fn openapi_lists_exactly_the_served_routes() {
         "/v1/heads/{epoch}/cosignatures",
         "/v1/keys/{key}",
         "/v1/keys/{key}/history",
+        "/v1/log/checkpoint",
+        "/v1/log/tile/{path}",
         "/v1/mutations",
         "/v1/mutations/{id}",
     ];
     assert_eq!(paths, served);
     for (path, ops) in doc["paths"].as_object().unwrap() {
         for (method, op) in ops.as_object().unwrap() {
-            let uri = path.replace("{epoch}", "0").replace("{key}", "alice").replace("{id}", &"ab".repeat(32));
+            let uri = path
+                .replace("{epoch}", "0")
+                .replace("{key}", "alice")
+                .replace("{id}", &"ab".repeat(32))
+                .replace("{path}", "0/000.p/1");
             let request =
                 Request::builder().method(method.to_uppercase().as_str()).uri(&uri).body(Body::empty()).unwrap();
             let (status, _, body) = call(&api, request).await;

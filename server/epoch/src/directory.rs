@@ -6,7 +6,7 @@ use crate::error::EpochError;
 use crate::heads::HeadStore;
 use crate::index::{HistoryAfter, KeyVersion};
 use crate::job::{EpochJob, EpochReport, MutationStatus};
-use keyfold_core::{Epoch, HashSuite, Index, Mutation, MutationId};
+use keyfold_core::{Epoch, Hash, HashSuite, Index, LogError, Mutation, MutationId};
 use keyfold_ingest::{Queue, QueueError, Receipt};
 use keyfold_map::{Lookup, TreeStore};
 
@@ -34,6 +34,14 @@ pub trait Directory: Send + Sync {
     /// The newest signed head note and its epoch.
     fn latest_head_note(&self) -> Result<Option<(Epoch, String)>, EpochError>;
     fn head_note(&self, epoch: Epoch) -> Result<Option<String>, EpochError>;
+    /// Heads in the log of heads (the latest epoch + 1).
+    fn log_size(&self) -> u64;
+    /// The consistency proof between two sizes of the log of heads (empty for equal sizes).
+    fn log_consistency(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, LogError>;
+    /// The inclusion proof of epoch `index`'s head in the log of `size` heads.
+    fn log_inclusion(&self, index: u64, size: u64) -> Result<Vec<Hash>, LogError>;
+    /// A C2SP hash tile of the log of heads, if the log has all its hashes.
+    fn log_tile(&self, level: u8, index: u64, width: u64) -> Option<Vec<u8>>;
     /// The key at `index` at a committed `epoch`, with its inclusion or absence proof.
     fn lookup(&self, index: &Index, epoch: Epoch) -> Result<Lookup, EpochError>;
     fn archives(&self) -> &dyn ArchiveSink;
@@ -85,6 +93,22 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> Directory for EpochJob<Q, S, H> {
 
     fn head_note(&self, epoch: Epoch) -> Result<Option<String>, EpochError> {
         self.heads().get(epoch)
+    }
+
+    fn log_size(&self) -> u64 {
+        self.log().size()
+    }
+
+    fn log_consistency(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, LogError> {
+        self.log().consistency_proof(old_size, new_size)
+    }
+
+    fn log_inclusion(&self, index: u64, size: u64) -> Result<Vec<Hash>, LogError> {
+        self.log().inclusion_proof(index, size)
+    }
+
+    fn log_tile(&self, level: u8, index: u64, width: u64) -> Option<Vec<u8>> {
+        self.log().tile(level, index, width)
     }
 
     fn lookup(&self, index: &Index, epoch: Epoch) -> Result<Lookup, EpochError> {

@@ -13,6 +13,9 @@ pub enum EpochError {
     Tree(#[from] TreeError),
     #[error("head: {0}")]
     Head(#[from] HeadError),
+    /// The log of heads refused a size or index (a stored head is missing or out of order).
+    #[error("log of heads: {0}")]
+    Log(#[from] keyfold_core::LogError),
     #[error("archive: {0}")]
     Archive(#[from] keyfold_archive::ArchiveError),
     /// The head, index, cosignature or archive storage failed (the one storage error).
@@ -34,9 +37,11 @@ impl EpochError {
             EpochError::Queue(e) => e.is_retryable(),
             EpochError::Tree(e) => e.is_retryable(),
             EpochError::Storage(e) => e.is_retryable(),
-            EpochError::Head(_) | EpochError::Archive(_) | EpochError::OutOfOrder { .. } | EpochError::Key { .. } => {
-                false
-            }
+            EpochError::Head(_)
+            | EpochError::Log(_)
+            | EpochError::Archive(_)
+            | EpochError::OutOfOrder { .. }
+            | EpochError::Key { .. } => false,
         }
     }
 

@@ -8,12 +8,15 @@ use crate::index::{HistoryAfter, KeyVersion, OutcomeIndex, OutcomeRecord};
 use crate::schedule::epoch_time_ms;
 use hashbrown::HashSet;
 use keyfold_archive::{ArchiveRow, read_archive_bytes, write_archive};
-use keyfold_core::{Epoch, Hash, Head, HeadCounts, Index, MapRoot, Mutation, MutationId, SigningKey, verify_head_note};
+use keyfold_core::{
+    Epoch, Hash, Head, HeadCounts, Index, LogTree, MapRoot, Mutation, MutationId, SignedHead, SigningKey,
+    verify_checkpoint_note,
+};
 use keyfold_ingest::{Entry, Marker, Position, Queue, QueueError, Receipt, mutation_bytes};
 use keyfold_map::{Map, TreeStore};
 use keyfold_verify::{Applied, MutationOutcome, apply_mutations, archive_rows, hash_mutations, read_touched};
 use rayon::prelude::*;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// Ends a run as if the process died right after `$point`, when a test asked for it (`run_until`).
@@ -94,11 +97,13 @@ pub struct PhaseTimings {
     pub archive: Duration,
     pub sign: Duration,
     pub commit: Duration,
+    /// Appending the head to the log of heads (the checkpoint's root, then the stored hashes).
+    pub log: Duration,
 }
 
 impl PhaseTimings {
     /// Each phase with its name, in pipeline order (metrics labels, benchmark reports).
-    pub fn named(&self) -> [(&'static str, Duration); 6] {
+    pub fn named(&self) -> [(&'static str, Duration); 7] {
         [
             ("cut", self.cut),
             ("apply", self.apply),
@@ -106,6 +111,7 @@ impl PhaseTimings {
             ("archive", self.archive),
             ("sign", self.sign),
             ("commit", self.commit),
+            ("log", self.log),
         ]
     }
 }
@@ -158,6 +164,9 @@ pub struct EpochJob<Q: Queue, S: TreeStore, H: HeadStore> {
     /// Ids queued and not yet consumed by an epoch (bounded by the queue's depth bound).
     pending: Mutex<HashSet<MutationId>>,
     limits: EpochLimits,
+    /// The log of every signed map head (derived from the head store; rebuilt at open and checked
+    /// against the latest checkpoint's signed root). 64 bytes per epoch.
+    log: RwLock<LogTree>,
 }
 
 impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
@@ -186,17 +195,14 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
             index: None,
             pending: Mutex::new(HashSet::new()),
             limits: EpochLimits::default(),
+            log: RwLock::new(LogTree::new()),
         };
-        match job.heads.latest()? {
-            None => job.write_genesis(now_ms)?,
-            Some((epoch, note)) => {
-                // Verified at every start: never chain onto a head this key did not sign.
-                let head = job.verify(&note)?;
-                if head.epoch != epoch {
-                    return Err(EpochError::corrupt(format!("head stored as epoch {epoch} says epoch {}", head.epoch)));
-                }
-            }
+        if job.heads.latest()?.is_none() {
+            job.write_genesis(now_ms)?;
         }
+        // Verified at every start: never chain onto a head this key did not sign, nor onto a log
+        // whose stored heads do not hash to the root the latest checkpoint signs.
+        job.sync_log()?;
         // Recovery: a crash between the head commit and the queue removal left consumed entries.
         let cursor = job.heads.cursor()?;
         if cursor.0 > 0 {
@@ -356,7 +362,64 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
     }
 
     fn verify(&self, note: &str) -> Result<Head, EpochError> {
-        Ok(verify_head_note(note, &self.origin, &self.public_key())?)
+        Ok(self.verify_checkpoint(note)?.head)
+    }
+
+    fn verify_checkpoint(&self, note: &str) -> Result<SignedHead, EpochError> {
+        verify_checkpoint_note(note, &self.origin, &self.public_key()).map_err(|e| {
+            if note.split('\n').nth(1).is_some_and(|line| line.starts_with("keyfold map v1 ")) {
+                return EpochError::corrupt(
+                    "this data directory's heads were signed before heads became C2SP checkpoints; this version \
+                     cannot extend them (initialise a new directory)",
+                );
+            }
+            e.into()
+        })
+    }
+
+    /// The log of heads, read.
+    pub fn log(&self) -> std::sync::RwLockReadGuard<'_, LogTree> {
+        self.log.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn log_mut(&self) -> std::sync::RwLockWriteGuard<'_, LogTree> {
+        self.log.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Brings the log of heads up to the head store's latest epoch (at open, and after a commit
+    /// whose outcome was lost), then checks the latest checkpoint: its signature, its epoch, and
+    /// that the log of the stored heads has exactly its signed size and root.
+    fn sync_log(&self) -> Result<(), EpochError> {
+        let (latest, note) = self.heads.latest()?.ok_or_else(|| EpochError::corrupt("no genesis head"))?;
+        let signed = self.verify_checkpoint(&note)?;
+        if signed.head.epoch != latest {
+            return Err(EpochError::corrupt(format!("head stored as epoch {latest} says epoch {}", signed.head.epoch)));
+        }
+        let mut log = self.log_mut();
+        for epoch in log.size()..=latest.0 {
+            let note = self
+                .heads
+                .get(Epoch(epoch))?
+                .ok_or_else(|| EpochError::corrupt(format!("epoch {latest} has a head but epoch {epoch} has none")))?;
+            let (text, _) = keyfold_core::split_note(&note)?;
+            let head = Head::from_checkpoint(&keyfold_core::Checkpoint::parse(text)?)?;
+            if head.epoch.0 != epoch {
+                return Err(EpochError::corrupt(format!("head stored as epoch {epoch} says epoch {}", head.epoch)));
+            }
+            log.push(head.leaf_hash());
+        }
+        let root = log.root(signed.checkpoint.size)?;
+        if log.size() != signed.checkpoint.size || root != signed.checkpoint.root {
+            return Err(EpochError::corrupt(format!(
+                "the stored heads hash to a log of size {} with root {}, but the latest checkpoint signs size {} \
+                 with root {}",
+                log.size(),
+                root.to_hex(),
+                signed.checkpoint.size,
+                signed.checkpoint.root.to_hex()
+            )));
+        }
+        Ok(())
     }
 
     fn write_genesis(&self, now_ms: u64) -> Result<(), EpochError> {
@@ -374,9 +437,10 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
             time_ms: now_ms,
             counts: HeadCounts::default(),
         };
-        let note = head.sign(&self.key);
+        let note = head.sign(&self.key, keyfold_core::log::root(&[head.leaf_hash()]));
         self.verify(&note)?;
-        // Recovery if the process dies right after: the genesis head exists; the next open uses it.
+        // Recovery if the process dies right after: the genesis head exists; the next open uses it
+        // (and rebuilds the log from it).
         self.heads.commit(Epoch(0), &note, Position(0))
     }
 
@@ -410,6 +474,9 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
             self.heads.latest()?.ok_or_else(|| EpochError::corrupt("no genesis head"))?;
         let previous = self.verify(&previous_note)?;
         let epoch = previous_epoch.next();
+        if self.log().size() != epoch.0 {
+            self.sync_log()?; // a head commit whose outcome was lost (an error after it was durable)
+        }
 
         // 1. Cut and read: at most the caps of `EpochLimits`.
         let Cut { position: marker_position, marker, walk } = self.cut(epoch, previous.time_ms, now_ms)?;
@@ -438,8 +505,22 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
 
         // 5. Sign, then verify the signature with the public key before anything is published.
         let t = Instant::now();
-        let (head, note) = self.sign(epoch, &previous, root.hash, archive, marker.time_ms, applied.counts)?;
-        timings.sign = t.elapsed();
+        let suite = self.map.store().config().suite;
+        let head = Head {
+            origin: self.origin.clone(),
+            suite,
+            epoch,
+            root: root.hash,
+            previous: previous.hash(),
+            archive,
+            time_ms: marker.time_ms,
+            counts: applied.counts,
+        };
+        let log_started = Instant::now();
+        let log_root = self.log_root_with(&head)?;
+        timings.log = log_started.elapsed();
+        let note = self.sign(&head, log_root)?;
+        timings.sign = t.elapsed() - timings.log;
         stop_at!(crash, CrashPoint::AfterSign);
 
         // 6. Head and cursor, atomically, with a compare-and-set on the epoch.
@@ -452,6 +533,9 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         // marker) wait for the next epoch.
         let t = Instant::now();
         self.heads.commit(epoch, &note, marker.through)?;
+        let log_started = Instant::now();
+        self.log_mut().push(head.leaf_hash()); // derived: `open` rebuilds it from the heads
+        timings.log += log_started.elapsed();
         stop_at!(crash, CrashPoint::AfterHeadWrite);
 
         // 7. Drop what this epoch consumed from the queue: positions up to `through`, which may
@@ -517,24 +601,26 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         Ok((archive, rows))
     }
 
-    /// Step 5: the head of `epoch`, signed, and its signature verified with the public key
-    /// before anything is published.
-    fn sign(
-        &self,
-        epoch: Epoch,
-        previous: &Head,
-        root: Hash,
-        archive: Hash,
-        time_ms: u64,
-        counts: HeadCounts,
-    ) -> Result<(Head, String), EpochError> {
-        let suite = self.map.store().config().suite;
-        let previous = previous.hash();
-        let head = Head { origin: self.origin.clone(), suite, epoch, root, previous, archive, time_ms, counts };
-        let note = head.sign(&self.key);
-        let verified = self.verify(&note)?;
-        assert_eq!(verified, head, "a signed head must verify to itself");
-        Ok((head, note))
+    /// The root of the log of heads once `head` is appended (the log itself changes only after
+    /// the head is committed).
+    fn log_root_with(&self, head: &Head) -> Result<Hash, EpochError> {
+        let log = self.log();
+        if log.size() != head.epoch.0 {
+            return Err(EpochError::corrupt(format!("the log has {} heads, epoch {} is next", log.size(), head.epoch)));
+        }
+        let mut frontier = log.frontier(log.size())?;
+        frontier.push(head.leaf_hash());
+        Ok(frontier.root())
+    }
+
+    /// Step 5: `head` signed as the checkpoint of the log with root `log_root`, and the signature
+    /// verified with the public key before anything is published.
+    fn sign(&self, head: &Head, log_root: Hash) -> Result<String, EpochError> {
+        let note = head.sign(&self.key, log_root);
+        let verified = self.verify_checkpoint(&note)?;
+        assert_eq!(verified.head, *head, "a signed head must verify to itself");
+        assert_eq!(verified.checkpoint.root, log_root, "a checkpoint must sign the log root");
+        Ok(note)
     }
 
     /// Step 8: outcomes and key histories indexed, then no longer pending (in this order, so a

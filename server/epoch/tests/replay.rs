@@ -70,12 +70,17 @@ fn replay_all(genesis: &str, history: &[(String, Vec<u8>)]) -> Result<Head, keyf
     Ok(replayer.head().clone())
 }
 
-/// What a malicious directory would publish: `rows` re-archived under a correctly signed head.
-fn resign(note: &str, rows: &[keyfold_archive::ArchiveRow]) -> (String, Vec<u8>) {
-    let head = verify_head_note(note, ORIGIN, &key().verifying_key().to_bytes()).unwrap();
+/// What a malicious directory would publish: `rows` re-archived under a correctly signed head,
+/// the checkpoint of the log of the `earlier` heads and this one.
+fn resign(earlier: &[&str], note: &str, rows: &[keyfold_archive::ArchiveRow]) -> (String, Vec<u8>) {
+    let public = key().verifying_key().to_bytes();
+    let head = verify_head_note(note, ORIGIN, &public).unwrap();
     let bytes = write_archive(rows).unwrap();
     let forged = Head { archive: head.suite.archive_digest(&bytes), ..head };
-    (forged.sign(&key()), bytes)
+    let mut leaves: Vec<_> =
+        earlier.iter().map(|n| verify_head_note(n, ORIGIN, &public).unwrap().leaf_hash()).collect();
+    leaves.push(forged.leaf_hash());
+    (forged.sign(&key(), keyfold_core::log::root(&leaves)), bytes)
 }
 
 #[test]
@@ -115,10 +120,16 @@ fn every_tampering_is_caught_and_located() {
 
     // A head signed by another key.
     let mut h = history.clone();
-    let head = verify_head_note(&h[1].0, ORIGIN, &key().verifying_key().to_bytes()).unwrap();
-    h[1].0 = head.sign(&SigningKey::from_bytes(&[6; 32]));
+    let signed = keyfold_core::verify_checkpoint_note(&h[1].0, ORIGIN, &key().verifying_key().to_bytes()).unwrap();
+    h[1].0 = signed.head.sign(&SigningKey::from_bytes(&[6; 32]), signed.checkpoint.root);
     let d = at_epoch_2(h);
     assert_eq!((d.epoch, d.what.as_str()), (Epoch(2), "head signature"), "{d}");
+
+    // A correctly signed head in a checkpoint of another log (a rewritten earlier head).
+    let mut h = history.clone();
+    h[1].0 = signed.head.sign(&key(), keyfold_core::log::root(&[signed.head.leaf_hash()]));
+    let d = at_epoch_2(h);
+    assert_eq!((d.epoch, d.what.as_str()), (Epoch(2), "log of heads"), "{d}");
 
     // A correctly signed head whose digest names another archive.
     let mut h = history.clone();
@@ -130,7 +141,7 @@ fn every_tampering_is_caught_and_located() {
     let mut rows = read_archive(&history[1].1).unwrap();
     rows.remove(3);
     let mut h = history.clone();
-    h[1] = resign(&history[1].0, &rows);
+    h[1] = resign(&[&genesis, &history[0].0], &history[1].0, &rows);
     let d = at_epoch_2(h);
     assert_eq!(d.epoch, Epoch(2), "{d}");
 
@@ -143,7 +154,7 @@ fn every_tampering_is_caught_and_located() {
     rows[first].position = p1;
     rows[second].position = p2;
     let mut h = history.clone();
-    h[1] = resign(&history[1].0, &rows);
+    h[1] = resign(&[&genesis, &history[0].0], &history[1].0, &rows);
     let d = at_epoch_2(h);
     assert_eq!((d.epoch, d.row), (Epoch(2), Some(first)), "{d}");
 
@@ -153,7 +164,7 @@ fn every_tampering_is_caught_and_located() {
     rows[stale].outcome = ArchiveOutcome::Applied;
     rows[stale].reason = None;
     let mut h = history.clone();
-    h[1] = resign(&history[1].0, &rows);
+    h[1] = resign(&[&genesis, &history[0].0], &history[1].0, &rows);
     let d = at_epoch_2(h);
     assert_eq!((d.epoch, d.row, d.what.as_str()), (Epoch(2), Some(stale), "outcome"), "{d}");
 
