@@ -165,7 +165,6 @@ impl Head {
     pub fn hash(&self) -> Hash {
         self.suite.head_hash(self.body().as_bytes())
     }
-
 }
 
 /// The C2SP key id: the first 4 bytes of SHA-256(name || "\n" || 0x01 || public key).
@@ -218,7 +217,6 @@ pub fn split_note(note: &str) -> Result<(&str, Vec<NoteSignature<'_>>), HeadErro
     Ok((text, signatures))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,7 +233,6 @@ mod tests {
             counts: HeadCounts { mutations: 10, applied: 7, rejected: 2, duplicates: 1 },
         }
     }
-
 
     #[test]
     fn body_round_trips_and_is_strict() {

@@ -46,7 +46,7 @@ impl TilePath {
         let (level, rest) = rest.split_once('/')?;
         let level = match level {
             "entries" => None,
-            l => Some(canonical(l).filter(|l| *l <= u64::from(MAX_TILE_LEVEL))? as u8),
+            l => Some(u8::try_from(canonical(l)?).ok().filter(|l| *l <= MAX_TILE_LEVEL)?),
         };
         let (index, width) = match rest.split_once(".p/") {
             Some((index, w)) => (index, canonical(w).filter(|w| (1..TILE_WIDTH).contains(w))?),
@@ -116,9 +116,19 @@ mod tests {
         for tile in [t(Some(0), 1_234_067, 256), t(Some(63), 0, 1), t(None, 999, 255), t(None, u64::MAX, 256)] {
             assert_eq!(TilePath::parse(&tile.path()), Some(tile));
         }
-        for bad in ["tile/0/5", "tile/0/x005", "tile/0/0005", "tile/64/000", "tile/0/000.p/0", "tile/0/000.p/256",
-            "tile/0/000.p/07", "tile/00/000", "tile/entries/x000/001", "tiles/0/000", "tile/0/x1000/000"]
-        {
+        for bad in [
+            "tile/0/5",
+            "tile/0/x005",
+            "tile/0/0005",
+            "tile/64/000",
+            "tile/0/000.p/0",
+            "tile/0/000.p/256",
+            "tile/0/000.p/07",
+            "tile/00/000",
+            "tile/entries/x000/001",
+            "tiles/0/000",
+            "tile/0/x1000/000",
+        ] {
             assert_eq!(TilePath::parse(bad), None, "{bad}");
         }
         assert_eq!(TilePath::count_at(Some(0), 70_000), (273, 112));

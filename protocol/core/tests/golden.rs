@@ -135,7 +135,11 @@ fn vectors_for(suite: HashSuite) -> Vec<Vector> {
                      archive zero, time 1763900000000, counts 12/9/2/1";
     push("head_body", head_desc.into(), head.body());
     push("head_hash", head_desc.into(), head.hash().to_hex());
-    push("log_leaf_hash", format!("RFC 6962 leaf hash of the head_body above ({head_desc})"), head.leaf_hash().to_hex());
+    push(
+        "log_leaf_hash",
+        format!("RFC 6962 leaf hash of the head_body above ({head_desc})"),
+        head.leaf_hash().to_hex(),
+    );
     // The log of 8 map heads whose leaf i is the head above with epoch i (leaf 7 is the head itself).
     let log_desc = "log of 8 leaves, leaf i = head_body of the head above with epoch i";
     let log_leaves: Vec<Hash> = (0..8).map(|i| Head { epoch: Epoch(i), ..head.clone() }.leaf_hash()).collect();
@@ -144,15 +148,30 @@ fn vectors_for(suite: HashSuite) -> Vec<Vector> {
     push("log_root", format!("{log_desc}, size 3"), keyfold_core::log::root(&log_leaves[..3]).to_hex());
     let concat = |proof: Vec<Hash>| proof.iter().map(|h| h.to_hex()).collect::<String>();
     let inclusion = keyfold_core::log::inclusion_proof(&log_leaves[..5], 2).unwrap();
-    push("log_inclusion_proof", format!("{log_desc}: leaf 2 in the tree of size 5, hashes concatenated"), concat(inclusion));
+    push(
+        "log_inclusion_proof",
+        format!("{log_desc}: leaf 2 in the tree of size 5, hashes concatenated"),
+        concat(inclusion),
+    );
     let consistency = keyfold_core::log::consistency_proof(&log_leaves, 3, 8).unwrap();
-    push("log_consistency_proof", format!("{log_desc}: from size 3 to size 8, hashes concatenated"), concat(consistency));
-    push("checkpoint_text", format!("checkpoint of the head above: size 8, root = log_root of size 8"), head.checkpoint(log_root).text());
+    push(
+        "log_consistency_proof",
+        format!("{log_desc}: from size 3 to size 8, hashes concatenated"),
+        concat(consistency),
+    );
+    push(
+        "checkpoint_text",
+        "checkpoint of the head above: size 8, root = log_root of size 8".into(),
+        head.checkpoint(log_root).text(),
+    );
     let key = SigningKey::from_bytes(&[7; 32]);
     let note = head.sign(&key, log_root);
-    push("head_note", format!("checkpoint_text above signed with the ed25519 key from seed 32 x 0x07"), note.clone());
-    push("vkey", "C2SP verifier key of example.com/keyfold, ed25519 key from seed 32 x 0x07".into(),
-        keyfold_core::vkey("example.com/keyfold", &key.verifying_key()));
+    push("head_note", "checkpoint_text above signed with the ed25519 key from seed 32 x 0x07".into(), note.clone());
+    push(
+        "vkey",
+        "C2SP verifier key of example.com/keyfold, ed25519 key from seed 32 x 0x07".into(),
+        keyfold_core::vkey("example.com/keyfold", &key.verifying_key()),
+    );
     let witness = SigningKey::from_bytes(&[9; 32]);
     let line = keyfold_core::cosign(&note, "witness.example", &witness, 1_763_900_100).unwrap();
     push(
