@@ -413,7 +413,7 @@ impl LogTree {
     fn mth(&self, lo: u64, hi: u64) -> Hash {
         debug_assert!(lo < hi && hi <= self.size());
         let n = hi - lo;
-        if n.is_power_of_two() && lo % n == 0 {
+        if n.is_power_of_two() && lo.is_multiple_of(n) {
             let k = n.trailing_zeros() as usize;
             return self.levels[k][to_usize(lo >> k)];
         }
@@ -498,7 +498,7 @@ mod tree_tests {
             assert_eq!(tree.frontier(size).unwrap(), frontier);
         }
         for size in 1..=70u64 {
-            let prefix = &all[..size as usize];
+            let prefix = &all[..usize::try_from(size).unwrap()];
             assert_eq!(tree.root(size).unwrap(), root(prefix));
             for index in 0..size {
                 assert_eq!(tree.inclusion_proof(index, size).unwrap(), inclusion_proof(prefix, index).unwrap());

@@ -46,7 +46,7 @@ impl TilePath {
         let (level, rest) = rest.split_once('/')?;
         let level = match level {
             "entries" => None,
-            l => Some(canonical(l).filter(|l| *l <= u64::from(MAX_TILE_LEVEL))? as u8),
+            l => Some(u8::try_from(canonical(l)?).ok().filter(|l| *l <= MAX_TILE_LEVEL)?),
         };
         let (index, width) = match rest.split_once(".p/") {
             Some((index, w)) => (index, canonical(w).filter(|w| (1..TILE_WIDTH).contains(w))?),

@@ -161,12 +161,12 @@ fn vectors_for(suite: HashSuite) -> Vec<Vector> {
     );
     push(
         "checkpoint_text",
-        format!("checkpoint of the head above: size 8, root = log_root of size 8"),
+        "checkpoint of the head above: size 8, root = log_root of size 8".into(),
         head.checkpoint(log_root).text(),
     );
     let key = SigningKey::from_bytes(&[7; 32]);
     let note = head.sign(&key, log_root);
-    push("head_note", format!("checkpoint_text above signed with the ed25519 key from seed 32 x 0x07"), note.clone());
+    push("head_note", "checkpoint_text above signed with the ed25519 key from seed 32 x 0x07".into(), note.clone());
     push(
         "vkey",
         "C2SP verifier key of example.com/keyfold, ed25519 key from seed 32 x 0x07".into(),
