@@ -78,9 +78,9 @@ impl Witness {
     /// Checks the configuration: a valid witness name, and valid log origins.
     pub fn new(config: WitnessConfig, store: WitnessStore) -> Result<Witness, WitnessError> {
         check_witness_name(&config.name).map_err(|e| WitnessError::Config(e.to_string()))?;
-        for log in &config.logs {
-            keyfold_core::check_origin(&log.origin)
-                .map_err(|e| WitnessError::Config(format!("log origin {:?}: {e}", log.origin)))?;
+        for entry in &config.logs {
+            keyfold_core::check_origin(&entry.origin)
+                .map_err(|e| WitnessError::Config(format!("log origin {:?}: {e}", entry.origin)))?;
         }
         Ok(Witness { config, store })
     }
@@ -227,5 +227,34 @@ fn contradicts(error: &WitnessError, old_size: u64, size: u64) -> bool {
         WitnessError::RootConflict { .. } => true,
         WitnessError::BadProof { .. } => old_size > 0 && old_size < size,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(name: &str, origin: &str) -> WitnessConfig {
+        let key = SigningKey::from_bytes(&[1; 32]).verifying_key();
+        let logs = vec![LogKey { origin: origin.into(), name: origin.into(), key }];
+        WitnessConfig { name: name.into(), signing_key: SigningKey::from_bytes(&[2; 32]), logs }
+    }
+
+    #[test]
+    fn log_keys_come_from_vkeys_and_the_configuration_is_checked() {
+        let key = SigningKey::from_bytes(&[1; 32]).verifying_key();
+        let vkey = keyfold_core::vkey("example.com/log", &key);
+        let log = LogKey::from_vkey("example.com/log", &vkey).unwrap();
+        assert_eq!((log.name.as_str(), log.key), ("example.com/log", key));
+        let wrong_id = vkey.replacen("example.com/log", "example.org/log", 1);
+        assert!(matches!(LogKey::from_vkey("example.com/log", &wrong_id), Err(WitnessError::Config(_))));
+
+        let dir = tempfile::tempdir().unwrap();
+        let open = || WitnessStore::open(&dir.path().join("witness.redb")).unwrap();
+        assert!(Witness::new(config("witness.example/w1", "example.com/log"), open()).is_ok());
+        for (name, origin) in [("two words", "example.com/log"), ("witness.example/w1", "has space")] {
+            let err = Witness::new(config(name, origin), open()).unwrap_err();
+            assert!(matches!(err, WitnessError::Config(_)), "{name:?} {origin:?}: {err}");
+        }
     }
 }
