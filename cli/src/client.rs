@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::Args;
 use keyfold_verify::wire::{DirectoryInfo, SubmitResponse};
-use keyfold_verify::{LookupAnswer, Pinned, Verified, verify_lookup};
+use keyfold_verify::{LookupAnswer, LookupError, Pinned, Verified, View, verify_lookup_in_view};
 use std::path::Path;
 use std::time::Duration;
 
@@ -55,6 +55,19 @@ pub struct LookupArgs {
     /// Refuse the answer unless at least this many of the --witness witnesses cosigned its head.
     #[arg(long, default_value_t = 0)]
     witnesses_required: usize,
+    /// Keep this client's view of the log of heads in FILE (the last verified checkpoint): each
+    /// lookup must prove consistency with it, so a rollback or a fork between two lookups is
+    /// caught (exit 1, with both signed checkpoints written to --evidence).
+    #[arg(long, value_name = "FILE")]
+    state: Option<std::path::PathBuf>,
+    /// Where a rollback or fork writes its evidence (default: FILE.evidence-<unix time>.txt beside
+    /// --state).
+    #[arg(long, value_name = "FILE", requires = "state")]
+    evidence: Option<std::path::PathBuf>,
+    /// Refuse a directory whose newest checkpoint is older than this many seconds (a frozen
+    /// directory hiding newer heads).
+    #[arg(long, value_name = "SECS")]
+    max_age: Option<u64>,
 }
 
 fn client() -> Result<reqwest::blocking::Client, CliError> {
@@ -183,6 +196,10 @@ pub(crate) fn pinned_key(text: &str) -> Result<[u8; 32], CliError> {
 
 pub fn lookup(args: &LookupArgs) -> Result<(), CliError> {
     let public_key = pinned_key(&args.public_key)?;
+    let view = match &args.state {
+        Some(path) => crate::view_state::load(path, &args.origin, &public_key)?,
+        None => None,
+    };
     let mut url =
         reqwest::Url::parse(&args.server).map_err(|e| CliError::usage(format!("--server {}: {e}", args.server)))?;
     url.path_segments_mut()
@@ -190,6 +207,9 @@ pub fn lookup(args: &LookupArgs) -> Result<(), CliError> {
         .extend(["v1", "keys", &args.key]);
     if let Some(epoch) = args.epoch {
         url.query_pairs_mut().append_pair("epoch", &epoch.to_string());
+    }
+    if let Some(view) = &view {
+        url.query_pairs_mut().append_pair("from", &view.size().to_string());
     }
     let request = format!("GET {url}");
     let response = client()?.get(url).send().map_err(|e| CliError::transport(&request, &e))?;
@@ -211,9 +231,45 @@ pub fn lookup(args: &LookupArgs) -> Result<(), CliError> {
         )));
     }
     // A refused answer is bad data (1): never printed as a value.
-    let verified = verify_lookup(args.key.as_bytes(), &answer, &pinned)?;
+    let (verified, next) = match verify_lookup_in_view(args.key.as_bytes(), &answer, &pinned, view.as_ref()) {
+        Err(LookupError::View(e)) => {
+            let state = args.state.as_deref().unwrap_or(std::path::Path::new("."));
+            return Err(crate::view_state::report(e, state, args.evidence.as_deref()));
+        }
+        other => other?,
+    };
+    if let Some(max_age) = args.max_age {
+        next.check_fresh(now_ms(), max_age).map_err(|e| CliError::verification(format!("REFUSED: {e}")))?;
+    }
+    if let Some(path) = &args.state {
+        crate::view_state::store(path, &next)?;
+    }
     print_verified(args, &pinned, &verified);
+    print_view(view.as_ref(), &next);
     Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What the view check established.
+fn print_view(held: Option<&View>, next: &View) {
+    match held {
+        Some(held) if held.size() == next.size() => {
+            println!("verified: the latest checkpoint (log of {} heads) is the one you held", next.size());
+        }
+        Some(held) => println!(
+            "verified: the log of heads grew from {} to {} heads consistently (RFC 6962 consistency proof)",
+            held.size(),
+            next.size()
+        ),
+        None => println!(
+            "not verified here: consistency with earlier lookups (keep a view with --state FILE); latest checkpoint: \
+             log of {} heads",
+            next.size()
+        ),
+    }
 }
 
 /// What `keyfold lookup` prints for a verified answer: the value, and what was and was not checked.

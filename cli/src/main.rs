@@ -15,6 +15,7 @@ mod heads;
 mod monitor;
 mod serve;
 mod verify;
+mod view_state;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use error::CliError;

@@ -14,6 +14,7 @@ mod divergence;
 mod heads;
 mod lookup;
 mod replay;
+mod view;
 pub mod wire;
 
 pub use apply::{
@@ -22,6 +23,7 @@ pub use apply::{
 };
 pub use divergence::Divergence;
 pub use heads::{verify_genesis_head, verify_next_head};
-pub use lookup::{LookupError, Pinned, Verified, verify_lookup};
+pub use lookup::{LookupError, Pinned, Verified, decode_hashes, verify_lookup, verify_lookup_in_view};
 pub use replay::Replayer;
+pub use view::{View, ViewError};
 pub use wire::LookupAnswer;

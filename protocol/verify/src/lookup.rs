@@ -1,11 +1,16 @@
 //! Checking a lookup answer against what the client pinned: the head's signature (and witness
-//! cosignatures, when a policy asks for them), the answer's epoch, and the inclusion or absence
-//! proof against the signed root. What `keyfold lookup` and any other client run; no I/O.
+//! cosignatures on the latest checkpoint, when a policy asks for them), the answer's epoch, a past
+//! epoch's head proven into the latest checkpoint, the inclusion or absence proof against the
+//! signed root and, for a client that keeps a [`View`], consistency with what it saw before. What
+//! `keyfold lookup` and any other client run; no I/O.
 
+use crate::view::{View, ViewError};
 use crate::wire::LookupAnswer;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use keyfold_core::{Head, HeadError, LeafValue, MapRoot, Proof, Version, WitnessPolicy, verify_head_note};
+use keyfold_core::{
+    Hash, Head, HeadError, LeafValue, LogError, MapRoot, Proof, Version, WitnessPolicy, log, verify_head_note,
+};
 use thiserror::Error;
 
 /// What a client trusts before it asks: the directory's origin and public key, and which
@@ -47,13 +52,70 @@ pub enum LookupError {
     ProofUndecodable(keyfold_core::DecodeError),
     #[error("the proof does not match the signed root: {0}")]
     ProofMismatch(keyfold_core::ProofError),
+    #[error("the answer's latest checkpoint (epoch {latest}) is not newer than its head (epoch {head})")]
+    CheckpointNotNewer { latest: u64, head: u64 },
+    #[error("the answer is for a past epoch but has no inclusion proof of its head in the latest checkpoint")]
+    MissingInclusion,
+    #[error("a proof hash is not base64 of 32 bytes")]
+    HashNotBase64,
+    #[error("the head of epoch {epoch} is not in the log of the latest checkpoint: {error}")]
+    HeadNotInLog { epoch: u64, error: LogError },
+    #[error(transparent)]
+    View(#[from] ViewError),
+}
+
+/// Base64 hashes of a proof.
+pub fn decode_hashes(hashes: &[String]) -> Result<Vec<Hash>, LookupError> {
+    hashes
+        .iter()
+        .map(|h| B64.decode(h).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()).map(Hash))
+        .collect::<Option<Vec<_>>>()
+        .ok_or(LookupError::HashNotBase64)
+}
+
+/// The latest checkpoint of an answer (its own, or its head when that is the latest), verified,
+/// and for a past epoch the inclusion of the answer's head in it.
+fn check_latest(answer: &LookupAnswer, head: &Head, pinned: &Pinned) -> Result<View, LookupError> {
+    let Some(note) = &answer.checkpoint else {
+        return Ok(View::trust(&answer.head, &pinned.origin, &pinned.public_key)?);
+    };
+    let latest = View::trust(note, &pinned.origin, &pinned.public_key)?;
+    let latest_epoch = latest.signed.head.epoch.0;
+    if latest_epoch <= head.epoch.0 {
+        return Err(LookupError::CheckpointNotNewer { latest: latest_epoch, head: head.epoch.0 });
+    }
+    let proof = decode_hashes(answer.head_inclusion.as_deref().ok_or(LookupError::MissingInclusion)?)?;
+    log::verify_inclusion(&head.leaf_hash(), head.epoch.0, latest.size(), &proof, &latest.root())
+        .map_err(|error| LookupError::HeadNotInLog { epoch: head.epoch.0, error })?;
+    Ok(latest)
 }
 
 /// Checks `answer` for `key` against `pinned`; the value is usable only if this returns Ok.
 pub fn verify_lookup(key: &[u8], answer: &LookupAnswer, pinned: &Pinned) -> Result<Verified, LookupError> {
+    verify_lookup_in_view(key, answer, pinned, None).map(|(verified, _)| verified)
+}
+
+/// [`verify_lookup`] for a client that keeps a view: the answer's latest checkpoint must extend
+/// `view` (through the answer's consistency proof from `view`'s size); returns the new view,
+/// which the client stores only after this succeeds.
+pub fn verify_lookup_in_view(
+    key: &[u8],
+    answer: &LookupAnswer,
+    pinned: &Pinned,
+    view: Option<&View>,
+) -> Result<(Verified, View), LookupError> {
     let head = verify_head_note(&answer.head, &pinned.origin, &pinned.public_key)?;
+    let latest = check_latest(answer, &head, pinned)?;
+    let next = match view {
+        None => latest,
+        Some(view) => {
+            let proof = answer.consistency.as_deref().map(decode_hashes).transpose()?;
+            view.advance(&latest, proof.as_deref())?
+        }
+    };
+    // Witnesses cosign the latest checkpoint; a past head is covered by its inclusion in it.
     let cosigned = if pinned.witnesses.required > 0 {
-        pinned.witnesses.check(&answer.head).map_err(LookupError::Witnesses)?
+        pinned.witnesses.check(&next.note).map_err(LookupError::Witnesses)?
     } else {
         Vec::new()
     };
@@ -65,7 +127,7 @@ pub fn verify_lookup(key: &[u8], answer: &LookupAnswer, pinned: &Pinned) -> Resu
     let proof = Proof::decode(&proof_bytes).map_err(LookupError::ProofUndecodable)?;
     let root = MapRoot { epoch: head.epoch, hash: head.root };
     proof.verify(head.suite, &root, key, leaf.as_ref()).map_err(LookupError::ProofMismatch)?;
-    Ok(Verified { head, leaf, cosigned, proof_bytes: proof_bytes.len() })
+    Ok((Verified { head, leaf, cosigned, proof_bytes: proof_bytes.len() }, next))
 }
 
 /// The leaf the answer claims: none at version 0, a tombstone without a value.
