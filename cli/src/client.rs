@@ -42,8 +42,9 @@ pub struct LookupArgs {
     /// A past epoch (default: the latest).
     #[arg(long)]
     epoch: Option<u64>,
-    /// The directory's public key you trust: a `signing.pub` file (32 bytes) or its base64
-    /// (`keyfold status` prints it). Never taken from the server.
+    /// The directory's public key you trust: a `signing.pub` file (32 bytes), its base64, or its
+    /// C2SP verifier key `origin+hexid+base64` (`keyfold status` prints both). Never taken from
+    /// the server.
     #[arg(long, env = "KEYFOLD_PUBLIC_KEY")]
     public_key: String,
     /// The directory's origin you trust (the first line of its heads).
@@ -188,10 +189,19 @@ pub(crate) fn pinned_key(text: &str) -> Result<[u8; 32], CliError> {
     if path.exists() {
         return keyfold_epoch::load_public_key(path).map_err(CliError::usage);
     }
-    let bytes = B64
-        .decode(text.trim())
-        .map_err(|_| CliError::usage(format!("--public-key {text:?} is neither a file nor base64")))?;
-    bytes.try_into().map_err(|_| CliError::usage("--public-key must be 32 bytes (an ed25519 public key)"))
+    if let Some(key) = B64.decode(text.trim()).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+        return Ok(key);
+    }
+    if text.matches('+').count() >= 2 {
+        // A C2SP verifier key (`keyfold status` prints it): its key id is checked against its
+        // name and key; the name is the origin it was made for.
+        let (_, key) = keyfold_core::parse_vkey(text.trim())
+            .map_err(|e| CliError::usage(format!("--public-key {text:?}: {e}")))?;
+        return Ok(key.to_bytes());
+    }
+    Err(CliError::usage(format!(
+        "--public-key {text:?} is neither a file, nor base64 of a 32-byte ed25519 key, nor a C2SP verifier key"
+    )))
 }
 
 pub fn lookup(args: &LookupArgs) -> Result<(), CliError> {
@@ -239,7 +249,7 @@ pub fn lookup(args: &LookupArgs) -> Result<(), CliError> {
         other => other?,
     };
     if let Some(max_age) = args.max_age {
-        next.check_fresh(now_ms(), max_age).map_err(|e| CliError::verification(format!("REFUSED: {e}")))?;
+        next.check_fresh(crate::directory::now_ms(), max_age).map_err(|e| CliError::verification(format!("REFUSED: {e}")))?;
     }
     if let Some(path) = &args.state {
         crate::view_state::store(path, &next)?;
@@ -247,10 +257,6 @@ pub fn lookup(args: &LookupArgs) -> Result<(), CliError> {
     print_verified(args, &pinned, &verified);
     print_view(view.as_ref(), &next);
     Ok(())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// What the view check established.

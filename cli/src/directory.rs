@@ -198,6 +198,9 @@ pub struct Opened {
 /// Opens every store of an initialised directory (`keyfold_redb::open`) and the epoch job over
 /// them. A store that cannot be opened now (held by a running server, an I/O failure) is 3; one
 /// whose data is inconsistent is 1; a missing or unusable signing key is 2.
+/// The data directory's folder of C2SP tile files (the log of heads for static serving).
+pub const LOG_DIR: &str = "log";
+
 pub fn open_job(dir: &Path) -> Result<Opened, CliError> {
     let config = read_config(dir)?;
     let tree = tree_config(&config)?;
@@ -207,6 +210,7 @@ pub fn open_job(dir: &Path) -> Result<Opened, CliError> {
     let archives = Arc::new(open_archives(dir, &config)?);
     let job = EpochJob::open(stores.queue, Map::new(stores.map), stores.heads, archives, key, &config.origin, now_ms())
         .and_then(|job| job.with_index(stores.index))
+        .and_then(|job| job.with_tile_files(keyfold_epoch::TileFiles::new(dir.join(LOG_DIR))))
         .map_err(CliError::store)?
         .with_limits(config.epoch_limits());
     Ok(Opened { config, job, cosignatures: stores.cosignatures })
@@ -289,6 +293,7 @@ pub fn init(args: &InitArgs) -> Result<(), CliError> {
         args.origin
     );
     println!("public key: {}", B64.encode(public.as_bytes()));
+    println!("verifier key: {}", keyfold_core::vkey(&args.origin, &public));
     Ok(())
 }
 
@@ -327,6 +332,9 @@ pub fn status(args: &DataArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::verification(format!("the latest head (epoch {epoch}): {e}")))?;
     println!("directory: {} ({}, {} shard bits)", config.origin, config.hash, config.shard_bits);
     println!("public key: {}", B64.encode(job.public_key()));
+    if let Ok(key) = keyfold_core::VerifyingKey::from_bytes(&job.public_key()) {
+        println!("verifier key: {}", keyfold_core::vkey(&config.origin, &key));
+    }
     println!("latest epoch: {epoch} at {} ms, root {}", head.time_ms, head.root.to_hex());
     println!(
         "pending mutations: {} of {} bytes (bounds {} mutations, {} bytes)",

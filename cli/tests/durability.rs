@@ -122,6 +122,47 @@ fn sigkill_during_capped_multi_epoch_drains_loses_nothing_acknowledged() {
     assert!(capped_epochs > 0, "no epoch was cut short by the cap: the variant did not test multi-epoch drains");
 }
 
+/// The log of heads never forked across the kills: every checkpoint served is one of the log of
+/// the stored heads (same size, same root, so consistent with every later one), and the tile files
+/// on disk give the latest checkpoint's root.
+fn check_log_never_forked(
+    data: &std::path::Path,
+    heads: &RedbHeadStore,
+    latest: u64,
+    seen: &BTreeMap<u64, String>,
+    origin: &str,
+    public: &[u8; 32],
+) {
+    let mut log = keyfold_core::LogTree::new();
+    for epoch in 0..=latest {
+        let note = heads.get(keyfold_core::Epoch(epoch)).unwrap().unwrap();
+        log.push(keyfold_core::verify_head_note(&note, origin, public).unwrap().leaf_hash());
+    }
+    for note in seen.values() {
+        let served = keyfold_core::verify_checkpoint_note(note, origin, public).unwrap().checkpoint;
+        assert_eq!(log.root(served.size).unwrap(), served.root, "the checkpoint of size {} forked", served.size);
+        let proof = log.consistency_proof(served.size, log.size()).unwrap();
+        keyfold_core::log::verify_consistency(
+            served.size,
+            log.size(),
+            &served.root,
+            &log.root(log.size()).unwrap(),
+            &proof,
+        )
+        .unwrap();
+    }
+    let on_disk = std::fs::read_to_string(data.join("log/checkpoint")).unwrap();
+    assert_eq!(on_disk, heads.get(keyfold_core::Epoch(latest)).unwrap().unwrap(), "the checkpoint file is the latest");
+    let mut leaves = Vec::new();
+    for index in 0..=latest / 256 {
+        let width = (latest + 1 - index * 256).min(256);
+        let path = keyfold_core::tiles::TilePath { level: Some(0), index, width }.path();
+        let tile = std::fs::read(data.join("log").join(&path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        leaves.extend(tile.chunks(32).map(|c| keyfold_core::Hash(c.try_into().unwrap())));
+    }
+    assert_eq!(keyfold_core::log::root(&leaves), log.root(log.size()).unwrap(), "the tile files give the signed root");
+}
+
 /// Kills the server `kills` times on `data`, then checks; returns how many epochs the cap cut short.
 fn sigkill_run(data: &std::path::Path, kills: u32, seed: u64) -> usize {
     let data = data.to_path_buf();
@@ -186,6 +227,7 @@ fn sigkill_run(data: &std::path::Path, kills: u32, seed: u64) -> usize {
         let stored = heads.get(keyfold_core::Epoch(*epoch)).unwrap().expect("a served head is stored");
         assert_eq!(&stored, note, "epoch {epoch}: the head served differs from the head stored");
     }
+    check_log_never_forked(&data, &heads, latest.0, &seen.lock().unwrap(), &origin, &public);
 
     // Exactly once: every acknowledged mutation is in exactly one archive row.
     let mut archived: HashMap<String, u32> = HashMap::new();

@@ -23,9 +23,9 @@ fn ok(args: &[&str]) -> String {
 }
 
 /// `keyfold lookup alice` against the server at `addr`, keeping the view in `state`.
-fn lookup(addr: std::net::SocketAddr, pin: &Path, state: &Path, extra: &[&str]) -> Output {
+fn lookup(addr: std::net::SocketAddr, pin: &str, state: &Path, extra: &[&str]) -> Output {
     let server = format!("http://{addr}");
-    let base = ["lookup", "--server", &server, "--origin", ORIGIN, "--public-key", pin.to_str().unwrap()];
+    let base = ["lookup", "--server", &server, "--origin", ORIGIN, "--public-key", pin];
     keyfold(&[&base[..], &["--state", state.to_str().unwrap()], extra, &["alice"]].concat())
 }
 
@@ -58,18 +58,23 @@ fn a_remembered_view_catches_a_fork_a_rollback_and_a_freeze() {
     ok(&["epoch", "--data", b.to_str().unwrap()]);
     ok(&["epoch", "--data", b.to_str().unwrap()]);
     let pin = a.join("signing.pub");
+    // The C2SP verifier key `keyfold status` prints pins the same key as the file.
+    let status = ok(&["status", "--data", a.to_str().unwrap()]);
+    let vkey = status.lines().find_map(|l| l.strip_prefix("verifier key: ")).unwrap().to_owned();
+    assert!(vkey.starts_with(&format!("{ORIGIN}+")), "{vkey}");
+    let pin_file = pin.to_str().unwrap();
     let (state_a, state_b) = (dir.path().join("view-a.note"), dir.path().join("view-b.note"));
 
     // First contact and a repeat: the view is stored and stays consistent.
     let server = start(&a);
-    let said = String::from_utf8(lookup(server.addr, &pin, &state_a, &[]).stdout).unwrap();
+    let said = String::from_utf8(lookup(server.addr, pin_file, &state_a, &[]).stdout).unwrap();
     assert!(said.contains("keep a view with --state") || said.contains("log of 3 heads"), "{said}");
-    let out = lookup(server.addr, &pin, &state_a, &["--max-age", "3600"]);
+    let out = lookup(server.addr, pin_file, &state_a, &["--max-age", "3600"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("is the one you held"));
     assert_eq!(size_of(&std::fs::read_to_string(&state_a).unwrap(), &pin), 3);
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let frozen = lookup(server.addr, &pin, &state_a, &["--max-age", "0"]);
+    let frozen = lookup(server.addr, pin_file, &state_a, &["--max-age", "0"]);
     assert_eq!(frozen.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&frozen.stderr).contains("FREEZE"), "{}", String::from_utf8_lossy(&frozen.stderr));
     stop(server);
@@ -77,7 +82,7 @@ fn a_remembered_view_catches_a_fork_a_rollback_and_a_freeze() {
     // The copy answers with a log of 4 heads that does not extend the 3 the client saw: a fork.
     let server = start(&b);
     let evidence = dir.path().join("fork.txt");
-    let forked = lookup(server.addr, &pin, &state_a, &["--evidence", evidence.to_str().unwrap()]);
+    let forked = lookup(server.addr, pin_file, &state_a, &["--evidence", evidence.to_str().unwrap()]);
     assert_eq!(forked.status.code(), Some(1), "{}", String::from_utf8_lossy(&forked.stdout));
     let said = String::from_utf8_lossy(&forked.stderr);
     assert!(said.contains("FORK") && said.contains("fork.txt"), "{said}");
@@ -87,12 +92,12 @@ fn a_remembered_view_catches_a_fork_a_rollback_and_a_freeze() {
     assert!(text.contains(&std::fs::read_to_string(&state_a).unwrap()), "the held checkpoint is in the evidence");
     assert_eq!(size_of(&std::fs::read_to_string(&state_a).unwrap(), &pin), 3, "a refused view is not stored");
     // A client that saw the copy's 4 heads first...
-    assert!(lookup(server.addr, &pin, &state_b, &[]).status.success());
+    assert!(lookup(server.addr, &vkey, &state_b, &[]).status.success());
     stop(server);
 
     // ...and then meets the original's 3: a rollback, with both checkpoints written beside the state.
     let server = start(&a);
-    let rolled = lookup(server.addr, &pin, &state_b, &[]);
+    let rolled = lookup(server.addr, &vkey, &state_b, &[]);
     assert_eq!(rolled.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&rolled.stderr).contains("ROLLBACK"),

@@ -39,15 +39,16 @@ fn view(note: &str) -> View {
 fn a_view_moves_forward_only_through_consistency_proofs() {
     let (tree, notes) = log(9, 1);
     let held = view(&notes[2]);
-    for new in 3..9u64 {
-        let proof = tree.consistency_proof(3, new + 1).unwrap();
-        let next = held.advance(&view(&notes[new as usize]), Some(&proof)).unwrap();
-        assert_eq!(next.size(), new + 1);
+    for (new, note) in notes.iter().enumerate().skip(3) {
+        let size = new as u64 + 1;
+        let proof = tree.consistency_proof(3, size).unwrap();
+        let next = held.advance(&view(note), Some(&proof)).unwrap();
+        assert_eq!(next.size(), size);
         let mut bad = proof.clone();
         bad[0] = Hash([0xee; 32]);
-        let err = held.advance(&view(&notes[new as usize]), Some(&bad)).unwrap_err();
+        let err = held.advance(&view(note), Some(&bad)).unwrap_err();
         assert!(matches!(err, ViewError::Fork { .. }), "{err}");
-        let err = held.advance(&view(&notes[new as usize]), None).unwrap_err();
+        let err = held.advance(&view(note), None).unwrap_err();
         assert!(matches!(err, ViewError::MissingProof { held: 3, .. }), "{err}");
     }
     assert_eq!(held.advance(&view(&notes[2]), None).unwrap(), held, "the same checkpoint again");

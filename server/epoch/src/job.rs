@@ -6,6 +6,7 @@ use crate::error::EpochError;
 use crate::heads::HeadStore;
 use crate::index::{HistoryAfter, KeyVersion, OutcomeIndex, OutcomeRecord};
 use crate::schedule::epoch_time_ms;
+use crate::tile_files::TileFiles;
 use hashbrown::HashSet;
 use keyfold_archive::{ArchiveRow, read_archive_bytes, write_archive};
 use keyfold_core::{
@@ -167,6 +168,10 @@ pub struct EpochJob<Q: Queue, S: TreeStore, H: HeadStore> {
     /// The log of every signed map head (derived from the head store; rebuilt at open and checked
     /// against the latest checkpoint's signed root). 64 bytes per epoch.
     log: RwLock<LogTree>,
+    /// Where the log is also written as C2SP tile files (optional), and whether the last epoch's
+    /// files failed to be written (then every missing one is written before the next epoch).
+    tiles: Option<TileFiles>,
+    tiles_behind: std::sync::atomic::AtomicBool,
 }
 
 impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
@@ -196,6 +201,8 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
             pending: Mutex::new(HashSet::new()),
             limits: EpochLimits::default(),
             log: RwLock::new(LogTree::new()),
+            tiles: None,
+            tiles_behind: std::sync::atomic::AtomicBool::new(false),
         };
         if job.heads.latest()?.is_none() {
             job.write_genesis(now_ms)?;
@@ -377,6 +384,37 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         })
     }
 
+    /// Also writes the log of heads as C2SP tile files with `tiles`, first every one the log has
+    /// that is missing (a new directory, or a crash between a head and its files).
+    pub fn with_tile_files(mut self, tiles: TileFiles) -> Result<Self, EpochError> {
+        let note = self.heads.latest()?.ok_or_else(|| EpochError::corrupt("no genesis head"))?.1;
+        tiles.publish_all(&self.log(), &|epoch| self.leaf_body(epoch), &note)?;
+        self.tiles = Some(tiles);
+        Ok(self)
+    }
+
+    /// The body of the stored map head of `epoch` (leaf `epoch` of the log).
+    fn leaf_body(&self, epoch: u64) -> Result<String, EpochError> {
+        let note =
+            self.heads.get(Epoch(epoch))?.ok_or_else(|| EpochError::corrupt(format!("no head for epoch {epoch}")))?;
+        Ok(stored_head(&note)?.body())
+    }
+
+    /// Step 6b: the tile files the new head changed (derived data, like the index: a failure is
+    /// reported, and every missing file is written before the next epoch).
+    fn publish_tiles(&self, note: &str) -> Result<(), EpochError> {
+        use std::sync::atomic::Ordering;
+        let Some(tiles) = &self.tiles else { return Ok(()) };
+        let log = self.log();
+        let result = if self.tiles_behind.load(Ordering::Acquire) {
+            tiles.publish_all(&log, &|epoch| self.leaf_body(epoch), note)
+        } else {
+            tiles.publish(&log, &|epoch| self.leaf_body(epoch), note)
+        };
+        self.tiles_behind.store(result.is_err(), Ordering::Release);
+        result
+    }
+
     /// The log of heads, read.
     pub fn log(&self) -> std::sync::RwLockReadGuard<'_, LogTree> {
         self.log.read().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -401,8 +439,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
                 .heads
                 .get(Epoch(epoch))?
                 .ok_or_else(|| EpochError::corrupt(format!("epoch {latest} has a head but epoch {epoch} has none")))?;
-            let (text, _) = keyfold_core::split_note(&note)?;
-            let head = Head::from_checkpoint(&keyfold_core::Checkpoint::parse(text)?)?;
+            let head = stored_head(&note)?;
             if head.epoch.0 != epoch {
                 return Err(EpochError::corrupt(format!("head stored as epoch {epoch} says epoch {}", head.epoch)));
             }
@@ -535,6 +572,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         self.heads.commit(epoch, &note, marker.through)?;
         let log_started = Instant::now();
         self.log_mut().push(head.leaf_hash()); // derived: `open` rebuilds it from the heads
+        let tiles = self.publish_tiles(&note);
         timings.log += log_started.elapsed();
         stop_at!(crash, CrashPoint::AfterHeadWrite);
 
@@ -546,8 +584,10 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         timings.commit = t.elapsed();
         stop_at!(crash, CrashPoint::AfterCursorAdvance);
 
-        // 8. Derived data: outcomes and key histories indexed, then no longer pending.
+        // 8. Derived data: outcomes and key histories indexed, then no longer pending; then a
+        // failure to write the tile files (step 6) is reported.
         self.index_published(epoch, &rows, &applied.outcomes)?;
+        tiles?;
         let through = marker.through;
         let outcomes = applied.outcomes;
         Ok(Some(EpochReport { head, note, outcomes, marker: marker_position, through, input_bytes, capped, timings }))
@@ -810,4 +850,11 @@ fn record_metrics(result: &Result<EpochReport, EpochError>) {
             metrics::counter!("keyfold_epoch_failures_total", "kind" => kind).increment(1);
         }
     }
+}
+
+/// The map head in a stored checkpoint note (its signature was checked when it was signed, and
+/// the log of all of them is checked against the latest signed root at open).
+fn stored_head(note: &str) -> Result<Head, EpochError> {
+    let (text, _) = keyfold_core::split_note(note)?;
+    Ok(Head::from_checkpoint(&keyfold_core::Checkpoint::parse(text)?)?)
 }

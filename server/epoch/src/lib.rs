@@ -18,6 +18,7 @@ mod index;
 mod job;
 mod keys;
 mod schedule;
+mod tile_files;
 
 pub use archives::{ArchiveCheck, ArchiveSink, MemoryArchives, ObjectArchives, verify_archive};
 pub use cosignatures::{
@@ -36,3 +37,4 @@ pub use schedule::{
     Backoff, Schedule, SchedulerError, SchedulerHealth, SchedulerOptions, SchedulerState, backoff_seed, epoch_time_ms,
     run_scheduler,
 };
+pub use tile_files::TileFiles;
