@@ -1,6 +1,6 @@
 //! `keyfold bench`: the operator's benchmark of epoch jobs. Prefills N keys, then runs E epochs of
 //! M seeded mutations (updates of existing keys and new keys, mixed) through the real pipeline
-//! (queue append, cut, apply, tree, archive, sign, commit), or with `--tree-only` through the map
+//! (queue append, cut, apply, tree, archive, sign, commit, log of heads), or with `--tree-only` through the map
 //! alone, and reports each phase, mutations/s, cores used and peak RSS, as text and as JSON. For
 //! each pipeline epoch it also reports the epoch's input (the bytes of the mutations it consumed)
 //! and how far the resident set grew above its start during the epoch, and their ratio: the
@@ -459,7 +459,7 @@ fn cores_used(cpu_before: Option<Duration>, wall: Instant) -> Option<f64> {
 
 // ---------------------------------------------------------------- the pipeline
 
-const PIPELINE_PHASES: [&str; 7] = ["ingest", "cut", "apply", "tree", "archive", "sign", "commit"];
+const PIPELINE_PHASES: [&str; 8] = ["ingest", "cut", "apply", "tree", "archive", "sign", "commit", "log"];
 
 /// Seeded mutations with the versions the keys are at, so that every one applies.
 struct Workload {
