@@ -615,7 +615,10 @@ fn bench_pipeline(args: &BenchArgs, plan: &Plan, config: TreeConfig, dir: &Path)
             let archives: Arc<dyn ArchiveSink> =
                 Arc::new(ObjectArchives::local(&dir.join("archives")).map_err(CliError::store)?);
             write_directory_files(dir, config, args.groups, &key)?;
+            // The log of heads as tile files too, as `serve` writes them (part of the log phase).
+            let tiles = keyfold_epoch::TileFiles::new(dir.join(crate::directory::LOG_DIR));
             let job = EpochJob::open(queue, Map::new(store), heads, archives, key, BENCH_ORIGIN, 1)
+                .and_then(|job| job.with_tile_files(tiles))
                 .map_err(CliError::store)?
                 .with_limits(EpochLimits::UNLIMITED); // each measured epoch is the plan's size
             run_pipeline(&job, plan, args)
