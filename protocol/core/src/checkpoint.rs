@@ -178,20 +178,7 @@ pub fn parse_vkey(vkey: &str) -> Result<(String, VerifyingKey), HeadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{HashSuite, HeadCounts};
-
-    fn head() -> Head {
-        Head {
-            origin: "example.com/keyfold".into(),
-            suite: HashSuite::Blake3,
-            epoch: Epoch(42),
-            root: Hash([1; 32]),
-            previous: Hash([2; 32]),
-            archive: Hash([3; 32]),
-            time_ms: 1_763_900_000_000,
-            counts: HeadCounts { mutations: 10, applied: 7, rejected: 2, duplicates: 1 },
-        }
-    }
+    use crate::head::tests::head;
 
     #[test]
     fn checkpoint_carries_the_head_and_round_trips() {

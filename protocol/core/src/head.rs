@@ -218,10 +218,11 @@ pub fn split_note(note: &str) -> Result<(&str, Vec<NoteSignature<'_>>), HeadErro
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn head() -> Head {
+    /// A head with every field set (shared by the checkpoint tests).
+    pub(crate) fn head() -> Head {
         Head {
             origin: "example.com/keyfold".into(),
             suite: HashSuite::Blake3,
