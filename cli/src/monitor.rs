@@ -1,18 +1,30 @@
-//! `keyfold monitor`: a witness. It follows a server's heads, replays every epoch's archive from
-//! the genesis head (checking signatures, chain links, archive digests, outcomes and roots), and
-//! posts a cosignature (SPEC section 6.3) on each head it verified. It never cosigns a head it
-//! could not verify: on a divergence it stops with the report and a non-zero exit.
+//! `keyfold monitor`: a witness. It follows a server's checkpoints, replays every epoch's archive
+//! (checking signatures, chain links, archive digests, outcomes and roots), and posts a
+//! cosignature (SPEC section 6.3) on the latest checkpoint once it has verified it. It never
+//! cosigns a head it could not verify: on a divergence it stops with the report and a non-zero
+//! exit.
+//!
+//! With `--state DIR` it keeps its replay state across restarts (`DIR/monitor.state`, SPEC
+//! appendix B), resumes from it instead of from genesis, and checks every checkpoint the server
+//! serves against the last one it verified: a fork or a rollback is written to an evidence file
+//! (both signed checkpoints) and ends the monitor with exit code 1.
 //!
 //! `keyfold keygen` makes the witness's key pair.
 
 use crate::client::{Published, pinned_key};
 use crate::error::CliError;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
 use clap::Args;
-use keyfold_core::cosign;
+use keyfold_core::{Epoch, Hash, SigningKey, cosign, verify_checkpoint_note};
 use keyfold_epoch::{generate_key_files, load_signing_key};
-use keyfold_verify::Replayer;
-use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use keyfold_verify::wire::CheckpointAnswer;
+use keyfold_verify::{Replayer, ReplicaState};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Args)]
 pub struct MonitorArgs {
@@ -34,9 +46,26 @@ pub struct MonitorArgs {
     /// How often to look for new heads.
     #[arg(long, default_value_t = 1_000)]
     poll_ms: u64,
-    /// Verify and cosign up to the current head, then exit.
+    /// Verify up to the current head, cosign it, then exit.
     #[arg(long)]
     once: bool,
+    /// A directory for the replay state (`monitor.state`, created if absent) and evidence files:
+    /// the monitor resumes from it after a restart and checks the server against the checkpoint
+    /// it verified last. Without it nothing is saved: every start replays from genesis and only
+    /// checks the server against what it verified since.
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+    /// Where to write the evidence of a fork or rollback [default: DIR/evidence-<unix time>.txt
+    /// with --state, else ./evidence-<unix time>.txt]. Never overwritten.
+    #[arg(long, value_name = "FILE")]
+    evidence: Option<PathBuf>,
+    /// Save the state after at most this many newly verified epochs (and always at exit).
+    #[arg(long, default_value_t = 1_000)]
+    save_every_epochs: u64,
+    /// Save the state at most this many seconds after an unsaved epoch was verified (and always
+    /// at exit). Each save writes the whole replica (every key's value): this bounds the writes.
+    #[arg(long, default_value_t = 60)]
+    save_interval_s: u64,
 }
 
 #[derive(Debug, Args)]
@@ -52,68 +81,398 @@ pub struct KeygenArgs {
 /// A key file that cannot be written (it exists, say: keys are never overwritten) is the user's
 /// to fix (2).
 pub fn keygen(args: &KeygenArgs) -> Result<(), CliError> {
-    use base64::Engine;
     let public = generate_key_files(&args.private, &args.public).map_err(CliError::usage)?;
-    println!("public key (base64): {}", base64::engine::general_purpose::STANDARD.encode(public.as_bytes()));
+    println!("public key (base64): {}", B64.encode(public.as_bytes()));
     Ok(())
 }
 
-/// A head that does not replay is exit 1 (nothing more is cosigned); a server that cannot be
-/// reached is 3, one that refuses a request (a cosignature by a witness it does not list, say) 4.
+/// What one monitor run works with.
+struct Witness<'a> {
+    args: &'a MonitorArgs,
+    server: Published,
+    public: [u8; 32],
+    key: SigningKey,
+    /// Set on SIGINT or SIGTERM: the monitor saves its state and exits 0 between two epochs.
+    stop: Arc<AtomicBool>,
+}
+
+/// A head that does not replay, or a checkpoint that conflicts with a verified one, is exit 1
+/// (nothing more is cosigned); a server that cannot be reached is 3, one that refuses a request
+/// (a cosignature by a witness it does not list, say) 4. The state is saved at exit whatever
+/// the outcome: every epoch in it was verified.
 pub fn monitor(args: &MonitorArgs) -> Result<(), CliError> {
     crate::serve::init_logging(crate::serve::LogFormat::Text)?;
     let public = pinned_key(&args.public_key)?;
     let key = load_signing_key(&args.witness_key).map_err(CliError::usage)?;
     keyfold_core::check_witness_name(&args.witness_name)
         .map_err(|e| CliError::usage(format!("--witness-name: {e}")))?;
-    let server = Published::new(&args.server)?;
-    let shard_bits = server.shard_bits()?;
-    let genesis = server.text("/v1/heads/0")?;
-    let mut replayer = Replayer::from_genesis(&genesis, &args.origin, &public, shard_bits)
-        .map_err(|d| CliError::verification(format!("divergence, nothing cosigned: {d}")))?;
-    let mut cosigned = 0u64;
-    loop {
-        let latest = server.latest_epoch()?;
-        while replayer.head().epoch < latest {
-            cosign_next(args, &server, &mut replayer, &key)?;
-            cosigned += 1;
+    let witness = Witness { args, server: Published::new(&args.server)?, public, key, stop: stop_on_signal() };
+    let store = args.state.as_deref().map(StateDir::open).transpose()?;
+    let (mut replayer, resumed) = witness.start(store.as_ref())?;
+    let first = if resumed { replayer.head().epoch.next() } else { Epoch(0) };
+    let mut saver = Saver::new(store.as_ref(), args, resumed.then(|| replayer.head().epoch));
+    let result = witness.follow(&mut replayer, &mut saver);
+    // Every epoch the replayer holds was verified, whatever stopped it (a replica that a failed
+    // replay left half-advanced refuses to be saved: `Replayer::snapshot`).
+    let saved = saver.save(&replayer);
+    let cosigned = match (result, saved) {
+        (Ok(cosigned), saved) => saved.map(|()| cosigned)?,
+        (Err(e), Err(not_saved)) => {
+            tracing::warn!("the replay state was not saved: {not_saved}");
+            return Err(e);
         }
-        if args.once {
-            println!(
-                "verified epochs 0..={} of {} and cosigned {cosigned} heads as {}",
-                replayer.head().epoch,
-                args.origin,
-                args.witness_name
-            );
-            return Ok(());
+        (Err(e), Ok(())) => return Err(e),
+    };
+    let last = replayer.head().epoch;
+    let verified = if last < first { format!("no epoch after {last}") } else { format!("epochs {first}..={last}") };
+    println!("verified {verified} of {} and cosigned {cosigned} heads as {}", args.origin, args.witness_name);
+    Ok(())
+}
+
+impl Witness<'_> {
+    /// The replayer to start from: the saved state when there is one (checked, never trusted:
+    /// [`Replayer::resume`]), else the server's genesis head.
+    fn start(&self, store: Option<&StateDir>) -> Result<(Replayer, bool), CliError> {
+        let shard_bits = self.server.shard_bits()?;
+        let saved = match store {
+            Some(store) => store.load()?.map(|bytes| (store, bytes)),
+            None => None,
+        };
+        if let Some((store, bytes)) = saved {
+            let refused = |e: keyfold_verify::ResumeError| {
+                let path = store.file().display().to_string();
+                CliError::verification(format!(
+                    "{path}: {e}; not resuming from it (move it away to replay from genesis)"
+                ))
+            };
+            let state = ReplicaState::decode(&bytes).map_err(refused)?;
+            let replayer = Replayer::resume(state, &self.args.origin, &self.public, shard_bits).map_err(refused)?;
+            tracing::info!(state = %store.file().display(), "resuming at epoch {}", replayer.head().epoch);
+            return Ok((replayer, true));
         }
-        std::thread::sleep(Duration::from_millis(args.poll_ms));
+        let genesis = self.server.text("/v1/heads/0")?;
+        let replayer = Replayer::from_genesis(&genesis, &self.args.origin, &self.public, shard_bits)
+            .map_err(|d| CliError::verification(format!("divergence, nothing cosigned: {d}")))?;
+        Ok((replayer, false))
+    }
+
+    /// Checks the latest checkpoint against the last verified one, replays up to it, and cosigns
+    /// a checkpoint it verified in this run once the server still serves it as the latest (a
+    /// cosignature says: this was the latest when I signed). Past epochs are never cosigned.
+    /// Returns how many checkpoints it cosigned.
+    fn follow(&self, replayer: &mut Replayer, saver: &mut Saver<'_>) -> Result<u64, CliError> {
+        let mut cosigned = 0;
+        let mut uncosigned = false; // the replayer's head was verified in this run, not cosigned yet
+        loop {
+            let latest = self.check_latest(replayer)?;
+            if latest.size == replayer.log().size() {
+                if uncosigned {
+                    self.cosign(replayer)?;
+                    (cosigned, uncosigned) = (cosigned + 1, false);
+                }
+                saver.due(replayer)?;
+                if self.args.once || !self.pause() {
+                    return Ok(cosigned);
+                }
+                continue;
+            }
+            while replayer.log().size() < latest.size {
+                self.replay_next(replayer)?;
+                saver.due(replayer)?;
+                if self.stop.load(Ordering::SeqCst) {
+                    return Ok(cosigned);
+                }
+            }
+            // The head replayed at the checked size must be the checked checkpoint itself.
+            if replayer.log().root() != latest.root {
+                let what = format!("same size {}, different roots", latest.size);
+                return Err(self.evidence(replayer.checkpoint_note(), &latest, &what));
+            }
+            uncosigned = true;
+        }
+    }
+
+    /// Sleeps `--poll-ms`, waking early on a stop signal; false when the monitor is to stop.
+    fn pause(&self) -> bool {
+        let until = Instant::now() + Duration::from_millis(self.args.poll_ms);
+        while Instant::now() < until {
+            if self.stop.load(Ordering::SeqCst) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())));
+        }
+        !self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Replays the epoch after the replayer's head.
+    fn replay_next(&self, replayer: &mut Replayer) -> Result<(), CliError> {
+        let epoch = replayer.head().epoch.next();
+        let note = self.server.text(&format!("/v1/heads/{}", epoch.0))?;
+        let archive = self.server.bytes(&format!("/v1/epochs/{}/archive", epoch.0))?;
+        let head = replayer
+            .replay(&note, archive)
+            .map_err(|d| CliError::verification(format!("divergence at epoch {epoch}, not cosigned; stopping: {d}")))?;
+        tracing::info!(epoch = head.epoch.0, mutations = head.counts.mutations, "verified");
+        Ok(())
+    }
+
+    /// Posts a cosignature of the replayer's checkpoint, with the current time.
+    fn cosign(&self, replayer: &Replayer) -> Result<(), CliError> {
+        let epoch = replayer.head().epoch;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let line = cosign(replayer.checkpoint_note(), &self.args.witness_name, &self.key, now)
+            .map_err(|e| CliError::verification(format!("epoch {epoch}: cannot cosign the head: {e}")))?;
+        let url = format!("{}/v1/heads/{}/cosignatures", self.server.base, epoch.0);
+        let request = format!("POST {url}");
+        let response =
+            self.server.client.post(&url).body(line).send().map_err(|e| CliError::transport(&request, &e))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(CliError::refused(request, status, &response.text().unwrap_or_default()));
+        }
+        tracing::info!(epoch = epoch.0, "cosigned the latest checkpoint");
+        Ok(())
     }
 }
 
-/// Replays the epoch after the replayer's head and posts a cosignature of its head.
-fn cosign_next(
-    args: &MonitorArgs,
-    server: &Published,
-    replayer: &mut Replayer,
-    key: &keyfold_core::SigningKey,
-) -> Result<(), CliError> {
-    let epoch = replayer.head().epoch.next();
-    let note = server.text(&format!("/v1/heads/{}", epoch.0))?;
-    let archive = server.bytes(&format!("/v1/epochs/{}/archive", epoch.0))?;
-    let head = replayer
-        .replay(&note, archive)
-        .map_err(|d| CliError::verification(format!("divergence at epoch {epoch}, not cosigned; stopping: {d}")))?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    let line = cosign(&note, &args.witness_name, key, now)
-        .map_err(|e| CliError::verification(format!("epoch {epoch}: cannot cosign the head: {e}")))?;
-    let url = format!("{}/v1/heads/{}/cosignatures", server.base, epoch.0);
-    let request = format!("POST {url}");
-    let response = server.client.post(&url).body(line).send().map_err(|e| CliError::transport(&request, &e))?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(CliError::refused(request, status, &response.text().unwrap_or_default()));
+/// The server's latest checkpoint, signed by the pinned key and consistent with the last one
+/// this monitor verified.
+struct Latest {
+    note: String,
+    size: u64,
+    root: Hash,
+    request: String,
+    consistency: Vec<Hash>,
+}
+
+impl Witness<'_> {
+    /// Fetches the latest checkpoint with a consistency proof from the verified size and checks
+    /// it: a rollback (smaller size), another root at the same size or a proof that fails is a
+    /// conflict between two signed checkpoints: the evidence is written and the monitor stops.
+    fn check_latest(&self, replayer: &Replayer) -> Result<Latest, CliError> {
+        let (size, root) = (replayer.log().size(), replayer.log().root());
+        let path = format!("/v1/checkpoint?from={size}");
+        let request = format!("GET {}{path}", self.server.base);
+        let body = self.server.text(&path)?;
+        let answer: CheckpointAnswer = serde_json::from_str(&body)
+            .map_err(|e| CliError::verification(format!("{request}: not a checkpoint answer: {e}")))?;
+        let signed = verify_checkpoint_note(&answer.checkpoint, &self.args.origin, &self.public).map_err(|e| {
+            CliError::verification(format!("{request}: the checkpoint does not verify with the pinned key: {e}"))
+        })?;
+        let proof = answer.consistency.unwrap_or_default();
+        let consistency = proof.iter().map(|h| decode_hash(h, &request)).collect::<Result<Vec<_>, _>>()?;
+        let (new_size, new_root) = (signed.checkpoint.size, signed.checkpoint.root);
+        let latest = Latest { note: answer.checkpoint, size: new_size, root: new_root, request, consistency };
+        let conflict = if new_size < size {
+            Some(format!("rollback: size {new_size} is smaller than the verified size {size}"))
+        } else if new_size == size {
+            (new_root != root).then(|| format!("same size {size}, different roots"))
+        } else {
+            keyfold_core::log::verify_consistency(size, new_size, &root, &new_root, &latest.consistency)
+                .err()
+                .map(|e| format!("the consistency proof from size {size} to size {new_size} does not verify: {e}"))
+        };
+        match conflict {
+            Some(what) => Err(self.evidence(replayer.checkpoint_note(), &latest, &what)),
+            None => Ok(latest),
+        }
     }
-    tracing::info!(epoch = head.epoch.0, mutations = head.counts.mutations, "verified and cosigned");
-    Ok(())
+
+    /// Writes the evidence file (both signed checkpoints verbatim, what conflicts, the proof) and
+    /// returns the error that stops the monitor (exit 1), naming the file.
+    fn evidence(&self, verified: &str, latest: &Latest, what: &str) -> CliError {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let text = evidence_text(&EvidenceOf { origin: &self.args.origin, now, verified, latest, what });
+        let conflict = format!("{what}: the server's checkpoint conflicts with the one this monitor verified");
+        match self.write_evidence(now, text.as_bytes()) {
+            Ok(path) => CliError::verification(format!(
+                "{conflict}; evidence written to {}: nothing more is cosigned",
+                path.display()
+            )),
+            Err((path, e)) => CliError::verification(format!(
+                "{conflict}, but the evidence could not be written to {}: {e}; the two checkpoints follow\n{text}",
+                path.display()
+            )),
+        }
+    }
+
+    /// Writes a new evidence file: `--evidence`, else `evidence-<now>.txt` in the state
+    /// directory (or the current one), `-1`, `-2`, ... added when that name is taken.
+    fn write_evidence(&self, now: u64, bytes: &[u8]) -> Result<PathBuf, (PathBuf, std::io::Error)> {
+        if let Some(path) = &self.args.evidence {
+            return write_new_file(path, bytes).map(|()| path.clone()).map_err(|e| (path.clone(), e));
+        }
+        let dir = self.args.state.clone().unwrap_or_else(|| PathBuf::from("."));
+        let mut n = 0;
+        loop {
+            let suffix = if n == 0 { String::new() } else { format!("-{n}") };
+            let path = dir.join(format!("evidence-{now}{suffix}.txt"));
+            match write_new_file(&path, bytes) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+                result => return result.map(|()| path.clone()).map_err(|e| (path, e)),
+            }
+        }
+    }
+}
+
+struct EvidenceOf<'a> {
+    origin: &'a str,
+    now: u64,
+    verified: &'a str,
+    latest: &'a Latest,
+    what: &'a str,
+}
+
+/// The evidence file (SPEC appendix B): a header, then each signed note verbatim after a line
+/// giving its length in bytes, so a reader cuts them exactly; then the consistency proof served.
+fn evidence_text(e: &EvidenceOf<'_>) -> String {
+    let mut text = format!(
+        "keyfold monitor evidence v1\nconflict: {}\norigin: {}\ndetected: {} (unix seconds)\n\n",
+        e.what, e.origin, e.now
+    );
+    text.push_str(&format!("verified checkpoint ({} bytes), verified by this monitor:\n", e.verified.len()));
+    text.push_str(e.verified);
+    let latest = e.latest;
+    text.push_str(&format!("\nserved checkpoint ({} bytes), answer to {}:\n", latest.note.len(), latest.request));
+    text.push_str(&latest.note);
+    text.push_str(&format!("\nconsistency proof served ({} hashes, base64):\n", latest.consistency.len()));
+    for hash in &latest.consistency {
+        text.push_str(&B64.encode(hash.0));
+        text.push('\n');
+    }
+    text
+}
+
+fn decode_hash(text: &str, request: &str) -> Result<Hash, CliError> {
+    let bytes = B64.decode(text).ok().and_then(|b| <[u8; 32]>::try_from(b).ok());
+    bytes.map(Hash).ok_or_else(|| CliError::verification(format!("{request}: a proof hash is not 32 bytes of base64")))
+}
+
+/// Creates `path` (never replacing a file) with `bytes`, durably. If the monitor dies while
+/// writing, the file may be partial; the state still holds the verified checkpoint, so the next
+/// start finds the conflict again and writes a whole file under a new name.
+fn write_new_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// The state directory: one file, `monitor.state`, replaced atomically at each save.
+struct StateDir {
+    dir: PathBuf,
+}
+
+const STATE_FILE: &str = "monitor.state";
+const STATE_TEMP: &str = "monitor.state.tmp";
+
+impl StateDir {
+    fn open(dir: &Path) -> Result<StateDir, CliError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CliError::file(format!("--state {}: cannot create it: {e}", dir.display()), &e))?;
+        Ok(StateDir { dir: dir.to_owned() })
+    }
+
+    fn file(&self) -> PathBuf {
+        self.dir.join(STATE_FILE)
+    }
+
+    /// The saved bytes; `None` before the first save.
+    fn load(&self) -> Result<Option<Vec<u8>>, CliError> {
+        match std::fs::read(self.file()) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(CliError::file(format!("{}: {e}", self.file().display()), &e)),
+        }
+    }
+
+    /// Replaces the state with `bytes` so that a crash at any point leaves either the old state
+    /// or the new one, whole.
+    fn save(&self, bytes: &[u8]) -> Result<(), CliError> {
+        let temp = self.dir.join(STATE_TEMP);
+        let failed = |what: &str, e: std::io::Error| {
+            CliError::file(format!("saving the monitor state in {}: {what}: {e}", self.dir.display()), &e)
+        };
+        // Dying before the rename leaves `monitor.state` as it was (the last save) and a partial
+        // temp file, which nothing reads and the next save truncates.
+        let mut file = std::fs::File::create(&temp).map_err(|e| failed("create", e))?;
+        file.write_all(bytes).map_err(|e| failed("write", e))?;
+        file.sync_all().map_err(|e| failed("fsync", e))?;
+        // The new bytes are durable before the rename, so after it a crash (even a power loss
+        // before the directory's fsync) leaves the old state or the new one, never a mixture.
+        std::fs::rename(&temp, self.file()).map_err(|e| failed("rename", e))?;
+        // Makes the rename durable: from here a restart resumes from the new state.
+        std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| failed("fsync the directory", e))
+    }
+}
+
+/// When to save: the whole replica is written each time, so not after every epoch but after
+/// `--save-every-epochs` new epochs or `--save-interval-s` seconds, and at exit. A crash loses
+/// at most that much verification, which the restart redoes.
+struct Saver<'a> {
+    store: Option<&'a StateDir>,
+    saved: Option<Epoch>,
+    since: Instant,
+    every_epochs: u64,
+    interval: Duration,
+}
+
+impl<'a> Saver<'a> {
+    /// `resumed`: the epoch of the state resumed from, already saved.
+    fn new(store: Option<&'a StateDir>, args: &MonitorArgs, resumed: Option<Epoch>) -> Saver<'a> {
+        Saver {
+            store,
+            saved: resumed,
+            since: Instant::now(),
+            every_epochs: args.save_every_epochs.max(1),
+            interval: Duration::from_secs(args.save_interval_s),
+        }
+    }
+
+    /// Saves if enough epochs or time went by since the last save.
+    fn due(&mut self, replayer: &Replayer) -> Result<(), CliError> {
+        let epoch = replayer.head().epoch;
+        let unsaved = self.saved.map_or(epoch.0 + 1, |saved| epoch.0 - saved.0);
+        if unsaved >= self.every_epochs || (unsaved > 0 && self.since.elapsed() >= self.interval) {
+            self.save(replayer)?;
+        }
+        Ok(())
+    }
+
+    /// Saves the replayer's state unless it is the one saved last.
+    fn save(&mut self, replayer: &Replayer) -> Result<(), CliError> {
+        let Some(store) = self.store else { return Ok(()) };
+        let epoch = replayer.head().epoch;
+        if self.saved == Some(epoch) {
+            return Ok(());
+        }
+        let state = replayer.snapshot().map_err(|e| CliError::store_in("reading the replica to save it", e))?;
+        store.save(&state.encode())?;
+        (self.saved, self.since) = (Some(epoch), Instant::now());
+        tracing::info!(epoch = epoch.0, state = %store.file().display(), "saved the replay state");
+        Ok(())
+    }
+}
+
+/// A flag set on SIGINT or SIGTERM, so that the monitor saves its state before it exits. A
+/// signal that comes before the handler is installed ends the process as before: the state of
+/// the last save is still whole.
+fn stop_on_signal() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        runtime.block_on(async {
+            let term = async {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut signal) => {
+                        signal.recv().await;
+                    }
+                    Err(_) => std::future::pending().await,
+                }
+            };
+            tokio::select! { _ = tokio::signal::ctrl_c() => {}, () = term => {} }
+        });
+        flag.store(true, Ordering::SeqCst);
+    });
+    stop
 }

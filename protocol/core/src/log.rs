@@ -338,6 +338,19 @@ impl Frontier {
         self.size
     }
 
+    /// The roots of the complete subtrees, largest (leftmost) first: what a monitor saves to
+    /// resume ([`Frontier::from_peaks`]).
+    pub fn peaks(&self) -> &[Hash] {
+        &self.peaks
+    }
+
+    /// The right edge of a log of `size` leaves from its saved peaks; `None` unless there is one
+    /// peak per set bit of `size`. Nothing else can be checked here: the caller compares
+    /// [`Frontier::root`] with a signed checkpoint's root before it trusts the peaks.
+    pub fn from_peaks(size: u64, peaks: Vec<Hash>) -> Option<Frontier> {
+        (peaks.len() == size.count_ones() as usize).then_some(Frontier { size, peaks })
+    }
+
     /// Appends one leaf hash (binary carry: equal-sized subtrees to its left merge).
     pub fn push(&mut self, leaf_hash: Hash) {
         let mut hash = leaf_hash;
@@ -496,6 +509,9 @@ mod tree_tests {
             let size = n as u64 + 1;
             assert_eq!(frontier.root(), root(&all[..=n]), "size {size}");
             assert_eq!(tree.frontier(size).unwrap(), frontier);
+            // A saved right edge comes back only with one peak per set bit of its size.
+            assert_eq!(Frontier::from_peaks(size, frontier.peaks().to_vec()).as_ref(), Some(&frontier));
+            assert!(Frontier::from_peaks(size, frontier.peaks()[1..].to_vec()).is_none());
         }
         for size in 1..=70u64 {
             let prefix = &all[..usize::try_from(size).unwrap()];

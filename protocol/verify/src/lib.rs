@@ -5,7 +5,9 @@
 //!   epoch job and every replay run the same code. [`RejectReason::code`] is the archived reason
 //!   code and [`OutcomeColumns`] the one mapping from an outcome to its archive row.
 //! * [`Replayer`]: a monitor's replica, advanced one archive at a time from a trusted head: each
-//!   head's signature and chain link, its archive's digest, every outcome and the map root.
+//!   head's signature and chain link, its archive's digest, every outcome and the map root;
+//!   [`Replayer::snapshot`] and [`Replayer::resume`] save and (re-checking it) restore it as a
+//!   [`ReplicaState`].
 //! * [`verify_lookup`]: a lookup answer checked against a pinned key and witness policy.
 //! * [`wire`]: the JSON bodies of the HTTP API, shared by the server and its clients.
 
@@ -14,6 +16,7 @@ mod divergence;
 mod heads;
 mod lookup;
 mod replay;
+mod state;
 mod view;
 pub mod wire;
 
@@ -25,5 +28,6 @@ pub use divergence::Divergence;
 pub use heads::{verify_genesis_head, verify_next_head};
 pub use lookup::{LookupError, Pinned, Verified, decode_hashes, verify_lookup, verify_lookup_in_view};
 pub use replay::Replayer;
+pub use state::{ReplicaState, ResumeError, STATE_MAGIC};
 pub use view::{View, ViewError};
 pub use wire::LookupAnswer;

@@ -5,11 +5,15 @@
 use crate::apply::{Applied, KeyState, Outcome, OutcomeColumns, apply_mutations, hash_mutations, touched_indexes};
 use crate::divergence::{Divergence, diverge};
 use crate::heads::{verify_genesis_head, verify_next_head};
+use crate::state::{ReplicaState, ResumeError};
 use bytes::Bytes;
 use hashbrown::HashMap;
 use keyfold_archive::{ArchiveRow, read_archive_bytes};
-use keyfold_core::{Epoch, Frontier, Hash, HashSuite, Head, Index, Mutation, MutationId, Position, Version};
-use keyfold_map::{Map, MemoryStore, TreeConfig};
+use keyfold_core::{
+    Epoch, Frontier, Hash, HashSuite, Head, Index, LeafValue, Mutation, MutationId, Position, Version,
+    verify_checkpoint_note,
+};
+use keyfold_map::{Map, MemoryStore, TreeConfig, TreeError};
 use rayon::prelude::*;
 
 /// A monitor's replica of the map, advanced one verified epoch at a time.
@@ -25,6 +29,16 @@ pub struct Replayer {
     previous: Head,
     /// The log of heads through `previous` (its right edge: O(log n) hashes).
     log: Frontier,
+    /// The signed checkpoint of `previous`, as it was served: what a saved state starts from.
+    note: String,
+    /// The first head epoch the replica holds: 0 from genesis, E after [`Replayer::resume`] at E.
+    resumed_at: Epoch,
+    /// Head epoch minus replica epoch: 0 from genesis; E - 1 after a resume at E >= 1 (the
+    /// replica holds E as its epoch 1, not E empty epochs before it).
+    replica_base: u64,
+    /// A replay failed after it changed the replica: it is no longer the last verified epoch's,
+    /// so it is neither replayed further nor saved.
+    half_advanced: bool,
 }
 
 impl Replayer {
@@ -46,12 +60,23 @@ impl Replayer {
             states: (0..STATE_TABLES).map(|_| HashMap::new()).collect(),
             previous: head,
             log,
+            note: note.to_owned(),
+            resumed_at: Epoch(0),
+            replica_base: 0,
+            half_advanced: false,
         })
     }
 
-    /// The replica of the map, at the last verified epoch and every one before.
+    /// The replica of the map, at the last verified epoch and every one before (since the resumed
+    /// one, after [`Replayer::resume`]): its epochs are numbered as [`Replayer::replica_epoch`] says.
     pub fn map(&self) -> &Map<MemoryStore> {
         &self.map
+    }
+
+    /// The replica's epoch that holds head epoch `epoch`: the same from genesis; `None` for an
+    /// epoch before the one a resumed replayer started from, or not verified yet.
+    pub fn replica_epoch(&self, epoch: Epoch) -> Option<Epoch> {
+        (self.resumed_at..=self.previous.epoch).contains(&epoch).then(|| Epoch(epoch.0 - self.replica_base))
     }
 
     /// The last head verified.
@@ -59,9 +84,82 @@ impl Replayer {
         &self.previous
     }
 
+    /// The signed checkpoint of the last head verified, as it was served.
+    pub fn checkpoint_note(&self) -> &str {
+        &self.note
+    }
+
     /// The log of heads through the last head verified.
     pub fn log(&self) -> &Frontier {
         &self.log
+    }
+
+    /// Everything [`Replayer::resume`] needs to continue from the last verified epoch: its
+    /// checkpoint, the log's right edge and every key's leaf (read from the replica, so the
+    /// values are copied: memory for one more copy of the map's leaves while the state is held).
+    pub fn snapshot(&self) -> Result<ReplicaState, TreeError> {
+        if self.half_advanced {
+            return Err(TreeError::corrupt("the replica is past a failed replay: it is not the verified epoch's"));
+        }
+        let mut indexes: Vec<Index> = self.states.iter().flat_map(|table| table.keys().copied()).collect();
+        indexes.par_sort_unstable();
+        let at = self.replica_epoch(self.previous.epoch).expect("the last verified epoch is in the replica");
+        let values = self.map.get_many(&indexes, at)?;
+        let leaves = indexes
+            .into_iter()
+            .zip(values)
+            .map(|(index, leaf)| leaf.map(|leaf| (index, leaf)).ok_or_else(|| missing_leaf(&index)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ReplicaState { checkpoint: self.note.clone(), log: self.log.clone(), leaves })
+    }
+
+    /// Continues from a saved state, trusting none of it: the checkpoint must verify under the
+    /// pinned `origin` and `public_key`, the saved log must have its size and root, and the map
+    /// rebuilt from the saved leaves must have its head's root. Then the replayer is the one
+    /// that verified that epoch (its later epochs replay exactly as they would have).
+    pub fn resume(
+        state: ReplicaState,
+        origin: &str,
+        public_key: &[u8; 32],
+        shard_bits: u8,
+    ) -> Result<Replayer, ResumeError> {
+        let ReplicaState { checkpoint: note, log, leaves } = state;
+        let signed = verify_checkpoint_note(&note, origin, public_key)?;
+        let (size, root) = (signed.checkpoint.size, signed.checkpoint.root);
+        if log.size() != size || log.root() != root {
+            return Err(ResumeError::LogRoot { size, root, found_size: log.size(), found_root: log.root() });
+        }
+        let head = signed.head;
+        let config = TreeConfig::new(head.suite, shard_bits).map_err(|e| ResumeError::Replica(e.to_string()))?;
+        let map = Map::new(MemoryStore::new(config));
+        let states = key_states(&leaves);
+        let replica = |e: TreeError| ResumeError::Replica(e.to_string());
+        // Epoch 0 is the empty map (the replica's own epoch 0); any later epoch is one batch.
+        let found = if head.epoch == Epoch(0) && leaves.is_empty() {
+            map.root(Epoch(0)).map_err(replica)?.hash
+        } else {
+            map.apply(leaves).map_err(replica)?.hash
+        };
+        if found != head.root {
+            return Err(ResumeError::MapRoot { epoch: head.epoch.0, expected: head.root, found });
+        }
+        let replica_base = head.epoch.0.saturating_sub(1);
+        let resumed_at = head.epoch;
+        let origin = origin.to_owned();
+        let public_key = *public_key;
+        let previous = head;
+        Ok(Replayer {
+            origin,
+            public_key,
+            map,
+            states,
+            previous,
+            log,
+            note,
+            resumed_at,
+            replica_base,
+            half_advanced: false,
+        })
     }
 
     /// Verifies the next epoch: its signed head and its archive.
@@ -72,6 +170,10 @@ impl Replayer {
     /// As [`Replayer::replay`], also handing back the archive's rows (verified), so a caller that
     /// needs them does not decode the archive a second time.
     pub fn replay_rows(&mut self, note: &str, archive: Bytes) -> Result<(Head, Vec<ArchiveRow>), Divergence> {
+        if self.half_advanced {
+            let epoch = self.previous.epoch.next();
+            return Err(diverge(epoch, None, "replica", "the last verified epoch", "a replica past a divergence"));
+        }
         let (head, log) = self.check_head(note)?;
         let (epoch, suite) = (head.epoch, head.suite);
         let check = |ok: bool, what: &str, expected: String, found: String| {
@@ -95,10 +197,14 @@ impl Replayer {
         let applied = apply_mutations(&current, &mutations, &hashed);
         first_divergence(check_outcomes(suite, epoch, &rows, &applied, &mutations))?;
         check(applied.counts == head.counts, "counts", format!("{:?}", applied.counts), format!("{:?}", head.counts))?;
+        // From here the replica changes: until the root matches, it is not the verified epoch's.
+        self.half_advanced = true;
         let root = self.advance(epoch, applied, &rows)?;
         check(root == head.root, "map root", root.to_hex(), head.root.to_hex())?;
+        self.half_advanced = false;
         self.previous = head.clone();
         self.log = log;
+        note.clone_into(&mut self.note);
         // The keys, values and signatures moved into the mutations go back into their rows.
         for (row, (_, m)) in rows.iter_mut().zip(mutations) {
             (row.key, row.value, row.owner_signature) = (Some(m.key), m.value, m.owner_signature);
@@ -137,6 +243,20 @@ impl Replayer {
         });
         Ok(root.hash)
     }
+}
+
+/// Every key's state, in the tables [`Replayer`] keeps.
+fn key_states(leaves: &[(Index, LeafValue)]) -> Vec<HashMap<Index, KeyState>> {
+    let mut states: Vec<HashMap<Index, KeyState>> = (0..STATE_TABLES).map(|_| HashMap::new()).collect();
+    for (index, leaf) in leaves {
+        states[usize::from(index.0[0])].insert(*index, KeyState::of(leaf));
+    }
+    states
+}
+
+/// A key the replayer's states hold but its replica does not: a bug, reported, not a panic.
+fn missing_leaf(index: &Index) -> TreeError {
+    TreeError::corrupt(format!("the replica has no leaf for key index {}", index.to_hex()))
 }
 
 fn first_divergence(found: Option<Divergence>) -> Result<(), Divergence> {

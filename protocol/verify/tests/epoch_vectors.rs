@@ -15,11 +15,13 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use keyfold_archive::{ArchiveOutcome, ArchiveRow, archive_digest, write_archive};
 use keyfold_core::{
-    Epoch, Hash, HashSuite, Head, HeadCounts, Index, LeafValue, Mutation, Position, SigningKey, Version,
+    Epoch, Frontier, Hash, HashSuite, Head, HeadCounts, Index, LeafValue, Mutation, Position, SigningKey, Version,
     verify_head_note,
 };
 use keyfold_map::{Map, MemoryStore, TreeConfig, TreeStore};
-use keyfold_verify::{Replayer, apply_mutations, archive_rows, hash_mutations, read_touched};
+use keyfold_verify::{
+    Replayer, ReplicaState, ResumeError, apply_mutations, archive_rows, hash_mutations, read_touched,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -877,6 +879,64 @@ fn stored_epochs_replay_as_a_monitor_would() {
             assert_eq!(head.body(), e.head_body);
         }
     }
+}
+
+/// A replayer saved after any epoch and resumed from the state's bytes replays the rest exactly as
+/// the one that never stopped; the resumed replica holds the saved epoch.
+#[test]
+fn stored_epochs_resume_from_a_state_saved_after_any_epoch() {
+    for s in &stored().suites {
+        let public = unhex32(&s.public_key);
+        let archives: Vec<bytes::Bytes> =
+            s.epochs.iter().map(|e| bytes::Bytes::from(write_archive(&archived_rows(e)).unwrap())).collect();
+        for stop in 0..=s.epochs.len() {
+            let mut replayer = Replayer::from_genesis(&s.genesis.head_note, &s.origin, &public, SHARD_BITS[0]).unwrap();
+            for (e, archive) in s.epochs[..stop].iter().zip(&archives) {
+                replayer.replay(&e.head_note, archive.clone()).unwrap();
+            }
+            let bytes = replayer.snapshot().unwrap().encode();
+            let state = ReplicaState::decode(&bytes).unwrap();
+            let mut resumed = Replayer::resume(state, &s.origin, &public, SHARD_BITS[1]).unwrap();
+            assert_eq!(resumed.head(), replayer.head(), "{} resumed after {stop} epochs", s.suite);
+            let at = resumed.replica_epoch(resumed.head().epoch).unwrap();
+            assert_eq!(resumed.map().root(at).unwrap().hash, resumed.head().root);
+            for (e, archive) in s.epochs[stop..].iter().zip(&archives[stop..]) {
+                let head = resumed.replay(&e.head_note, archive.clone()).unwrap_or_else(|d| panic!("{d}"));
+                assert_eq!(head.body(), e.head_body);
+            }
+        }
+    }
+}
+
+/// A saved state is checked, not trusted: a changed value, a changed log peak or a checkpoint
+/// signed by another key is refused at resume, each with its own error.
+#[test]
+fn a_changed_state_is_refused_at_resume() {
+    let s = &stored().suites[0];
+    let public = unhex32(&s.public_key);
+    let mut replayer = Replayer::from_genesis(&s.genesis.head_note, &s.origin, &public, SHARD_BITS[0]).unwrap();
+    for e in &s.epochs {
+        replayer.replay(&e.head_note, bytes::Bytes::from(write_archive(&archived_rows(e)).unwrap())).unwrap();
+    }
+    let state = replayer.snapshot().unwrap();
+    let resume = |state: ReplicaState| Replayer::resume(state, &s.origin, &public, SHARD_BITS[0]).map(|_| ());
+    resume(state.clone()).unwrap();
+
+    let mut changed = state.clone();
+    let (_, leaf) = changed.leaves.iter_mut().find(|(_, leaf)| leaf.value.is_some()).unwrap();
+    leaf.value.as_mut().unwrap()[0] ^= 1;
+    assert!(matches!(resume(changed), Err(ResumeError::MapRoot { .. })));
+    let mut changed = state.clone();
+    changed.leaves.pop();
+    assert!(matches!(resume(changed), Err(ResumeError::MapRoot { .. })));
+
+    let mut peaks = state.log.peaks().to_vec();
+    peaks[0].0[0] ^= 1;
+    let changed = ReplicaState { log: Frontier::from_peaks(state.log.size(), peaks).unwrap(), ..state.clone() };
+    assert!(matches!(resume(changed), Err(ResumeError::LogRoot { .. })));
+
+    let other = Replayer::resume(state.clone(), &s.origin, &[9; 32], SHARD_BITS[0]).map(|_| ());
+    assert!(matches!(other, Err(ResumeError::Checkpoint(_))));
 }
 
 /// The cases the scenario is there for (the task that added it, and SPEC 5.4's consequences).
