@@ -289,6 +289,8 @@ pub fn init(args: &InitArgs) -> Result<(), CliError> {
         args.origin
     );
     println!("public key: {}", B64.encode(public.as_bytes()));
+    // What a witness is configured with (`keyfold witness serve --log ORIGIN=VKEY`).
+    println!("vkey: {}", keyfold_core::vkey(&config.origin, &public));
     Ok(())
 }
 
@@ -327,6 +329,9 @@ pub fn status(args: &DataArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::verification(format!("the latest head (epoch {epoch}): {e}")))?;
     println!("directory: {} ({}, {} shard bits)", config.origin, config.hash, config.shard_bits);
     println!("public key: {}", B64.encode(job.public_key()));
+    if let Ok(key) = keyfold_core::VerifyingKey::from_bytes(&job.public_key()) {
+        println!("vkey: {}", keyfold_core::vkey(&config.origin, &key));
+    }
     println!("latest epoch: {epoch} at {} ms, root {}", head.time_ms, head.root.to_hex());
     println!(
         "pending mutations: {} of {} bytes (bounds {} mutations, {} bytes)",
