@@ -42,15 +42,15 @@ pub struct LookupArgs {
     /// A past epoch (default: the latest).
     #[arg(long)]
     epoch: Option<u64>,
-    /// The directory's public key you trust: a `signing.pub` file (32 bytes), its base64, or its
-    /// C2SP verifier key `origin+hexid+base64` (`keyfold status` prints both). Never taken from
-    /// the server.
+    /// The directory's public key you trust: a `signing.pub` file (32 bytes), its base64 or the
+    /// directory's vkey (`keyfold status` prints both). Never taken from the server.
     #[arg(long, env = "KEYFOLD_PUBLIC_KEY")]
     public_key: String,
     /// The directory's origin you trust (the first line of its heads).
     #[arg(long, env = "KEYFOLD_ORIGIN")]
     origin: String,
-    /// A witness you trust, `NAME=BASE64_KEY` (repeat for several).
+    /// A witness you trust, `NAME=KEY`: base64 of its public key or its cosigner vkey (repeat
+    /// for several).
     #[arg(long = "witness", value_name = "NAME=KEY")]
     witnesses: Vec<String>,
     /// Refuse the answer unless at least this many of the --witness witnesses cosigned its head.
@@ -182,26 +182,22 @@ pub fn submit(args: &SubmitArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// A pinned key: a 32-byte file, or base64 of the 32 bytes. A key the user cannot pin is theirs
-/// to fix (2).
+/// A pinned key: a 32-byte file, base64 of the 32 bytes, or the directory's C2SP verifier key
+/// (`origin+hexid+base64(0x01 || key)`, as `/v1/directory`'s `vkey` and `keyfold status` print
+/// it). A key the user cannot pin is theirs to fix (2).
 pub(crate) fn pinned_key(text: &str) -> Result<[u8; 32], CliError> {
     let path = Path::new(text);
     if path.exists() {
         return keyfold_epoch::load_public_key(path).map_err(CliError::usage);
     }
-    if let Some(key) = B64.decode(text.trim()).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) {
-        return Ok(key);
-    }
-    if text.matches('+').count() >= 2 {
-        // A C2SP verifier key (`keyfold status` prints it): its key id is checked against its
-        // name and key; the name is the origin it was made for.
-        let (_, key) = keyfold_core::parse_vkey(text.trim())
-            .map_err(|e| CliError::usage(format!("--public-key {text:?}: {e}")))?;
+    // A vkey first: one whose origin is all base64 letters would also decode as base64.
+    if let Ok((_, key)) = keyfold_core::parse_vkey(text.trim()) {
         return Ok(key.to_bytes());
     }
-    Err(CliError::usage(format!(
-        "--public-key {text:?} is neither a file, nor base64 of a 32-byte ed25519 key, nor a C2SP verifier key"
-    )))
+    let bytes = B64
+        .decode(text.trim())
+        .map_err(|_| CliError::usage(format!("--public-key {text:?} is neither a file, base64 nor a vkey")))?;
+    bytes.try_into().map_err(|_| CliError::usage("--public-key must be 32 bytes (an ed25519 public key)"))
 }
 
 pub fn lookup(args: &LookupArgs) -> Result<(), CliError> {

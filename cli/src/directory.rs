@@ -293,7 +293,8 @@ pub fn init(args: &InitArgs) -> Result<(), CliError> {
         args.origin
     );
     println!("public key: {}", B64.encode(public.as_bytes()));
-    println!("verifier key: {}", keyfold_core::vkey(&args.origin, &public));
+    // What a witness is configured with (`keyfold witness serve --log ORIGIN=VKEY`).
+    println!("vkey: {}", keyfold_core::vkey(&config.origin, &public));
     Ok(())
 }
 
@@ -333,7 +334,7 @@ pub fn status(args: &DataArgs) -> Result<(), CliError> {
     println!("directory: {} ({}, {} shard bits)", config.origin, config.hash, config.shard_bits);
     println!("public key: {}", B64.encode(job.public_key()));
     if let Ok(key) = keyfold_core::VerifyingKey::from_bytes(&job.public_key()) {
-        println!("verifier key: {}", keyfold_core::vkey(&config.origin, &key));
+        println!("vkey: {}", keyfold_core::vkey(&config.origin, &key));
     }
     println!("latest epoch: {epoch} at {} ms, root {}", head.time_ms, head.root.to_hex());
     println!(

@@ -41,8 +41,8 @@ pub struct FsckArgs {
     /// The data directory to check (its server stopped).
     #[arg(long, env = "KEYFOLD_DATA")]
     data: PathBuf,
-    /// A witness whose stored cosignatures to verify: `NAME=BASE64_PUBLIC_KEY`, as for `serve`
-    /// (repeat for several).
+    /// A witness whose stored cosignatures to verify: `NAME=KEY[@URL]` as for `serve` (KEY base64
+    /// or the witness's cosigner vkey; a URL is ignored here; repeat for several).
     #[arg(long = "witness", value_name = "NAME=KEY", env = "KEYFOLD_WITNESSES", value_delimiter = ',')]
     witness: Vec<String>,
 }

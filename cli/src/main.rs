@@ -1,6 +1,7 @@
 //! `keyfold`: the operator's binary: `serve`, `init`, `epoch`, `status`, `verify`, `bench`, and
-//! the clients `submit` and `lookup`, the witness `monitor`, and `keygen`. A failure exits with
-//! the code of its class (`error::CliError::exit_code`, listed in `--help` and the README).
+//! the clients `submit` and `lookup`, the witness `monitor`, `keygen`, and the C2SP tlog-witness
+//! `witness init|serve`. A failure exits with the code of its class
+//! (`error::CliError::exit_code`, listed in `--help` and the README).
 
 mod bench;
 mod client;
@@ -13,9 +14,11 @@ mod first_head;
 mod fsck;
 mod heads;
 mod monitor;
+mod push;
 mod serve;
 mod verify;
 mod view_state;
+mod witness;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use error::CliError;
@@ -62,6 +65,9 @@ enum Command {
     Monitor(monitor::MonitorArgs),
     /// Make an ed25519 key pair (a witness key).
     Keygen(monitor::KeygenArgs),
+    /// Run a C2SP tlog-witness: `witness init` makes its key, `witness serve` cosigns the
+    /// checkpoints that logs (`keyfold serve --witness NAME=KEY@URL`) push to it.
+    Witness(witness::WitnessArgs),
 }
 
 /// `keyfold serve`: the backend `--store` names (the server wing has one room per backend).
@@ -99,6 +105,7 @@ fn main() -> ExitCode {
         Command::Lookup(args) => client::lookup(&args),
         Command::Monitor(args) => monitor::monitor(&args),
         Command::Keygen(args) => monitor::keygen(&args),
+        Command::Witness(args) => witness::witness(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

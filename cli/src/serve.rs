@@ -53,9 +53,12 @@ pub struct ServeArgs {
     /// Key prefix of this directory in the cluster (with --store fdb); default `keyfold/<origin>/`.
     #[arg(long, env = "KEYFOLD_FDB_PREFIX")]
     pub(crate) fdb_prefix: Option<String>,
-    /// A witness whose cosignatures this server accepts and serves: `NAME=BASE64_PUBLIC_KEY`
-    /// (repeat for several; `keyfold keygen` makes a witness key).
-    #[arg(long = "witness", value_name = "NAME=KEY", env = "KEYFOLD_WITNESSES", value_delimiter = ',')]
+    /// A witness whose cosignatures this server accepts and serves: `NAME=KEY`, KEY being base64
+    /// of its ed25519 public key or its cosigner vkey (`keyfold witness init` prints both;
+    /// `keyfold keygen` makes a key for `keyfold monitor`). `NAME=KEY@URL` also pushes each new
+    /// checkpoint to the C2SP tlog-witness at URL (`URL/add-checkpoint`) and serves the
+    /// cosignature it returns. Repeat for several.
+    #[arg(long = "witness", value_name = "NAME=KEY[@URL]", env = "KEYFOLD_WITNESSES", value_delimiter = ',')]
     witness: Vec<String>,
     /// A connection's first request head must arrive whole within this long, or it is answered
     /// 408 (closed, if nothing came); later heads on a kept-alive connection too, or it is closed.
@@ -189,17 +192,28 @@ fn now_ms() -> u64 {
 
 /// What bounds each connection of [`serve_http`].
 #[derive(Debug)]
-struct ConnectionOptions {
+pub(crate) struct ConnectionOptions {
     cap: ConnectionCap,
     header_timeout: Duration,
     write_timeout: Duration,
+}
+
+impl ConnectionOptions {
+    /// At most `max_connections` (lowered to what the open-file limit allows) with these timeouts.
+    pub(crate) fn new(max_connections: usize, header_timeout: Duration, write_timeout: Duration) -> Arc<Self> {
+        Arc::new(ConnectionOptions {
+            cap: ConnectionCap::new(connection_cap(max_connections)),
+            header_timeout,
+            write_timeout,
+        })
+    }
 }
 
 /// Serves `app` on `listener` (HTTP/1.1) until `shutdown`, then stops accepting and finishes the
 /// requests in flight. At most `options.cap` connections are open at once (more are answered 503
 /// and closed); each has a header read timeout, so slow clients and idle keep-alive connections
 /// are closed instead of held forever, and a write timeout, so one that stops reading is too.
-async fn serve_http(
+pub(crate) async fn serve_http(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     options: Arc<ConnectionOptions>,
@@ -269,7 +283,7 @@ async fn serve_connection(
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -301,6 +315,8 @@ pub fn prepare(args: &ServeArgs) -> Result<(), CliError> {
             "--max-connections, --write-timeout-ms and --max-inflight-body-bytes must be above 0",
         ));
     }
+    // Checked before anything is written: a mistyped witness leaves no new directory behind.
+    crate::push::parse_witness_specs(&args.witness)?;
     init_logging(args.log_format)?;
     directory::init_if_empty(&args.data)
 }
@@ -311,29 +327,10 @@ pub fn serve_embedded(args: &ServeArgs) -> Result<(), CliError> {
     run(args, &opened.config, Arc::new(opened.job), opened.cosignatures)
 }
 
-/// `NAME=BASE64_KEY` witness specs (a bad one is the user's to fix).
+/// The witnesses of `NAME=KEY[@URL]` specs (a bad one is the user's to fix); the URLs are for
+/// `keyfold serve` to push to, and ignored here.
 pub(crate) fn parse_witnesses(specs: &[String]) -> Result<Vec<keyfold_core::Witness>, CliError> {
-    use base64::Engine;
-    let mut witnesses: Vec<keyfold_core::Witness> = Vec::new();
-    for spec in specs {
-        let (name, key) = spec
-            .split_once('=')
-            .ok_or_else(|| CliError::usage(format!("--witness {spec:?}: write NAME=BASE64_KEY")))?;
-        keyfold_core::check_witness_name(name).map_err(|e| CliError::usage(format!("--witness {spec:?}: {e}")))?;
-        let key = base64::engine::general_purpose::STANDARD
-            .decode(key.trim())
-            .ok()
-            .and_then(|k| <[u8; 32]>::try_from(k).ok())
-            .filter(|k| keyfold_core::VerifyingKey::from_bytes(k).is_ok())
-            .ok_or_else(|| {
-                CliError::usage(format!("--witness {spec:?}: the key is not base64 of an ed25519 public key"))
-            })?;
-        if witnesses.iter().any(|w| w.name == name) {
-            return Err(CliError::usage(format!("--witness {name:?} is given twice")));
-        }
-        witnesses.push(keyfold_core::Witness { name: name.to_owned(), public_key: key });
-    }
-    Ok(witnesses)
+    Ok(crate::push::parse_witness_specs(specs)?.into_iter().map(|spec| spec.witness).collect())
 }
 
 /// The bounds on connections and on the request body bytes held at once.
@@ -345,12 +342,12 @@ fn http_limits(args: &ServeArgs) -> (Arc<ConnectionOptions>, Arc<BodyBudget>) {
             "--max-inflight-body-bytes is below the largest request body: such requests are always refused"
         );
     }
-    let connections = ConnectionOptions {
-        cap: ConnectionCap::new(connection_cap(args.max_connections)),
-        header_timeout: Duration::from_millis(args.header_timeout_ms),
-        write_timeout: Duration::from_millis(args.write_timeout_ms),
-    };
-    (Arc::new(connections), Arc::new(BodyBudget::new(args.max_inflight_body_bytes)))
+    let connections = ConnectionOptions::new(
+        args.max_connections,
+        Duration::from_millis(args.header_timeout_ms),
+        Duration::from_millis(args.write_timeout_ms),
+    );
+    (connections, Arc::new(BodyBudget::new(args.max_inflight_body_bytes)))
 }
 
 /// `max_connections`, lowered to what the open-file limit leaves room for (after raising it).
@@ -402,12 +399,14 @@ where
     S: TreeStore + 'static,
     H: HeadStore + 'static,
 {
+    let witnesses = crate::push::parse_witness_specs(&args.witness)?;
     let trigger = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let health = Arc::new(SchedulerHealth::default());
     let scheduler = spawn_scheduler(args, &job, &trigger, &stop, &health)?;
-    let api = api(args, config, job, cosignatures, trigger, health)?;
-    let served = serve_api(args, config, api);
+    let accepted = witnesses.iter().map(|spec| spec.witness.clone()).collect();
+    let api = api(args, config, job, cosignatures, trigger, health, accepted)?;
+    let served = serve_api(args, config, api, &witnesses);
     // The scheduler finishes the epoch it is running (or an interrupted one is recovered by the
     // next start: the same code path, the same head).
     stop.store(true, Ordering::Release);
@@ -428,6 +427,7 @@ fn api<Q, S, H>(
     cosignatures: Arc<dyn CosignatureStore>,
     trigger: Arc<AtomicBool>,
     health: Arc<SchedulerHealth>,
+    witnesses: Vec<keyfold_core::Witness>,
 ) -> Result<Arc<Api>, CliError>
 where
     Q: Queue + 'static,
@@ -444,7 +444,7 @@ where
         operator_token: args.operator_token.clone(),
         retry_after_secs: (args.epoch_interval_min_ms / 1000).max(1),
         metrics: Some(metrics),
-        witnesses: parse_witnesses(&args.witness)?,
+        witnesses,
         cosignatures,
         scheduler: health,
         cosignature_max_future_secs: keyfold_api::COSIGNATURE_MAX_FUTURE_SECS_DEFAULT,
@@ -453,7 +453,14 @@ where
 }
 
 /// Serves `api` on `--listen` until SIGTERM or Ctrl-C, then finishes the requests in flight.
-fn serve_api(args: &ServeArgs, config: &DirectoryConfig, api: Arc<Api>) -> Result<(), CliError> {
+/// Checkpoints are pushed to the witnesses with a URL meanwhile, on the same runtime (a push in
+/// flight at shutdown is dropped with it; the next start resumes, see `push`).
+fn serve_api(
+    args: &ServeArgs,
+    config: &DirectoryConfig,
+    api: Arc<Api>,
+    witnesses: &[crate::push::WitnessSpec],
+) -> Result<(), CliError> {
     let (connections, budget) = http_limits(args);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.http_threads.max(1))
@@ -465,6 +472,7 @@ fn serve_api(args: &ServeArgs, config: &DirectoryConfig, api: Arc<Api>) -> Resul
         let addr = listener.local_addr().map_err(|e| cannot_listen(args.listen, &e))?;
         println!("keyfold: serving {} ({}) on http://{addr}", config.origin, args.data.display());
         tracing::info!(origin = %config.origin, data = %args.data.display(), %addr, "serving");
+        crate::push::spawn(&api, witnesses)?;
         // Graceful shutdown: stop accepting, finish the requests in flight (an acknowledged
         // mutation is already durable), then stop the scheduler.
         let app = keyfold_api::with_request_timeout(router(api), Duration::from_millis(args.request_timeout_ms));
@@ -476,7 +484,7 @@ fn serve_api(args: &ServeArgs, config: &DirectoryConfig, api: Arc<Api>) -> Resul
 
 /// `--listen` names an address this host does not have or may not use: the user's to fix (2);
 /// any other failure (the port in use, say) may pass: 3.
-fn cannot_listen(addr: SocketAddr, e: &std::io::Error) -> CliError {
+pub(crate) fn cannot_listen(addr: SocketAddr, e: &std::io::Error) -> CliError {
     let message = format!("cannot listen on {addr}: {e}");
     match e.kind() {
         std::io::ErrorKind::AddrNotAvailable | std::io::ErrorKind::PermissionDenied => CliError::usage(message),

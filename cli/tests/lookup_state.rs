@@ -60,7 +60,7 @@ fn a_remembered_view_catches_a_fork_a_rollback_and_a_freeze() {
     let pin = a.join("signing.pub");
     // The C2SP verifier key `keyfold status` prints pins the same key as the file.
     let status = ok(&["status", "--data", a.to_str().unwrap()]);
-    let vkey = status.lines().find_map(|l| l.strip_prefix("verifier key: ")).unwrap().to_owned();
+    let vkey = status.lines().find_map(|l| l.strip_prefix("vkey: ")).unwrap().to_owned();
     assert!(vkey.starts_with(&format!("{ORIGIN}+")), "{vkey}");
     let pin_file = pin.to_str().unwrap();
     let (state_a, state_b) = (dir.path().join("view-a.note"), dir.path().join("view-b.note"));

@@ -45,6 +45,18 @@ fn spawn_serve(data: &std::path::Path, extra: &[&str], stderr: Stdio) -> Child {
         .expect("start keyfold serve")
 }
 
+/// Starts `keyfold ARGS` (a long-running command that prints `... on http://ADDR`, such as
+/// `witness serve`) and waits for the address it prints.
+pub fn start_command(args: &[&str]) -> Server {
+    let child = Command::new(env!("CARGO_BIN_EXE_keyfold"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start keyfold");
+    attach(child)
+}
+
 /// Waits for the address a started server prints, then keeps draining its stdout.
 fn attach(mut child: Child) -> Server {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();

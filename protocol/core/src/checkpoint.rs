@@ -155,7 +155,20 @@ pub fn vkey(name: &str, key: &VerifyingKey) -> String {
 
 /// Parses a C2SP ed25519 verifier key; the key id must match the name and key.
 pub fn parse_vkey(vkey: &str) -> Result<(String, VerifyingKey), HeadError> {
-    let bad = |why: &str| malformed(format!("not a C2SP ed25519 verifier key (name+hexid+base64): {why}"));
+    parse_typed_vkey(vkey, ED25519_SIGNATURE_TYPE, key_id, "0x01 (ed25519)")
+}
+
+/// Parses a C2SP verifier key `name+hexid+base64(type || key)` whose type byte must be
+/// `signature_type` (`type_name` in errors) and whose id must be `key_id(name, key)`: a key of
+/// another type (a cosigner's 0x04 where a signer's 0x01 is expected, say) is refused, since the
+/// two sign different messages under different ids.
+pub(crate) fn parse_typed_vkey(
+    vkey: &str,
+    signature_type: u8,
+    key_id: fn(&str, &VerifyingKey) -> [u8; 4],
+    type_name: &str,
+) -> Result<(String, VerifyingKey), HeadError> {
+    let bad = |why: &str| malformed(format!("not a C2SP {type_name} verifier key (name+hexid+base64): {why}"));
     let mut parts = vkey.splitn(3, '+');
     let (Some(name), Some(id), Some(blob)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(bad("expected three parts separated by '+'"));
@@ -164,8 +177,9 @@ pub fn parse_vkey(vkey: &str) -> Result<(String, VerifyingKey), HeadError> {
         return Err(bad("the name is not a key name"));
     }
     let blob = B64.decode(blob).map_err(|_| bad("the key is not base64"))?;
-    let [ED25519_SIGNATURE_TYPE, key @ ..] = blob.as_slice() else {
-        return Err(bad("the key type is not 0x01 (ed25519)"));
+    let key = match blob.split_first() {
+        Some((&found, key)) if found == signature_type => key,
+        _ => return Err(bad(&format!("the key type is not {type_name}"))),
     };
     let key: [u8; 32] = key.try_into().map_err(|_| bad("an ed25519 key is 32 bytes"))?;
     let key = VerifyingKey::from_bytes(&key).map_err(|_| HeadError::InvalidPublicKey)?;

@@ -39,6 +39,21 @@ pub fn cosignature_key_id(name: &str, key: &VerifyingKey) -> [u8; 4] {
     h.finalize()[..4].try_into().expect("4 bytes")
 }
 
+/// A witness's C2SP cosigner verifier key (tlog-cosignature): `name+<cosignature key id, 8 hex
+/// digits>+base64(0x04 || key)`. It names the key that verifies its cosignature lines, never a
+/// note signer's key (type 0x01, [`crate::vkey`]).
+pub fn cosignature_vkey(name: &str, key: &VerifyingKey) -> String {
+    let mut blob = vec![COSIGNATURE_TYPE];
+    blob.extend_from_slice(key.as_bytes());
+    format!("{name}+{}+{}", hex::encode(cosignature_key_id(name, key)), B64.encode(blob))
+}
+
+/// Parses a cosigner verifier key ([`cosignature_vkey`]); its type must be 0x04 and its key id
+/// match the name and key.
+pub fn parse_cosignature_vkey(vkey: &str) -> Result<(String, VerifyingKey), HeadError> {
+    crate::checkpoint::parse_typed_vkey(vkey, COSIGNATURE_TYPE, cosignature_key_id, "0x04 (cosignature/v1)")
+}
+
 /// The bytes a witness signs for `text` (a note's text, ending in a newline) at `time_secs`.
 pub fn cosigned_message(text: &str, time_secs: u64) -> Vec<u8> {
     format!("cosignature/v1\ntime {time_secs}\n{text}").into_bytes()
@@ -180,6 +195,22 @@ mod tests {
         let tampered = served.replacen("epoch 3", "epoch 4", 1);
         assert!(matches!(verify_cosignature(&tampered, &a), Err(HeadError::BadCosignature { .. })));
         assert!(cosign(&note, "two words", &ka, 1).is_err());
+    }
+
+    #[test]
+    fn cosignature_vkeys_round_trip_and_are_not_signer_vkeys() {
+        let key = SigningKey::from_bytes(&[11; 32]).verifying_key();
+        let v = cosignature_vkey("witness.example/w1", &key);
+        let id = hex::encode(cosignature_key_id("witness.example/w1", &key));
+        assert!(v.starts_with(&format!("witness.example/w1+{id}+")), "{v}");
+        assert_eq!(B64.decode(v.splitn(3, '+').nth(2).unwrap()).unwrap()[0], 0x04);
+        assert_eq!(parse_cosignature_vkey(&v).unwrap(), ("witness.example/w1".to_owned(), key));
+        // A signer's (type 0x01) vkey is not a cosigner's, nor the reverse: the key ids differ too.
+        let signer = crate::vkey("witness.example/w1", &key);
+        let err = parse_cosignature_vkey(&signer).unwrap_err().to_string();
+        assert!(err.contains("0x04"), "{err}");
+        assert!(crate::parse_vkey(&v).is_err());
+        assert!(parse_cosignature_vkey(&v.replacen("w1", "w2", 1)).is_err(), "id of another name");
     }
 
     #[test]

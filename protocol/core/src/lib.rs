@@ -37,8 +37,8 @@ pub use checkpoint::{
     verify_note_signature, vkey,
 };
 pub use cosignature::{
-    Witness, WitnessPolicy, check_witness_name, cosign, cosignature_key_id, cosigned_message, verify_cosignature,
-    with_cosignatures,
+    Witness, WitnessPolicy, check_witness_name, cosign, cosignature_key_id, cosignature_vkey, cosigned_message,
+    parse_cosignature_vkey, verify_cosignature, with_cosignatures,
 };
 pub use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 pub use error::{DecodeError, ProofError, StorageError};

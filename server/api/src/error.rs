@@ -86,29 +86,69 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The HTTP status and the JSON body's error code.
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest(code, _) => (StatusCode::BAD_REQUEST, code),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Conflict(code, _) => (StatusCode::CONFLICT, code),
+            ApiError::RangeNotSatisfiable(_) => (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable"),
+            ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            ApiError::ServerFault(code, _) => (StatusCode::INTERNAL_SERVER_ERROR, code),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    /// The whole message, internal details included: for this server's log, never a client.
+    fn detail(&self) -> &str {
+        match self {
+            ApiError::BadRequest(_, m)
+            | ApiError::PayloadTooLarge(m)
+            | ApiError::Unauthorized(m)
+            | ApiError::Forbidden(m)
+            | ApiError::NotFound(m)
+            | ApiError::MethodNotAllowed(m)
+            | ApiError::Conflict(_, m)
+            | ApiError::RangeNotSatisfiable(m)
+            | ApiError::Unavailable { message: m, .. }
+            | ApiError::Timeout(m)
+            | ApiError::ServerFault(_, m)
+            | ApiError::Internal(m) => m,
+        }
+    }
+}
+
+/// `code: message`, internals included: for this server's own log (a cosignature returned to a
+/// push and refused, say). Clients get [`IntoResponse`]'s body, which hides internals.
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.status_and_code().1, self.detail())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code, message, retry) = match self {
-            ApiError::BadRequest(code, m) => (StatusCode::BAD_REQUEST, code, m, None),
-            ApiError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m, None),
-            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", m, None),
-            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m, None),
-            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m, None),
-            ApiError::MethodNotAllowed(m) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", m, None),
-            ApiError::Conflict(code, m) => (StatusCode::CONFLICT, code, m, None),
-            ApiError::RangeNotSatisfiable(m) => (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable", m, None),
-            ApiError::Unavailable { retry_after_secs, message } => {
-                (StatusCode::SERVICE_UNAVAILABLE, "unavailable", message, Some(retry_after_secs))
-            }
-            ApiError::Timeout(m) => (StatusCode::REQUEST_TIMEOUT, "request_timeout", m, None),
+        let (status, code) = self.status_and_code();
+        let retry = match &self {
+            ApiError::Unavailable { retry_after_secs, .. } => Some(*retry_after_secs),
+            _ => None,
+        };
+        let message = match self {
             ApiError::ServerFault(code, m) => {
                 tracing::error!(code, message = %m, "server fault answering a request");
-                (StatusCode::INTERNAL_SERVER_ERROR, code, m, None)
+                m
             }
             ApiError::Internal(detail) => {
                 tracing::error!(detail = %detail, "internal error answering a request");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log".to_owned(), None)
+                "internal error; see the server log".to_owned()
             }
+            other => other.detail().to_owned(),
         };
         let body = serde_json::to_string(&ErrorBody { error: code.to_owned(), message }).expect("serialisable");
         let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();

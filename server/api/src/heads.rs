@@ -91,20 +91,41 @@ pub(crate) async fn post_cosignature(
     if body.len() > MAX_COSIGNATURE_BYTES {
         return Err(ApiError::PayloadTooLarge(format!("a cosignature line is at most {MAX_COSIGNATURE_BYTES} bytes")));
     }
-    let (line, witness) = cosignature_line(&api.witnesses, &body)?;
-    let name = witness.name.clone();
     let served = Arc::clone(&api);
-    let time_secs = blocking(move || {
-        let note = served
+    let accepted = blocking(move || served.accept_cosignature(epoch, &body)).await?;
+    let body = serde_json::json!({ "epoch": epoch, "witness": accepted.witness, "time": accepted.time_secs });
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+/// A cosignature line [`Api::accept_cosignature`] verified and stored (or found stored already).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedCosignature {
+    pub witness: String,
+    /// The cosignature's time, in seconds since the Unix epoch.
+    pub time_secs: u64,
+}
+
+impl Api {
+    /// Verifies one cosignature line (`body`, its final newline optional) on the head of `epoch`
+    /// and stores it, by the rules of `POST /v1/heads/{epoch}/cosignatures` (SPEC section 6.3):
+    /// a configured witness, a signature that verifies with its key, a time not before the head
+    /// nor too far ahead, and the newest line per witness kept. Both a POSTed line and one a
+    /// witness returned to a push (`keyfold serve --witness NAME=KEY@URL`) come through here, so
+    /// the rules live in one place. Blocks on storage: async callers run it on a blocking thread.
+    pub fn accept_cosignature(&self, epoch: u64, body: &[u8]) -> Result<AcceptedCosignature, ApiError> {
+        let (line, witness) = cosignature_line(&self.witnesses, body)?;
+        let note = self
             .directory
             .head_note(Epoch(epoch))
-            .map_err(|e| served.storage(e))?
+            .map_err(|e| self.storage(e))?
             .ok_or_else(|| ApiError::NotFound(format!("no signed head for epoch {epoch}")))?;
         let time_secs = verify_cosignature(&with_cosignatures(&note, std::slice::from_ref(&line)), &witness)
             .map_err(|e| ApiError::BadRequest("bad_cosignature", e.to_string()))?;
-        served.check_cosignature_time(epoch, &note, time_secs)?;
-        match served.cosignatures.put(Epoch(epoch), &witness.name, &line).map_err(|e| served.storage(e))? {
-            CosignaturePut::Stored | CosignaturePut::Kept { identical: true, .. } => Ok(time_secs),
+        self.check_cosignature_time(epoch, &note, time_secs)?;
+        match self.cosignatures.put(Epoch(epoch), &witness.name, &line).map_err(|e| self.storage(e))? {
+            CosignaturePut::Stored | CosignaturePut::Kept { identical: true, .. } => {
+                Ok(AcceptedCosignature { witness: witness.name, time_secs })
+            }
             CosignaturePut::Kept { stored_time_secs, identical: false } => Err(ApiError::Conflict(
                 "stale_cosignature",
                 format!(
@@ -114,9 +135,7 @@ pub(crate) async fn post_cosignature(
                 ),
             )),
         }
-    })
-    .await?;
-    Ok((StatusCode::CREATED, Json(serde_json::json!({ "epoch": epoch, "witness": name, "time": time_secs }))))
+    }
 }
 
 /// The one cosignature line in `body` (with its final newline) and the configured witness it names.

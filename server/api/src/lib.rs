@@ -30,6 +30,7 @@ mod operations;
 pub use archive::{ARCHIVE_PIECE_BYTES, ARCHIVE_READS_MAX_DEFAULT, ArchiveReads, VERIFIED_ARCHIVES_MAX};
 pub use body_budget::{BodyBudget, with_body_budget};
 pub use error::{ApiError, ErrorBody};
+pub use heads::AcceptedCosignature;
 pub use log::LOG_PREFIX;
 pub use log_limit::LogLimiter;
 pub use metrics_layer::install_recorder;
