@@ -245,7 +245,8 @@ pub fn lookup(args: &LookupArgs) -> Result<(), CliError> {
         other => other?,
     };
     if let Some(max_age) = args.max_age {
-        next.check_fresh(crate::directory::now_ms(), max_age).map_err(|e| CliError::verification(format!("REFUSED: {e}")))?;
+        next.check_fresh(crate::directory::now_ms(), max_age)
+            .map_err(|e| CliError::verification(format!("REFUSED: {e}")))?;
     }
     if let Some(path) = &args.state {
         crate::view_state::store(path, &next)?;

@@ -284,7 +284,8 @@ impl Pusher {
             let mut refused = String::new();
             for line in &mine {
                 match api.accept_cosignature(epoch.0, line.as_bytes()) {
-                    Ok(_) | Err(ApiError::Conflict("stale_cosignature", _)) => return Ok(()),
+                    // A newer line is kept, or a newer checkpoint was cut meanwhile (the next push takes it).
+                    Ok(_) | Err(ApiError::Conflict("stale_cosignature" | "not_latest", _)) => return Ok(()),
                     Err(e) => refused = e.to_string(),
                 }
             }

@@ -3,18 +3,18 @@
 
 use super::*;
 
-pub(crate) fn note_response(note: String) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response()
-}
+const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 
 /// The latest signed head (a C2SP signed note).
 #[utoipa::path(get, path = "/v1/heads/latest", tag = "heads",
     responses(
-        (status = 200, description = "Signed note", body = String, content_type = "text/plain"),
+        (status = 200, description = "Signed checkpoint (C2SP signed note) with cosignatures; an ETag, and \
+            `Cache-Control` immutable for an epoch older than the latest", body = String, content_type = "text/plain"),
+        (status = 304, description = "Not modified (If-None-Match)"),
         (status = 503, description = "Storage unavailable", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
-pub(crate) async fn latest_head(State(api): State<Arc<Api>>) -> Result<Response, ApiError> {
+pub(crate) async fn latest_head(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Response, ApiError> {
     let served = Arc::clone(&api);
     let note = blocking(move || {
         let (epoch, note) = served
@@ -25,14 +25,16 @@ pub(crate) async fn latest_head(State(api): State<Arc<Api>>) -> Result<Response,
         served.served_note(epoch, note)
     })
     .await?;
-    Ok(note_response(note))
+    Ok(crate::log::cached(&headers, note.into_bytes(), crate::log::SHORT_LIVED, TEXT_PLAIN))
 }
 
 /// The signed head of one epoch.
 #[utoipa::path(get, path = "/v1/heads/{epoch}", tag = "heads",
     params(("epoch" = u64, Path, description = "Epoch number")),
     responses(
-        (status = 200, description = "Signed note", body = String, content_type = "text/plain"),
+        (status = 200, description = "Signed checkpoint (C2SP signed note) with cosignatures; an ETag, and \
+            `Cache-Control` immutable for an epoch older than the latest", body = String, content_type = "text/plain"),
+        (status = 304, description = "Not modified (If-None-Match)"),
         (status = 400, description = "Not an epoch number", body = ErrorBody),
         (status = 404, description = "No head for that epoch", body = ErrorBody),
         (status = 503, description = "Storage unavailable", body = ErrorBody,
@@ -41,15 +43,23 @@ pub(crate) async fn latest_head(State(api): State<Arc<Api>>) -> Result<Response,
 pub(crate) async fn head_at(
     State(api): State<Arc<Api>>,
     ApiPath(epoch): ApiPath<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let epoch = parse_epoch(&epoch)?;
     let served = Arc::clone(&api);
     let note = blocking(move || match served.directory.head_note(Epoch(epoch)).map_err(|e| served.storage(e))? {
-        Some(note) => served.served_note(Epoch(epoch), note).map(Some),
+        Some(note) => {
+            // A checkpoint older than the latest never changes again (cosignatures are taken on
+            // the latest only), so caches may keep it for good.
+            let latest = served.directory.log_size().saturating_sub(1);
+            Ok(Some((served.served_note(Epoch(epoch), note)?, epoch < latest)))
+        }
         None => Ok(None),
     })
     .await?;
-    note.map(note_response).ok_or_else(|| ApiError::NotFound(format!("no signed head for epoch {epoch}")))
+    let (note, immutable) = note.ok_or_else(|| ApiError::NotFound(format!("no signed head for epoch {epoch}")))?;
+    let cache = if immutable { crate::log::IMMUTABLE } else { crate::log::SHORT_LIVED };
+    Ok(crate::log::cached(&headers, note.into_bytes(), cache, TEXT_PLAIN))
 }
 
 /// One cosignature line, as the request body of `POST /v1/heads/{epoch}/cosignatures`.
@@ -75,8 +85,9 @@ const MAX_COSIGNATURE_BYTES: usize = 1024;
             time is before the head or too far in the future (`bad_cosignature_time`)", body = ErrorBody),
         (status = 403, description = "Not a witness this server accepts", body = ErrorBody),
         (status = 404, description = "No head for that epoch", body = ErrorBody),
-        (status = 409, description = "A newer cosignature from this witness is stored (`stale_cosignature`); \
-            it is kept", body = ErrorBody),
+        (status = 409, description = "A newer cosignature from this witness is stored (`stale_cosignature`; it \
+            is kept), or the epoch is no longer the latest (`not_latest`: past checkpoints are immutable)",
+            body = ErrorBody),
         (status = 413, description = "Line too long", body = ErrorBody),
         (status = 503, description = "Storage unavailable", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
@@ -114,6 +125,16 @@ impl Api {
     /// the rules live in one place. Blocks on storage: async callers run it on a blocking thread.
     pub fn accept_cosignature(&self, epoch: u64, body: &[u8]) -> Result<AcceptedCosignature, ApiError> {
         let (line, witness) = cosignature_line(&self.witnesses, body)?;
+        let latest = self.directory.log_size().saturating_sub(1);
+        if epoch < latest {
+            return Err(ApiError::Conflict(
+                "not_latest",
+                format!(
+                    "epoch {epoch} is no longer the latest checkpoint (epoch {latest} is): a checkpoint older than \
+                     the latest is immutable, so cosign the latest (it is consistent with every earlier one)"
+                ),
+            ));
+        }
         let note = self
             .directory
             .head_note(Epoch(epoch))

@@ -11,9 +11,9 @@ use keyfold_verify::wire::CheckpointAnswer;
 /// The C2SP tlog-tiles prefix of the log of heads, relative to the server root.
 pub const LOG_PREFIX: &str = "/v1/log";
 /// Tiles and bundles never change once served (a partial tile of width W neither).
-const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+pub(crate) const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// The checkpoint changes every epoch: caches keep it a few seconds at most (C2SP tlog-tiles).
-const SHORT_LIVED: &str = "public, max-age=2";
+pub(crate) const SHORT_LIVED: &str = "public, max-age=2";
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]

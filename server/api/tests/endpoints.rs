@@ -427,11 +427,11 @@ async fn witness_cosignatures_are_verified_stored_and_served() {
     assert!(lookup["head"].as_str().unwrap().ends_with(&line), "lookups carry the cosigned head");
     assert!(call(&api, get("/v1/heads/0")).await.2.matches('\u{2014}').count() == 1, "only epoch 1 was cosigned");
 
-    // Refusals: another epoch's head, an unknown witness, a forged line, garbage, a missing head.
-    assert_eq!(
-        call(&api, Request::post("/v1/heads/0/cosignatures").body(Body::from(line.clone())).unwrap()).await.0,
-        StatusCode::BAD_REQUEST
-    );
+    // Refusals: a checkpoint older than the latest (immutable), an unknown witness, a forged line,
+    // garbage, a missing head.
+    let (status, _, body) =
+        call(&api, Request::post("/v1/heads/0/cosignatures").body(Body::from(line.clone())).unwrap()).await;
+    assert_eq!((status, json(&body)["error"].as_str()), (StatusCode::CONFLICT, Some("not_latest")), "{body}");
     let stranger = keyfold_core::cosign(&note, "stranger", &key, 1).unwrap();
     assert_eq!(call(&api, text(&stranger)).await.0, StatusCode::FORBIDDEN);
     let forged = keyfold_core::cosign(&note, &witness.name, &SigningKey::from_bytes(&[22; 32]), 1).unwrap();

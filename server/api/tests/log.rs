@@ -114,6 +114,21 @@ async fn checkpoints_prove_consistency_and_name_their_key() {
         assert!(json(&api, &format!("/v1/checkpoint?from={from}")).await.get("consistency").is_none());
     }
     assert_eq!(call(&api, "/v1/checkpoint?from=x", None).await.0, StatusCode::BAD_REQUEST);
+
+    // A checkpoint older than the latest never changes: cached for good, 304 on its ETag; the
+    // latest is short-lived.
+    let (status, headers, _) = call(&api, "/v1/heads/2", None).await;
+    assert_eq!(
+        (status, headers[header::CACHE_CONTROL].to_str().unwrap()),
+        (StatusCode::OK, "public, max-age=31536000, immutable")
+    );
+    let etag = headers[header::ETAG].to_str().unwrap().to_owned();
+    assert_eq!(call(&api, "/v1/heads/2", Some(&etag)).await.0, StatusCode::NOT_MODIFIED);
+    assert_eq!(call(&api, "/v1/heads/2", Some("\"other\"")).await.0, StatusCode::OK);
+    for latest in ["/v1/heads/4", "/v1/heads/latest"] {
+        let (_, headers, _) = call(&api, latest, None).await;
+        assert_eq!(headers[header::CACHE_CONTROL], "public, max-age=2", "{latest}");
+    }
 }
 
 /// Hash tiles and entry bundles per C2SP tlog-tiles: the bundle's entries are the map heads, the
