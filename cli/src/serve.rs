@@ -462,11 +462,7 @@ fn serve_api(
     witnesses: &[crate::push::WitnessSpec],
 ) -> Result<(), CliError> {
     let (connections, budget) = http_limits(args);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.http_threads.max(1))
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::unavailable(format!("the HTTP runtime: {e}")))?;
+    let runtime = http_runtime(args.http_threads)?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| cannot_listen(args.listen, &e))?;
         let addr = listener.local_addr().map_err(|e| cannot_listen(args.listen, &e))?;
@@ -490,6 +486,15 @@ pub(crate) fn cannot_listen(addr: SocketAddr, e: &std::io::Error) -> CliError {
         std::io::ErrorKind::AddrNotAvailable | std::io::ErrorKind::PermissionDenied => CliError::usage(message),
         _ => CliError::unavailable(message),
     }
+}
+
+/// The tokio runtime an HTTP server runs on (`threads` workers, at least one).
+pub(crate) fn http_runtime(threads: usize) -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::unavailable(format!("the HTTP runtime: {e}")))
 }
 
 #[cfg(test)]

@@ -157,11 +157,7 @@ fn load_key(dir: &Path, name: &str) -> Result<keyfold_core::SigningKey, CliError
 fn serve(args: &ServeArgs) -> Result<(), CliError> {
     let witness = Arc::new(open_witness(args)?);
     init_logging(LogFormat::Text)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(HTTP_THREADS)
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::unavailable(format!("the HTTP runtime: {e}")))?;
+    let runtime = crate::serve::http_runtime(HTTP_THREADS)?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| cannot_listen(args.listen, &e))?;
         let addr = listener.local_addr().map_err(|e| cannot_listen(args.listen, &e))?;

@@ -47,7 +47,7 @@ pub(crate) async fn lookup(
             .ok_or_else(|| ApiError::Internal("no head".into()))?;
         let epoch = Epoch(query.epoch.unwrap_or(latest.0));
         let head = match epoch.cmp(&latest) {
-            std::cmp::Ordering::Equal => latest_note, // the common case: no second read
+            std::cmp::Ordering::Equal => latest_note.clone(), // the common case: no second read
             std::cmp::Ordering::Greater => {
                 return Err(ApiError::NotFound(format!(
                     "epoch {epoch} has no signed head yet; the latest is {latest}"
@@ -63,8 +63,7 @@ pub(crate) async fn lookup(
         let size = latest.0 + 1;
         let (checkpoint, head_inclusion) = if epoch < latest {
             let proof = job.log_inclusion(epoch.0, size).map_err(|e| ApiError::Internal(e.to_string()))?;
-            let note = job.head_note(latest).map_err(|e| served.storage(e))?.unwrap_or_default();
-            (Some(served.served_note(latest, note)?), Some(crate::log::encode_proof(&proof)))
+            (Some(served.served_note(latest, latest_note)?), Some(crate::log::encode_proof(&proof)))
         } else {
             (None, None)
         };

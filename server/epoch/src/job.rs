@@ -507,13 +507,8 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         self.catch_up_index(None)?; // after an indexing failure of the previous run
         let mut timings = PhaseTimings::default();
         let started = Instant::now();
-        let (previous_epoch, previous_note) =
-            self.heads.latest()?.ok_or_else(|| EpochError::corrupt("no genesis head"))?;
-        let previous = self.verify(&previous_note)?;
+        let (previous_epoch, previous) = self.previous_head()?;
         let epoch = previous_epoch.next();
-        if self.log().size() != epoch.0 {
-            self.sync_log()?; // a head commit whose outcome was lost (an error after it was durable)
-        }
 
         // 1. Cut and read: at most the caps of `EpochLimits`.
         let Cut { position: marker_position, marker, walk } = self.cut(epoch, previous.time_ms, now_ms)?;
@@ -541,23 +536,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         stop_at!(crash, CrashPoint::AfterNodeWrite);
 
         // 5. Sign, then verify the signature with the public key before anything is published.
-        let t = Instant::now();
-        let suite = self.map.store().config().suite;
-        let head = Head {
-            origin: self.origin.clone(),
-            suite,
-            epoch,
-            root: root.hash,
-            previous: previous.hash(),
-            archive,
-            time_ms: marker.time_ms,
-            counts: applied.counts,
-        };
-        let log_started = Instant::now();
-        let log_root = self.log_root_with(&head)?;
-        timings.log = log_started.elapsed();
-        let note = self.sign(&head, log_root)?;
-        timings.sign = t.elapsed() - timings.log;
+        let (head, note) = self.signed_head(&previous, (root.hash, archive), &marker, applied.counts, &mut timings)?;
         stop_at!(crash, CrashPoint::AfterSign);
 
         // 6. Head and cursor, atomically, with a compare-and-set on the epoch.
@@ -570,18 +549,17 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         // marker) wait for the next epoch.
         let t = Instant::now();
         self.heads.commit(epoch, &note, marker.through)?;
-        let log_started = Instant::now();
-        self.log_mut().push(head.leaf_hash()); // derived: `open` rebuilds it from the heads
-        let tiles = self.publish_tiles(&note);
-        timings.log += log_started.elapsed();
+        timings.commit = t.elapsed();
+        let tiles = self.append_to_log(&head, &note, &mut timings);
         stop_at!(crash, CrashPoint::AfterHeadWrite);
 
         // 7. Drop what this epoch consumed from the queue: positions up to `through`, which may
         // include markers of earlier epochs; this epoch's own marker is after `through` and goes
         // with a later epoch's removal (that epoch skips it as an earlier epoch's marker).
         // Recovery if the process dies right after: nothing to do. If it dies before: `open` does it.
+        let t = Instant::now();
         self.queue.remove_through(marker.through)?;
-        timings.commit = t.elapsed();
+        timings.commit += t.elapsed();
         stop_at!(crash, CrashPoint::AfterCursorAdvance);
 
         // 8. Derived data: outcomes and key histories indexed, then no longer pending; then a
@@ -639,6 +617,57 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         }
         rows.par_iter_mut().for_each(|row| row.value = None);
         Ok((archive, rows))
+    }
+
+    /// The latest head, verified, with the log of heads brought up to it (after a head commit
+    /// whose outcome was lost: an error after it was durable).
+    fn previous_head(&self) -> Result<(Epoch, Head), EpochError> {
+        let (epoch, note) = self.heads.latest()?.ok_or_else(|| EpochError::corrupt("no genesis head"))?;
+        let head = self.verify(&note)?;
+        if self.log().size() != epoch.0 + 1 {
+            self.sync_log()?;
+        }
+        Ok((epoch, head))
+    }
+
+    /// Step 5: the head of `epoch` (the marker's), signed as the checkpoint of the log with it
+    /// appended; the log root's time is the `log` phase, the rest `sign`.
+    fn signed_head(
+        &self,
+        previous: &Head,
+        (root, archive): (Hash, Hash),
+        marker: &Marker,
+        counts: HeadCounts,
+        timings: &mut PhaseTimings,
+    ) -> Result<(Head, String), EpochError> {
+        let started = Instant::now();
+        let head = Head {
+            origin: self.origin.clone(),
+            suite: self.map.store().config().suite,
+            epoch: marker.epoch,
+            root,
+            previous: previous.hash(),
+            archive,
+            time_ms: marker.time_ms,
+            counts,
+        };
+        let log_started = Instant::now();
+        let log_root = self.log_root_with(&head)?;
+        timings.log = log_started.elapsed();
+        let note = self.sign(&head, log_root)?;
+        timings.sign = started.elapsed() - timings.log;
+        Ok((head, note))
+    }
+
+    /// Step 6b, after the head commit: the head appended to the log of heads (derived: `open`
+    /// rebuilds it from the heads) and the tile files it changed. A tile failure is returned for
+    /// the caller to report once the epoch's other steps are done.
+    fn append_to_log(&self, head: &Head, note: &str, timings: &mut PhaseTimings) -> Result<(), EpochError> {
+        let started = Instant::now();
+        self.log_mut().push(head.leaf_hash());
+        let tiles = self.publish_tiles(note);
+        timings.log += started.elapsed();
+        tiles
     }
 
     /// The root of the log of heads once `head` is appended (the log itself changes only after
