@@ -11,6 +11,9 @@ use std::sync::{Arc, Barrier};
 
 const WRITERS: u64 = 12;
 const ROUNDS: u64 = 6;
+/// Round r offers sizes old + 1 + r ..= old + WRITERS + r, so the log must reach the largest
+/// size the winners can add up to: 1 + the sum over rounds of (WRITERS + r).
+const LOG_SIZE: u64 = 1 + ROUNDS * WRITERS + ROUNDS * (ROUNDS - 1) / 2;
 
 fn stored_size(witness: &keyfold_witness::Witness) -> u64 {
     witness.latest(ORIGIN).unwrap().map_or(0, |note| Checkpoint::parse(split_note(&note).unwrap().0).unwrap().size)
@@ -19,10 +22,9 @@ fn stored_size(witness: &keyfold_witness::Witness) -> u64 {
 #[test]
 fn concurrent_adds_from_one_old_size_have_exactly_one_winner() {
     let dir = tempfile::tempdir().unwrap();
-    let mut log = TestLog::new(ORIGIN, 1, "main", 1 + ROUNDS * WRITERS);
+    let log = TestLog::new(ORIGIN, 1, "main", LOG_SIZE);
     let witness = open_witness(&dir.path().join("witness.redb"), vec![log.log_key()]);
     witness.add_checkpoint(log.body(0, 1).as_bytes(), 1).unwrap();
-    log.grow_to(1 + ROUNDS * WRITERS);
     let done = Arc::new(AtomicBool::new(false));
     let watcher = {
         let (witness, done) = (witness.clone(), done.clone());
