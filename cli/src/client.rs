@@ -252,12 +252,12 @@ pub fn lookup(args: &LookupArgs) -> Result<(), CliError> {
         crate::view_state::store(path, &next)?;
     }
     print_verified(args, &pinned, &verified);
-    print_view(view.as_ref(), &next);
+    print_view(view.as_ref(), &next, args.state.is_some(), &pinned);
     Ok(())
 }
 
 /// What the view check established.
-fn print_view(held: Option<&View>, next: &View) {
+fn print_view(held: Option<&View>, next: &View, state: bool, pinned: &Pinned) {
     match held {
         Some(held) if held.size() == next.size() => {
             println!("verified: the latest checkpoint (log of {} heads) is the one you held", next.size());
@@ -267,11 +267,26 @@ fn print_view(held: Option<&View>, next: &View) {
             held.size(),
             next.size()
         ),
+        None if state => println!(
+            "first contact: the view starts at the latest checkpoint (log of {} heads); later lookups with this \
+             --state file are checked against it",
+            next.size()
+        ),
         None => println!(
             "not verified here: consistency with earlier lookups (keep a view with --state FILE); latest checkpoint: \
              log of {} heads",
             next.size()
         ),
+    }
+    if next.signer != pinned.public_key
+        && let Ok(key) = keyfold_core::VerifyingKey::from_bytes(&next.signer)
+    {
+        println!(
+            "key rollover: the directory now signs with {}, handed over from the pinned key through {} signed \
+             announcement(s) in the log",
+            keyfold_core::vkey(&pinned.origin, &key),
+            next.rollovers.len()
+        );
     }
 }
 

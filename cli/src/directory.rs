@@ -9,8 +9,8 @@ use crate::error::CliError;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::Args;
-use keyfold_core::{HashSuite, verify_head_note};
-use keyfold_epoch::{EpochJob, EpochLimits, HeadStore, ObjectArchives, generate_key_files, load_signing_key};
+use keyfold_core::HashSuite;
+use keyfold_epoch::{EpochJob, EpochLimits, HeadStore, ObjectArchives, generate_key_files};
 use keyfold_ingest::Queue;
 use keyfold_map::{Map, TreeConfig};
 use keyfold_redb::{
@@ -206,7 +206,8 @@ pub fn open_job(dir: &Path) -> Result<Opened, CliError> {
     let tree = tree_config(&config)?;
     let options = StoresOptions { tree, groups: config.groups, queue: config.queue_options(tree.suite) };
     let stores = keyfold_redb::open(dir, options).map_err(CliError::store)?;
-    let key = load_signing_key(&dir.join("signing.key")).map_err(CliError::usage)?;
+    // The signing key, a pending rotation's next key and the keys before (key rollover).
+    let key = keyfold_epoch::KeyFiles::new(dir).load().map_err(CliError::usage)?;
     let archives = Arc::new(open_archives(dir, &config)?);
     let job = EpochJob::open(stores.queue, Map::new(stores.map), stores.heads, archives, key, &config.origin, now_ms())
         .and_then(|job| job.with_index(stores.index))
@@ -325,11 +326,25 @@ pub fn epoch(args: &DataArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// `keyfold rotate-key`: stages the next signing key in the data directory (SPEC section 6.6).
+pub fn rotate_key(args: &DataArgs) -> Result<(), CliError> {
+    let config = read_config(&args.data)?;
+    let next = keyfold_epoch::KeyFiles::new(&args.data).stage_next().map_err(CliError::usage)?;
+    println!("next key: {}", B64.encode(next.as_bytes()));
+    println!("next vkey: {}", keyfold_core::vkey(&config.origin, &next));
+    println!(
+        "the next epoch's head announces this key (signed by the current one); the epochs after it are signed \
+         with it"
+    );
+    Ok(())
+}
+
 pub fn status(args: &DataArgs) -> Result<(), CliError> {
     let Opened { config, job, .. } = open_job(&args.data)?;
     let (epoch, note) =
         job.heads().latest().map_err(CliError::store)?.ok_or_else(|| CliError::verification("no head"))?;
-    let head = verify_head_note(&note, &config.origin, &job.public_key())
+    let head = job
+        .verify_stored(epoch, &note)
         .map_err(|e| CliError::verification(format!("the latest head (epoch {epoch}): {e}")))?;
     println!("directory: {} ({}, {} shard bits)", config.origin, config.hash, config.shard_bits);
     println!("public key: {}", B64.encode(job.public_key()));

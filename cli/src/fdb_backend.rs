@@ -6,7 +6,7 @@
 use crate::directory::{DirectoryConfig, now_ms, read_config, tree_config};
 use crate::error::CliError;
 use crate::serve::{ServeArgs, run};
-use keyfold_epoch::{EpochJob, load_signing_key};
+use keyfold_epoch::EpochJob;
 use keyfold_fdb::{
     Database, EpochWriterLease, FdbHeadStore, FdbQueue, FdbStore, FdbStoreOptions, Layout, LeaseOptions, Network,
     QueueBounds, open_database,
@@ -80,7 +80,7 @@ fn open_job(
     )
     .map_err(|e| CliError::store_in("map", e))?;
     let heads = FdbHeadStore::new(Arc::clone(db), layout, Some(Arc::clone(lease)));
-    let key = load_signing_key(&args.data.join("signing.key")).map_err(CliError::usage)?;
+    let key = keyfold_epoch::KeyFiles::new(&args.data).load().map_err(CliError::usage)?;
     let archives = Arc::new(crate::directory::open_archives(&args.data, config)?);
     // The derived index is per server, rebuilt from the archives where it lags.
     let index_path = keyfold_redb::Layout::new(&args.data).index();

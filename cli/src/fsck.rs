@@ -22,11 +22,10 @@
 use crate::directory::read_config;
 use crate::error::CliError;
 use clap::Args;
-use keyfold_core::{Epoch, HashSuite, MapRoot, Witness, verify_cosignature, verify_head_note, with_cosignatures};
+use keyfold_core::{Epoch, HashSuite, MapRoot, Witness, verify_cosignature, with_cosignatures};
 use keyfold_core::{Index, MutationId};
 use keyfold_epoch::{
-    ArchiveSink, HeadStore, KeyVersion, ObjectArchives, OutcomeIndex, OutcomeRecord, applied, load_public_key,
-    outcome_of,
+    ArchiveSink, HeadStore, KeyVersion, ObjectArchives, OutcomeIndex, OutcomeRecord, applied, outcome_of,
 };
 use keyfold_ingest::{Entry, Position, Queue};
 use keyfold_map::{Map, TreeConfig, TreeStore, lookup_in};
@@ -128,13 +127,7 @@ fn replay_all(
     Ok(Replayed { replayer, keys, mutations, index })
 }
 
-fn check_map(
-    map: &Map<RedbStore>,
-    heads: &RedbHeadStore,
-    origin: &str,
-    public: &[u8; 32],
-    replayed: &Replayed,
-) -> Finding {
+fn check_map(map: &Map<RedbStore>, heads: &RedbHeadStore, replayed: &Replayed) -> Finding {
     let suite = map.store().config().suite;
     let signed = replayed.replayer.head().epoch;
     let stored = map.latest_epoch().map_err(|e| e.to_string())?;
@@ -145,7 +138,10 @@ fn check_map(
     }
     for e in 0..=signed.0 {
         let note = heads.get(Epoch(e)).map_err(|e| e.to_string())?.ok_or_else(|| format!("epoch {e}: head missing"))?;
-        let head = verify_head_note(&note, origin, public).map_err(|err| format!("epoch {e}: {err}"))?;
+        // The replay verified these same stored notes, each under the key in effect at its epoch.
+        let head = keyfold_core::peek_checkpoint(&note)
+            .and_then(|checkpoint| keyfold_core::Head::from_checkpoint(&checkpoint))
+            .map_err(|err| format!("epoch {e}: {err}"))?;
         let root = map.root(Epoch(e)).map_err(|err| format!("epoch {e}: {err}"))?;
         if root.hash != head.root {
             return Err(format!(
@@ -421,7 +417,8 @@ pub fn fsck(args: &FsckArgs) -> Result<(), CliError> {
     let witnesses = crate::serve::parse_witnesses(&args.witness)?;
     let config = read_config(dir)?;
     let tree = crate::directory::tree_config(&config)?;
-    let public = load_public_key(&dir.join("signing.pub")).map_err(CliError::usage)?;
+    // A replay from genesis starts at the key that signed it (the first of any rollovers).
+    let public = keyfold_epoch::KeyFiles::new(dir).genesis_public().map_err(CliError::usage)?;
     let mut problems = Vec::new();
     check_redb_files(dir, &mut problems)?;
     // Closing a damaged store may panic too, so the stores are opened, checked and dropped inside.
@@ -476,7 +473,7 @@ fn check_stores(
     report(problems, "heads and archives", summary.map_err(Clone::clone));
     match &replayed {
         Ok(r) => {
-            let finding = guarded("map", || check_map(&Map::new(store), &heads, &config.origin, public, r));
+            let finding = guarded("map", || check_map(&Map::new(store), &heads, r));
             report(problems, "map", finding);
         }
         Err(_) => println!("skip  map: it is checked against the replay, which failed"),

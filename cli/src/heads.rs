@@ -59,18 +59,21 @@ fn export(args: &ExportArgs) -> Result<(), CliError> {
     let latest = source.latest()?;
     let mut done = Exported::default();
     let mut previous: Option<(Head, Frontier)> = None;
+    // The key that signs the next head: the pinned one, then each key a rollover announces.
+    let mut key = public_key;
     for e in 0..=latest.0 {
         let note = source.head(Epoch(e))?;
         let (head, log) = match previous.take() {
-            None => verify_genesis_head(&note, &origin, &public_key, shard_bits)?,
-            Some((previous, mut log)) => (verify_next_head(&previous, &mut log, &note, &origin, &public_key)?, log),
+            None => verify_genesis_head(&note, &origin, &key, shard_bits)?,
+            Some((previous, mut log)) => (verify_next_head(&previous, &mut log, &note, &origin, &key)?, log),
         };
-        let note = directory_note(&note, &origin, &public_key)?;
-        if write_head(&args.out, head.epoch, &note, &origin, &public_key)? {
+        let note = directory_note(&note, &origin, &key)?;
+        if write_head(&args.out, head.epoch, &note, &origin, &key)? {
             done.written += 1;
         } else {
             done.kept += 1;
         }
+        key = head.next_key.map_or(key, |next| next.to_bytes());
         previous = Some((head, log));
     }
     sync_dir(&args.out)?;

@@ -52,6 +52,11 @@ enum Command {
     Heads(heads::HeadsArgs),
     /// Show the latest signed head and the queue depth of a data directory.
     Status(directory::DataArgs),
+    /// Rotate the directory's signing key: stage a new key that the next epoch's head announces
+    /// (signed by the current key); from the epoch after it, the new key signs. Works while the
+    /// server runs; clients and witnesses that follow the log accept the new key through that
+    /// announcement.
+    RotateKey(directory::DataArgs),
     /// Check a data directory offline (server stopped): replay heads and archives, check the map
     /// against every signed root and proof, read the queue back.
     Fsck(fsck::FsckArgs),
@@ -97,6 +102,7 @@ fn main() -> ExitCode {
         Command::Init(args) => directory::init(&args),
         Command::Epoch(args) => directory::epoch(&args),
         Command::Status(args) => directory::status(&args),
+        Command::RotateKey(args) => directory::rotate_key(&args),
         Command::Verify(args) => verify::verify(&args),
         Command::Heads(args) => heads::heads(&args),
         Command::Fsck(args) => fsck::fsck(&args),

@@ -16,10 +16,10 @@ use crate::error::CliError;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::Args;
-use keyfold_core::{Epoch, Hash, SigningKey, cosign, verify_checkpoint_note};
+use keyfold_core::{Epoch, Hash, SigningKey, cosign};
 use keyfold_epoch::{generate_key_files, load_signing_key};
 use keyfold_verify::wire::CheckpointAnswer;
-use keyfold_verify::{Replayer, ReplicaState};
+use keyfold_verify::{Replayer, ReplicaState, verify_latest};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -256,9 +256,11 @@ impl Witness<'_> {
         let body = self.server.text(&path)?;
         let answer: CheckpointAnswer = serde_json::from_str(&body)
             .map_err(|e| CliError::verification(format!("{request}: not a checkpoint answer: {e}")))?;
-        let signed = verify_checkpoint_note(&answer.checkpoint, &self.args.origin, &self.public).map_err(|e| {
-            CliError::verification(format!("{request}: the checkpoint does not verify with the pinned key: {e}"))
-        })?;
+        let rollovers = keyfold_verify::decode_rollovers(&answer.rollovers)
+            .map_err(|e| CliError::verification(format!("{request}: {e}")))?;
+        let key = replayer.next_signer();
+        let (signed, _, _) = verify_latest(&self.args.origin, &key, size, &answer.checkpoint, &rollovers)
+            .map_err(|e| CliError::verification(format!("{request}: the checkpoint does not verify: {e}")))?;
         let proof = answer.consistency.unwrap_or_default();
         let consistency = proof.iter().map(|h| decode_hash(h, &request)).collect::<Result<Vec<_>, _>>()?;
         let (new_size, new_root) = (signed.checkpoint.size, signed.checkpoint.root);

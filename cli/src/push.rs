@@ -125,6 +125,7 @@ pub(crate) fn spawn(api: &Arc<Api>, specs: &[WitnessSpec]) -> Result<(), CliErro
             name,
             url: format!("{url}/add-checkpoint"),
             cosigned_size: 0,
+            confirmed: false,
         };
         tokio::spawn(pusher.run());
     }
@@ -170,6 +171,10 @@ struct Pusher {
     url: String,
     /// The size this task believes the witness has cosigned: 0 at start (a 409 tells the truth).
     cosigned_size: u64,
+    /// Whether the witness cosigned this server's own checkpoint of that size (a 200), or only
+    /// named the size (a 409): then it may hold another checkpoint of it, so this server's is
+    /// pushed too, and a fork at equal sizes reaches the witness (409, kept as evidence).
+    confirmed: bool,
 }
 
 impl Pusher {
@@ -178,7 +183,7 @@ impl Pusher {
     async fn run(mut self) {
         let mut retry = RETRY_MIN;
         loop {
-            while self.api.directory.log_size() <= self.cosigned_size {
+            while !self.behind() {
                 tokio::time::sleep(POLL).await;
             }
             match self.push_latest().await {
@@ -199,11 +204,11 @@ impl Pusher {
     /// Pushes the newest checkpoint with a proof from the believed size; on 409, once more with
     /// a proof from the size the witness names. Stores the cosignature it returns.
     async fn push_latest(&mut self) -> Result<(), PushError> {
-        // The log grows only after its head is stored, so the head of its last leaf is there.
-        let size = self.api.directory.log_size();
-        let note = self.head_note(Epoch(size - 1)).await?;
         for _ in 0..2 {
             let old_size = self.cosigned_size;
+            // The log grows only after its head is stored, so the head of its last leaf is there.
+            let size = self.target_size();
+            let note = self.head_note(Epoch(size - 1)).await?;
             let proof = match old_size {
                 // From 0 the spec wants no proof (there is nothing to prove).
                 0 => Vec::new(),
@@ -217,7 +222,7 @@ impl Pusher {
                 Answer::Cosigned(lines) => {
                     // The witness stored the checkpoint before answering 200: it is its latest,
                     // whether or not its line is then accepted here.
-                    self.learned(size);
+                    self.learned(size, true);
                     return self.store(Epoch(size - 1), &lines).await;
                 }
                 Answer::Conflict(cosigned) if cosigned == old_size => {
@@ -228,9 +233,10 @@ impl Pusher {
                         witness = %self.name, believed_size = old_size, cosigned_size = cosigned,
                         "the witness has cosigned another size than this server believed; resending with a proof from it"
                     );
-                    self.learned(cosigned);
-                    if cosigned > size {
-                        return Err(PushError::WitnessAhead { cosigned, size });
+                    self.learned(cosigned, false);
+                    let log_size = self.api.directory.log_size();
+                    if cosigned > log_size {
+                        return Err(PushError::WitnessAhead { cosigned, size: log_size });
                     }
                 }
             }
@@ -238,8 +244,24 @@ impl Pusher {
         Err(PushError::Conflict { size: self.cosigned_size })
     }
 
-    fn learned(&mut self, cosigned_size: u64) {
+    /// The log's size or, when a key rollover lies between what the witness has cosigned and
+    /// it, the size of the announcing checkpoint: a witness learns the next key from the
+    /// announcement (signed by the key it trusts), so it is pushed that one first.
+    fn target_size(&self) -> u64 {
+        let size = self.api.directory.log_size();
+        let mut announcements = self.api.directory.rollovers().into_iter().map(|epoch| epoch.0 + 1);
+        announcements.find(|&at| at > self.cosigned_size && at < size).unwrap_or(size)
+    }
+
+    /// Whether the witness lacks this server's latest checkpoint, as far as this task knows.
+    fn behind(&self) -> bool {
+        let size = self.api.directory.log_size();
+        size > self.cosigned_size || (size == self.cosigned_size && !self.confirmed)
+    }
+
+    fn learned(&mut self, cosigned_size: u64, confirmed: bool) {
         self.cosigned_size = cosigned_size;
+        self.confirmed = confirmed;
         metrics::gauge!(COSIGNED_SIZE, "witness" => self.name.clone()).set(cosigned_size as f64);
     }
 

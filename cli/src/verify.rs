@@ -95,7 +95,7 @@ pub(crate) fn open_source(args: &SourceArgs) -> Result<Opened, CliError> {
     match (&args.data, &args.server) {
         (Some(dir), _) => {
             let config = read_config(dir)?;
-            let public = keyfold_epoch::load_public_key(&dir.join("signing.pub")).map_err(CliError::usage)?;
+            let public = keyfold_epoch::KeyFiles::new(dir).genesis_public().map_err(CliError::usage)?;
             let heads = RedbHeadStore::open(&Layout::new(dir).heads()).map_err(CliError::store)?;
             let archives = crate::directory::open_archives(dir, &config)?;
             Ok((Box::new(DirSource { heads, archives }), config.origin, public, config.shard_bits))

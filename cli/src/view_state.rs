@@ -6,22 +6,40 @@ use keyfold_verify::{View, ViewError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// The view stored in `path` (the last verified checkpoint note), re-verified with the pinned
-/// origin and key; `None` before the first lookup. A file that does not verify is refused, never
-/// replaced: it is what this client saw, and only its owner may discard it.
+/// The view stored in `path`, re-verified with the pinned origin and key (through the key
+/// rollovers it lists); `None` before the first lookup. A file that does not verify is refused,
+/// never replaced: it is what this client saw, and only its owner may discard it.
+///
+/// The file is the last verified checkpoint note; after a key rollover it is a JSON object
+/// `{"checkpoint": note, "rollovers": [announcing notes, oldest first]}` instead.
 pub fn load(path: &Path, origin: &str, public_key: &[u8; 32]) -> Result<Option<View>, CliError> {
-    let note = match std::fs::read_to_string(path) {
-        Ok(note) => note,
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(CliError::file(format!("reading --state {}: {e}", path.display()), &e)),
     };
-    View::trust(&note, origin, public_key).map(Some).map_err(|e| {
+    let refused = |e: String| {
         CliError::verification(format!(
-            "--state {} does not hold a checkpoint of {origin:?} signed by the pinned key ({e}); move it away to \
-             start a new view",
+            "--state {} does not hold a checkpoint of {origin:?} signed by the pinned key or a key it handed over \
+             to ({e}); move it away to start a new view",
             path.display()
         ))
-    })
+    };
+    let stored = match text.starts_with('{') {
+        true => serde_json::from_str::<Stored>(&text).map_err(|e| refused(e.to_string()))?,
+        false => Stored { checkpoint: text, rollovers: Vec::new() },
+    };
+    View::restore(&stored.checkpoint, stored.rollovers, origin, public_key)
+        .map(Some)
+        .map_err(|e| refused(e.to_string()))
+}
+
+/// A view after a key rollover, as stored.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Stored {
+    checkpoint: String,
+    rollovers: Vec<String>,
 }
 
 /// Stores `view` in `path` atomically: staged beside it, synced, renamed, directory synced.
@@ -29,7 +47,12 @@ pub fn load(path: &Path, origin: &str, public_key: &[u8; 32]) -> Result<Option<V
 /// before: the old view stays (a staging file may be left, overwritten next time), and the next
 /// lookup proves consistency from the old view again, which an honest directory always can.
 pub fn store(path: &Path, view: &View) -> Result<(), CliError> {
-    write_atomic(path, view.note.as_bytes())
+    if view.rollovers.is_empty() {
+        return write_atomic(path, view.note.as_bytes());
+    }
+    let stored = Stored { checkpoint: view.note.clone(), rollovers: view.rollovers.clone() };
+    let json = serde_json::to_string_pretty(&stored).expect("strings serialize");
+    write_atomic(path, json.as_bytes())
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CliError> {

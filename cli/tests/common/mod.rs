@@ -159,3 +159,46 @@ pub fn wait_until(what: &str, mut ready: impl FnMut() -> Option<String>) {
     }
     panic!("{what} did not happen within 20 s; last seen: {last}");
 }
+
+/// `keyfold ARGS` to completion: (exit code, stdout, stderr).
+pub fn keyfold(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_keyfold")).args(args).output().unwrap();
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
+}
+
+/// `keyfold ARGS`, which must succeed; its stdout.
+#[track_caller]
+pub fn ok(args: &[&str]) -> String {
+    let (code, stdout, stderr) = keyfold(args);
+    assert_eq!(code, 0, "keyfold {args:?}: {stdout} {stderr}");
+    stdout
+}
+
+/// The text after `prefix` on the line of `stdout` that starts with it.
+pub fn field<'a>(stdout: &'a str, prefix: &str) -> &'a str {
+    stdout.lines().find_map(|l| l.strip_prefix(prefix)).unwrap_or_else(|| panic!("no {prefix:?} line in {stdout}"))
+}
+
+/// The latest signed head's epoch and note as served.
+pub fn latest_head(addr: SocketAddr) -> (u64, String) {
+    let (status, note) = http(addr, "GET", "/v1/heads/latest", "");
+    assert_eq!(status, 200, "{note}");
+    let (text, _) = keyfold_core::split_note(&note).unwrap();
+    (keyfold_core::Checkpoint::parse(text).unwrap().size - 1, note)
+}
+
+/// Runs one epoch with the operator trigger (`token`) and waits for its head; its epoch.
+pub fn trigger_epoch(addr: SocketAddr, token: &str) -> u64 {
+    let before = latest_head(addr).0;
+    let (status, _, body) = http_full(addr, "POST", "/v1/epochs", &[&format!("Authorization: Bearer {token}")], "");
+    assert!(status < 300, "{status} {body}");
+    wait_until("the triggered epoch", || (latest_head(addr).0 <= before).then(|| "not yet".to_owned()));
+    before + 1
+}
+
+/// The size of the latest checkpoint of `origin` the witness at `addr` has cosigned.
+pub fn witness_size(addr: SocketAddr, origin: &str) -> Option<u64> {
+    let (status, note) = http(addr, "GET", &format!("/checkpoint/{origin}"), "");
+    (status == 200).then(|| keyfold_core::Checkpoint::parse(keyfold_core::split_note(&note).unwrap().0).unwrap().size)
+}

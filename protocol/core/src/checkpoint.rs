@@ -146,6 +146,47 @@ pub fn verify_head_note(note: &str, origin: &str, public_key: &[u8; 32]) -> Resu
     Ok(verify_checkpoint_note(note, origin, public_key)?.head)
 }
 
+/// The unverified checkpoint of a signed note: for reading its size (and so its epoch) before
+/// knowing which key must have signed it.
+pub fn peek_checkpoint(note: &str) -> Result<Checkpoint, HeadError> {
+    Checkpoint::parse(split_note(note)?.0)
+}
+
+impl SignedHead {
+    /// The key that signs the heads after this one: the announced next key, or `signer`.
+    pub fn next_signer(&self, signer: &[u8; 32]) -> [u8; 32] {
+        self.head.next_key.map_or(*signer, |key| key.to_bytes())
+    }
+}
+
+/// Key rollover (SPEC section 6.6): the key that signs the head of epoch `epoch`, starting from
+/// `pinned` and following `announcements` (signed checkpoint notes whose heads carry `next-key`,
+/// ascending by epoch). Each announcement before `epoch` must verify with the key in effect at
+/// its epoch and hands over to the key it names; announcements at `epoch` or later are skipped.
+pub fn key_after_rollovers(
+    origin: &str,
+    pinned: &[u8; 32],
+    announcements: &[String],
+    epoch: Epoch,
+) -> Result<[u8; 32], HeadError> {
+    let mut key = *pinned;
+    let mut last = None;
+    for note in announcements {
+        let at = Head::from_checkpoint(&peek_checkpoint(note)?)?.epoch;
+        if last.is_some_and(|last| at <= last) {
+            return Err(malformed(format!("the key rollover at epoch {at} is listed after a later one")));
+        }
+        last = Some(at);
+        if at >= epoch {
+            continue;
+        }
+        let signed = verify_checkpoint_note(note, origin, &key)?;
+        let next = signed.head.next_key.ok_or_else(|| malformed(format!("the head of epoch {at} announces no key")))?;
+        key = next.to_bytes();
+    }
+    Ok(key)
+}
+
 /// The C2SP verifier key of an ed25519 signer: `name+<key id, 8 hex digits>+base64(0x01 || key)`.
 pub fn vkey(name: &str, key: &VerifyingKey) -> String {
     let mut blob = vec![ED25519_SIGNATURE_TYPE];

@@ -163,6 +163,7 @@ mod tests {
             archive: Hash([3; 32]),
             time_ms: 1_700_000_000_000,
             counts: HeadCounts::default(),
+            next_key: None,
         };
         (head.sign(&key, Hash([5; 32])), key.verifying_key().to_bytes())
     }

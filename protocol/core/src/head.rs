@@ -12,6 +12,8 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+/// The optional ninth line of a head body: the key that signs the heads after it.
+const NEXT_KEY_PREFIX: &str = "next-key ";
 /// The head format line: names the format and the suite.
 const FORMAT_LINE_PREFIX: &str = "keyfold map v1 ";
 /// C2SP signed-note signature type for ed25519.
@@ -42,6 +44,9 @@ pub struct Head {
     /// The epoch's time (milliseconds since the Unix epoch), taken from the queue marker.
     pub time_ms: u64,
     pub counts: HeadCounts,
+    /// Key rollover (SPEC section 6.6): the key that signs the heads after this one, announced by
+    /// the key that signs this one. `None` in every head but the announcement.
+    pub next_key: Option<VerifyingKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -99,11 +104,25 @@ pub(crate) fn number(s: &str, field: &str) -> Result<u64, HeadError> {
     Ok(n)
 }
 
+/// The `next-key <vkey>` line: a C2SP ed25519 verifier key named after the origin.
+fn parse_next_key(line: &str, origin: &str) -> Result<VerifyingKey, HeadError> {
+    let vkey = line.strip_prefix(NEXT_KEY_PREFIX).ok_or_else(|| malformed("the ninth line must be next-key"))?;
+    let (name, key) = crate::checkpoint::parse_vkey(vkey)?;
+    if crate::checkpoint::vkey(&name, &key) != vkey {
+        return Err(malformed("next-key is not in canonical form"));
+    }
+    if name != origin {
+        return Err(malformed(format!("next-key names {name:?}, not the origin {origin:?}")));
+    }
+    Ok(key)
+}
+
 impl Head {
-    /// The signed text: eight lines, each ending in `\n` (SPEC.md "Heads").
+    /// The signed text: eight lines, each ending in `\n`, and a ninth, `next-key <vkey>`, in an
+    /// announcement of a key rollover (SPEC section 6.1).
     pub fn body(&self) -> String {
         let c = &self.counts;
-        format!(
+        let mut body = format!(
             "{}\n{}{}\nepoch {}\nroot {}\nprevious {}\narchive {}\ntime {}\nmutations {} applied {} rejected {} duplicates {}\n",
             self.origin,
             FORMAT_LINE_PREFIX,
@@ -117,7 +136,11 @@ impl Head {
             c.applied,
             c.rejected,
             c.duplicates,
-        )
+        );
+        if let Some(next) = &self.next_key {
+            body.push_str(&format!("{NEXT_KEY_PREFIX}{}\n", crate::checkpoint::vkey(&self.origin, next)));
+        }
+        body
     }
 
     /// Parses a body produced by [`Head::body`]; anything else (extra spaces, non-canonical
@@ -125,8 +148,12 @@ impl Head {
     pub fn parse_body(body: &str) -> Result<Head, HeadError> {
         let lines: Vec<&str> =
             body.strip_suffix('\n').ok_or_else(|| malformed("body must end in a newline"))?.split('\n').collect();
+        let (lines, next_key) = match lines[..] {
+            [ref eight @ .., last] if lines.len() == 9 => (eight, Some(last)),
+            _ => (&lines[..], None),
+        };
         let [origin, format, epoch, root, previous, archive, time, counts] = lines[..] else {
-            return Err(malformed(format!("expected 8 lines, found {}", lines.len())));
+            return Err(malformed(format!("expected 8 lines (9 with next-key), found {}", lines.len())));
         };
         check_origin(origin)?;
         let suite_name = format.strip_prefix(FORMAT_LINE_PREFIX).ok_or_else(|| malformed("unknown head format"))?;
@@ -155,6 +182,7 @@ impl Head {
                 rejected: number(r, "rejected")?,
                 duplicates: number(d, "duplicates")?,
             },
+            next_key: next_key.map(|line| parse_next_key(line, origin)).transpose()?,
         };
         debug_assert_eq!(head.body(), body);
         Ok(head)
@@ -232,6 +260,7 @@ pub(crate) mod tests {
             archive: Hash([0; 32]),
             time_ms: 1_763_900_000_000,
             counts: HeadCounts { mutations: 10, applied: 7, rejected: 2, duplicates: 1 },
+            next_key: None,
         }
     }
 
@@ -252,5 +281,21 @@ pub(crate) mod tests {
             assert!(check_origin(good).is_ok() && crate::check_witness_name(good).is_ok(), "{good:?}");
         }
         assert_ne!(h.hash(), Head { epoch: Epoch(43), ..h.clone() }.hash());
+    }
+
+    #[test]
+    fn next_key_is_a_ninth_line_named_after_the_origin() {
+        let next = ed25519_dalek::SigningKey::from_bytes(&[5; 32]).verifying_key();
+        let h = Head { next_key: Some(next), ..head() };
+        let body = h.body();
+        let vkey = crate::checkpoint::vkey("example.com/keyfold", &next);
+        assert!(body.ends_with(&format!("duplicates 1\nnext-key {vkey}\n")), "{body}");
+        assert_eq!(Head::parse_body(&body).unwrap(), h);
+        assert_ne!(h.hash(), head().hash());
+        let other_name = crate::checkpoint::vkey("example.org", &next);
+        assert!(Head::parse_body(&body.replace(&vkey, &other_name)).is_err(), "a key of another name");
+        assert!(Head::parse_body(&body.replace("next-key ", "next-key  ")).is_err());
+        assert!(Head::parse_body(&body.replace("next-key", "nextkey")).is_err());
+        assert!(Head::parse_body(&format!("{body}next-key {vkey}\n")).is_err(), "ten lines");
     }
 }

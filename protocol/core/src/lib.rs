@@ -33,8 +33,8 @@ mod tree;
 mod types;
 
 pub use checkpoint::{
-    Checkpoint, MAX_CHECKPOINT_TEXT_BYTES, SignedHead, parse_vkey, verify_checkpoint_note, verify_head_note,
-    verify_note_signature, vkey,
+    Checkpoint, MAX_CHECKPOINT_TEXT_BYTES, SignedHead, key_after_rollovers, parse_vkey, peek_checkpoint,
+    verify_checkpoint_note, verify_head_note, verify_note_signature, vkey,
 };
 pub use cosignature::{
     Witness, WitnessPolicy, check_witness_name, cosign, cosignature_key_id, cosignature_vkey, cosigned_message,

@@ -130,6 +130,7 @@ fn vectors_for(suite: HashSuite) -> Vec<Vector> {
         archive: Hash([0; 32]),
         time_ms: 1_763_900_000_000,
         counts: HeadCounts { mutations: 12, applied: 9, rejected: 2, duplicates: 1 },
+        next_key: None,
     };
     let head_desc = "origin example.com/keyfold, epoch 7, root = map_root of the 100-leaf map, previous 32 x 0x11, \
                      archive zero, time 1763900000000, counts 12/9/2/1";
@@ -180,6 +181,7 @@ fn vectors_for(suite: HashSuite) -> Vec<Vector> {
             .into(),
         line,
     );
+    rollover_vectors(&head, &log_leaves[..7], &mut push);
     let set1 = leaves(suite, 1);
     let p = prove_from_leaves(suite, Epoch(1), &set1, &suite.index_of(b"bob"));
     push(
@@ -188,6 +190,25 @@ fn vectors_for(suite: HashSuite) -> Vec<Vector> {
         hex::encode(p.encode()),
     );
     out
+}
+
+/// A key rollover (SPEC section 6.6): the head above announces the key from seed 32 x 0x08 in its
+/// next-key line and is signed by the key from seed 32 x 0x07 as leaf 7 after `earlier`; the head
+/// of epoch 8 is signed by the new key.
+fn rollover_vectors(head: &Head, earlier: &[Hash], push: &mut impl FnMut(&str, String, String)) {
+    let (old, new) = (SigningKey::from_bytes(&[7; 32]), SigningKey::from_bytes(&[8; 32]));
+    let announcement = Head { next_key: Some(new.verifying_key()), ..head.clone() };
+    let mut leaves = earlier.to_vec();
+    leaves.push(announcement.leaf_hash());
+    let note = announcement.sign(&old, keyfold_core::log::root(&leaves));
+    let desc = "the head_note above with the ninth line next-key <vkey of example.com/keyfold, ed25519 key from seed \
+                32 x 0x08>, as leaf 7 after the log_root leaves 0..6, signed with seed 32 x 0x07";
+    push("rollover_announcement_note", desc.into(), note);
+    let next = Head { epoch: Epoch(8), previous: announcement.hash(), time_ms: head.time_ms + 1, ..head.clone() };
+    leaves.push(next.leaf_hash());
+    let desc = "the head of epoch 8 after the announcement (previous = its head hash, time + 1, the same root and \
+                counts, no next-key), leaf 8, signed with the new key from seed 32 x 0x08";
+    push("rollover_next_note", desc.into(), next.sign(&new, keyfold_core::log::root(&leaves)));
 }
 
 #[test]
@@ -218,6 +239,16 @@ fn stored_proof_vectors_decode_and_verify() {
     for v in stored.iter().filter(|v| v.name == "head_note") {
         let public = SigningKey::from_bytes(&[7; 32]).verifying_key().to_bytes();
         keyfold_core::verify_head_note(&v.output, "example.com/keyfold", &public).unwrap();
+    }
+    let public = |seed: u8| SigningKey::from_bytes(&[seed; 32]).verifying_key().to_bytes();
+    let (old, new) = (public(7), public(8));
+    for v in stored.iter().filter(|v| v.name == "rollover_announcement_note") {
+        let head = keyfold_core::verify_head_note(&v.output, "example.com/keyfold", &old).unwrap();
+        assert_eq!(head.next_key.map(|k| k.to_bytes()), Some(new));
+    }
+    for v in stored.iter().filter(|v| v.name == "rollover_next_note") {
+        keyfold_core::verify_head_note(&v.output, "example.com/keyfold", &new).unwrap();
+        assert!(keyfold_core::verify_head_note(&v.output, "example.com/keyfold", &old).is_err());
     }
     let notes: Vec<&Vector> = stored.iter().filter(|v| v.name == "head_note").collect();
     let lines: Vec<&Vector> = stored.iter().filter(|v| v.name == "cosignature_line").collect();

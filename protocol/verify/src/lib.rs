@@ -26,8 +26,10 @@ pub use apply::{
 };
 pub use divergence::Divergence;
 pub use heads::{verify_genesis_head, verify_next_head};
-pub use lookup::{LookupError, Pinned, Verified, decode_hashes, verify_lookup, verify_lookup_in_view};
+pub use lookup::{
+    LookupError, Pinned, Verified, decode_hashes, decode_rollovers, verify_lookup, verify_lookup_in_view,
+};
 pub use replay::Replayer;
 pub use state::{ReplicaState, ResumeError, STATE_MAGIC};
-pub use view::{View, ViewError};
-pub use wire::LookupAnswer;
+pub use view::{Rollover, View, ViewError, verify_latest};
+pub use wire::{LookupAnswer, RolloverProof};

@@ -4,12 +4,12 @@
 //! signed root and, for a client that keeps a [`View`], consistency with what it saw before. What
 //! `keyfold lookup` and any other client run; no I/O.
 
-use crate::view::{View, ViewError};
-use crate::wire::LookupAnswer;
+use crate::view::{Rollover, View, ViewError};
+use crate::wire::{LookupAnswer, RolloverProof};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use keyfold_core::{
-    Hash, Head, HeadError, LeafValue, LogError, MapRoot, Proof, Version, WitnessPolicy, log, verify_head_note,
+    Hash, Head, HeadError, LeafValue, LogError, MapRoot, Proof, Version, WitnessPolicy, log, peek_checkpoint,
 };
 use thiserror::Error;
 
@@ -73,13 +73,29 @@ pub fn decode_hashes(hashes: &[String]) -> Result<Vec<Hash>, LookupError> {
         .ok_or(LookupError::HashNotBase64)
 }
 
-/// The latest checkpoint of an answer (its own, or its head when that is the latest), verified,
-/// and for a past epoch the inclusion of the answer's head in it.
-fn check_latest(answer: &LookupAnswer, head: &Head, pinned: &Pinned) -> Result<View, LookupError> {
-    let Some(note) = &answer.checkpoint else {
-        return Ok(View::trust(&answer.head, &pinned.origin, &pinned.public_key)?);
-    };
-    let latest = View::trust(note, &pinned.origin, &pinned.public_key)?;
+/// The key rollovers an answer lists, decoded.
+pub fn decode_rollovers(rollovers: &[RolloverProof]) -> Result<Vec<Rollover>, LookupError> {
+    rollovers
+        .iter()
+        .map(|r| Ok(Rollover { note: r.checkpoint.clone(), consistency: decode_hashes(&r.consistency)? }))
+        .collect()
+}
+
+/// The answer's latest checkpoint (its own, or its head when that is the latest) verified with
+/// the key in effect after `view` (following the answer's key rollovers), and the map head of the
+/// answer's epoch: the latest one, or a past one proven into it by inclusion (a past head was
+/// signed by the key of its time; its inclusion in the latest log is what a client checks).
+fn check_latest(answer: &LookupAnswer, pinned: &Pinned, view: Option<&View>) -> Result<(Head, View), LookupError> {
+    let rollovers = decode_rollovers(&answer.rollovers)?;
+    let note = answer.checkpoint.as_ref().unwrap_or(&answer.head);
+    let latest = View::open(view, &pinned.origin, &pinned.public_key, note, &rollovers)?;
+    if answer.checkpoint.is_none() {
+        return Ok((latest.signed.head.clone(), latest));
+    }
+    let head = Head::from_checkpoint(&peek_checkpoint(&answer.head)?)?;
+    if head.origin != pinned.origin {
+        return Err(HeadError::OriginMismatch { expected: pinned.origin.clone(), found: head.origin }.into());
+    }
     let latest_epoch = latest.signed.head.epoch.0;
     if latest_epoch <= head.epoch.0 {
         return Err(LookupError::CheckpointNotNewer { latest: latest_epoch, head: head.epoch.0 });
@@ -87,7 +103,7 @@ fn check_latest(answer: &LookupAnswer, head: &Head, pinned: &Pinned) -> Result<V
     let proof = decode_hashes(answer.head_inclusion.as_deref().ok_or(LookupError::MissingInclusion)?)?;
     log::verify_inclusion(&head.leaf_hash(), head.epoch.0, latest.size(), &proof, &latest.root())
         .map_err(|error| LookupError::HeadNotInLog { epoch: head.epoch.0, error })?;
-    Ok(latest)
+    Ok((head, latest))
 }
 
 /// Checks `answer` for `key` against `pinned`; the value is usable only if this returns Ok.
@@ -104,8 +120,7 @@ pub fn verify_lookup_in_view(
     pinned: &Pinned,
     view: Option<&View>,
 ) -> Result<(Verified, View), LookupError> {
-    let head = verify_head_note(&answer.head, &pinned.origin, &pinned.public_key)?;
-    let latest = check_latest(answer, &head, pinned)?;
+    let (head, latest) = check_latest(answer, pinned, view)?;
     let next = match view {
         None => latest,
         Some(view) => {

@@ -11,7 +11,7 @@ use hashbrown::HashMap;
 use keyfold_archive::{ArchiveRow, read_archive_bytes};
 use keyfold_core::{
     Epoch, Frontier, Hash, HashSuite, Head, Index, LeafValue, Mutation, MutationId, Position, Version,
-    verify_checkpoint_note,
+    key_after_rollovers, peek_checkpoint, verify_checkpoint_note,
 };
 use keyfold_map::{Map, MemoryStore, TreeConfig, TreeError};
 use rayon::prelude::*;
@@ -20,7 +20,10 @@ use rayon::prelude::*;
 #[derive(Debug)]
 pub struct Replayer {
     origin: String,
+    /// The key that signed `previous`: the pinned key until a key rollover (SPEC section 6.6).
     public_key: [u8; 32],
+    /// The signed checkpoints that announced a key rollover, from genesis (or the resumed state's).
+    rollovers: Vec<String>,
     map: Map<MemoryStore>,
     /// Every key's version and presence at the last verified epoch (what compare-and-set reads),
     /// so an epoch reads its touched keys here instead of walking the replica's tree to them. One
@@ -53,9 +56,11 @@ impl Replayer {
         let config = TreeConfig::new(head.suite, shard_bits)
             .map_err(|e| diverge(Epoch(0), None, "config", "valid shard bits", e))?;
         let map = Map::new(MemoryStore::new(config));
+        let rollovers = if head.next_key.is_some() { vec![note.to_owned()] } else { Vec::new() };
         Ok(Replayer {
             origin: origin.to_owned(),
             public_key: *public_key,
+            rollovers,
             map,
             states: (0..STATE_TABLES).map(|_| HashMap::new()).collect(),
             previous: head,
@@ -110,7 +115,12 @@ impl Replayer {
             .zip(values)
             .map(|(index, leaf)| leaf.map(|leaf| (index, leaf)).ok_or_else(|| missing_leaf(&index)))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(ReplicaState { checkpoint: self.note.clone(), log: self.log.clone(), leaves })
+        Ok(ReplicaState {
+            checkpoint: self.note.clone(),
+            rollovers: self.rollovers.clone(),
+            log: self.log.clone(),
+            leaves,
+        })
     }
 
     /// Continues from a saved state, trusting none of it: the checkpoint must verify under the
@@ -123,8 +133,10 @@ impl Replayer {
         public_key: &[u8; 32],
         shard_bits: u8,
     ) -> Result<Replayer, ResumeError> {
-        let ReplicaState { checkpoint: note, log, leaves } = state;
-        let signed = verify_checkpoint_note(&note, origin, public_key)?;
+        let ReplicaState { checkpoint: note, rollovers, log, leaves } = state;
+        let epoch = Head::from_checkpoint(&peek_checkpoint(&note)?)?.epoch;
+        let public_key = key_after_rollovers(origin, public_key, &rollovers, epoch)?;
+        let signed = verify_checkpoint_note(&note, origin, &public_key)?;
         let (size, root) = (signed.checkpoint.size, signed.checkpoint.root);
         if log.size() != size || log.root() != root {
             return Err(ResumeError::LogRoot { size, root, found_size: log.size(), found_root: log.root() });
@@ -146,11 +158,11 @@ impl Replayer {
         let replica_base = head.epoch.0.saturating_sub(1);
         let resumed_at = head.epoch;
         let origin = origin.to_owned();
-        let public_key = *public_key;
         let previous = head;
         Ok(Replayer {
             origin,
             public_key,
+            rollovers,
             map,
             states,
             previous,
@@ -202,6 +214,10 @@ impl Replayer {
         let root = self.advance(epoch, applied, &rows)?;
         check(root == head.root, "map root", root.to_hex(), head.root.to_hex())?;
         self.half_advanced = false;
+        self.public_key = self.next_signer();
+        if head.next_key.is_some() {
+            self.rollovers.push(note.to_owned());
+        }
         self.previous = head.clone();
         self.log = log;
         note.clone_into(&mut self.note);
@@ -212,12 +228,18 @@ impl Replayer {
         Ok((head, rows))
     }
 
-    /// The next head: signed by the pinned key for the origin, numbered, hashed and chained after
-    /// the last verified one, and later in time.
+    /// The next head: signed by the key in effect for the origin (the pinned one, or the one the
+    /// last key rollover announced), numbered, hashed and chained after the last verified one,
+    /// and later in time.
     fn check_head(&self, note: &str) -> Result<(Head, Frontier), Divergence> {
         let mut log = self.log.clone();
-        let head = verify_next_head(&self.previous, &mut log, note, &self.origin, &self.public_key)?;
+        let head = verify_next_head(&self.previous, &mut log, note, &self.origin, &self.next_signer())?;
         Ok((head, log))
+    }
+
+    /// The key that signs the head after the last verified one.
+    pub fn next_signer(&self) -> [u8; 32] {
+        self.previous.next_key.map_or(self.public_key, |key| key.to_bytes())
     }
 
     /// Applies a verified epoch to the replica and the key states; returns the new root.

@@ -7,13 +7,18 @@ use keyfold_core::{Frontier, Hash, HeadError, Index, LeafValue, Version};
 use thiserror::Error;
 
 /// The first bytes of a state file: its format and version.
-pub const STATE_MAGIC: &[u8] = b"keyfold monitor state v1\n";
+pub const STATE_MAGIC: &[u8] = b"keyfold monitor state v2\n";
+/// The first bytes of a state file of format v1 (no key rollovers), still read.
+const STATE_MAGIC_V1: &[u8] = b"keyfold monitor state v1\n";
 
 /// What a monitor needs to resume where it stopped (see [`crate::Replayer::snapshot`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaState {
     /// The signed checkpoint of the last verified epoch, as it was served (with any cosignatures).
     pub checkpoint: String,
+    /// The signed checkpoints that announced key rollovers (SPEC section 6.6) up to that epoch,
+    /// ascending: how the pinned key leads to the one that signed `checkpoint`.
+    pub rollovers: Vec<String>,
     /// The log of heads through that epoch.
     pub log: Frontier,
     /// Every key's leaf at that epoch, ascending by index, one per index.
@@ -24,7 +29,7 @@ pub struct ReplicaState {
 /// another state), never from this one.
 #[derive(Debug, Error)]
 pub enum ResumeError {
-    #[error("not a keyfold monitor state (format v1): {0}")]
+    #[error("not a keyfold monitor state (format v2): {0}")]
     Format(String),
     #[error("the saved checkpoint does not verify with the pinned key and origin: {0}")]
     Checkpoint(#[from] HeadError),
@@ -52,9 +57,12 @@ impl ReplicaState {
         let values: usize = self.leaves.iter().map(|(_, leaf)| leaf.value.as_ref().map_or(0, Vec::len) + 45).sum();
         let mut out = Vec::with_capacity(STATE_MAGIC.len() + self.checkpoint.len() + 64 * 33 + values);
         out.extend_from_slice(STATE_MAGIC);
-        let note_len = u32::try_from(self.checkpoint.len()).expect("a checkpoint note is at most a few KiB");
-        out.extend_from_slice(&note_len.to_be_bytes());
-        out.extend_from_slice(self.checkpoint.as_bytes());
+        put_note(&mut out, &self.checkpoint);
+        let rollovers = u32::try_from(self.rollovers.len()).expect("fewer than 2^32 key rollovers");
+        out.extend_from_slice(&rollovers.to_be_bytes());
+        for note in &self.rollovers {
+            put_note(&mut out, note);
+        }
         out.extend_from_slice(&self.log.size().to_be_bytes());
         for peak in self.log.peaks() {
             out.extend_from_slice(&peak.0);
@@ -81,12 +89,18 @@ impl ReplicaState {
     /// check. Allocates no more than the input's size, whatever counts it claims.
     pub fn decode(bytes: &[u8]) -> Result<ReplicaState, ResumeError> {
         let mut r = Reader { bytes, at: 0 };
-        if r.take(STATE_MAGIC.len())? != STATE_MAGIC {
+        let magic = r.take(STATE_MAGIC.len())?;
+        if magic != STATE_MAGIC && magic != STATE_MAGIC_V1 {
             return Err(ResumeError::Format("it does not start with the state magic".into()));
         }
-        let note_len = r.u32()? as usize;
-        let checkpoint = String::from_utf8(r.take(note_len)?.to_vec())
-            .map_err(|_| ResumeError::Format("the checkpoint is not UTF-8".into()))?;
+        let checkpoint = r.note()?;
+        let mut rollovers = Vec::new();
+        if magic == STATE_MAGIC {
+            // At least 4 bytes per note: a count beyond the input's size fails at its first read.
+            for _ in 0..r.u32()? {
+                rollovers.push(r.note()?);
+            }
+        }
         let size = r.u64()?;
         let peaks = (0..size.count_ones()).map(|_| r.hash()).collect::<Result<Vec<_>, _>>()?;
         let log = Frontier::from_peaks(size, peaks).expect("one peak read per set bit");
@@ -102,8 +116,15 @@ impl ReplicaState {
         if r.at != bytes.len() {
             return Err(ResumeError::Format(format!("{} bytes after the last key", bytes.len() - r.at)));
         }
-        Ok(ReplicaState { checkpoint, log, leaves })
+        Ok(ReplicaState { checkpoint, rollovers, log, leaves })
     }
+}
+
+/// A signed note: its length (u32, big-endian) and its bytes.
+fn put_note(out: &mut Vec<u8>, note: &str) {
+    let len = u32::try_from(note.len()).expect("a checkpoint note is at most a few KiB");
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(note.as_bytes());
 }
 
 /// A cursor over the state's bytes; every read past the end is a format error.
@@ -113,6 +134,11 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    fn note(&mut self) -> Result<String, ResumeError> {
+        let len = self.u32()? as usize;
+        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| ResumeError::Format("a checkpoint is not UTF-8".into()))
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8], ResumeError> {
         let end = self.at.checked_add(n).filter(|&end| end <= self.bytes.len());
         let end = end.ok_or_else(|| ResumeError::Format(format!("truncated at byte {}", self.at)))?;
@@ -165,7 +191,8 @@ mod tests {
             (Index([1; 32]), LeafValue::present(Version(2), b"pk".to_vec())),
             (Index([7; 32]), LeafValue::tombstone(Version(3))),
         ];
-        ReplicaState { checkpoint: "note\n\n\u{2014} sig\n".into(), log, leaves }
+        let rollovers = vec!["rollover\n\n\u{2014} sig\n".into()];
+        ReplicaState { checkpoint: "note\n\n\u{2014} sig\n".into(), rollovers, log, leaves }
     }
 
     #[test]
@@ -179,6 +206,16 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(matches!(ReplicaState::decode(&longer), Err(ResumeError::Format(m)) if m.contains("after the last")));
+    }
+
+    #[test]
+    fn a_v1_state_reads_without_rollovers() {
+        let state = ReplicaState { rollovers: Vec::new(), ..sample() };
+        let v2 = state.encode();
+        let tail = &v2[STATE_MAGIC.len() + 4 + state.checkpoint.len() + 4..];
+        let v1 =
+            [STATE_MAGIC_V1, &v2[STATE_MAGIC.len()..STATE_MAGIC.len() + 4 + state.checkpoint.len()], tail].concat();
+        assert_eq!(ReplicaState::decode(&v1).unwrap(), state);
     }
 
     #[test]

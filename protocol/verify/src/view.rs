@@ -1,9 +1,12 @@
 //! A client's view of the log of heads: the last checkpoint it verified, moved forward only
 //! through verified consistency proofs. What makes a rollback, a fork or a frozen directory
-//! visible between two lookups (SPEC section 6.2). No I/O: the caller stores [`View::note`] (a
-//! signed checkpoint, re-verified on load) wherever it keeps state.
+//! visible between two lookups (SPEC section 6.2), following the directory's key rollovers
+//! (section 6.6). No I/O: the caller stores [`View::note`] and [`View::rollovers`] (signed
+//! checkpoints, re-verified on load by [`View::restore`]) wherever it keeps state.
 
-use keyfold_core::{Hash, HeadError, SignedHead, log, verify_checkpoint_note};
+use keyfold_core::{
+    Hash, Head, HeadError, SignedHead, key_after_rollovers, log, peek_checkpoint, verify_checkpoint_note,
+};
 use thiserror::Error;
 
 /// The last checkpoint a client verified, with the note that proves it.
@@ -12,13 +15,26 @@ pub struct View {
     /// The signed checkpoint note as received (with any cosignature lines).
     pub note: String,
     pub signed: SignedHead,
+    /// The key that signed `note`: the pinned one until a key rollover.
+    pub signer: [u8; 32],
+    /// The signed checkpoints that announced a key rollover since the pinned key, ascending (the
+    /// view's own note too when its head announces one).
+    pub rollovers: Vec<String>,
+}
+
+/// A key rollover as a server proves it: the signed checkpoint that announced the next key and
+/// the consistency proof from its size to the latest checkpoint's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollover {
+    pub note: String,
+    pub consistency: Vec<Hash>,
 }
 
 /// Why a new checkpoint does not extend the view. Rollback and fork carry both signed notes: two
 /// checkpoints the directory signed that cannot both be honest are evidence anyone can check.
 #[derive(Debug, Error)]
 pub enum ViewError {
-    #[error("the checkpoint does not verify: {0}")]
+    #[error("the head does not verify with the pinned key and origin (nor with a key a rollover handed over to): {0}")]
     Checkpoint(#[from] HeadError),
     #[error(
         "ROLLBACK: the directory now shows a log of {got} heads, but it signed {held} before (both signed \
@@ -27,6 +43,8 @@ pub enum ViewError {
     Rollback { held: u64, got: u64, held_note: String, got_note: String },
     #[error("FORK: {reason} (both signed checkpoints are the evidence)")]
     Fork { reason: String, held_note: String, got_note: String },
+    #[error("the key rollover does not hold: {0}")]
+    Rollover(String),
     #[error("refused: the checkpoint moves the log from {held} to {got} heads without a consistency proof")]
     MissingProof { held: u64, got: u64 },
     #[error(
@@ -36,6 +54,36 @@ pub enum ViewError {
     Freeze { age_secs: u64, max_age_secs: u64 },
 }
 
+/// Verifies the latest checkpoint `note` for a verifier that holds a log of size `held` whose
+/// next checkpoint `key` signs. When another key signed `note`, the server's `rollovers` lead
+/// there: each announcement after `held` must verify with the key in effect before it, name the
+/// next key and be consistent with `note`'s log. Returns the verified checkpoint, the key that
+/// signed it and the announcements walked.
+pub fn verify_latest(
+    origin: &str,
+    key: &[u8; 32],
+    held: u64,
+    note: &str,
+    rollovers: &[Rollover],
+) -> Result<(SignedHead, [u8; 32], Vec<String>), ViewError> {
+    if let Ok(signed) = verify_checkpoint_note(note, origin, key) {
+        return Ok((signed, *key, Vec::new()));
+    }
+    let (latest, mut key, mut walked) = (peek_checkpoint(note)?, *key, Vec::new());
+    for rollover in rollovers.iter().filter(|r| peek_checkpoint(&r.note).is_ok_and(|c| c.size > held)) {
+        let bad = |why: String| ViewError::Rollover(why);
+        let signed = verify_checkpoint_note(&rollover.note, origin, &key)
+            .map_err(|e| bad(format!("an announcement does not verify with the key in effect: {e}")))?;
+        let (size, root) = (signed.checkpoint.size, signed.checkpoint.root);
+        let next = signed.head.next_key.ok_or_else(|| bad(format!("the checkpoint of size {size} names no key")))?;
+        log::verify_consistency(size, latest.size, &root, &latest.root, &rollover.consistency)
+            .map_err(|e| bad(format!("the announcement of size {size} is not in the latest log: {e}")))?;
+        walked.push(rollover.note.clone());
+        key = next.to_bytes();
+    }
+    Ok((verify_checkpoint_note(note, origin, &key)?, key, walked))
+}
+
 impl ViewError {
     /// The two conflicting signed notes, for a rollback or a fork.
     pub fn evidence(&self) -> Option<(&str, &str)> {
@@ -43,17 +91,57 @@ impl ViewError {
             ViewError::Rollback { held_note, got_note, .. } | ViewError::Fork { held_note, got_note, .. } => {
                 Some((held_note, got_note))
             }
-            ViewError::Checkpoint(_) | ViewError::MissingProof { .. } | ViewError::Freeze { .. } => None,
+            ViewError::Checkpoint(_)
+            | ViewError::Rollover(_)
+            | ViewError::MissingProof { .. }
+            | ViewError::Freeze { .. } => None,
         }
     }
 }
 
 impl View {
-    /// A view from a signed checkpoint note verified with the pinned origin and key (a client's
-    /// first checkpoint, or one loaded from its state file).
+    /// A view from a signed checkpoint note verified with the pinned origin and key.
     pub fn trust(note: &str, origin: &str, public_key: &[u8; 32]) -> Result<View, ViewError> {
-        let signed = verify_checkpoint_note(note, origin, public_key)?;
-        Ok(View { note: note.to_owned(), signed })
+        View::restore(note, Vec::new(), origin, public_key)
+    }
+
+    /// A view loaded from a client's state: `note` must verify with the key that `rollovers`
+    /// (announcements, ascending) lead to from the pinned one.
+    pub fn restore(note: &str, rollovers: Vec<String>, origin: &str, pinned: &[u8; 32]) -> Result<View, ViewError> {
+        let epoch = Head::from_checkpoint(&peek_checkpoint(note)?)?.epoch;
+        let signer = key_after_rollovers(origin, pinned, &rollovers, epoch)?;
+        let signed = verify_checkpoint_note(note, origin, &signer)?;
+        Ok(View::new(note, signed, signer, rollovers))
+    }
+
+    fn new(note: &str, signed: SignedHead, signer: [u8; 32], mut rollovers: Vec<String>) -> View {
+        let listed = rollovers.last().and_then(|last| peek_checkpoint(last).ok()).map(|c| c.size);
+        if signed.head.next_key.is_some() && listed != Some(signed.checkpoint.size) {
+            rollovers.push(note.to_owned());
+        }
+        View { note: note.to_owned(), signed, signer, rollovers }
+    }
+
+    /// The latest checkpoint `note`, verified with the key in effect after `base` (or `pinned`
+    /// for a client without a view), following the server's `rollovers` ([`verify_latest`]).
+    /// Whether `note` extends `base` is [`View::advance`]'s check.
+    pub fn open(
+        base: Option<&View>,
+        origin: &str,
+        pinned: &[u8; 32],
+        note: &str,
+        rollovers: &[Rollover],
+    ) -> Result<View, ViewError> {
+        let (key, mut chain, held) =
+            base.map_or((*pinned, Vec::new(), 0), |v| (v.next_signer(), v.rollovers.clone(), v.size()));
+        let (signed, signer, walked) = verify_latest(origin, &key, held, note, rollovers)?;
+        chain.extend(walked);
+        Ok(View::new(note, signed, signer, chain))
+    }
+
+    /// The key that signs the checkpoints after this one.
+    pub fn next_signer(&self) -> [u8; 32] {
+        self.signed.next_signer(&self.signer)
     }
 
     pub fn size(&self) -> u64 {

@@ -112,6 +112,19 @@ pub struct LookupAnswer {
     /// hashes of the consistency proof from `from` to the latest checkpoint's size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency: Option<Vec<String>>,
+    /// The key rollovers after `from` (all of them without it), ascending (SPEC section 6.6).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollovers: Vec<RolloverProof>,
+}
+
+/// A key rollover: the signed checkpoint whose map head announced the next key (signed by the key
+/// before it) and the consistency proof from its size to the latest checkpoint's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct RolloverProof {
+    pub checkpoint: String,
+    /// Base64 hashes of the consistency proof to the latest size (empty when it is the latest).
+    pub consistency: Vec<String>,
 }
 
 /// `GET /v1/checkpoint`: the latest checkpoint and, with `from`, the consistency proof to it.
@@ -123,6 +136,9 @@ pub struct CheckpointAnswer {
     /// Base64 hashes of the consistency proof from the query's `from` (when 0 < from <= size).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency: Option<Vec<String>>,
+    /// The key rollovers after `from` (all of them without it), ascending (SPEC section 6.6).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollovers: Vec<RolloverProof>,
 }
 
 /// One applied change of a key.

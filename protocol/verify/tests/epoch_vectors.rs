@@ -323,6 +323,7 @@ fn genesis(suite: HashSuite) -> (Directory, GenesisVector) {
         archive: Hash::default(),
         time_ms: GENESIS_TIME_MS,
         counts: HeadCounts::default(),
+        next_key: None,
     };
     let key = SigningKey::from_bytes(&SIGNING_KEY_SEED);
     let mut log = keyfold_core::LogTree::new();
@@ -401,6 +402,7 @@ fn run_epoch(dir: &mut Directory, cases: Vec<Case>) -> EpochVector {
         archive,
         time_ms: GENESIS_TIME_MS + epoch.0 * EPOCH_MS,
         counts: applied.counts,
+        next_key: None,
     };
     dir.log.push(head.leaf_hash());
     let log_root = dir.log.root(dir.log.size()).unwrap();

@@ -24,6 +24,7 @@ fn log(n: u64, fill: u8) -> (LogTree, Vec<String>) {
             archive: Hash::default(),
             time_ms: 1_000_000 * (i + 1),
             counts: HeadCounts::default(),
+            next_key: None,
         };
         tree.push(head.leaf_hash());
         notes.push(head.sign(&key(), tree.root(i + 1).unwrap()));

@@ -12,7 +12,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use keyfold_core::{Epoch, Hash, verify_head_note};
+use keyfold_core::{Epoch, Hash};
 use keyfold_epoch::{ArchiveCheck, Directory, verify_archive};
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
@@ -154,7 +154,7 @@ async fn signed_digest(api: &Arc<Api>, epoch: u64) -> Result<Hash, ApiError> {
     let note = blocking(move || served.directory.head_note(Epoch(epoch)).map_err(|e| ApiError::from_storage(e, retry)))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("epoch {epoch} has no signed head")))?;
-    let head = verify_head_note(&note, &api.origin, &api.directory.public_key()).map_err(|e| {
+    let head = api.directory.verify_stored_head(Epoch(epoch), &note).map_err(|e| {
         ApiError::ServerFault("head_corrupt", format!("the stored head of epoch {epoch} does not verify: {e}"))
     })?;
     if head.archive == Hash::default() {

@@ -192,7 +192,9 @@ impl Api {
     /// `cosignature_max_future_secs` after this server's clock: a witness that verified the head
     /// did so after it was signed, and a line dated far ahead would outrank every honest later one.
     pub(crate) fn check_cosignature_time(&self, epoch: u64, note: &str, time_secs: u64) -> Result<(), ApiError> {
-        let head = verify_head_note(note, &self.origin, &self.directory.public_key())
+        let head = self
+            .directory
+            .verify_stored_head(Epoch(epoch), note)
             .map_err(|e| ApiError::Internal(format!("the stored head of epoch {epoch} does not verify: {e}")))?;
         let head_secs = head.time_ms / 1000;
         let bad = |m: String| Err(ApiError::BadRequest("bad_cosignature_time", m));

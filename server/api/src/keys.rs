@@ -71,6 +71,7 @@ pub(crate) async fn lookup(
             checkpoint,
             head_inclusion,
             consistency: crate::log::consistency_from(&served, query.from, size),
+            rollovers: crate::log::rollovers_after(&served, query.from, size)?,
             epoch: epoch.0,
             version: found.value.as_ref().map_or(0, |v| v.version.0),
             value: found.value.as_ref().and_then(|v| v.value.as_ref()).map(|v| B64.encode(v)),

@@ -47,7 +47,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use extract::{ApiPath, ApiQuery};
 use keyfold_core::{Epoch, Mutation, Version};
-use keyfold_core::{Witness, verify_cosignature, verify_head_note, with_cosignatures};
+use keyfold_core::{Witness, verify_cosignature, with_cosignatures};
 use keyfold_epoch::{
     CosignaturePut, CosignatureStore, Directory, EpochError, HistoryAfter, MutationStatus, SchedulerHealth,
     SchedulerState,

@@ -6,7 +6,7 @@ use super::*;
 use axum::http::HeaderMap;
 use keyfold_core::tiles::{TilePath, entry_bundle};
 use keyfold_core::{Checkpoint, Hash, Head};
-use keyfold_verify::wire::CheckpointAnswer;
+use keyfold_verify::wire::{CheckpointAnswer, RolloverProof};
 
 /// The C2SP tlog-tiles prefix of the log of heads, relative to the server root.
 pub const LOG_PREFIX: &str = "/v1/log";
@@ -33,6 +33,24 @@ pub(crate) fn consistency_from(api: &Api, from: Option<u64>, size: u64) -> Optio
     api.directory.log_consistency(from, size).ok().map(|p| encode_proof(&p))
 }
 
+/// The key rollovers a client holding size `from` (none: every one) has not seen, up to the log
+/// of `size`: each announcing checkpoint with its consistency proof to `size` (SPEC section 6.6).
+pub(crate) fn rollovers_after(api: &Api, from: Option<u64>, size: u64) -> Result<Vec<RolloverProof>, ApiError> {
+    let from = from.unwrap_or(0);
+    let mut out = Vec::new();
+    for epoch in api.directory.rollovers().into_iter().filter(|e| e.0 + 1 > from && e.0 < size) {
+        let note = api.directory.head_note(epoch).map_err(|e| api.storage(e))?;
+        let note =
+            note.ok_or_else(|| ApiError::Internal(format!("the announcing head of epoch {epoch} is missing")))?;
+        let proof = match epoch.0 + 1 == size {
+            true => Vec::new(),
+            false => api.directory.log_consistency(epoch.0 + 1, size).map_err(|e| ApiError::Internal(e.to_string()))?,
+        };
+        out.push(RolloverProof { checkpoint: api.served_note(epoch, note)?, consistency: encode_proof(&proof) });
+    }
+    Ok(out)
+}
+
 /// The latest checkpoint (a C2SP signed note with its cosignatures) and, given `from`, the
 /// consistency proof from that size: a client holding a checkpoint stays consistent in one
 /// request. A `from` above the latest size gets no proof (the client holds a larger checkpoint:
@@ -52,7 +70,8 @@ pub(crate) async fn checkpoint(
     blocking(move || {
         let (epoch, note) = latest_note(&api)?;
         let consistency = consistency_from(&api, query.from, epoch.0 + 1);
-        Ok(Json(CheckpointAnswer { checkpoint: api.served_note(epoch, note)?, consistency }))
+        let rollovers = rollovers_after(&api, query.from, epoch.0 + 1)?;
+        Ok(Json(CheckpointAnswer { checkpoint: api.served_note(epoch, note)?, consistency, rollovers }))
     })
     .await
 }

@@ -9,7 +9,7 @@ use http_body_util::BodyExt;
 use keyfold_api::{Api, router};
 use keyfold_core::tiles::parse_entry_bundle;
 use keyfold_core::{Epoch, Hash, HashSuite, Head, SigningKey, log, parse_vkey, verify_checkpoint_note};
-use keyfold_epoch::{EpochJob, MemoryHeadStore};
+use keyfold_epoch::{EpochJob, JobKeys, MemoryHeadStore};
 use keyfold_ingest::{Limits, MemoryQueue};
 use keyfold_map::{Map, MemoryStore, TreeConfig};
 use std::sync::Arc;
@@ -19,13 +19,17 @@ use tower::ServiceExt;
 const ORIGIN: &str = "example.com/keyfold";
 
 fn api() -> Arc<Api> {
+    api_with(SigningKey::from_bytes(&[3; 32]))
+}
+
+fn api_with(keys: impl Into<JobKeys>) -> Arc<Api> {
     let config = TreeConfig::new(HashSuite::Blake3, 4).unwrap();
     let job = EpochJob::open(
         MemoryQueue::new(config.suite, 1000),
         Map::new(MemoryStore::new(config)),
         MemoryHeadStore::default(),
         Arc::new(keyfold_epoch::MemoryArchives::default()),
-        SigningKey::from_bytes(&[3; 32]),
+        keys,
         ORIGIN,
         1_000,
     )
@@ -190,4 +194,46 @@ async fn past_lookups_prove_their_head_into_the_latest_checkpoint() {
 
     let answer = json(&api, "/v1/keys/alice").await;
     assert!(answer.get("checkpoint").is_none() && answer.get("head_inclusion").is_none(), "the head is the latest");
+}
+
+/// Key rollover over HTTP (SPEC section 6.6): epoch 1 announces the next key under the first;
+/// every answer lists the announcements after the client's `from` (all without it) with their
+/// consistency proofs, which lead a client pinned to the first key to the new one; a lookup at a
+/// past epoch signed by the first key verifies for a client pinned to either.
+#[tokio::test]
+async fn rollovers_after_from_lead_a_client_from_the_first_key_to_the_next() {
+    let (first, next) = (SigningKey::from_bytes(&[3; 32]), SigningKey::from_bytes(&[4; 32]));
+    let pinned = |key: &SigningKey| key.verifying_key().to_bytes();
+    let api = api_with(JobKeys { current: first.clone(), next: Some(next.clone()), previous: None, files: None });
+    for epoch in 1..=3 {
+        api.directory.run_epoch(1_000 + epoch * 1_000).unwrap();
+    }
+    assert_eq!(api.directory.public_key(), pinned(&next));
+    let listed = |answer: &serde_json::Value| answer["rollovers"].as_array().map_or(0, Vec::len);
+    for (query, expected) in [("", 1), ("?from=1", 1), ("?from=2", 0), ("?from=4", 0)] {
+        let answer = json(&api, &format!("/v1/checkpoint{query}")).await;
+        assert_eq!(listed(&answer), expected, "{query}: {answer}");
+    }
+    let answer: keyfold_verify::wire::CheckpointAnswer =
+        serde_json::from_value(json(&api, "/v1/checkpoint?from=1").await).unwrap();
+    let rollovers = keyfold_verify::decode_rollovers(&answer.rollovers).unwrap();
+    let view = keyfold_verify::View::open(None, ORIGIN, &pinned(&first), &answer.checkpoint, &rollovers).unwrap();
+    assert_eq!((view.signer, view.size(), view.rollovers.len()), (pinned(&next), 4, 1));
+    // Without the announcements the first key cannot reach the latest checkpoint.
+    assert!(keyfold_verify::View::open(None, ORIGIN, &pinned(&first), &answer.checkpoint, &[]).is_err());
+    let mut forged = rollovers.clone();
+    forged[0].consistency.clear();
+    assert!(keyfold_verify::View::open(None, ORIGIN, &pinned(&first), &answer.checkpoint, &forged).is_err());
+
+    let lookup: keyfold_verify::LookupAnswer =
+        serde_json::from_value(json(&api, "/v1/keys/alice?epoch=0").await).unwrap();
+    for key in [&first, &next] {
+        let pin = keyfold_verify::Pinned {
+            origin: ORIGIN.into(),
+            public_key: pinned(key),
+            witnesses: keyfold_core::WitnessPolicy { witnesses: Vec::new(), required: 0 },
+        };
+        let verified = keyfold_verify::verify_lookup(b"alice", &lookup, &pin).unwrap();
+        assert_eq!(verified.head.epoch, Epoch(0));
+    }
 }

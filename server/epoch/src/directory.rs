@@ -34,6 +34,8 @@ pub trait Directory: Send + Sync {
     /// The newest signed head note and its epoch.
     fn latest_head_note(&self) -> Result<Option<(Epoch, String)>, EpochError>;
     fn head_note(&self, epoch: Epoch) -> Result<Option<String>, EpochError>;
+    /// A stored head note checked (the latest by its signature, earlier ones by the log of heads).
+    fn verify_stored_head(&self, epoch: Epoch, note: &str) -> Result<keyfold_core::Head, EpochError>;
     /// Heads in the log of heads (the latest epoch + 1).
     fn log_size(&self) -> u64;
     /// The consistency proof between two sizes of the log of heads (empty for equal sizes).
@@ -42,6 +44,8 @@ pub trait Directory: Send + Sync {
     fn log_inclusion(&self, index: u64, size: u64) -> Result<Vec<Hash>, LogError>;
     /// A C2SP hash tile of the log of heads, if the log has all its hashes.
     fn log_tile(&self, level: u8, index: u64, width: u64) -> Option<Vec<u8>>;
+    /// The epochs whose heads announced a key rollover, ascending (SPEC section 6.6).
+    fn rollovers(&self) -> Vec<Epoch>;
     /// The key at `index` at a committed `epoch`, with its inclusion or absence proof.
     fn lookup(&self, index: &Index, epoch: Epoch) -> Result<Lookup, EpochError>;
     fn archives(&self) -> &dyn ArchiveSink;
@@ -95,6 +99,10 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> Directory for EpochJob<Q, S, H> {
         self.heads().get(epoch)
     }
 
+    fn verify_stored_head(&self, epoch: Epoch, note: &str) -> Result<keyfold_core::Head, EpochError> {
+        self.verify_stored(epoch, note)
+    }
+
     fn log_size(&self) -> u64 {
         self.log().size()
     }
@@ -109,6 +117,10 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> Directory for EpochJob<Q, S, H> {
 
     fn log_tile(&self, level: u8, index: u64, width: u64) -> Option<Vec<u8>> {
         self.log().tile(level, index, width)
+    }
+
+    fn rollovers(&self) -> Vec<Epoch> {
+        EpochJob::rollovers(self)
     }
 
     fn lookup(&self, index: &Index, epoch: Epoch) -> Result<Lookup, EpochError> {

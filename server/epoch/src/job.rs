@@ -5,6 +5,7 @@ use crate::crash::CrashPoint;
 use crate::error::EpochError;
 use crate::heads::HeadStore;
 use crate::index::{HistoryAfter, KeyVersion, OutcomeIndex, OutcomeRecord};
+use crate::rollover::JobKeys;
 use crate::schedule::epoch_time_ms;
 use crate::tile_files::TileFiles;
 use hashbrown::HashSet;
@@ -158,7 +159,8 @@ pub struct EpochJob<Q: Queue, S: TreeStore, H: HeadStore> {
     map: Map<S>,
     heads: H,
     archives: Arc<dyn ArchiveSink>,
-    key: SigningKey,
+    /// The signing key, a rotation's next key and the key before (SPEC section 6.6).
+    keys: Mutex<JobKeys>,
     origin: String,
     /// Outcomes and key histories, derived from the archives (optional).
     index: Option<Arc<dyn OutcomeIndex>>,
@@ -172,6 +174,8 @@ pub struct EpochJob<Q: Queue, S: TreeStore, H: HeadStore> {
     /// files failed to be written (then every missing one is written before the next epoch).
     tiles: Option<TileFiles>,
     tiles_behind: std::sync::atomic::AtomicBool,
+    /// The epochs whose heads announced a key rollover, ascending (derived from the heads).
+    rollovers: RwLock<Vec<Epoch>>,
 }
 
 impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
@@ -182,7 +186,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         map: Map<S>,
         heads: H,
         archives: Arc<dyn ArchiveSink>,
-        key: SigningKey,
+        keys: impl Into<JobKeys>,
         origin: &str,
         now_ms: u64,
     ) -> Result<Self, EpochError> {
@@ -195,7 +199,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
             map,
             heads,
             archives,
-            key,
+            keys: Mutex::new(keys.into()),
             origin: origin.to_owned(),
             index: None,
             pending: Mutex::new(HashSet::new()),
@@ -203,6 +207,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
             log: RwLock::new(LogTree::new()),
             tiles: None,
             tiles_behind: std::sync::atomic::AtomicBool::new(false),
+            rollovers: RwLock::new(Vec::new()),
         };
         if job.heads.latest()?.is_none() {
             job.write_genesis(now_ms)?;
@@ -210,6 +215,9 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         // Verified at every start: never chain onto a head this key did not sign, nor onto a log
         // whose stored heads do not hash to the root the latest checkpoint signs.
         job.sync_log()?;
+        // Recovery: a key hand-over cut short after its announcing head was committed.
+        job.previous_head()?;
+        job.lock_keys().repair_public()?;
         // Recovery: a crash between the head commit and the queue removal left consumed entries.
         let cursor = job.heads.cursor()?;
         if cursor.0 > 0 {
@@ -358,8 +366,18 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         self.archives.as_ref()
     }
 
+    /// The key that signs the next head.
     pub fn public_key(&self) -> [u8; 32] {
-        self.key.verifying_key().to_bytes()
+        self.lock_keys().current.verifying_key().to_bytes()
+    }
+
+    fn lock_keys(&self) -> std::sync::MutexGuard<'_, JobKeys> {
+        self.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The epochs whose heads announced a key rollover, ascending.
+    pub fn rollovers(&self) -> Vec<Epoch> {
+        self.rollovers.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// The latest signed head, verified.
@@ -372,8 +390,32 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         Ok(self.verify_checkpoint(note)?.head)
     }
 
+    /// A stored head of `epoch`, checked: the latest one by its signature (the current key, or the
+    /// one before when it announced the current key), an earlier one as the leaf of the log of
+    /// heads (whose root the latest signature covers) — an earlier head may be signed by a key
+    /// this job no longer has.
+    pub fn verify_stored(&self, epoch: Epoch, note: &str) -> Result<Head, EpochError> {
+        let log_size = self.log().size();
+        if epoch.0 + 1 >= log_size {
+            let head = self.verify(note)?;
+            if head.epoch != epoch {
+                return Err(EpochError::corrupt(format!("the head stored as epoch {epoch} says {}", head.epoch)));
+            }
+            return Ok(head);
+        }
+        let head = stored_head(note)?;
+        if head.epoch != epoch || self.log().leaf_hash(epoch.0) != Some(head.leaf_hash()) {
+            return Err(EpochError::corrupt(format!("the head stored as epoch {epoch} is not the log's leaf {epoch}")));
+        }
+        Ok(head)
+    }
+
+    /// Verifies one of this directory's latest heads: signed by the current key, or announcing it
+    /// and signed by the key before.
     fn verify_checkpoint(&self, note: &str) -> Result<SignedHead, EpochError> {
-        verify_checkpoint_note(note, &self.origin, &self.public_key()).map_err(|e| {
+        let peeked = keyfold_core::peek_checkpoint(note).ok().and_then(|c| Head::from_checkpoint(&c).ok());
+        let signer = peeked.map_or_else(|| self.public_key(), |head| self.lock_keys().signer_of(&head));
+        verify_checkpoint_note(note, &self.origin, &signer).map_err(|e| {
             if note.split('\n').nth(1).is_some_and(|line| line.starts_with("keyfold map v1 ")) {
                 return EpochError::corrupt(
                     "this data directory's heads were signed before heads became C2SP checkpoints; this version \
@@ -444,6 +486,9 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
                 return Err(EpochError::corrupt(format!("head stored as epoch {epoch} says epoch {}", head.epoch)));
             }
             log.push(head.leaf_hash());
+            if head.next_key.is_some() {
+                self.rollovers.write().unwrap_or_else(std::sync::PoisonError::into_inner).push(head.epoch);
+            }
         }
         let root = log.root(signed.checkpoint.size)?;
         if log.size() != signed.checkpoint.size || root != signed.checkpoint.root {
@@ -473,8 +518,9 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
             archive: Hash::default(),
             time_ms: now_ms,
             counts: HeadCounts::default(),
+            next_key: None,
         };
-        let note = head.sign(&self.key, keyfold_core::log::root(&[head.leaf_hash()]));
+        let note = head.sign(&self.lock_keys().current, keyfold_core::log::root(&[head.leaf_hash()]));
         self.verify(&note)?;
         // Recovery if the process dies right after: the genesis head exists; the next open uses it
         // (and rebuilds the log from it).
@@ -552,6 +598,9 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         timings.commit = t.elapsed();
         let tiles = self.append_to_log(&head, &note, &mut timings);
         stop_at!(crash, CrashPoint::AfterHeadWrite);
+        // A key rollover: the announced key signs from the next epoch on. If this fails (or the
+        // process dies before), the next epoch (or start) hands over before it signs anything.
+        let handed_over = head.next_key.map_or(Ok(()), |next| self.lock_keys().hand_over(&next));
 
         // 7. Drop what this epoch consumed from the queue: positions up to `through`, which may
         // include markers of earlier epochs; this epoch's own marker is after `through` and goes
@@ -566,6 +615,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         // failure to write the tile files (step 6) is reported.
         self.index_published(epoch, &rows, &applied.outcomes)?;
         tiles?;
+        handed_over?;
         let through = marker.through;
         let outcomes = applied.outcomes;
         Ok(Some(EpochReport { head, note, outcomes, marker: marker_position, through, input_bytes, capped, timings }))
@@ -627,6 +677,9 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         if self.log().size() != epoch.0 + 1 {
             self.sync_log()?;
         }
+        if let Some(next) = head.next_key {
+            self.lock_keys().hand_over(&next)?;
+        }
         Ok((epoch, head))
     }
 
@@ -650,6 +703,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
             archive,
             time_ms: marker.time_ms,
             counts,
+            next_key: self.announced_key()?,
         };
         let log_started = Instant::now();
         let log_root = self.log_root_with(&head)?;
@@ -659,12 +713,22 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         Ok((head, note))
     }
 
+    /// The key the next head announces: one `keyfold rotate-key` staged, if any.
+    fn announced_key(&self) -> Result<Option<keyfold_core::VerifyingKey>, EpochError> {
+        let mut keys = self.lock_keys();
+        keys.refresh_next()?;
+        Ok(keys.next.as_ref().map(SigningKey::verifying_key))
+    }
+
     /// Step 6b, after the head commit: the head appended to the log of heads (derived: `open`
     /// rebuilds it from the heads) and the tile files it changed. A tile failure is returned for
     /// the caller to report once the epoch's other steps are done.
     fn append_to_log(&self, head: &Head, note: &str, timings: &mut PhaseTimings) -> Result<(), EpochError> {
         let started = Instant::now();
         self.log_mut().push(head.leaf_hash());
+        if head.next_key.is_some() {
+            self.rollovers.write().unwrap_or_else(std::sync::PoisonError::into_inner).push(head.epoch);
+        }
         let tiles = self.publish_tiles(note);
         timings.log += started.elapsed();
         tiles
@@ -685,7 +749,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
     /// Step 5: `head` signed as the checkpoint of the log with root `log_root`, and the signature
     /// verified with the public key before anything is published.
     fn sign(&self, head: &Head, log_root: Hash) -> Result<String, EpochError> {
-        let note = head.sign(&self.key, log_root);
+        let note = head.sign(&self.lock_keys().current, log_root);
         let verified = self.verify_checkpoint(&note)?;
         assert_eq!(verified.head, *head, "a signed head must verify to itself");
         assert_eq!(verified.checkpoint.root, log_root, "a checkpoint must sign the log root");

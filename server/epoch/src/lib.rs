@@ -17,6 +17,7 @@ pub mod heads;
 mod index;
 mod job;
 mod keys;
+mod rollover;
 mod schedule;
 mod tile_files;
 
@@ -33,6 +34,7 @@ pub use index::{
 };
 pub use job::{EpochJob, EpochLimits, EpochReport, MutationStatus, PhaseTimings};
 pub use keys::{generate_key_files, load_public_key, load_signing_key};
+pub use rollover::{JobKeys, KEY_HISTORY_FILE, KeyFiles, NEXT_KEY_FILE, PUBLIC_KEY_FILE, SIGNING_KEY_FILE};
 pub use schedule::{
     Backoff, Schedule, SchedulerError, SchedulerHealth, SchedulerOptions, SchedulerState, backoff_seed, epoch_time_ms,
     run_scheduler,

@@ -123,9 +123,14 @@ impl Witness {
         let malformed = |e: keyfold_core::HeadError| WitnessError::Malformed(e.to_string());
         let (text, _) = split_note(note).map_err(malformed)?;
         let checkpoint = Checkpoint::parse(text).map_err(malformed)?;
-        let keys: Vec<&LogKey> = self.config.logs.iter().filter(|k| k.origin == checkpoint.origin).collect();
+        let mut keys: Vec<LogKey> =
+            self.config.logs.iter().filter(|k| k.origin == checkpoint.origin).cloned().collect();
         if keys.is_empty() {
             return Err(WitnessError::UnknownLog { origin: checkpoint.origin });
+        }
+        // Keys the log handed over to in checkpoints this witness cosigned (SPEC section 6.6).
+        for vkey in self.store.rollover_keys(&checkpoint.origin)? {
+            keys.push(LogKey::from_vkey(&checkpoint.origin, &vkey).map_err(|e| WitnessError::Corrupt(e.to_string()))?);
         }
         // `split_note` found "\n\n" right after the text: the signature lines follow it.
         let mut log_signatures = String::new();
@@ -177,11 +182,32 @@ impl Witness {
             return Decision::Contradiction(Box::new(evidence), error);
         }
         let note = format!("{}\n{}", signed.text, signed.log_signatures);
+        let announced = match announced_key(&signed.checkpoint) {
+            Ok(announced) => announced,
+            Err(e) => return Decision::Refuse(e),
+        };
         match cosign(&note, &self.config.name, &self.config.signing_key, now_secs) {
-            Ok(line) => Decision::Store(format!("{note}{line}"), line),
+            Ok(line) => Decision::Store(format!("{note}{line}"), line, announced),
             Err(e) => Decision::Refuse(WitnessError::Config(format!("cannot cosign: {e}"))),
         }
     }
+}
+
+/// A key rollover (SPEC section 6.6): the verifier key in the checkpoint's `next-key <vkey>`
+/// extension line, which must be an ed25519 key named after the origin. Signed by a key the
+/// witness trusts for the log, it hands the log over to that key.
+fn announced_key(checkpoint: &Checkpoint) -> Result<Option<String>, WitnessError> {
+    let Some(vkey) = checkpoint.extension.lines().find_map(|line| line.strip_prefix("next-key ")) else {
+        return Ok(None);
+    };
+    let (name, _) = parse_vkey(vkey).map_err(|e| WitnessError::Malformed(format!("next-key: {e}")))?;
+    if name != checkpoint.origin {
+        return Err(WitnessError::Malformed(format!(
+            "next-key names {name:?}, not the origin {:?}",
+            checkpoint.origin
+        )));
+    }
+    Ok(Some(vkey.to_owned()))
 }
 
 /// A stored note's checkpoint (the store holds only notes this witness verified and cosigned).

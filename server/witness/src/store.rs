@@ -22,6 +22,9 @@ const EVIDENCE: TableDefinition<u64, &str> = TableDefinition::new("evidence");
 const EVIDENCE_SEEN: TableDefinition<&[u8; 32], u64> = TableDefinition::new("evidence_seen");
 /// Counters: [`DROPPED`].
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Per origin: the C2SP verifier keys its checkpoints announced (`next-key`, SPEC section 6.6)
+/// and this witness cosigned, one per line, oldest first.
+const ROLLOVER_KEYS: TableDefinition<&str, &str> = TableDefinition::new("rollover_keys");
 /// Contradictions not recorded because the evidence table was full.
 const DROPPED: &str = "evidence_dropped";
 
@@ -58,7 +61,8 @@ pub struct EvidenceCounts {
 #[derive(Debug)]
 pub(crate) enum Decision<T> {
     /// Store the note as the origin's latest, commit, and return the value.
-    Store(String, T),
+    /// Store the note; with a key the checkpoint announced, trust that key for the origin too.
+    Store(String, T, Option<String>),
     /// Record the evidence (if new and there is room), commit, and return the error.
     Contradiction(Box<Evidence>, WitnessError),
     /// Change nothing; return the error.
@@ -89,6 +93,7 @@ impl WitnessStore {
         txn.open_table(EVIDENCE).map_err(WitnessError::io)?;
         txn.open_table(EVIDENCE_SEEN).map_err(WitnessError::io)?;
         txn.open_table(META).map_err(WitnessError::io)?;
+        txn.open_table(ROLLOVER_KEYS).map_err(WitnessError::io)?;
         txn.commit().map_err(WitnessError::io)?;
         Ok(WitnessStore { db, max_evidence_records })
     }
@@ -113,8 +118,11 @@ impl WitnessStore {
             let mut table = txn.open_table(CHECKPOINTS).map_err(WitnessError::io)?;
             let stored = table.get(origin).map_err(WitnessError::io)?.map(|v| v.value().to_owned());
             match decide(stored.as_deref()) {
-                Decision::Store(note, value) => {
+                Decision::Store(note, value, announced) => {
                     table.insert(origin, note.as_str()).map_err(WitnessError::io)?;
+                    if let Some(vkey) = announced {
+                        learn_key(&txn, origin, &vkey)?;
+                    }
                     Ok(value)
                 }
                 Decision::Contradiction(evidence, error) => {
@@ -134,6 +142,14 @@ impl WitnessStore {
     }
 
     /// How many contradictions were recorded and dropped.
+    /// The verifier keys `origin` announced in checkpoints this witness cosigned, oldest first.
+    pub fn rollover_keys(&self, origin: &str) -> Result<Vec<String>, WitnessError> {
+        let txn = self.db.begin_read().map_err(WitnessError::io)?;
+        let table = txn.open_table(ROLLOVER_KEYS).map_err(WitnessError::io)?;
+        let lines = table.get(origin).map_err(WitnessError::io)?.map(|v| v.value().to_owned()).unwrap_or_default();
+        Ok(lines.lines().map(str::to_owned).collect())
+    }
+
     pub fn evidence_counts(&self) -> Result<EvidenceCounts, WitnessError> {
         let txn = self.db.begin_read().map_err(WitnessError::io)?;
         let recorded = txn.open_table(EVIDENCE).map_err(WitnessError::io)?.len().map_err(WitnessError::io)?;
@@ -155,6 +171,18 @@ impl WitnessStore {
 
 /// Adds `evidence` in the caller's transaction unless the same contradiction is already recorded;
 /// counts it as dropped when the table is full.
+/// Adds `vkey` to the origin's announced keys, in the transaction that stores the announcement.
+fn learn_key(txn: &redb::WriteTransaction, origin: &str, vkey: &str) -> Result<(), WitnessError> {
+    let mut table = txn.open_table(ROLLOVER_KEYS).map_err(WitnessError::io)?;
+    let mut lines = table.get(origin).map_err(WitnessError::io)?.map(|v| v.value().to_owned()).unwrap_or_default();
+    if !lines.lines().any(|line| line == vkey) {
+        lines.push_str(vkey);
+        lines.push('\n');
+        table.insert(origin, lines.as_str()).map_err(WitnessError::io)?;
+    }
+    Ok(())
+}
+
 fn record_evidence(txn: &redb::WriteTransaction, evidence: &Evidence, max_records: u64) -> Result<(), WitnessError> {
     let mut seen = txn.open_table(EVIDENCE_SEEN).map_err(WitnessError::io)?;
     let key = evidence_key(evidence);

@@ -260,6 +260,7 @@ async fn keyfold_checkpoints_with_extension_lines_are_witnessed() {
             archive: Hash([8; 32]),
             time_ms: 1_763_900_000_000 + epoch,
             counts: HeadCounts::default(),
+            next_key: None,
         };
         let checkpoint = head.checkpoint(log.tree.root(epoch + 1).unwrap());
         assert!(!checkpoint.extension.is_empty());
