@@ -62,9 +62,10 @@ fn api(epochs: u64) -> Arc<Api> {
     })
 }
 
-async fn timed(api: &Arc<Api>, uri: &str) -> Duration {
+/// One request through the router (built once, as the server does), timed to its last body byte.
+async fn timed(app: &axum::Router, uri: &str) -> Duration {
     let started = Instant::now();
-    let response = router(Arc::clone(api)).oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+    let response = app.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
     let status = response.status();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     let elapsed = started.elapsed();
@@ -89,22 +90,22 @@ fn report(name: &str, mut times: Vec<Duration>) {
 
 fn main() {
     let n = epochs();
-    let api = api(n);
+    let app = router(api(n));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(17);
     let froms: Vec<u64> = (0..TIMED_REQUESTS).map(|_| rng.random_range(1..=n)).collect();
     runtime.block_on(async {
         for from in froms.iter().take(200) {
-            timed(&api, &format!("/v1/checkpoint?from={from}")).await; // warm-up
+            timed(&app, &format!("/v1/checkpoint?from={from}")).await; // warm-up
         }
         let mut checkpoint = Vec::with_capacity(froms.len());
         for from in &froms {
-            checkpoint.push(timed(&api, &format!("/v1/checkpoint?from={from}")).await);
+            checkpoint.push(timed(&app, &format!("/v1/checkpoint?from={from}")).await);
         }
         report("GET /v1/checkpoint?from=SIZE", checkpoint);
         let mut lookup = Vec::with_capacity(froms.len());
         for from in &froms {
-            lookup.push(timed(&api, &format!("/v1/keys/alice?from={from}")).await);
+            lookup.push(timed(&app, &format!("/v1/keys/alice?from={from}")).await);
         }
         report("GET /v1/keys/alice?from=SIZE", lookup);
     });
