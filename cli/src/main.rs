@@ -3,6 +3,7 @@
 //! `witness init|serve`. A failure exits with the code of its class
 //! (`error::CliError::exit_code`, listed in `--help` and the README).
 
+mod audit;
 mod bench;
 mod client;
 mod connection;
@@ -47,6 +48,9 @@ enum Command {
     /// Replay every epoch from the heads, archives and public key (of a data directory or a
     /// server), and check everything signed.
     Verify(verify::VerifyArgs),
+    /// Audit epochs without replaying the map: each from its epoch proof, archive and the two
+    /// heads around it (SPEC section 3.2), in parallel; `--from E` starts anywhere.
+    Audit(audit::AuditArgs),
     /// Signed heads as plain files: `heads export --out DIR` writes every head, verified, as
     /// `head-<epoch>.note` (from a stopped data directory or a server).
     Heads(heads::HeadsArgs),
@@ -104,6 +108,7 @@ fn main() -> ExitCode {
         Command::Status(args) => directory::status(&args),
         Command::RotateKey(args) => directory::rotate_key(&args),
         Command::Verify(args) => verify::verify(&args),
+        Command::Audit(args) => audit::audit(&args),
         Command::Heads(args) => heads::heads(&args),
         Command::Fsck(args) => fsck::fsck(&args),
         Command::Bench(args) => bench::run(&args),

@@ -46,6 +46,8 @@ pub(crate) trait Source: Sync {
     fn latest(&self) -> Result<Epoch, CliError>;
     fn head(&self, epoch: Epoch) -> Result<String, CliError>;
     fn archive(&self, epoch: Epoch) -> Result<bytes::Bytes, CliError>;
+    /// The epoch proof (SPEC section 3.2) of `epoch`.
+    fn proof(&self, epoch: Epoch) -> Result<bytes::Bytes, CliError>;
 }
 
 struct DirSource {
@@ -69,6 +71,12 @@ impl Source for DirSource {
             CliError::verification(format!("epoch {epoch}: archive {} missing", self.archives.describe(epoch)))
         })
     }
+
+    fn proof(&self, epoch: Epoch) -> Result<bytes::Bytes, CliError> {
+        ArchiveSink::get_proof(&self.archives, epoch)
+            .map_err(CliError::store)?
+            .ok_or_else(|| CliError::verification(format!("epoch {epoch}: no epoch proof beside its archive")))
+    }
 }
 
 impl Source for Published {
@@ -82,6 +90,10 @@ impl Source for Published {
 
     fn archive(&self, epoch: Epoch) -> Result<bytes::Bytes, CliError> {
         self.bytes(&format!("/v1/epochs/{}/archive", epoch.0))
+    }
+
+    fn proof(&self, epoch: Epoch) -> Result<bytes::Bytes, CliError> {
+        self.bytes(&format!("/v1/epochs/{}/proof", epoch.0))
     }
 }
 

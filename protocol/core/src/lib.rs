@@ -22,6 +22,7 @@
 
 mod checkpoint;
 mod cosignature;
+mod epoch_proof;
 mod error;
 mod hash;
 mod head;
@@ -41,6 +42,7 @@ pub use cosignature::{
     parse_cosignature_vkey, verify_cosignature, with_cosignatures,
 };
 pub use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
+pub use epoch_proof::{EPOCH_PROOF_FORMAT_V1, EpochProof, EpochProofError, Pruned};
 pub use error::{DecodeError, ProofError, StorageError};
 pub use hash::{ArchiveDigester, HashSuite};
 pub use head::{

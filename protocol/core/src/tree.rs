@@ -49,7 +49,8 @@ pub fn combine(suite: HashSuite, left: &Node, right: &Node) -> Node {
     }
 }
 
-fn subtree(suite: HashSuite, depth: usize, leaves: &[(Index, Hash)]) -> Node {
+/// The subtree at `depth` holding exactly `leaves` (ascending, distinct, all under it).
+pub(crate) fn subtree(suite: HashSuite, depth: usize, leaves: &[(Index, Hash)]) -> Node {
     match leaves {
         [] => Node::Empty,
         [(index, hash)] => Node::Leaf { index: *index, hash: *hash },

@@ -97,6 +97,7 @@ fn vectors_for(suite: HashSuite) -> Vec<Vector> {
         format!("epoch 7, 100-leaf map above, absence of {other_probe:?} (other leaf)"),
         hex::encode(p.encode()),
     );
+    epoch_proof_vectors(suite, &set100, [&empty_probe, &other_probe], &mut push);
     let mutations = [
         (
             "key \"alice@example.com\", value \"pk-alice\", expected version 0, no signature",
@@ -190,6 +191,57 @@ fn vectors_for(suite: HashSuite) -> Vec<Vector> {
         hex::encode(p.encode()),
     );
     out
+}
+
+/// An epoch proof (SPEC section 3.2) against the 100-leaf map: the epoch touches keys 3 and 42
+/// and the two probe keys (absent: one at an empty subtree, one beside another leaf); after it,
+/// key 3 holds "v2" at version 2, key 42 a tombstone at version 2, each probe "new" at version 1.
+fn epoch_proof_vectors(
+    suite: HashSuite,
+    before: &[(Index, LeafValue)],
+    probes: [&str; 2],
+    push: &mut impl FnMut(&str, String, String),
+) {
+    let mut after: Vec<(Index, LeafValue)> = vec![
+        (suite.index_of(&map_key(3)), LeafValue::present(Version(2), b"v2".to_vec())),
+        (suite.index_of(&map_key(42)), LeafValue::tombstone(Version(2))),
+    ];
+    after
+        .extend(probes.iter().map(|k| (suite.index_of(k.as_bytes()), LeafValue::present(Version(1), b"new".to_vec()))));
+    after.sort_unstable_by_key(|(index, _)| *index);
+    let entries: Vec<(keyfold_core::Proof, Option<LeafValue>)> = after
+        .iter()
+        .map(|(index, _)| {
+            let old = before.iter().find(|(i, _)| i == index).map(|(_, leaf)| leaf.clone());
+            (prove_from_leaves(suite, Epoch(7), before, index), old)
+        })
+        .collect();
+    let proof = keyfold_core::EpochProof::from_proofs(suite, &entries).unwrap();
+    let desc = format!(
+        "the 100-leaf map above pruned to the paths of user000000000003@example.com, user000000000042@example.com, \
+         {:?} and {:?} (ascending by index)",
+        probes[0], probes[1]
+    );
+    push("epoch_proof", desc, hex::encode(proof.encode()));
+    push(
+        "epoch_proof_root_before",
+        "the epoch_proof above's old root (the 100-leaf map_root)".into(),
+        proof.root_before().to_hex(),
+    );
+    let updates: Vec<(Index, keyfold_core::Hash)> =
+        after.iter().map(|(index, leaf)| (*index, suite.leaf_hash_of(index, leaf))).collect();
+    let mut whole: Vec<(Index, LeafValue)> =
+        before.iter().filter(|(i, _)| after.iter().all(|(a, _)| a != i)).cloned().collect();
+    whole.extend(after.iter().cloned());
+    assert_eq!(proof.root_after(&updates).unwrap(), compute_root(suite, &whole).hash(suite), "the proof's new root");
+    assert_eq!(proof.root_before(), compute_root(suite, before).hash(suite), "the proof's old root");
+    push(
+        "epoch_proof_root_after",
+        "the epoch_proof above with key 3 = \"v2\" at version 2, key 42 a tombstone at version 2 and both probes \
+         = \"new\" at version 1"
+            .into(),
+        proof.root_after(&updates).unwrap().to_hex(),
+    );
 }
 
 /// A key rollover (SPEC section 6.6): the head above announces the key from seed 32 x 0x08 in its

@@ -3,7 +3,7 @@
 use crate::error::TreeError;
 use crate::store::{Child, EpochBatch, NodeKey, Snapshot, TreeStore, check_leaf_read, check_node_read};
 use crate::update::{prepare_epoch, prepare_epoch_hashed};
-use keyfold_core::{Epoch, Hash, HashSuite, Index, LeafValue, MapRoot, Node, Proof, Terminal};
+use keyfold_core::{Epoch, EpochProof, Hash, HashSuite, Index, LeafValue, MapRoot, Node, Proof, Pruned, Terminal};
 
 /// The answer to a lookup: the key's value at an epoch (if any) and the proof of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +75,18 @@ impl<S: TreeStore> Map<S> {
             out[slot] = value;
         }
         Ok(out)
+    }
+
+    /// The epoch proof of `indexes` (ascending, distinct: the keys an epoch touches) against the
+    /// map of `epoch` (SPEC section 3.2): every node on their paths, read once and checked against
+    /// its parent like a lookup's, and each other subtree as its hash.
+    pub fn epoch_proof(&self, indexes: &[Index], epoch: Epoch) -> Result<EpochProof, TreeError> {
+        if indexes.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(TreeError::corrupt("an epoch proof takes ascending, distinct indexes"));
+        }
+        let snapshot = self.store.snapshot(epoch)?;
+        let tree = prune_sorted(&snapshot, self.suite(), 0, snapshot.root()?, indexes)?;
+        Ok(EpochProof { suite: self.suite(), tree })
     }
 
     /// Commits a batch from [`Map::prepare`] and re-reads the committed root to check it.
@@ -175,6 +187,49 @@ fn get_sorted<T: Snapshot>(
             a.and(b)
         }
     }
+}
+
+/// The pruned subtree `child` (at `depth`) for the sorted `indexes` under it: [`Map::epoch_proof`].
+fn prune_sorted<T: Snapshot>(
+    snapshot: &T,
+    suite: HashSuite,
+    depth: usize,
+    child: Child,
+    indexes: &[Index],
+) -> Result<Pruned, TreeError> {
+    let leaf = |index: &Index| -> Result<LeafValue, TreeError> {
+        let value = snapshot
+            .leaf(index, child.written)?
+            .ok_or_else(|| TreeError::corrupt(format!("leaf {} has no value record", index.to_hex())))?;
+        check_leaf_read(suite, &child, &value)?;
+        Ok(value)
+    };
+    Ok(match child.node {
+        Node::Empty => Pruned::Empty,
+        node if indexes.is_empty() => Pruned::Opaque(node.hash(suite)),
+        Node::Leaf { index, .. } if indexes.binary_search(&index).is_ok() => {
+            Pruned::Touched { index, leaf: leaf(&index)? }
+        }
+        Node::Leaf { index, .. } => Pruned::OtherLeaf { index, commitment: suite.value_commitment(&leaf(&index)?) },
+        Node::Internal { .. } => {
+            let key = NodeKey::on_path(&indexes[0], depth);
+            let [left, right] = snapshot
+                .node(&key, child.written)?
+                .ok_or_else(|| TreeError::corrupt(format!("interior node at depth {depth} is missing")))?;
+            check_node_read(suite, &key, &child, &[left, right])?;
+            let split = indexes.partition_point(|i| !i.bit(depth));
+            let (l, r) = (&indexes[..split], &indexes[split..]);
+            let (a, b) = if indexes.len() < 512 {
+                (prune_sorted(snapshot, suite, depth + 1, left, l), prune_sorted(snapshot, suite, depth + 1, right, r))
+            } else {
+                rayon::join(
+                    || prune_sorted(snapshot, suite, depth + 1, left, l),
+                    || prune_sorted(snapshot, suite, depth + 1, right, r),
+                )
+            };
+            Pruned::Node(Box::new(a?), Box::new(b?))
+        }
+    })
 }
 
 /// A lookup against an open snapshot (callers that serve many lookups reuse one snapshot): walks

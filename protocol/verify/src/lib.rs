@@ -12,6 +12,7 @@
 //! * [`wire`]: the JSON bodies of the HTTP API, shared by the server and its clients.
 
 mod apply;
+mod audit;
 mod divergence;
 mod heads;
 mod lookup;
@@ -24,6 +25,7 @@ pub use apply::{
     Applied, KeyState, MutationOutcome, Outcome, OutcomeColumns, RejectReason, apply_mutations, archive_rows,
     hash_mutations, read_touched, touched_indexes,
 };
+pub use audit::{Audited, audit_epoch};
 pub use divergence::Divergence;
 pub use heads::{verify_genesis_head, verify_next_head};
 pub use lookup::{

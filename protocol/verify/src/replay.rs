@@ -191,18 +191,7 @@ impl Replayer {
         let check = |ok: bool, what: &str, expected: String, found: String| {
             if ok { Ok(()) } else { Err(diverge(epoch, None, what, expected, found)) }
         };
-        // The digest while the archive decodes (a bad digest is reported whatever the decoding
-        // found; the decoder is hardened against any bytes, see `read_archive`).
-        let (digest, read) = rayon::join(|| suite.archive_digest(&archive), || read_archive_bytes(archive.clone()));
-        check(digest == head.archive, "archive digest", head.archive.to_hex(), digest.to_hex())?;
-        let mut rows = read.map_err(|e| diverge(epoch, None, "archive", "a format 1 archive", e))?;
-        // In parallel; the first failure in row order is reported (`collect` into a `Result` does
-        // not promise which one).
-        let converted: Vec<Result<(Position, Mutation), Divergence>> =
-            rows.par_iter_mut().enumerate().with_min_len(1024).map(|(i, r)| mutation_of(epoch, i, r)).collect();
-        let mutations = converted.into_iter().collect::<Result<Vec<_>, _>>()?;
-        let hashed = hash_mutations(suite, &mutations);
-        first_divergence(check_ids(epoch, &rows, &hashed))?;
+        let EpochRows { mut rows, mutations, hashed } = read_epoch_rows(&head, archive)?;
         let states = &self.states;
         let current: Vec<(Index, Option<KeyState>)> =
             touched_indexes(&hashed).into_par_iter().map(|index| (index, state_of(states, &index))).collect();
@@ -267,6 +256,34 @@ impl Replayer {
     }
 }
 
+/// An epoch's archive rows, checked against the head's digest, with the mutations they record
+/// (keys, values and signatures moved out of the rows) and each mutation's id and index, checked
+/// against the row's.
+pub(crate) struct EpochRows {
+    pub rows: Vec<ArchiveRow>,
+    pub mutations: Vec<(Position, Mutation)>,
+    pub hashed: Vec<(MutationId, Index)>,
+}
+
+pub(crate) fn read_epoch_rows(head: &Head, archive: Bytes) -> Result<EpochRows, Divergence> {
+    let (epoch, suite) = (head.epoch, head.suite);
+    // The digest while the archive decodes (a bad digest is reported whatever the decoding
+    // found; the decoder is hardened against any bytes, see `read_archive`).
+    let (digest, read) = rayon::join(|| suite.archive_digest(&archive), || read_archive_bytes(archive.clone()));
+    if digest != head.archive {
+        return Err(diverge(epoch, None, "archive digest", head.archive.to_hex(), digest.to_hex()));
+    }
+    let mut rows = read.map_err(|e| diverge(epoch, None, "archive", "a format 1 archive", e))?;
+    // In parallel; the first failure in row order is reported (`collect` into a `Result` does
+    // not promise which one).
+    let converted: Vec<Result<(Position, Mutation), Divergence>> =
+        rows.par_iter_mut().enumerate().with_min_len(1024).map(|(i, r)| mutation_of(epoch, i, r)).collect();
+    let mutations = converted.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let hashed = hash_mutations(suite, &mutations);
+    first_divergence(check_ids(epoch, &rows, &hashed))?;
+    Ok(EpochRows { rows, mutations, hashed })
+}
+
 /// Every key's state, in the tables [`Replayer`] keeps.
 fn key_states(leaves: &[(Index, LeafValue)]) -> Vec<HashMap<Index, KeyState>> {
     let mut states: Vec<HashMap<Index, KeyState>> = (0..STATE_TABLES).map(|_| HashMap::new()).collect();
@@ -281,7 +298,7 @@ fn missing_leaf(index: &Index) -> TreeError {
     TreeError::corrupt(format!("the replica has no leaf for key index {}", index.to_hex()))
 }
 
-fn first_divergence(found: Option<Divergence>) -> Result<(), Divergence> {
+pub(crate) fn first_divergence(found: Option<Divergence>) -> Result<(), Divergence> {
     found.map_or(Ok(()), Err)
 }
 
@@ -300,7 +317,7 @@ fn check_ids(epoch: Epoch, rows: &[ArchiveRow], hashed: &[(MutationId, Index)]) 
 }
 
 /// The first row (in row order) whose archived outcome is not the one the rules give.
-fn check_outcomes(
+pub(crate) fn check_outcomes(
     suite: HashSuite,
     epoch: Epoch,
     rows: &[ArchiveRow],

@@ -306,3 +306,37 @@ pub(crate) async fn archive(
     *response.body_mut() = streamed(Arc::clone(&api.directory), epoch, range, permit);
     Ok(response)
 }
+
+/// The epoch proof of an epoch (SPEC section 3.2, immutable): what an auditor needs, beside the
+/// archive and the two heads, to check the epoch without the map. It is not signed: both roots it
+/// leads to are, so a wrong one fails the audit.
+#[utoipa::path(get, path = "/v1/epochs/{epoch}/proof", tag = "archives",
+    params(("epoch" = u64, Path, description = "Epoch number")),
+    responses(
+        (status = 200, description = "The epoch proof (format 1)", content_type = "application/octet-stream"),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 400, description = "Not an epoch number", body = ErrorBody),
+        (status = 404, description = "No signed head for that epoch, the genesis epoch, or an epoch signed \
+            before epoch proofs were written", body = ErrorBody),
+        (status = 503, description = "Too many downloads at once, or storage unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ))]
+pub(crate) async fn epoch_proof(
+    State(api): State<Arc<Api>>,
+    ApiPath(epoch): ApiPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let epoch = parse_epoch(&epoch)?;
+    signed_digest(&api, epoch).await?; // 404 without a signed head, or for the genesis epoch
+    let _permit = api.archive_reads.permit(api.retry_after_secs)?;
+    let served = Arc::clone(&api);
+    let retry = api.retry_after_secs;
+    let proof = blocking(move || {
+        served.directory.archives().get_proof(Epoch(epoch)).map_err(|e| ApiError::from_storage(e, retry))
+    })
+    .await?
+    .ok_or_else(|| {
+        ApiError::NotFound(format!("epoch {epoch} has no epoch proof (signed before proofs were written)"))
+    })?;
+    Ok(crate::log::cached(&headers, proof.to_vec(), crate::log::IMMUTABLE, "application/octet-stream"))
+}

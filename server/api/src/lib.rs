@@ -142,6 +142,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/log/tile/{*path}", get(log::tile))
         .route("/v1/epochs", post(operations::trigger_epoch))
         .route("/v1/epochs/{epoch}/archive", get(archive::archive))
+        .route("/v1/epochs/{epoch}/proof", get(archive::epoch_proof))
         .route("/healthz", get(operations::healthz))
         .route("/metrics", get(operations::metrics_text))
         .route("/openapi.json", get(operations::openapi_json))

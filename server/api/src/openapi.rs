@@ -31,6 +31,7 @@ use utoipa::OpenApi;
         crate::log::tile,
         crate::operations::trigger_epoch,
         crate::archive::archive,
+        crate::archive::epoch_proof,
         crate::operations::healthz,
         crate::operations::metrics_text,
         crate::operations::openapi_json,

@@ -68,6 +68,14 @@ impl ArchiveSink for CountingArchives {
         self.bytes_read.fetch_add(bytes.as_ref().map_or(0, |b| b.len() as u64), Ordering::SeqCst);
         Ok(bytes)
     }
+
+    fn put_proof(&self, epoch: Epoch, bytes: Bytes) -> Result<(), EpochError> {
+        self.inner.put_proof(epoch, bytes)
+    }
+
+    fn get_proof(&self, epoch: Epoch) -> Result<Option<Bytes>, EpochError> {
+        self.inner.get_proof(epoch)
+    }
 }
 
 /// A server whose epoch 1 has an archive of about 3 MB (values that do not compress).

@@ -275,6 +275,7 @@ async fn openapi_lists_exactly_the_served_routes() {
         "/v1/directory",
         "/v1/epochs",
         "/v1/epochs/{epoch}/archive",
+        "/v1/epochs/{epoch}/proof",
         "/v1/heads/latest",
         "/v1/heads/{epoch}",
         "/v1/heads/{epoch}/cosignatures",

@@ -24,6 +24,10 @@ pub trait ArchiveSink: Send + Sync + std::fmt::Debug {
     fn size(&self, epoch: Epoch) -> Result<Option<u64>, EpochError>;
     /// Bytes `range` of the file (shorter when the file ends first); `None` when there is none.
     fn read_range(&self, epoch: Epoch, range: Range<u64>) -> Result<Option<Bytes>, EpochError>;
+    /// Stores `epoch`'s epoch proof (SPEC section 3.2) beside its archive, durably.
+    fn put_proof(&self, epoch: Epoch, bytes: Bytes) -> Result<(), EpochError>;
+    /// `epoch`'s epoch proof; `None` when there is none (epoch 0).
+    fn get_proof(&self, epoch: Epoch) -> Result<Option<Bytes>, EpochError>;
 }
 
 /// What [`verify_archive`] found.
@@ -71,7 +75,13 @@ pub fn archive_name(epoch: Epoch) -> String {
     format!("epoch-{:020}.parquet", epoch.0)
 }
 
-/// Archives as objects `<prefix>/epoch-<20 digits>.parquet` in an [`ObjectStore`].
+/// The object name of an epoch's proof: `epoch-<20 digits>.proof`.
+pub fn proof_name(epoch: Epoch) -> String {
+    format!("epoch-{:020}.proof", epoch.0)
+}
+
+/// Archives as objects `<prefix>/epoch-<20 digits>.parquet` in an [`ObjectStore`], and epoch
+/// proofs beside them as `<prefix>/epoch-<20 digits>.proof`.
 ///
 /// The default is a local directory ([`ObjectArchives::local`]): `object_store`'s
 /// `LocalFileSystem` with fsync on, which writes a staging file, fsyncs it, renames it over the
@@ -175,6 +185,26 @@ impl ArchiveSink for ObjectArchives {
             Err(e) => Err(self.read_error(epoch, &e)),
         }
     }
+
+    fn put_proof(&self, epoch: Epoch, bytes: Bytes) -> Result<(), EpochError> {
+        let path = self.prefix.clone().join(proof_name(epoch));
+        let put = self.store.put_opts(&path, PutPayload::from(bytes), PutOptions::default());
+        self.block_on(put)
+            .map(drop)
+            .map_err(|e| EpochError::io(format!("storing the proof of epoch {epoch} in {}: {e}", self.location)))
+    }
+
+    fn get_proof(&self, epoch: Epoch) -> Result<Option<Bytes>, EpochError> {
+        let path = self.prefix.clone().join(proof_name(epoch));
+        let fetched = self.block_on(async {
+            match self.store.get_opts(&path, GetOptions::default()).await {
+                Ok(result) => result.bytes().await.map(Some),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        fetched.map_err(|e| EpochError::io(format!("reading the proof of epoch {epoch} from {}: {e}", self.location)))
+    }
 }
 
 impl ObjectArchives {
@@ -187,6 +217,7 @@ impl ObjectArchives {
 #[derive(Debug, Default)]
 pub struct MemoryArchives {
     files: Mutex<BTreeMap<u64, Bytes>>,
+    proofs: Mutex<BTreeMap<u64, Bytes>>,
 }
 
 impl ArchiveSink for MemoryArchives {
@@ -211,6 +242,15 @@ impl ArchiveSink for MemoryArchives {
             #[allow(clippy::cast_possible_truncation)]
             b.slice(start as usize..end as usize)
         }))
+    }
+
+    fn put_proof(&self, epoch: Epoch, bytes: Bytes) -> Result<(), EpochError> {
+        self.proofs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(epoch.0, bytes);
+        Ok(())
+    }
+
+    fn get_proof(&self, epoch: Epoch) -> Result<Option<Bytes>, EpochError> {
+        Ok(self.proofs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&epoch.0).cloned())
     }
 }
 

@@ -564,13 +564,13 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
 
         // 2. Apply with compare-and-set, against the previous epoch's values.
         let t = Instant::now();
-        let mut applied = self.apply(previous_epoch, &previous, &mutations)?;
+        let (mut applied, proof) = self.apply(previous_epoch, &previous, &mutations)?;
         timings.apply = t.elapsed();
         stop_at!(crash, CrashPoint::AfterApply);
 
         // 3. The archive, durable before the head that signs its digest.
         let t = Instant::now();
-        let (archive, rows) = self.archive_epoch(epoch, mutations, &mut applied)?;
+        let (archive, rows) = self.archive_epoch(epoch, mutations, &mut applied, proof)?;
         timings.archive = t.elapsed();
         stop_at!(crash, CrashPoint::AfterArchiveWrite);
 
@@ -630,16 +630,21 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         previous_epoch: Epoch,
         previous: &Head,
         mutations: &[(Position, Mutation)],
-    ) -> Result<Applied, EpochError> {
+    ) -> Result<(Applied, bytes::Bytes), EpochError> {
         let suite = self.map.store().config().suite;
         self.check_signed_root(previous_epoch, previous)?;
         let hashed = hash_mutations(suite, mutations);
         let current = read_touched(&self.map, &hashed, previous_epoch)?;
-        let mut applied = apply_mutations(&current, mutations, &hashed);
+        // The epoch proof (SPEC section 3.2): the touched keys' paths in the previous map.
+        let touched: Vec<keyfold_core::Index> = current.iter().map(|(index, _)| *index).collect();
+        let (mut applied, proof) = rayon::join(
+            || apply_mutations(&current, mutations, &hashed),
+            || self.map.epoch_proof(&touched, previous_epoch),
+        );
         for update in &mut applied.updates {
             update.1.value = None;
         }
-        Ok(applied)
+        Ok((applied, bytes::Bytes::from(proof?.encode())))
     }
 
     /// Step 3: every consumed mutation and its outcome, archived; returns the archive's digest and
@@ -652,14 +657,19 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         epoch: Epoch,
         mutations: Vec<(Position, Mutation)>,
         applied: &mut Applied,
+        proof: bytes::Bytes,
     ) -> Result<(Hash, Vec<ArchiveRow>), EpochError> {
         let suite = self.map.store().config().suite;
         let mut rows = archive_rows(suite, mutations, &applied.outcomes);
         let bytes = bytes::Bytes::from(write_archive(&rows)?);
-        // The digest (CPU) while the file is written and fsynced (mostly waiting on the disk).
-        let (archive, stored) =
-            rayon::join(|| suite.archive_digest(&bytes), || self.archives.put(epoch, bytes.clone()));
+        // The digest (CPU) while the archive and the epoch proof beside it are written and
+        // fsynced (mostly waiting on the disk). Same recovery for both: rewritten by the re-run.
+        let (archive, (stored, proven)) = rayon::join(
+            || suite.archive_digest(&bytes),
+            || rayon::join(|| self.archives.put(epoch, bytes.clone()), || self.archives.put_proof(epoch, proof)),
+        );
         stored?;
+        proven?;
         drop(bytes);
         // The values move to the map's updates (the index needs none of them).
         for (update, &source) in applied.updates.iter_mut().zip(&applied.update_sources) {

@@ -51,6 +51,14 @@ impl ArchiveSink for FullDiskArchives {
     fn read_range(&self, epoch: Epoch, range: std::ops::Range<u64>) -> Result<Option<bytes::Bytes>, EpochError> {
         self.inner.read_range(epoch, range)
     }
+
+    fn put_proof(&self, epoch: Epoch, bytes: bytes::Bytes) -> Result<(), EpochError> {
+        self.inner.put_proof(epoch, bytes)
+    }
+
+    fn get_proof(&self, epoch: Epoch) -> Result<Option<bytes::Bytes>, EpochError> {
+        self.inner.get_proof(epoch)
+    }
 }
 
 /// Where a fault is injected.

@@ -1,0 +1,457 @@
+//! Epoch proofs (SPEC section 3.2): the part of the map at the previous epoch an auditor needs to
+//! recompute an epoch's old and new map roots without holding the map. It is the union of the
+//! proofs of every key the epoch touched: a pruned tree in which each touched key's path is
+//! expanded down to where it ends (an empty subtree, the key's own leaf with its state, or another
+//! key's leaf) and every subtree no touched path enters is one opaque hash. Shared siblings appear
+//! once; the pre-order encoding keeps each shard's part contiguous.
+
+use crate::hash::HashSuite;
+use crate::proof::{Proof, Terminal};
+use crate::tree::{Node, combine, subtree};
+use crate::types::{Hash, Index, LeafValue, Version};
+use thiserror::Error;
+
+/// The only epoch proof encoding version this crate produces and accepts.
+pub const EPOCH_PROOF_FORMAT_V1: u8 = 1;
+/// Depths above this are hashed in parallel (both children of a node at a time).
+const PARALLEL_DEPTH: usize = 10;
+
+const TAG_EMPTY: u8 = 0;
+const TAG_OPAQUE: u8 = 1;
+const TAG_OTHER_LEAF: u8 = 2;
+const TAG_TOUCHED: u8 = 3;
+const TAG_NODE: u8 = 4;
+
+/// A subtree of the map at the previous epoch, pruned to the touched keys' paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pruned {
+    /// No leaf.
+    Empty,
+    /// Two or more leaves, none of them touched: only the subtree's hash.
+    Opaque(Hash),
+    /// The subtree's only leaf, where touched paths end: an untouched key's index and commitment.
+    OtherLeaf { index: Index, commitment: Hash },
+    /// The subtree's only leaf, where touched paths end: a touched key and its state before.
+    Touched { index: Index, leaf: LeafValue },
+    /// Two or more leaves, on a touched path.
+    Node(Box<Pruned>, Box<Pruned>),
+}
+
+/// Why an epoch proof cannot be decoded or does not fit the epoch it is for. Every variant names
+/// the key index or depth at fault.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum EpochProofError {
+    #[error("undecodable epoch proof: {0}")]
+    Decode(String),
+    #[error("the epoch proof does not fit the epoch's keys: {0}")]
+    Shape(String),
+}
+
+fn shape(message: impl Into<String>) -> EpochProofError {
+    EpochProofError::Shape(message.into())
+}
+
+/// An epoch proof: the pruned map of the previous epoch under one hash suite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochProof {
+    pub suite: HashSuite,
+    pub tree: Pruned,
+}
+
+impl EpochProof {
+    /// Merges the proofs of every touched key against one root (ascending by index, one per
+    /// index), each with the key's leaf when its proof includes it.
+    pub fn from_proofs(
+        suite: HashSuite,
+        entries: &[(Proof, Option<LeafValue>)],
+    ) -> Result<EpochProof, EpochProofError> {
+        if entries.windows(2).any(|w| w[0].0.index >= w[1].0.index) {
+            return Err(shape("the proofs are not ascending by index, one per index"));
+        }
+        let tree = if entries.is_empty() { Pruned::Empty } else { merge(suite, 0, entries)? };
+        Ok(EpochProof { suite, tree })
+    }
+
+    /// The previous epoch's map root, as the proof implies it.
+    pub fn root_before(&self) -> Hash {
+        self.tree.node(self.suite, 0).hash(self.suite)
+    }
+
+    /// Checks that the tree is exactly the union of the paths of `touched` (ascending, one per
+    /// index): every touched key's path ends inside it (never in an opaque subtree) and every
+    /// expanded node or leaf lies on such a path, compressed as the map compresses. Returns each
+    /// touched key's leaf before the epoch (`None`: absent).
+    pub fn leaves_before(&self, touched: &[Index]) -> Result<Vec<(Index, Option<LeafValue>)>, EpochProofError> {
+        if touched.is_empty() {
+            return match self.tree {
+                Pruned::Empty | Pruned::Opaque(_) => Ok(Vec::new()),
+                _ => Err(shape("the epoch touched no key but the proof expands the map")),
+            };
+        }
+        let mut out = Vec::with_capacity(touched.len());
+        self.tree.walk(self.suite, 0, touched, &mut out)?;
+        Ok(out)
+    }
+
+    /// The map root after the epoch: the tree with `updates` (a touched key's new leaf hash,
+    /// ascending, one per index) in place; touched keys without an update keep their leaf.
+    pub fn root_after(&self, updates: &[(Index, Hash)]) -> Result<Hash, EpochProofError> {
+        Ok(self.tree.node_after(self.suite, 0, updates)?.hash(self.suite))
+    }
+}
+
+/// The pruned subtree at `depth` holding the paths of `entries` (non-empty, ascending).
+fn merge(suite: HashSuite, depth: usize, entries: &[(Proof, Option<LeafValue>)]) -> Result<Pruned, EpochProofError> {
+    let ends_here = |(proof, _): &(Proof, Option<LeafValue>)| proof.siblings.len() == depth;
+    if entries.iter().all(ends_here) {
+        return terminal(suite, entries);
+    }
+    if entries.iter().any(ends_here) || depth >= 256 {
+        return Err(shape(format!("at depth {depth} some paths end and others go deeper")));
+    }
+    let split = entries.partition_point(|(proof, _)| !proof.index.bit(depth));
+    let (left, right) = entries.split_at(split);
+    let side = |group: &[(Proof, Option<LeafValue>)], other: &[(Proof, Option<LeafValue>)]| {
+        if !group.is_empty() {
+            return merge(suite, depth + 1, group).map(Box::new);
+        }
+        let sibling = other[0].0.siblings[depth];
+        Ok(Box::new(if sibling == suite.empty_hash() { Pruned::Empty } else { Pruned::Opaque(sibling) }))
+    };
+    Ok(Pruned::Node(side(left, right)?, side(right, left)?))
+}
+
+/// Where the paths of `entries` end together: an empty subtree, or one leaf (the proof of its
+/// own key includes it, every other entry names it as the other leaf).
+fn terminal(suite: HashSuite, entries: &[(Proof, Option<LeafValue>)]) -> Result<Pruned, EpochProofError> {
+    let own = entries.iter().find(|(proof, _)| proof.is_inclusion());
+    let node = match (own, &entries[0].0.terminal) {
+        (Some((proof, Some(leaf))), _) => Pruned::Touched { index: proof.index, leaf: leaf.clone() },
+        (Some((proof, None)), _) => return Err(shape(format!("no leaf given for index {}", proof.index.to_hex()))),
+        (None, Terminal::Empty) => Pruned::Empty,
+        (None, Terminal::OtherLeaf { index, commitment }) => {
+            Pruned::OtherLeaf { index: *index, commitment: *commitment }
+        }
+        (None, Terminal::Included) => unreachable!("an inclusion proof was looked for first"),
+    };
+    let agrees = |proof: &Proof| match (&node, &proof.terminal) {
+        (Pruned::Empty, Terminal::Empty) => true,
+        (Pruned::OtherLeaf { index, commitment }, Terminal::OtherLeaf { index: i, commitment: c }) => {
+            index == i && commitment == c
+        }
+        (Pruned::Touched { index, leaf }, Terminal::OtherLeaf { index: i, commitment: c }) => {
+            index == i && suite.value_commitment(leaf) == *c
+        }
+        (Pruned::Touched { index, .. }, Terminal::Included) => *index == proof.index,
+        _ => false,
+    };
+    match entries.iter().find(|(proof, _)| !agrees(proof)) {
+        Some((proof, _)) => {
+            Err(shape(format!("the proof of index {} ends elsewhere than its neighbours'", proof.index.to_hex())))
+        }
+        None => Ok(node),
+    }
+}
+
+impl Pruned {
+    /// This subtree as the map's compression sees it (an opaque subtree holds two or more leaves).
+    fn node(&self, suite: HashSuite, depth: usize) -> Node {
+        match self {
+            Pruned::Empty => Node::Empty,
+            Pruned::Opaque(hash) => Node::Internal { hash: *hash },
+            Pruned::OtherLeaf { index, commitment } => {
+                Node::Leaf { index: *index, hash: suite.leaf_hash(index, commitment) }
+            }
+            Pruned::Touched { index, leaf } => Node::Leaf { index: *index, hash: suite.leaf_hash_of(index, leaf) },
+            Pruned::Node(left, right) => {
+                let (l, r) = both(depth, || left.node(suite, depth + 1), || right.node(suite, depth + 1));
+                combine(suite, &l, &r)
+            }
+        }
+    }
+
+    /// [`EpochProof::leaves_before`] for the subtree at `depth` whose touched indexes are `touched`.
+    fn walk(
+        &self,
+        suite: HashSuite,
+        depth: usize,
+        touched: &[Index],
+        out: &mut Vec<(Index, Option<LeafValue>)>,
+    ) -> Result<(), EpochProofError> {
+        let on_path = |index: &Index| index.common_prefix_len(&touched[0]) >= depth;
+        match self {
+            Pruned::Empty | Pruned::Opaque(_) if touched.is_empty() => Ok(()),
+            _ if touched.is_empty() => Err(shape(format!("a subtree at depth {depth} lies on no touched key's path"))),
+            Pruned::Empty => {
+                out.extend(touched.iter().map(|index| (*index, None)));
+                Ok(())
+            }
+            Pruned::Opaque(_) => Err(shape(format!(
+                "the path of touched index {} enters an opaque subtree at depth {depth}",
+                touched[0].to_hex()
+            ))),
+            Pruned::OtherLeaf { index, .. } if touched.binary_search(index).is_ok() || !on_path(index) => {
+                Err(shape(format!("the other leaf {} at depth {depth} is touched or off the path", index.to_hex())))
+            }
+            Pruned::OtherLeaf { .. } => {
+                out.extend(touched.iter().map(|index| (*index, None)));
+                Ok(())
+            }
+            Pruned::Touched { index, leaf } => {
+                if touched.binary_search(index).is_err() || !on_path(index) {
+                    return Err(shape(format!(
+                        "the leaf of {} at depth {depth} is untouched or off the path",
+                        index.to_hex()
+                    )));
+                }
+                out.extend(touched.iter().map(|t| (*t, (t == index).then(|| leaf.clone()))));
+                Ok(())
+            }
+            Pruned::Node(left, right) => {
+                check_compressed(suite, depth, left, right)?;
+                let split = touched.partition_point(|index| !index.bit(depth));
+                left.walk(suite, depth + 1, &touched[..split], out)?;
+                right.walk(suite, depth + 1, &touched[split..], out)
+            }
+        }
+    }
+
+    /// [`EpochProof::root_after`] for the subtree at `depth` whose updates are `updates`.
+    fn node_after(&self, suite: HashSuite, depth: usize, updates: &[(Index, Hash)]) -> Result<Node, EpochProofError> {
+        if updates.is_empty() {
+            return Ok(self.node(suite, depth));
+        }
+        let with = |index: &Index, hash: Hash| {
+            let mut leaves = updates.to_vec();
+            if let Err(at) = leaves.binary_search_by_key(index, |(i, _)| *i) {
+                leaves.insert(at, (*index, hash));
+            }
+            subtree(suite, depth, &leaves)
+        };
+        match self {
+            Pruned::Empty => Ok(subtree(suite, depth, updates)),
+            Pruned::Opaque(_) => Err(shape(format!(
+                "the update of index {} falls in an opaque subtree at depth {depth}",
+                updates[0].0.to_hex()
+            ))),
+            Pruned::OtherLeaf { index, commitment } => Ok(with(index, suite.leaf_hash(index, commitment))),
+            Pruned::Touched { index, leaf } => Ok(with(index, suite.leaf_hash_of(index, leaf))),
+            Pruned::Node(left, right) => {
+                let split = updates.partition_point(|(index, _)| !index.bit(depth));
+                let (l, r) = both(
+                    depth,
+                    || left.node_after(suite, depth + 1, &updates[..split]),
+                    || right.node_after(suite, depth + 1, &updates[split..]),
+                );
+                Ok(combine(suite, &l?, &r?))
+            }
+        }
+    }
+}
+
+/// A node is expanded only where the map has two or more leaves below it: never two empty
+/// children, nor one empty child beside a single leaf (the map lifts that leaf instead).
+fn check_compressed(suite: HashSuite, depth: usize, left: &Pruned, right: &Pruned) -> Result<(), EpochProofError> {
+    let single = |p: &Pruned| matches!(p, Pruned::OtherLeaf { .. } | Pruned::Touched { .. });
+    let lifted = matches!((left, right), (Pruned::Empty, Pruned::Empty))
+        || (matches!(left, Pruned::Empty) && single(right))
+        || (matches!(right, Pruned::Empty) && single(left));
+    let empty_opaque = [left, right].iter().any(|p| matches!(p, Pruned::Opaque(h) if *h == suite.empty_hash()));
+    if lifted || empty_opaque {
+        return Err(shape(format!("a node at depth {depth} is not compressed as the map compresses")));
+    }
+    Ok(())
+}
+
+/// Both closures, in parallel near the root (where subtrees are large), in turn below.
+fn both<A: Send, B: Send>(depth: usize, a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B) {
+    if depth < PARALLEL_DEPTH { rayon::join(a, b) } else { (a(), b()) }
+}
+
+impl EpochProof {
+    /// The canonical encoding (SPEC section 3.2): format, suite, then the tree in pre-order.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![EPOCH_PROOF_FORMAT_V1, self.suite.id()];
+        encode_node(&self.tree, &mut out);
+        out
+    }
+
+    /// Decodes [`EpochProof::encode`]'s bytes; anything else (another format or suite, an
+    /// unknown tag, a path deeper than 256, an opaque or other-leaf commitment hash field
+    /// truncated, trailing bytes) is refused. Allocates no more than the input's size.
+    pub fn decode(bytes: &[u8]) -> Result<EpochProof, EpochProofError> {
+        let mut r = Reader { bytes, at: 0 };
+        let format = r.u8()?;
+        if format != EPOCH_PROOF_FORMAT_V1 {
+            return Err(EpochProofError::Decode(format!("unsupported format {format} (this verifier knows 1)")));
+        }
+        let id = r.u8()?;
+        let suite = HashSuite::from_id(id).ok_or_else(|| EpochProofError::Decode(format!("unknown suite id {id}")))?;
+        let tree = decode_node(&mut r, 0)?;
+        if r.at != bytes.len() {
+            return Err(EpochProofError::Decode(format!("{} bytes after the tree", bytes.len() - r.at)));
+        }
+        Ok(EpochProof { suite, tree })
+    }
+}
+
+fn encode_node(node: &Pruned, out: &mut Vec<u8>) {
+    match node {
+        Pruned::Empty => out.push(TAG_EMPTY),
+        Pruned::Opaque(hash) => {
+            out.push(TAG_OPAQUE);
+            out.extend_from_slice(&hash.0);
+        }
+        Pruned::OtherLeaf { index, commitment } => {
+            out.push(TAG_OTHER_LEAF);
+            out.extend_from_slice(&index.0);
+            out.extend_from_slice(&commitment.0);
+        }
+        Pruned::Touched { index, leaf } => {
+            out.push(TAG_TOUCHED);
+            out.extend_from_slice(&index.0);
+            out.extend_from_slice(&leaf.version.0.to_be_bytes());
+            match &leaf.value {
+                None => out.push(0),
+                Some(value) => {
+                    out.push(1);
+                    out.extend_from_slice(
+                        &u32::try_from(value.len()).expect("values are far below 4 GiB").to_be_bytes(),
+                    );
+                    out.extend_from_slice(value);
+                }
+            }
+        }
+        Pruned::Node(left, right) => {
+            out.push(TAG_NODE);
+            encode_node(left, out);
+            encode_node(right, out);
+        }
+    }
+}
+
+fn decode_node(r: &mut Reader<'_>, depth: usize) -> Result<Pruned, EpochProofError> {
+    Ok(match r.u8()? {
+        TAG_EMPTY => Pruned::Empty,
+        TAG_OPAQUE => Pruned::Opaque(Hash(r.array()?)),
+        TAG_OTHER_LEAF => Pruned::OtherLeaf { index: Index(r.array()?), commitment: Hash(r.array()?) },
+        TAG_TOUCHED => {
+            let index = Index(r.array()?);
+            let version = Version(u64::from_be_bytes(r.array()?));
+            let value = match r.u8()? {
+                0 => None,
+                1 => {
+                    let len = u32::from_be_bytes(r.array()?) as usize;
+                    Some(r.take(len)?.to_vec())
+                }
+                tag => return Err(EpochProofError::Decode(format!("unknown value tag {tag}"))),
+            };
+            Pruned::Touched { index, leaf: LeafValue { version, value } }
+        }
+        TAG_NODE if depth < 256 => {
+            Pruned::Node(Box::new(decode_node(r, depth + 1)?), Box::new(decode_node(r, depth + 1)?))
+        }
+        TAG_NODE => return Err(EpochProofError::Decode("a path deeper than 256 levels".into())),
+        tag => return Err(EpochProofError::Decode(format!("unknown node tag {tag} at byte {}", r.at - 1))),
+    })
+}
+
+/// A cursor over the encoding; a read past the end is a decode error.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], EpochProofError> {
+        let end = self.at.checked_add(n).filter(|&end| end <= self.bytes.len());
+        let end = end.ok_or_else(|| EpochProofError::Decode(format!("truncated at byte {}", self.at)))?;
+        let taken = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(taken)
+    }
+
+    fn u8(&mut self) -> Result<u8, EpochProofError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], EpochProofError> {
+        Ok(self.take(N)?.try_into().expect("took N bytes"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::{compute_root, prove_from_leaves};
+    use crate::types::Epoch;
+
+    fn leaves(n: u32) -> Vec<(Index, LeafValue)> {
+        let suite = HashSuite::Blake3;
+        (0..n)
+            .map(|i| {
+                (
+                    suite.index_of(format!("user{i}").as_bytes()),
+                    LeafValue::present(Version(1), i.to_be_bytes().to_vec()),
+                )
+            })
+            .collect()
+    }
+
+    /// The proof of `touched` against the map `before`, built from individual proofs.
+    fn proof_of(before: &[(Index, LeafValue)], touched: &[Index]) -> EpochProof {
+        let suite = HashSuite::Blake3;
+        let entries: Vec<(Proof, Option<LeafValue>)> = touched
+            .iter()
+            .map(|index| {
+                let proof = prove_from_leaves(suite, Epoch(1), before, index);
+                let leaf = before.iter().find(|(i, _)| i == index).map(|(_, leaf)| leaf.clone());
+                (proof, leaf)
+            })
+            .collect();
+        EpochProof::from_proofs(suite, &entries).unwrap()
+    }
+
+    #[test]
+    fn both_roots_follow_from_the_touched_paths_alone() {
+        let suite = HashSuite::Blake3;
+        let before = leaves(300);
+        let mut touched: Vec<Index> = before.iter().step_by(7).map(|(i, _)| *i).collect();
+        touched.extend((0..40).map(|i| suite.index_of(format!("new{i}").as_bytes())));
+        touched.sort_unstable();
+        let proof = proof_of(&before, &touched);
+        assert_eq!(proof.root_before(), compute_root(suite, &before).hash(suite));
+        assert_eq!(EpochProof::decode(&proof.encode()).unwrap(), proof);
+        let olds = proof.leaves_before(&touched).unwrap();
+        assert_eq!(olds.iter().filter(|(_, leaf)| leaf.is_some()).count(), 43);
+        // Every touched key gets a new value (updates and inserts).
+        let new: Vec<(Index, LeafValue)> =
+            touched.iter().map(|i| (*i, LeafValue::present(Version(9), b"x".to_vec()))).collect();
+        let mut after = before.clone();
+        after.retain(|(i, _)| touched.binary_search(i).is_err());
+        after.extend(new.iter().cloned());
+        let updates: Vec<(Index, Hash)> = new.iter().map(|(i, leaf)| (*i, suite.leaf_hash_of(i, leaf))).collect();
+        assert_eq!(proof.root_after(&updates).unwrap(), compute_root(suite, &after).hash(suite));
+        // A touched key the proof does not cover, or one it covers that is not touched, is refused.
+        let mut fewer = touched.clone();
+        fewer.retain(|i| *i != before[0].0);
+        assert!(proof.leaves_before(&fewer).is_err());
+        let mut more = touched.clone();
+        more.push(before[1].0);
+        more.sort_unstable();
+        assert!(proof.leaves_before(&more).is_err());
+    }
+
+    #[test]
+    fn the_empty_map_and_any_cut_encoding() {
+        let suite = HashSuite::Sha256;
+        let touched = [suite.index_of(b"alice")];
+        let entries = [(prove_from_leaves(suite, Epoch(0), &[], &touched[0]), None)];
+        let proof = EpochProof::from_proofs(suite, &entries).unwrap();
+        assert_eq!((proof.root_before(), proof.tree.clone()), (suite.empty_hash(), Pruned::Empty));
+        let bytes = proof_of(&leaves(50), &[leaves(50)[3].0]).encode();
+        for cut in 0..bytes.len() {
+            assert!(EpochProof::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+}
