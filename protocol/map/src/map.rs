@@ -3,7 +3,7 @@
 use crate::error::TreeError;
 use crate::store::{Child, EpochBatch, NodeKey, Snapshot, TreeStore, check_leaf_read, check_node_read};
 use crate::update::{prepare_epoch, prepare_epoch_hashed};
-use keyfold_core::{Epoch, EpochProof, Hash, HashSuite, Index, LeafValue, MapRoot, Node, Proof, Pruned, Terminal};
+use keyfold_core::{Epoch, EpochProof, Hash, HashSuite, Index, LeafValue, MapRoot, Node, Proof, ProofWriter, Terminal};
 
 /// The answer to a lookup: the key's value at an epoch (if any) and the proof of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,16 +77,30 @@ impl<S: TreeStore> Map<S> {
         Ok(out)
     }
 
-    /// The epoch proof of `indexes` (ascending, distinct: the keys an epoch touches) against the
-    /// map of `epoch` (SPEC section 3.2): every node on their paths, read once and checked against
-    /// its parent like a lookup's, and each other subtree as its hash.
-    pub fn epoch_proof(&self, indexes: &[Index], epoch: Epoch) -> Result<EpochProof, TreeError> {
+    /// The values of `indexes` (ascending, distinct: the keys an epoch touches) at `epoch`
+    /// (`None` where absent) and the encoding of their epoch proof against that map (SPEC
+    /// section 3.2), from one walk over their paths: every node read once and checked against its
+    /// parent like a lookup's, each other subtree written as its hash. What an epoch reads before
+    /// it applies its mutations, and what it publishes for auditors.
+    pub fn read_with_proof(
+        &self,
+        indexes: &[Index],
+        epoch: Epoch,
+    ) -> Result<(Vec<Option<LeafValue>>, Vec<u8>), TreeError> {
         if indexes.windows(2).any(|w| w[0] >= w[1]) {
             return Err(TreeError::corrupt("an epoch proof takes ascending, distinct indexes"));
         }
         let snapshot = self.store.snapshot(epoch)?;
-        let tree = prune_sorted(&snapshot, self.suite(), 0, snapshot.root()?, indexes)?;
-        Ok(EpochProof { suite: self.suite(), tree })
+        let mut values = vec![None; indexes.len()];
+        let mut out = ProofWriter::header(self.suite());
+        write_pruned(&snapshot, self.suite(), 0, snapshot.root()?, indexes, &mut values, &mut out)?;
+        Ok((values, out.bytes))
+    }
+
+    /// [`Map::read_with_proof`]'s proof, decoded.
+    pub fn epoch_proof(&self, indexes: &[Index], epoch: Epoch) -> Result<EpochProof, TreeError> {
+        let (_, bytes) = self.read_with_proof(indexes, epoch)?;
+        EpochProof::decode(&bytes).map_err(|e| TreeError::corrupt(format!("an epoch proof just written: {e}")))
     }
 
     /// Commits a batch from [`Map::prepare`] and re-reads the committed root to check it.
@@ -189,47 +203,58 @@ fn get_sorted<T: Snapshot>(
     }
 }
 
-/// The pruned subtree `child` (at `depth`) for the sorted `indexes` under it: [`Map::epoch_proof`].
-fn prune_sorted<T: Snapshot>(
+/// [`Map::read_with_proof`] for the subtree `child` at `depth` and the sorted `indexes` under it
+/// (their values go to `values`, same positions).
+fn write_pruned<T: Snapshot>(
     snapshot: &T,
     suite: HashSuite,
     depth: usize,
     child: Child,
     indexes: &[Index],
-) -> Result<Pruned, TreeError> {
-    let leaf = |index: &Index| -> Result<LeafValue, TreeError> {
-        let value = snapshot
-            .leaf(index, child.written)?
-            .ok_or_else(|| TreeError::corrupt(format!("leaf {} has no value record", index.to_hex())))?;
-        check_leaf_read(suite, &child, &value)?;
-        Ok(value)
-    };
-    Ok(match child.node {
-        Node::Empty => Pruned::Empty,
-        node if indexes.is_empty() => Pruned::Opaque(node.hash(suite)),
-        Node::Leaf { index, .. } if indexes.binary_search(&index).is_ok() => {
-            Pruned::Touched { index, leaf: leaf(&index)? }
+    values: &mut [Option<LeafValue>],
+    out: &mut ProofWriter,
+) -> Result<(), TreeError> {
+    match child.node {
+        Node::Empty => out.empty(),
+        node if indexes.is_empty() => out.opaque(&node.hash(suite)),
+        Node::Leaf { index, .. } => {
+            let leaf = snapshot
+                .leaf(&index, child.written)?
+                .ok_or_else(|| TreeError::corrupt(format!("leaf {} has no value record", index.to_hex())))?;
+            check_leaf_read(suite, &child, &leaf)?;
+            match indexes.binary_search(&index) {
+                Ok(at) => {
+                    out.touched(&index, &leaf);
+                    values[at] = Some(leaf);
+                }
+                Err(_) => out.other_leaf(&index, &suite.value_commitment(&leaf)),
+            }
         }
-        Node::Leaf { index, .. } => Pruned::OtherLeaf { index, commitment: suite.value_commitment(&leaf(&index)?) },
         Node::Internal { .. } => {
             let key = NodeKey::on_path(&indexes[0], depth);
             let [left, right] = snapshot
                 .node(&key, child.written)?
                 .ok_or_else(|| TreeError::corrupt(format!("interior node at depth {depth} is missing")))?;
             check_node_read(suite, &key, &child, &[left, right])?;
+            out.node();
             let split = indexes.partition_point(|i| !i.bit(depth));
-            let (l, r) = (&indexes[..split], &indexes[split..]);
-            let (a, b) = if indexes.len() < 512 {
-                (prune_sorted(snapshot, suite, depth + 1, left, l), prune_sorted(snapshot, suite, depth + 1, right, r))
-            } else {
-                rayon::join(
-                    || prune_sorted(snapshot, suite, depth + 1, left, l),
-                    || prune_sorted(snapshot, suite, depth + 1, right, r),
-                )
-            };
-            Pruned::Node(Box::new(a?), Box::new(b?))
+            let (l, r) = indexes.split_at(split);
+            let (values_l, values_r) = values.split_at_mut(split);
+            if indexes.len() < 512 {
+                write_pruned(snapshot, suite, depth + 1, left, l, values_l, out)?;
+                return write_pruned(snapshot, suite, depth + 1, right, r, values_r, out);
+            }
+            // The right subtree into its own buffer, appended after the left one (pre-order).
+            let mut right_out = ProofWriter::default();
+            let (a, b) = rayon::join(
+                || write_pruned(snapshot, suite, depth + 1, left, l, values_l, out),
+                || write_pruned(snapshot, suite, depth + 1, right, r, values_r, &mut right_out),
+            );
+            a.and(b)?;
+            out.bytes.extend_from_slice(&right_out.bytes);
         }
-    })
+    }
+    Ok(())
 }
 
 /// A lookup against an open snapshot (callers that serve many lookups reuse one snapshot): walks
