@@ -153,6 +153,37 @@ impl<S: TreeStore> Map<S> {
     }
 }
 
+/// The children of the interior node `child` at `depth` on the path of `index`, checked against
+/// the hash `child` carries.
+fn read_children<T: Snapshot>(
+    snapshot: &T,
+    suite: HashSuite,
+    depth: usize,
+    child: &Child,
+    index: &Index,
+) -> Result<[Child; 2], TreeError> {
+    let key = NodeKey::on_path(index, depth);
+    let children = snapshot
+        .node(&key, child.written)?
+        .ok_or_else(|| TreeError::corrupt(format!("interior node at depth {depth} is missing")))?;
+    check_node_read(suite, &key, child, &children)?;
+    Ok(children)
+}
+
+/// The value of the leaf `child` (of `index`), checked against the hash `child` carries.
+fn read_leaf<T: Snapshot>(
+    snapshot: &T,
+    suite: HashSuite,
+    child: &Child,
+    index: &Index,
+) -> Result<LeafValue, TreeError> {
+    let leaf = snapshot
+        .leaf(index, child.written)?
+        .ok_or_else(|| TreeError::corrupt(format!("leaf {} has no value record", index.to_hex())))?;
+    check_leaf_read(suite, child, &leaf)?;
+    Ok(leaf)
+}
+
 /// Values of sorted `indexes` under `child` (at `depth`), into `out` (same positions). Duplicate
 /// indexes are allowed: each gets the value. Every record read is checked against its parent's
 /// pointer (compare-and-set decides on these values).
@@ -173,20 +204,12 @@ fn get_sorted<T: Snapshot>(
             let lo = indexes.partition_point(|i| *i < index);
             let hi = indexes.partition_point(|i| *i <= index);
             if lo < hi {
-                let value = snapshot
-                    .leaf(&index, child.written)?
-                    .ok_or_else(|| TreeError::corrupt(format!("leaf {} has no value record", index.to_hex())))?;
-                check_leaf_read(suite, &child, &value)?;
-                out[lo..hi].fill(Some(value));
+                out[lo..hi].fill(Some(read_leaf(snapshot, suite, &child, &index)?));
             }
             Ok(())
         }
         Node::Internal { .. } => {
-            let key = NodeKey::on_path(&indexes[0], depth);
-            let [left, right] = snapshot
-                .node(&key, child.written)?
-                .ok_or_else(|| TreeError::corrupt(format!("interior node at depth {depth} is missing")))?;
-            check_node_read(suite, &key, &child, &[left, right])?;
+            let [left, right] = read_children(snapshot, suite, depth, &child, &indexes[0])?;
             let split = indexes.partition_point(|i| !i.bit(depth));
             let (out_left, out_right) = out.split_at_mut(split);
             let (l, r) = (&indexes[..split], &indexes[split..]);
@@ -218,10 +241,7 @@ fn write_pruned<T: Snapshot>(
         Node::Empty => out.empty(),
         node if indexes.is_empty() => out.opaque(&node.hash(suite)),
         Node::Leaf { index, .. } => {
-            let leaf = snapshot
-                .leaf(&index, child.written)?
-                .ok_or_else(|| TreeError::corrupt(format!("leaf {} has no value record", index.to_hex())))?;
-            check_leaf_read(suite, &child, &leaf)?;
+            let leaf = read_leaf(snapshot, suite, &child, &index)?;
             match indexes.binary_search(&index) {
                 Ok(at) => {
                     out.touched(&index, &leaf);
@@ -231,11 +251,7 @@ fn write_pruned<T: Snapshot>(
             }
         }
         Node::Internal { .. } => {
-            let key = NodeKey::on_path(&indexes[0], depth);
-            let [left, right] = snapshot
-                .node(&key, child.written)?
-                .ok_or_else(|| TreeError::corrupt(format!("interior node at depth {depth} is missing")))?;
-            check_node_read(suite, &key, &child, &[left, right])?;
+            let [left, right] = read_children(snapshot, suite, depth, &child, &indexes[0])?;
             out.node();
             let split = indexes.partition_point(|i| !i.bit(depth));
             let (l, r) = indexes.split_at(split);

@@ -600,9 +600,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         timings.commit = t.elapsed();
         let tiles = self.append_to_log(&head, &note, &mut timings);
         stop_at!(crash, CrashPoint::AfterHeadWrite);
-        // A key rollover: the announced key signs from the next epoch on. If this fails (or the
-        // process dies before), the next epoch (or start) hands over before it signs anything.
-        let handed_over = head.next_key.map_or(Ok(()), |next| self.lock_keys().hand_over(&next));
+        let handed_over = self.hand_over_after(&head);
 
         // 7. Drop what this epoch consumed from the queue: positions up to `through`, which may
         // include markers of earlier epochs; this epoch's own marker is after `through` and goes
@@ -722,6 +720,13 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         let note = self.sign(&head, log_root)?;
         timings.sign = started.elapsed() - timings.log;
         Ok((head, note))
+    }
+
+    /// Step 6c, after the head commit: if the head announced a key rollover, the announced key
+    /// signs from the next epoch on. If this fails (or the process dies before it), the next
+    /// epoch (or start) hands over before it signs anything ([`EpochJob::previous_head`]).
+    fn hand_over_after(&self, head: &Head) -> Result<(), EpochError> {
+        head.next_key.map_or(Ok(()), |next| self.lock_keys().hand_over(&next))
     }
 
     /// The key the next head announces: one `keyfold rotate-key` staged, if any.
