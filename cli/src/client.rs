@@ -36,19 +36,43 @@ pub struct SubmitArgs {
 pub struct LookupArgs {
     /// Server base URL.
     #[arg(long, env = "KEYFOLD_SERVER", default_value = "http://127.0.0.1:8080")]
-    server: String,
+    pub(crate) server: String,
     /// The key (user id).
-    key: String,
+    pub(crate) key: String,
     /// A past epoch (default: the latest).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "history")]
     epoch: Option<u64>,
+    /// List the key's complete history, every version with its epoch and value, verified against
+    /// the key's signed leaf (each version's commitment chains to the one before: SPEC 1.3).
+    #[arg(long)]
+    pub(crate) history: bool,
+    #[command(flatten)]
+    pub(crate) trust: Trust,
+    /// Keep this client's view of the log of heads in FILE (the last verified checkpoint): each
+    /// lookup must prove consistency with it, so a rollback or a fork between two lookups is
+    /// caught (exit 1, with both signed checkpoints written to --evidence).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) state: Option<std::path::PathBuf>,
+    /// Where a rollback or fork writes its evidence (default: FILE.evidence-<unix time>.txt beside
+    /// --state).
+    #[arg(long, value_name = "FILE", requires = "state")]
+    pub(crate) evidence: Option<std::path::PathBuf>,
+    /// Refuse a directory whose newest checkpoint is older than this many seconds (a frozen
+    /// directory hiding newer heads).
+    #[arg(long, value_name = "SECS")]
+    pub(crate) max_age: Option<u64>,
+}
+
+/// What a client trusts, given on its command line: never taken from the server.
+#[derive(Debug, Args)]
+pub struct Trust {
     /// The directory's public key you trust: a `signing.pub` file (32 bytes), its base64 or the
     /// directory's vkey (`keyfold status` prints both). Never taken from the server.
     #[arg(long, env = "KEYFOLD_PUBLIC_KEY")]
     public_key: String,
     /// The directory's origin you trust (the first line of its heads).
     #[arg(long, env = "KEYFOLD_ORIGIN")]
-    origin: String,
+    pub(crate) origin: String,
     /// A witness you trust, `NAME=KEY`: base64 of its public key or its cosigner vkey (repeat
     /// for several).
     #[arg(long = "witness", value_name = "NAME=KEY")]
@@ -56,22 +80,31 @@ pub struct LookupArgs {
     /// Refuse the answer unless at least this many of the --witness witnesses cosigned its head.
     #[arg(long, default_value_t = 0)]
     witnesses_required: usize,
-    /// Keep this client's view of the log of heads in FILE (the last verified checkpoint): each
-    /// lookup must prove consistency with it, so a rollback or a fork between two lookups is
-    /// caught (exit 1, with both signed checkpoints written to --evidence).
-    #[arg(long, value_name = "FILE")]
-    state: Option<std::path::PathBuf>,
-    /// Where a rollback or fork writes its evidence (default: FILE.evidence-<unix time>.txt beside
-    /// --state).
-    #[arg(long, value_name = "FILE", requires = "state")]
-    evidence: Option<std::path::PathBuf>,
-    /// Refuse a directory whose newest checkpoint is older than this many seconds (a frozen
-    /// directory hiding newer heads).
-    #[arg(long, value_name = "SECS")]
-    max_age: Option<u64>,
 }
 
-fn client() -> Result<reqwest::blocking::Client, CliError> {
+impl Trust {
+    /// The pinned origin, key and witness policy.
+    pub(crate) fn pinned(&self) -> Result<Pinned, CliError> {
+        let pinned = Pinned {
+            origin: self.origin.clone(),
+            public_key: pinned_key(&self.public_key)?,
+            witnesses: keyfold_core::WitnessPolicy {
+                witnesses: crate::serve::parse_witnesses(&self.witnesses)?,
+                required: self.witnesses_required,
+            },
+        };
+        if pinned.witnesses.required > pinned.witnesses.witnesses.len() {
+            return Err(CliError::usage(format!(
+                "--witnesses-required {} but only {} --witness given",
+                pinned.witnesses.required,
+                pinned.witnesses.witnesses.len()
+            )));
+        }
+        Ok(pinned)
+    }
+}
+
+pub(crate) fn client() -> Result<reqwest::blocking::Client, CliError> {
     client_with_timeout(Duration::from_secs(30))
 }
 
@@ -201,63 +234,71 @@ pub(crate) fn pinned_key(text: &str) -> Result<[u8; 32], CliError> {
 }
 
 pub fn lookup(args: &LookupArgs) -> Result<(), CliError> {
-    let public_key = pinned_key(&args.public_key)?;
+    let pinned = args.trust.pinned()?;
     let view = match &args.state {
-        Some(path) => crate::view_state::load(path, &args.origin, &public_key)?,
+        Some(path) => crate::view_state::load(path, &pinned.origin, &pinned.public_key)?,
         None => None,
     };
-    let mut url =
-        reqwest::Url::parse(&args.server).map_err(|e| CliError::usage(format!("--server {}: {e}", args.server)))?;
-    url.path_segments_mut()
-        .map_err(|()| CliError::usage("--server cannot be a base URL"))?
-        .extend(["v1", "keys", &args.key]);
+    if args.history {
+        return crate::history::lookup_history(args, &pinned, view);
+    }
+    let mut url = key_url(&args.server, &args.key, &[])?;
     if let Some(epoch) = args.epoch {
         url.query_pairs_mut().append_pair("epoch", &epoch.to_string());
     }
     if let Some(view) = &view {
         url.query_pairs_mut().append_pair("from", &view.size().to_string());
     }
-    let request = format!("GET {url}");
-    let response = client()?.get(url).send().map_err(|e| CliError::transport(&request, &e))?;
-    let text = get_text(&request, response)?;
-    let answer: LookupAnswer = serde_json::from_str(&text).map_err(|e| unexpected(e, &text))?;
-    let pinned = Pinned {
-        origin: args.origin.clone(),
-        public_key,
-        witnesses: keyfold_core::WitnessPolicy {
-            witnesses: crate::serve::parse_witnesses(&args.witnesses)?,
-            required: args.witnesses_required,
-        },
-    };
-    if pinned.witnesses.required > pinned.witnesses.witnesses.len() {
-        return Err(CliError::usage(format!(
-            "--witnesses-required {} but only {} --witness given",
-            pinned.witnesses.required,
-            pinned.witnesses.witnesses.len()
-        )));
-    }
+    let answer: LookupAnswer = get_json(url)?;
     // A refused answer is bad data (1): never printed as a value.
     let (verified, next) = match verify_lookup_in_view(args.key.as_bytes(), &answer, &pinned, view.as_ref()) {
-        Err(LookupError::View(e)) => {
-            let state = args.state.as_deref().unwrap_or(std::path::Path::new("."));
-            return Err(crate::view_state::report(e, state, args.evidence.as_deref()));
-        }
+        Err(LookupError::View(e)) => return Err(view_refused(e, args)),
         other => other?,
     };
-    if let Some(max_age) = args.max_age {
-        next.check_fresh(crate::directory::now_ms(), max_age)
-            .map_err(|e| CliError::verification(format!("REFUSED: {e}")))?;
-    }
-    if let Some(path) = &args.state {
-        crate::view_state::store(path, &next)?;
-    }
+    finish_view(args, &next)?;
     print_verified(args, &pinned, &verified);
     print_view(view.as_ref(), &next, args.state.is_some(), &pinned);
     Ok(())
 }
 
+/// `SERVER/v1/keys/KEY` followed by `more` path segments.
+pub(crate) fn key_url(server: &str, key: &str, more: &[&str]) -> Result<reqwest::Url, CliError> {
+    let mut url = reqwest::Url::parse(server).map_err(|e| CliError::usage(format!("--server {server}: {e}")))?;
+    url.path_segments_mut()
+        .map_err(|()| CliError::usage("--server cannot be a base URL"))?
+        .extend(["v1", "keys", key])
+        .extend(more);
+    Ok(url)
+}
+
+/// GET `url` and read its JSON answer.
+pub(crate) fn get_json<T: serde::de::DeserializeOwned>(url: reqwest::Url) -> Result<T, CliError> {
+    let request = format!("GET {url}");
+    let response = client()?.get(url).send().map_err(|e| CliError::transport(&request, &e))?;
+    let text = get_text(&request, response)?;
+    serde_json::from_str(&text).map_err(|e| unexpected(e, &text))
+}
+
+/// A rollback or fork the view check found: its evidence written beside --state.
+pub(crate) fn view_refused(e: keyfold_verify::ViewError, args: &LookupArgs) -> CliError {
+    let state = args.state.as_deref().unwrap_or(std::path::Path::new("."));
+    crate::view_state::report(e, state, args.evidence.as_deref())
+}
+
+/// The freshness check and the stored view, once an answer verified.
+pub(crate) fn finish_view(args: &LookupArgs, next: &View) -> Result<(), CliError> {
+    if let Some(max_age) = args.max_age {
+        next.check_fresh(crate::directory::now_ms(), max_age)
+            .map_err(|e| CliError::verification(format!("REFUSED: {e}")))?;
+    }
+    if let Some(path) = &args.state {
+        crate::view_state::store(path, next)?;
+    }
+    Ok(())
+}
+
 /// What the view check established.
-fn print_view(held: Option<&View>, next: &View, state: bool, pinned: &Pinned) {
+pub(crate) fn print_view(held: Option<&View>, next: &View, state: bool, pinned: &Pinned) {
     match held {
         Some(held) if held.size() == next.size() => {
             println!("verified: the latest checkpoint (log of {} heads) is the one you held", next.size());
@@ -309,7 +350,7 @@ fn print_verified(args: &LookupArgs, pinned: &Pinned, verified: &Verified) {
         head.epoch,
         head.time_ms,
         head.root.to_hex(),
-        args.origin
+        args.trust.origin
     );
     let what = if verified.leaf.is_some() { "inclusion" } else { "absence" };
     println!(

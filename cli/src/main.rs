@@ -14,6 +14,7 @@ mod fdb_backend;
 mod first_head;
 mod fsck;
 mod heads;
+mod history;
 mod monitor;
 mod push;
 mod serve;
@@ -68,8 +69,13 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Submit one mutation to a server and print its durable receipt.
     Submit(client::SubmitArgs),
-    /// Look a key up on a server and verify the proof and the head against a pinned key.
+    /// Look a key up on a server and verify the proof and the head against a pinned key
+    /// (`--history`: every version of the key, verified complete).
     Lookup(client::LookupArgs),
+    /// The key owner's self-monitor: check that every version of a key since the last check is
+    /// one the owner published (`--expect`), with the history verified complete against the
+    /// signed leaf; reports any other version with its proof as evidence (exit 1).
+    Watch(history::WatchArgs),
     /// Witness a server: replay every epoch, cosign each verified head.
     Monitor(monitor::MonitorArgs),
     /// Make an ed25519 key pair (a witness key).
@@ -114,6 +120,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::Submit(args) => client::submit(&args),
         Command::Lookup(args) => client::lookup(&args),
+        Command::Watch(args) => history::watch(&args),
         Command::Monitor(args) => monitor::monitor(&args),
         Command::Keygen(args) => monitor::keygen(&args),
         Command::Witness(args) => witness::witness(&args),

@@ -4,7 +4,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use keyfold_core::{HashSuite, LeafValue, MapRoot, Proof, Version, verify_head_note};
+use keyfold_core::{Epoch, Hash, HashSuite, LeafValue, MapRoot, Proof, Version, verify_head_note};
 mod common;
 
 use common::{http, json, start, start_with, stop};
@@ -56,26 +56,31 @@ fn serve_submit_lookup_restart() {
         }
     });
     wait_for_epoch(addr, &origin, &public, 1);
-    let check = |addr: SocketAddr, key: &str, expected: Option<LeafValue>| {
+    // The answer's version and value are the expected ones (`None`: absent), and its leaf, with
+    // the epoch and previous commitment it states, is proven in the signed root; returns the head
+    // and the leaf.
+    let check = |addr: SocketAddr, key: &str, expected: Option<(u64, &[u8])>| {
         let answer = json(&http(addr, "GET", &format!("/v1/keys/{key}"), "").1);
         let head = verify_head_note(answer["head"].as_str().unwrap(), &origin, &public).unwrap();
         let proof = Proof::decode(&B64.decode(answer["proof"].as_str().unwrap()).unwrap()).unwrap();
-        proof
-            .verify(
-                HashSuite::Blake3,
-                &MapRoot { epoch: head.epoch, hash: head.root },
-                key.as_bytes(),
-                expected.as_ref(),
-            )
-            .unwrap();
-        head
+        let leaf = expected.map(|(version, value)| {
+            assert_eq!(answer["version"], version, "{answer}");
+            assert_eq!(answer["value"].as_str(), Some(B64.encode(value).as_str()), "{answer}");
+            let previous = B64.decode(answer["previous"].as_str().unwrap()).unwrap().try_into().unwrap();
+            let epoch = Epoch(answer["version_epoch"].as_u64().unwrap());
+            LeafValue::new(Version(version), epoch, Hash(previous), Some(value.to_vec()))
+        });
+        let root = MapRoot { epoch: head.epoch, hash: head.root };
+        proof.verify(HashSuite::Blake3, &root, key.as_bytes(), leaf.as_ref()).unwrap();
+        (head, leaf)
     };
     let mut applied = 0;
     for client in 0..8 {
         for batch in 0..5 {
             for i in 0..10 {
                 let key = format!("user-{client}-{batch}-{i}@example.com");
-                let head = check(addr, &key, Some(LeafValue::present(Version(1), key.clone().into_bytes())));
+                let (head, leaf) = check(addr, &key, Some((1, key.as_bytes())));
+                assert_eq!(leaf.unwrap().previous, Hash::default(), "version 1 chains to nothing");
                 applied = applied.max(head.counts.applied);
             }
         }
@@ -86,13 +91,15 @@ fn serve_submit_lookup_restart() {
     // Restart on the same directory: everything is still there, and epochs go on.
     let server = start(dir.path());
     let key = "user-0-0-0@example.com";
-    let head = check(server.addr, key, Some(LeafValue::present(Version(1), key.as_bytes().to_vec())));
+    let (head, first) = check(server.addr, key, Some((1, key.as_bytes())));
     assert!(head.epoch.0 >= 1);
     let update = format!(r#"{{"mutations":[{{"key":"{key}","value":"{}","expected_version":1}}]}}"#, B64.encode(b"v2"));
     assert_eq!(http(server.addr, "POST", "/v1/mutations", &update).0, 202);
     wait_for_epoch(server.addr, &origin, &public, head.epoch.0 + 1);
-    let newer = check(server.addr, key, Some(LeafValue::present(Version(2), b"v2".to_vec())));
+    let (newer, second) = check(server.addr, key, Some((2, b"v2")));
     assert_eq!(newer.previous.0.len(), 32);
+    let chained = HashSuite::Blake3.value_commitment(&first.unwrap());
+    assert_eq!(second.unwrap().previous, chained, "version 2 chains to version 1");
     stop(server);
     assert!(applied >= 1);
 

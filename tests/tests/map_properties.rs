@@ -2,7 +2,7 @@
 //! determinism across rayon pool sizes and input orders, proofs from stored nodes.
 
 use keyfold_conformance::tree::Reference;
-use keyfold_core::{Epoch, HashSuite, Index, LeafValue, MapRoot, Version, compute_root};
+use keyfold_core::{Epoch, Hash, HashSuite, Index, LeafValue, MapRoot, Version, compute_root};
 use keyfold_map::{Map, MemoryStore, TreeConfig};
 use keyfold_redb::{RedbOptions, RedbStore};
 use proptest::prelude::*;
@@ -33,7 +33,7 @@ fn resolve(suite: HashSuite, model: &mut BTreeMap<u16, LeafValue>, ops: &[Op]) -
             Op::Delete(k) => (*k, None),
         };
         let version = Version(model.get(&k).map_or(0, |l| l.version.0) + 1);
-        let leaf = LeafValue { version, value };
+        let leaf = LeafValue::new(version, Epoch(1), Hash::default(), value);
         model.insert(k, leaf.clone());
         touched.insert(k, leaf);
     }

@@ -8,7 +8,7 @@
 use crate::hash::HashSuite;
 use crate::proof::{Proof, Terminal};
 use crate::tree::{Node, combine, subtree};
-use crate::types::{Hash, Index, LeafValue, Version};
+use crate::types::{Hash, Index, KeyState, LeafValue, Version};
 use thiserror::Error;
 
 /// The only epoch proof encoding version this crate produces and accepts.
@@ -31,8 +31,9 @@ pub enum Pruned {
     Opaque(Hash),
     /// The subtree's only leaf, where touched paths end: an untouched key's index and commitment.
     OtherLeaf { index: Index, commitment: Hash },
-    /// The subtree's only leaf, where touched paths end: a touched key and its state before.
-    Touched { index: Index, leaf: LeafValue },
+    /// The subtree's only leaf, where touched paths end: a touched key and its state before (its
+    /// version, whether it holds a value, and its version entry: SPEC section 1.3).
+    Touched { index: Index, version: Version, has_value: bool, entry: Hash },
     /// Two or more leaves, on a touched path.
     Node(Box<Pruned>, Box<Pruned>),
 }
@@ -80,8 +81,8 @@ impl EpochProof {
     /// Checks that the tree is exactly the union of the paths of `touched` (ascending, one per
     /// index): every touched key's path ends inside it (never in an opaque subtree) and every
     /// expanded node or leaf lies on such a path, compressed as the map compresses. Returns each
-    /// touched key's leaf before the epoch (`None`: absent).
-    pub fn leaves_before(&self, touched: &[Index]) -> Result<Vec<(Index, Option<LeafValue>)>, EpochProofError> {
+    /// touched key's state before the epoch (`None`: absent).
+    pub fn leaves_before(&self, touched: &[Index]) -> Result<Vec<(Index, Option<KeyState>)>, EpochProofError> {
         if touched.is_empty() {
             return match self.tree {
                 Pruned::Empty | Pruned::Opaque(_) => Ok(Vec::new()),
@@ -126,7 +127,12 @@ fn merge(suite: HashSuite, depth: usize, entries: &[(Proof, Option<LeafValue>)])
 fn terminal(suite: HashSuite, entries: &[(Proof, Option<LeafValue>)]) -> Result<Pruned, EpochProofError> {
     let own = entries.iter().find(|(proof, _)| proof.is_inclusion());
     let node = match (own, &entries[0].0.terminal) {
-        (Some((proof, Some(leaf))), _) => Pruned::Touched { index: proof.index, leaf: leaf.clone() },
+        (Some((proof, Some(leaf))), _) => Pruned::Touched {
+            index: proof.index,
+            version: leaf.version,
+            has_value: leaf.value.is_some(),
+            entry: suite.entry_hash(&leaf.previous, leaf.epoch, leaf.value.as_deref()),
+        },
         (Some((proof, None)), _) => return Err(shape(format!("no leaf given for index {}", proof.index.to_hex()))),
         (None, Terminal::Empty) => Pruned::Empty,
         (None, Terminal::OtherLeaf { index, commitment }) => {
@@ -139,8 +145,8 @@ fn terminal(suite: HashSuite, entries: &[(Proof, Option<LeafValue>)]) -> Result<
         (Pruned::OtherLeaf { index, commitment }, Terminal::OtherLeaf { index: i, commitment: c }) => {
             index == i && commitment == c
         }
-        (Pruned::Touched { index, leaf }, Terminal::OtherLeaf { index: i, commitment: c }) => {
-            index == i && suite.value_commitment(leaf) == *c
+        (Pruned::Touched { index, version, has_value, entry }, Terminal::OtherLeaf { index: i, commitment: c }) => {
+            index == i && suite.version_commitment(*version, *has_value, entry) == *c
         }
         (Pruned::Touched { index, .. }, Terminal::Included) => *index == proof.index,
         _ => false,
@@ -162,7 +168,10 @@ impl Pruned {
             Pruned::OtherLeaf { index, commitment } => {
                 Node::Leaf { index: *index, hash: suite.leaf_hash(index, commitment) }
             }
-            Pruned::Touched { index, leaf } => Node::Leaf { index: *index, hash: suite.leaf_hash_of(index, leaf) },
+            Pruned::Touched { index, version, has_value, entry } => {
+                let commitment = suite.version_commitment(*version, *has_value, entry);
+                Node::Leaf { index: *index, hash: suite.leaf_hash(index, &commitment) }
+            }
             Pruned::Node(left, right) => {
                 let (l, r) = both(depth, || left.node(suite, depth + 1), || right.node(suite, depth + 1));
                 combine(suite, &l, &r)
@@ -176,7 +185,7 @@ impl Pruned {
         suite: HashSuite,
         depth: usize,
         touched: &[Index],
-        out: &mut Vec<(Index, Option<LeafValue>)>,
+        out: &mut Vec<(Index, Option<KeyState>)>,
     ) -> Result<(), EpochProofError> {
         let on_path = |index: &Index| index.common_prefix_len(&touched[0]) >= depth;
         match self {
@@ -197,14 +206,16 @@ impl Pruned {
                 out.extend(touched.iter().map(|index| (*index, None)));
                 Ok(())
             }
-            Pruned::Touched { index, leaf } => {
+            Pruned::Touched { index, version, has_value, entry } => {
                 if touched.binary_search(index).is_err() || !on_path(index) {
                     return Err(shape(format!(
                         "the leaf of {} at depth {depth} is untouched or off the path",
                         index.to_hex()
                     )));
                 }
-                out.extend(touched.iter().map(|t| (*t, (t == index).then(|| leaf.clone()))));
+                let commitment = suite.version_commitment(*version, *has_value, entry);
+                let state = KeyState { version: *version, has_value: *has_value, commitment };
+                out.extend(touched.iter().map(|t| (*t, (t == index).then_some(state))));
                 Ok(())
             }
             Pruned::Node(left, right) => {
@@ -235,7 +246,9 @@ impl Pruned {
                 updates[0].0.to_hex()
             ))),
             Pruned::OtherLeaf { index, commitment } => Ok(with(index, suite.leaf_hash(index, commitment))),
-            Pruned::Touched { index, leaf } => Ok(with(index, suite.leaf_hash_of(index, leaf))),
+            Pruned::Touched { index, version, has_value, entry } => {
+                Ok(with(index, suite.leaf_hash(index, &suite.version_commitment(*version, *has_value, entry))))
+            }
             Pruned::Node(left, right) => {
                 let split = updates.partition_point(|(index, _)| !index.bit(depth));
                 let (l, r) = both(
@@ -296,19 +309,14 @@ impl ProofWriter {
         self.bytes.extend_from_slice(&commitment.0);
     }
 
-    pub fn touched(&mut self, index: &Index, leaf: &LeafValue) {
+    /// A touched key's leaf: its index, version, tag and version entry (SPEC section 1.3).
+    pub fn touched(&mut self, index: &Index, version: Version, has_value: bool, entry: &Hash) {
         let out = &mut self.bytes;
         out.push(TAG_TOUCHED);
         out.extend_from_slice(&index.0);
-        out.extend_from_slice(&leaf.version.0.to_be_bytes());
-        match &leaf.value {
-            None => out.push(0),
-            Some(value) => {
-                out.push(1);
-                out.extend_from_slice(&u32::try_from(value.len()).expect("values are far below 4 GiB").to_be_bytes());
-                out.extend_from_slice(value);
-            }
-        }
+        out.extend_from_slice(&version.0.to_be_bytes());
+        out.push(u8::from(has_value));
+        out.extend_from_slice(&entry.0);
     }
 
     /// A node: its left then its right subtree follow.
@@ -349,7 +357,7 @@ fn encode_node(node: &Pruned, out: &mut ProofWriter) {
         Pruned::Empty => out.empty(),
         Pruned::Opaque(hash) => out.opaque(hash),
         Pruned::OtherLeaf { index, commitment } => out.other_leaf(index, commitment),
-        Pruned::Touched { index, leaf } => out.touched(index, leaf),
+        Pruned::Touched { index, version, has_value, entry } => out.touched(index, *version, *has_value, entry),
         Pruned::Node(left, right) => {
             out.node();
             encode_node(left, out);
@@ -366,15 +374,12 @@ fn decode_node(r: &mut Reader<'_>, depth: usize) -> Result<Pruned, EpochProofErr
         TAG_TOUCHED => {
             let index = Index(r.array()?);
             let version = Version(u64::from_be_bytes(r.array()?));
-            let value = match r.u8()? {
-                0 => None,
-                1 => {
-                    let len = u32::from_be_bytes(r.array()?) as usize;
-                    Some(r.take(len)?.to_vec())
-                }
+            let has_value = match r.u8()? {
+                0 => false,
+                1 => true,
                 tag => return Err(EpochProofError::Decode(format!("unknown value tag {tag}"))),
             };
-            Pruned::Touched { index, leaf: LeafValue { version, value } }
+            Pruned::Touched { index, version, has_value, entry: Hash(r.array()?) }
         }
         TAG_NODE if depth < 256 => {
             Pruned::Node(Box::new(decode_node(r, depth + 1)?), Box::new(decode_node(r, depth + 1)?))

@@ -4,7 +4,7 @@
 //! so a tree node's input stays exactly one 64-byte block: one compression per node. SHA-256 already
 //! pays two compressions for 64 bytes, so it separates domains with a one-byte prefix.
 
-use crate::types::{Hash, Index, LeafValue, Version};
+use crate::types::{Epoch, Hash, Index, LeafValue, Version};
 use sha2::{Digest, Sha256};
 use std::sync::LazyLock;
 
@@ -22,7 +22,8 @@ pub const BLAKE3_CONTEXT_LEAF: &str = "keyfold 2026-11 map leaf v1";
 pub const BLAKE3_CONTEXT_NODE: &str = "keyfold 2026-11 map node v1";
 pub const BLAKE3_CONTEXT_EMPTY: &str = "keyfold 2026-11 map empty v1";
 pub const BLAKE3_CONTEXT_INDEX: &str = "keyfold 2026-11 key index v1";
-pub const BLAKE3_CONTEXT_VALUE: &str = "keyfold 2026-11 value commitment v1";
+pub const BLAKE3_CONTEXT_VALUE: &str = "keyfold 2026-12 version commitment v2";
+pub const BLAKE3_CONTEXT_ENTRY: &str = "keyfold 2026-12 version entry v2";
 pub const BLAKE3_CONTEXT_MUTATION: &str = "keyfold 2026-11 mutation id v1";
 pub const BLAKE3_CONTEXT_HEAD: &str = "keyfold 2026-11 head v1";
 pub const BLAKE3_CONTEXT_ARCHIVE: &str = "keyfold 2026-11 archive v1";
@@ -36,9 +37,12 @@ pub const SHA256_PREFIX_VALUE: u8 = 0x11;
 pub const SHA256_PREFIX_MUTATION: u8 = 0x12;
 pub const SHA256_PREFIX_HEAD: u8 = 0x13;
 pub const SHA256_PREFIX_ARCHIVE: u8 = 0x14;
+pub const SHA256_PREFIX_ENTRY: u8 = 0x15;
 
 /// Values up to this size are committed with one-shot hashing of a stack buffer.
-const SMALL_VALUE_BYTES: usize = 119;
+const SMALL_VALUE_BYTES: usize = 87;
+/// `previous (32) || epoch (8) || tag (1)`: the fixed part of a version entry.
+const ENTRY_FIXED_BYTES: usize = 41;
 
 /// Value commitment tags.
 pub const VALUE_TAG_TOMBSTONE: u8 = 0x00;
@@ -51,6 +55,7 @@ struct Blake3Keys {
     node_words: [u32; 8],
     index: [u8; 32],
     value: [u8; 32],
+    entry: [u8; 32],
     mutation: [u8; 32],
     head: [u8; 32],
     archive: [u8; 32],
@@ -68,6 +73,7 @@ static BLAKE3_KEYS: LazyLock<Blake3Keys> = LazyLock::new(|| {
         node_words: blake3::platform::words_from_le_bytes_32(&node),
         index: blake3::derive_key(BLAKE3_CONTEXT_INDEX, b""),
         value: blake3::derive_key(BLAKE3_CONTEXT_VALUE, b""),
+        entry: blake3::derive_key(BLAKE3_CONTEXT_ENTRY, b""),
         mutation: blake3::derive_key(BLAKE3_CONTEXT_MUTATION, b""),
         head: blake3::derive_key(BLAKE3_CONTEXT_HEAD, b""),
         archive: blake3::derive_key(BLAKE3_CONTEXT_ARCHIVE, b""),
@@ -195,14 +201,21 @@ impl HashSuite {
         }
     }
 
-    /// The commitment to a key's version and value (or tombstone) that its leaf carries.
+    /// The commitment that a key's leaf binds (SPEC section 1.3): its version, tag and, through the
+    /// version entry, the epoch that applied it, the previous version's commitment and the value.
     pub fn value_commitment(self, leaf: &LeafValue) -> Hash {
-        self.value_commitment_parts(leaf.version, leaf.value.as_deref())
+        self.value_commitment_parts(leaf.version, leaf.epoch, &leaf.previous, leaf.value.as_deref())
     }
 
-    /// [`HashSuite::value_commitment`] of a borrowed value (`None`: a tombstone).
-    pub fn value_commitment_parts(self, version: Version, value: Option<&[u8]>) -> Hash {
-        let version = version.0.to_be_bytes();
+    /// [`HashSuite::value_commitment`] of borrowed parts (`value` `None`: a tombstone).
+    pub fn value_commitment_parts(self, version: Version, epoch: Epoch, previous: &Hash, value: Option<&[u8]>) -> Hash {
+        let entry = self.entry_hash(previous, epoch, value);
+        self.version_commitment(version, value.is_some(), &entry)
+    }
+
+    /// A version entry: `previous || u64(epoch) || tag || value bytes` under the entry domain.
+    pub fn entry_hash(self, previous: &Hash, epoch: Epoch, value: Option<&[u8]>) -> Hash {
+        let epoch = epoch.0.to_be_bytes();
         let (tag, value): (u8, &[u8]) = match value {
             Some(v) => (VALUE_TAG_PRESENT, v),
             None => (VALUE_TAG_TOMBSTONE, &[]),
@@ -211,20 +224,35 @@ impl HashSuite {
             // One-shot hashing of a stack buffer for small values (the common case: a public key);
             // the incremental hasher costs several times more on tiny inputs. Same bytes either way.
             HashSuite::Blake3 if value.len() <= SMALL_VALUE_BYTES => {
-                let mut buf = [0u8; 9 + SMALL_VALUE_BYTES];
-                buf[..8].copy_from_slice(&version);
-                buf[8] = tag;
-                buf[9..9 + value.len()].copy_from_slice(value);
-                Hash(*blake3::keyed_hash(&BLAKE3_KEYS.value, &buf[..9 + value.len()]).as_bytes())
+                let mut buf = [0u8; ENTRY_FIXED_BYTES + SMALL_VALUE_BYTES];
+                buf[..32].copy_from_slice(&previous.0);
+                buf[32..40].copy_from_slice(&epoch);
+                buf[40] = tag;
+                buf[ENTRY_FIXED_BYTES..ENTRY_FIXED_BYTES + value.len()].copy_from_slice(value);
+                Hash(*blake3::keyed_hash(&BLAKE3_KEYS.entry, &buf[..ENTRY_FIXED_BYTES + value.len()]).as_bytes())
             }
             HashSuite::Blake3 => {
-                let mut h = blake3::Hasher::new_keyed(&BLAKE3_KEYS.value);
-                h.update(&version);
+                let mut h = blake3::Hasher::new_keyed(&BLAKE3_KEYS.entry);
+                h.update(&previous.0);
+                h.update(&epoch);
                 h.update(&[tag]);
                 h.update(value);
                 Hash(*h.finalize().as_bytes())
             }
-            HashSuite::Sha256 => sha256(&[&[SHA256_PREFIX_VALUE], &version, &[tag], value]),
+            HashSuite::Sha256 => sha256(&[&[SHA256_PREFIX_ENTRY], &previous.0, &epoch, &[tag], value]),
+        }
+    }
+
+    /// A version commitment: `u64(version) || tag || entry` under the commitment domain (41 bytes:
+    /// one BLAKE3 block), so a leaf's version and tag can be checked without its value.
+    pub fn version_commitment(self, version: Version, has_value: bool, entry: &Hash) -> Hash {
+        let mut buf = [0u8; 41];
+        buf[..8].copy_from_slice(&version.0.to_be_bytes());
+        buf[8] = if has_value { VALUE_TAG_PRESENT } else { VALUE_TAG_TOMBSTONE };
+        buf[9..].copy_from_slice(&entry.0);
+        match self {
+            HashSuite::Blake3 => Hash(*blake3::keyed_hash(&BLAKE3_KEYS.value, &buf).as_bytes()),
+            HashSuite::Sha256 => sha256(&[&[SHA256_PREFIX_VALUE], &buf]),
         }
     }
 
@@ -320,9 +348,16 @@ impl HashSuite {
         self.leaf_hash(index, &self.value_commitment(leaf))
     }
 
-    /// [`HashSuite::leaf_hash_of`] of a borrowed value (`None`: a tombstone).
-    pub fn leaf_hash_parts(self, index: &Index, version: Version, value: Option<&[u8]>) -> Hash {
-        self.leaf_hash(index, &self.value_commitment_parts(version, value))
+    /// [`HashSuite::leaf_hash_of`] of borrowed parts (`value` `None`: a tombstone).
+    pub fn leaf_hash_parts(
+        self,
+        index: &Index,
+        version: Version,
+        epoch: Epoch,
+        previous: &Hash,
+        value: Option<&[u8]>,
+    ) -> Hash {
+        self.leaf_hash(index, &self.value_commitment_parts(version, epoch, previous, value))
     }
 }
 
@@ -389,14 +424,17 @@ mod tests {
     }
 
     #[test]
-    fn tombstone_and_present_commitments_differ() {
-        use crate::types::Version;
+    fn commitments_bind_version_tag_epoch_and_previous() {
         for s in [HashSuite::Blake3, HashSuite::Sha256] {
             let t = s.value_commitment(&LeafValue::tombstone(Version(3)));
             let p = s.value_commitment(&LeafValue::present(Version(3), vec![]));
             let p4 = s.value_commitment(&LeafValue::present(Version(4), vec![]));
+            let later = s.value_commitment(&LeafValue::new(Version(3), Epoch(1), Hash::default(), Some(vec![])));
+            let after = s.value_commitment(&LeafValue::new(Version(3), Epoch(0), Hash([1; 32]), Some(vec![])));
             assert_ne!(t, p);
             assert_ne!(p, p4);
+            assert_ne!(p, later, "the epoch is committed");
+            assert_ne!(p, after, "the previous version is committed");
         }
     }
 }

@@ -52,4 +52,4 @@ pub use log::{Frontier, LogError, LogTree};
 pub use mutation::{MUTATION_FORMAT_V1, Mutation, MutationId};
 pub use proof::{PROOF_FORMAT_V1, Proof, Terminal};
 pub use tree::{Node, combine, compute_root, prove_from_leaves};
-pub use types::{Epoch, Hash, Index, LeafValue, MAX_SHARD_BITS, MapRoot, Position, ShardId, Version};
+pub use types::{Epoch, Hash, Index, KeyState, LeafValue, MAX_SHARD_BITS, MapRoot, Position, ShardId, Version};

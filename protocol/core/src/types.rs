@@ -116,21 +116,52 @@ impl Epoch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Version(pub u64);
 
-/// What the map holds for a key: its version and its value, or `None` for a tombstone (deleted,
-/// history kept).
+/// What the map holds for a key (SPEC section 1.3): its version, the epoch that applied it, the
+/// commitment of the version before (which chains every version of the key into this leaf) and its
+/// value, or `None` for a tombstone (deleted, history kept).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LeafValue {
     pub version: Version,
+    /// The epoch that applied this version.
+    pub epoch: Epoch,
+    /// The commitment of version `version - 1`; 32 zero bytes for version 1.
+    pub previous: Hash,
     pub value: Option<Vec<u8>>,
 }
 
 impl LeafValue {
+    /// A value with no recorded history (epoch 0, no previous version): for code that stores
+    /// leaves without looking inside them (the map's own tests). Directories build leaves with
+    /// [`LeafValue::new`].
     pub fn present(version: Version, value: Vec<u8>) -> LeafValue {
-        LeafValue { version, value: Some(value) }
+        LeafValue { version, epoch: Epoch(0), previous: Hash::default(), value: Some(value) }
     }
 
+    /// A tombstone with no recorded history, as [`LeafValue::present`].
     pub fn tombstone(version: Version) -> LeafValue {
-        LeafValue { version, value: None }
+        LeafValue { version, epoch: Epoch(0), previous: Hash::default(), value: None }
+    }
+
+    /// Version `version` of a key, applied by `epoch`, after the version whose commitment is `previous`.
+    pub fn new(version: Version, epoch: Epoch, previous: Hash, value: Option<Vec<u8>>) -> LeafValue {
+        LeafValue { version, epoch, previous, value }
+    }
+}
+
+/// What compare-and-set needs of a key's current state, without its value: its version, whether it
+/// holds a value (a tombstone does not) and the commitment its leaf binds (SPEC section 1.3), which
+/// the next version chains to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyState {
+    pub version: Version,
+    pub has_value: bool,
+    pub commitment: Hash,
+}
+
+impl KeyState {
+    /// The state of `leaf` under `suite` (hashes its commitment).
+    pub fn of(suite: crate::HashSuite, leaf: &LeafValue) -> KeyState {
+        KeyState { version: leaf.version, has_value: leaf.value.is_some(), commitment: suite.value_commitment(leaf) }
     }
 }
 

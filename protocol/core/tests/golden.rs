@@ -23,9 +23,11 @@ fn map_key(i: usize) -> Vec<u8> {
     format!("user{i:012}@example.com").into_bytes()
 }
 
-/// `n` leaves: key `user{i:012}@example.com`, version 1, value = the key's bytes.
+/// `n` leaves: key `user{i:012}@example.com`, version 1 applied by epoch 1 (previous 32 x 0x00),
+/// value = the key's bytes.
 fn leaves(suite: HashSuite, n: usize) -> Vec<(Index, LeafValue)> {
-    (0..n).map(|i| (suite.index_of(&map_key(i)), LeafValue::present(Version(1), map_key(i)))).collect()
+    let leaf = |i| LeafValue::new(Version(1), Epoch(1), Hash::default(), Some(map_key(i)));
+    (0..n).map(|i| (suite.index_of(&map_key(i)), leaf(i))).collect()
 }
 
 fn probe_with(suite: HashSuite, set: &[(Index, LeafValue)], want: fn(&Terminal) -> bool) -> String {
@@ -47,20 +49,32 @@ fn vectors_for(suite: HashSuite) -> Vec<Vector> {
         push("index_of", format!("key utf8 {key:?}"), suite.index_of(key.as_bytes()).to_hex());
     }
     let commitments = [
-        ("version 1, tombstone", LeafValue::tombstone(Version(1))),
-        ("version 1, value utf8 \"pk\"", LeafValue::present(Version(1), b"pk".to_vec())),
-        ("version 2, value 200 bytes 0xab", LeafValue::present(Version(2), vec![0xab; 200])),
+        (
+            "version 1, epoch 1, previous 32 x 0x00, tombstone",
+            LeafValue::new(Version(1), Epoch(1), Hash::default(), None),
+        ),
+        (
+            "version 1, epoch 1, previous 32 x 0x00, value utf8 \"pk\"",
+            LeafValue::new(Version(1), Epoch(1), Hash::default(), Some(b"pk".to_vec())),
+        ),
+        (
+            "version 2, epoch 5, previous 32 x 0x11, value 200 bytes 0xab",
+            LeafValue::new(Version(2), Epoch(5), Hash([0x11; 32]), Some(vec![0xab; 200])),
+        ),
     ];
     for (desc, leaf) in &commitments {
+        let entry = suite.entry_hash(&leaf.previous, leaf.epoch, leaf.value.as_deref());
+        push("version_entry", (*desc).into(), entry.to_hex());
         push("value_commitment", (*desc).into(), suite.value_commitment(leaf).to_hex());
     }
     let alice = suite.index_of(b"alice@example.com");
     let c = suite.value_commitment(&commitments[1].1);
     push(
         "leaf_hash",
-        "index_of(\"alice@example.com\"), value_commitment(version 1, \"pk\")".into(),
+        "index_of(\"alice@example.com\"), value_commitment(version 1, epoch 1, previous 32 x 0x00, \"pk\")".into(),
         suite.leaf_hash(&alice, &c).to_hex(),
     );
+    history_vectors(suite, &mut push);
     push(
         "node_hash",
         "left 32 x 0x00, right 32 x 0x01".into(),
@@ -73,7 +87,9 @@ fn vectors_for(suite: HashSuite) -> Vec<Vector> {
     );
     push("empty_hash", String::new(), suite.empty_hash().to_hex());
     for n in [0usize, 1, 2, 5, 100] {
-        let input = format!("{n} leaves: key user{{i:012}}@example.com for i in 0..{n}, version 1, value = key bytes");
+        let input = format!(
+            "{n} leaves: key user{{i:012}}@example.com for i in 0..{n}, version 1 applied by epoch 1, previous 32 x 0x00, value = key bytes"
+        );
         push("map_root", input, compute_root(suite, &leaves(suite, n)).hash(suite).to_hex());
     }
     let set100 = leaves(suite, 100);
@@ -193,21 +209,56 @@ fn vectors_for(suite: HashSuite) -> Vec<Vector> {
     out
 }
 
-/// An epoch proof (SPEC section 3.2) against the 100-leaf map: the epoch touches keys 3 and 42
-/// and the two probe keys (absent: one at an empty subtree, one beside another leaf); after it,
-/// key 3 holds "v2" at version 2, key 42 a tombstone at version 2, each probe "new" at version 1.
+/// A key's history (SPEC section 1.3): alice@example.com with five versions across three epochs
+/// (two in epoch 2, a delete and a re-creation in epoch 3): each version's commitment, chained to
+/// the one before, and the key's leaf hash after epoch 3.
+fn history_vectors(suite: HashSuite, push: &mut impl FnMut(&str, String, String)) {
+    let versions: [(u64, Option<&[u8]>); 5] =
+        [(1, Some(b"pk1")), (2, Some(b"pk2")), (2, Some(b"pk3")), (3, None), (3, Some(b"pk5"))];
+    let mut previous = Hash::default();
+    let mut leaf = None;
+    for (v, (epoch, value)) in (1..).zip(versions) {
+        let this = LeafValue::new(Version(v), Epoch(epoch), previous, value.map(<[u8]>::to_vec));
+        previous = suite.value_commitment(&this);
+        let what = value.map_or("a tombstone".to_owned(), |v| format!("value utf8 {:?}", String::from_utf8_lossy(v)));
+        push(
+            "history_commitment",
+            format!(
+                "alice@example.com version {v}, epoch {epoch}, {what}, previous = the commitment of version {}",
+                v - 1
+            ),
+            previous.to_hex(),
+        );
+        leaf = Some(this);
+    }
+    let leaf = leaf.expect("five versions");
+    push(
+        "history_leaf_hash",
+        "the leaf of alice@example.com after epoch 3 (version 5 of the history above)".into(),
+        suite.leaf_hash_of(&suite.index_of(b"alice@example.com"), &leaf).to_hex(),
+    );
+}
+
+/// An epoch proof (SPEC section 3.2) against the 100-leaf map of epoch 7, for epoch 8: the epoch
+/// touches keys 3 and 42 and the two probe keys (absent: one at an empty subtree, one beside
+/// another leaf); after it, key 3 holds "v2" at version 2, key 42 a tombstone at version 2 (both
+/// chained to their version 1), each probe "new" at version 1, all applied by epoch 8.
 fn epoch_proof_vectors(
     suite: HashSuite,
     before: &[(Index, LeafValue)],
     probes: [&str; 2],
     push: &mut impl FnMut(&str, String, String),
 ) {
+    let old = |i: usize| {
+        let index = suite.index_of(&map_key(i));
+        suite.value_commitment(&before.iter().find(|(at, _)| *at == index).expect("in the map").1)
+    };
     let mut after: Vec<(Index, LeafValue)> = vec![
-        (suite.index_of(&map_key(3)), LeafValue::present(Version(2), b"v2".to_vec())),
-        (suite.index_of(&map_key(42)), LeafValue::tombstone(Version(2))),
+        (suite.index_of(&map_key(3)), LeafValue::new(Version(2), Epoch(8), old(3), Some(b"v2".to_vec()))),
+        (suite.index_of(&map_key(42)), LeafValue::new(Version(2), Epoch(8), old(42), None)),
     ];
-    after
-        .extend(probes.iter().map(|k| (suite.index_of(k.as_bytes()), LeafValue::present(Version(1), b"new".to_vec()))));
+    let new = || LeafValue::new(Version(1), Epoch(8), Hash::default(), Some(b"new".to_vec()));
+    after.extend(probes.iter().map(|k| (suite.index_of(k.as_bytes()), new())));
     after.sort_unstable_by_key(|(index, _)| *index);
     let entries: Vec<(keyfold_core::Proof, Option<LeafValue>)> = after
         .iter()
@@ -237,8 +288,8 @@ fn epoch_proof_vectors(
     assert_eq!(proof.root_before(), compute_root(suite, before).hash(suite), "the proof's old root");
     push(
         "epoch_proof_root_after",
-        "the epoch_proof above with key 3 = \"v2\" at version 2, key 42 a tombstone at version 2 and both probes \
-         = \"new\" at version 1"
+        "the epoch_proof above with key 3 = \"v2\" at version 2, key 42 a tombstone at version 2 (both chained to \
+         their version 1) and both probes = \"new\" at version 1, all applied by epoch 8"
             .into(),
         proof.root_after(&updates).unwrap().to_hex(),
     );

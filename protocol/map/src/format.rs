@@ -81,6 +81,8 @@ pub fn decode_children(bytes: &[u8]) -> Result<Children, TreeError> {
 
 pub fn encode_leaf(leaf: &LeafValue, out: &mut Vec<u8>) {
     out.extend_from_slice(&leaf.version.0.to_be_bytes());
+    out.extend_from_slice(&leaf.epoch.0.to_be_bytes());
+    out.extend_from_slice(&leaf.previous.0);
     match &leaf.value {
         None => out.push(0),
         Some(v) => {
@@ -93,10 +95,12 @@ pub fn encode_leaf(leaf: &LeafValue, out: &mut Vec<u8>) {
 pub fn decode_leaf(bytes: &[u8]) -> Result<LeafValue, TreeError> {
     let mut pos = 0;
     let version = Version(u64::from_be_bytes(take::<8>(bytes, &mut pos, "leaf")?));
+    let epoch = Epoch(u64::from_be_bytes(take::<8>(bytes, &mut pos, "leaf")?));
+    let previous = Hash(take::<32>(bytes, &mut pos, "leaf")?);
     let [tag] = take::<1>(bytes, &mut pos, "leaf")?;
     match tag {
-        0 if pos == bytes.len() => Ok(LeafValue::tombstone(version)),
-        1 => Ok(LeafValue::present(version, bytes[pos..].to_vec())),
+        0 if pos == bytes.len() => Ok(LeafValue::new(version, epoch, previous, None)),
+        1 => Ok(LeafValue::new(version, epoch, previous, Some(bytes[pos..].to_vec()))),
         _ => Err(corrupt("leaf")),
     }
 }

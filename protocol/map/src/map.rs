@@ -27,7 +27,7 @@ impl<S: TreeStore> Map<S> {
         &self.store
     }
 
-    fn suite(&self) -> HashSuite {
+    pub fn suite(&self) -> HashSuite {
         self.store.config().suite
     }
 
@@ -244,7 +244,8 @@ fn write_pruned<T: Snapshot>(
             let leaf = read_leaf(snapshot, suite, &child, &index)?;
             match indexes.binary_search(&index) {
                 Ok(at) => {
-                    out.touched(&index, &leaf);
+                    let entry = suite.entry_hash(&leaf.previous, leaf.epoch, leaf.value.as_deref());
+                    out.touched(&index, leaf.version, leaf.value.is_some(), &entry);
                     values[at] = Some(leaf);
                 }
                 Err(_) => out.other_leaf(&index, &suite.value_commitment(&leaf)),

@@ -2,6 +2,7 @@
 
 use hashbrown::HashSet;
 use keyfold_archive::{ArchiveOutcome, ArchiveRow};
+pub use keyfold_core::KeyState;
 use keyfold_core::{Epoch, Hash, HashSuite, HeadCounts, Index, LeafValue, Mutation, MutationId, Position, Version};
 use keyfold_map::{Map, TreeError, TreeStore};
 use rayon::prelude::*;
@@ -48,15 +49,15 @@ pub struct OutcomeColumns {
 }
 
 impl OutcomeColumns {
-    /// The columns for `outcome` of a mutation at `index` whose new value (None: a tombstone) is `value`.
-    pub fn of(suite: HashSuite, outcome: &Outcome, index: &Index, value: Option<&[u8]>) -> OutcomeColumns {
+    /// The columns for `outcome`.
+    pub fn of(outcome: &Outcome) -> OutcomeColumns {
         let none = |outcome| OutcomeColumns { outcome, new_version: None, reason: None, leaf_hash: None };
         match outcome {
-            Outcome::Applied { version } => OutcomeColumns {
+            Outcome::Applied { version, leaf_hash } => OutcomeColumns {
                 outcome: ArchiveOutcome::Applied,
                 new_version: Some(version.0),
                 reason: None,
-                leaf_hash: Some(suite.leaf_hash_parts(index, *version, value)),
+                leaf_hash: Some(*leaf_hash),
             },
             Outcome::Rejected(reason) => {
                 OutcomeColumns { reason: Some(reason.code()), ..none(ArchiveOutcome::Rejected) }
@@ -68,11 +69,7 @@ impl OutcomeColumns {
 
 /// The archive rows of an epoch: each consumed mutation (queue order) with its outcome. The
 /// mutations move into the rows (keys, values and signatures are not copied).
-pub fn archive_rows(
-    suite: HashSuite,
-    mutations: Vec<(Position, Mutation)>,
-    outcomes: &[MutationOutcome],
-) -> Vec<ArchiveRow> {
+pub fn archive_rows(mutations: Vec<(Position, Mutation)>, outcomes: &[MutationOutcome]) -> Vec<ArchiveRow> {
     assert_eq!(mutations.len(), outcomes.len(), "one outcome per mutation");
     mutations
         .into_par_iter()
@@ -80,7 +77,7 @@ pub fn archive_rows(
         .with_min_len(1024)
         .map(|((position, m), o)| {
             debug_assert_eq!(position, o.position);
-            let columns = OutcomeColumns::of(suite, &o.outcome, &o.index, m.value.as_deref());
+            let columns = OutcomeColumns::of(&o.outcome);
             ArchiveRow {
                 position: position.0,
                 mutation_id: o.id.0,
@@ -116,8 +113,10 @@ impl std::fmt::Display for RejectReason {
 /// What happened to one mutation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    /// The key's new version and its leaf hash after this mutation (SPEC section 5.4, rule 4).
     Applied {
         version: Version,
+        leaf_hash: Hash,
     },
     Rejected(RejectReason),
     /// The same mutation id was already consumed earlier in this epoch; applied once.
@@ -155,20 +154,6 @@ pub fn hash_mutations(suite: HashSuite, mutations: &[(Position, Mutation)]) -> V
         .collect()
 }
 
-/// What compare-and-set needs of a key's current value: its version, and whether it holds a
-/// value (a tombstone does not).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeyState {
-    pub version: Version,
-    pub has_value: bool,
-}
-
-impl KeyState {
-    pub fn of(leaf: &LeafValue) -> KeyState {
-        KeyState { version: leaf.version, has_value: leaf.value.is_some() }
-    }
-}
-
 /// Every index the mutations touch, ascending, once each.
 pub fn touched_indexes(hashed: &[(MutationId, Index)]) -> Vec<Index> {
     let mut touched: Vec<Index> = hashed.iter().map(|(_, index)| *index).collect();
@@ -186,7 +171,8 @@ pub fn read_touched<S: TreeStore>(
 ) -> Result<Vec<(Index, Option<KeyState>)>, TreeError> {
     let touched = touched_indexes(hashed);
     let values = map.get_many(&touched, epoch)?;
-    Ok(touched.into_iter().zip(values).map(|(index, value)| (index, value.as_ref().map(KeyState::of))).collect())
+    let suite = map.suite();
+    Ok(touched.into_iter().zip(values).map(|(index, value)| (index, value.map(|v| KeyState::of(suite, &v)))).collect())
 }
 
 /// Mutations of one key always fall into the same bucket (by the first byte of the key's index),
@@ -197,13 +183,15 @@ const APPLY_BUCKETS: usize = 256;
 /// instead of comparing with every earlier mutation of the key.
 const SMALL_GROUP: usize = 16;
 
-/// Applies `mutations` (in queue order; `hashed` from [`hash_mutations`]) to the state `current`
+/// Applies `mutations` (in queue order; `hashed` from [`hash_mutations`]) as epoch `epoch` to the state `current`
 /// (the previous epoch's value of touched indexes, ascending by index as [`read_touched`] returns
 /// it; an index missing there is absent). Several mutations of one key apply in queue order, each
 /// seeing the previous one's result; an exact duplicate applies once. An exact duplicate has the
 /// same id, hence the same key, so each key's mutations are applied on their own: sorted by index
 /// (stable, so queue order holds within a key) and merged with `current`, no hash tables.
 pub fn apply_mutations(
+    suite: HashSuite,
+    epoch: Epoch,
     current: &[(Index, Option<KeyState>)],
     mutations: &[(Position, Mutation)],
     hashed: &[(MutationId, Index)],
@@ -223,7 +211,8 @@ pub fn apply_mutations(
             members.sort_by_key(|m| m.0); // stable: queue order within a key
             let start = current.partition_point(|(index, _)| usize::from(index.0[0]) < b);
             let end = current.partition_point(|(index, _)| usize::from(index.0[0]) <= b);
-            apply_bucket(&current[start..end], mutations, hashed, &members)
+            let bucket = Bucket { suite, epoch, current: &current[start..end], mutations, hashed };
+            bucket.apply(&members)
         })
         .collect();
     let mut outcome_of = vec![Outcome::Duplicate; mutations.len()];
@@ -261,61 +250,83 @@ struct BucketApplied {
     counts: HeadCounts,
 }
 
-/// Applies one bucket: `members` sorted by index, queue order within an index; `current` the
-/// bucket's slice of the previous state.
-fn apply_bucket(
-    current: &[(Index, Option<KeyState>)],
-    mutations: &[(Position, Mutation)],
-    hashed: &[(MutationId, Index)],
-    members: &[(Index, u32)],
-) -> BucketApplied {
-    let mut outcomes = Vec::with_capacity(members.len());
-    let mut updates = Vec::new();
-    let mut update_sources = Vec::new();
-    let mut counts = HeadCounts::default();
-    let mut cursor = 0;
-    for group in members.chunk_by(|a, b| a.0 == b.0) {
-        let index = group[0].0;
-        while cursor < current.len() && current[cursor].0 < index {
-            cursor += 1;
+/// One bucket's inputs: the epoch being applied and the previous state of its indexes.
+struct Bucket<'a> {
+    suite: HashSuite,
+    epoch: Epoch,
+    /// The bucket's slice of the previous state.
+    current: &'a [(Index, Option<KeyState>)],
+    mutations: &'a [(Position, Mutation)],
+    hashed: &'a [(MutationId, Index)],
+}
+
+impl Bucket<'_> {
+    /// Applies `members` (sorted by index, queue order within an index).
+    fn apply(&self, members: &[(Index, u32)]) -> BucketApplied {
+        let mut out = BucketApplied {
+            outcomes: Vec::with_capacity(members.len()),
+            updates: Vec::new(),
+            update_sources: Vec::new(),
+            counts: HeadCounts::default(),
+        };
+        let mut cursor = 0;
+        for group in members.chunk_by(|a, b| a.0 == b.0) {
+            let index = group[0].0;
+            while cursor < self.current.len() && self.current[cursor].0 < index {
+                cursor += 1;
+            }
+            let before = self.current.get(cursor).filter(|(at, _)| *at == index).and_then(|(_, v)| *v);
+            self.apply_key(index, before, group, &mut out);
         }
-        let before = current.get(cursor).filter(|(at, _)| *at == index).and_then(|(_, v)| v.as_ref());
-        let mut version = before.map_or(Version(0), |v| v.version);
-        let mut has_value = before.is_some_and(|v| v.has_value);
+        out
+    }
+
+    /// Applies the mutations `group` of the key at `index`, whose state before the epoch is `before`.
+    fn apply_key(&self, index: Index, before: Option<KeyState>, group: &[(Index, u32)], out: &mut BucketApplied) {
+        let mut state =
+            before.unwrap_or(KeyState { version: Version(0), has_value: false, commitment: Hash::default() });
         let mut last_applied = None;
         let mut seen: Option<HashSet<MutationId>> =
             (group.len() > SMALL_GROUP).then(|| HashSet::with_capacity(group.len()));
         for (j, &(_, i)) in group.iter().enumerate() {
-            let m = &mutations[i as usize].1;
-            let id = hashed[i as usize].0;
+            let m = &self.mutations[i as usize].1;
+            let id = self.hashed[i as usize].0;
             let duplicate = match seen.as_mut() {
                 Some(seen) => !seen.insert(id),
-                None => group[..j].iter().any(|&(_, k)| hashed[k as usize].0 == id),
+                None => group[..j].iter().any(|&(_, k)| self.hashed[k as usize].0 == id),
             };
             let outcome = if duplicate {
-                counts.duplicates += 1;
+                out.counts.duplicates += 1;
                 Outcome::Duplicate
-            } else if m.expected_version != version {
-                counts.rejected += 1;
-                Outcome::Rejected(RejectReason::VersionMismatch { expected: m.expected_version, current: version })
-            } else if m.value.is_none() && !has_value {
-                counts.rejected += 1;
-                Outcome::Rejected(RejectReason::NothingToDelete { current: version })
+            } else if m.expected_version != state.version {
+                out.counts.rejected += 1;
+                let current = state.version;
+                Outcome::Rejected(RejectReason::VersionMismatch { expected: m.expected_version, current })
+            } else if m.value.is_none() && !state.has_value {
+                out.counts.rejected += 1;
+                Outcome::Rejected(RejectReason::NothingToDelete { current: state.version })
             } else {
-                version = Version(version.0.checked_add(1).expect("version overflow"));
-                has_value = m.value.is_some();
-                last_applied = Some(i);
-                counts.applied += 1;
-                Outcome::Applied { version }
+                // Rule 4: the new version chains to the commitment of the one before (SPEC 1.3).
+                let previous = state.commitment;
+                let version = Version(state.version.0.checked_add(1).expect("version overflow"));
+                let entry = self.suite.entry_hash(&previous, self.epoch, m.value.as_deref());
+                state = KeyState {
+                    version,
+                    has_value: m.value.is_some(),
+                    commitment: self.suite.version_commitment(version, m.value.is_some(), &entry),
+                };
+                last_applied = Some((i, previous));
+                out.counts.applied += 1;
+                Outcome::Applied { version, leaf_hash: self.suite.leaf_hash(&index, &state.commitment) }
             };
-            outcomes.push((i, outcome));
+            out.outcomes.push((i, outcome));
         }
-        if let Some(i) = last_applied {
-            updates.push((index, LeafValue { version, value: mutations[i as usize].1.value.clone() }));
-            update_sources.push(i);
+        if let Some((i, previous)) = last_applied {
+            let value = self.mutations[i as usize].1.value.clone();
+            out.updates.push((index, LeafValue::new(state.version, self.epoch, previous, value)));
+            out.update_sources.push(i);
         }
     }
-    BucketApplied { outcomes, updates, update_sources, counts }
 }
 
 #[cfg(test)]
@@ -332,17 +343,28 @@ mod tests {
         }
     }
 
+    const EPOCH: Epoch = Epoch(7);
+
     fn run(current: &[(&str, LeafValue)], ms: Vec<Mutation>) -> Applied {
         let suite = HashSuite::Blake3;
         let mut current: Vec<_> =
-            current.iter().map(|(k, v)| (suite.index_of(k.as_bytes()), Some(KeyState::of(v)))).collect();
+            current.iter().map(|(k, v)| (suite.index_of(k.as_bytes()), Some(KeyState::of(suite, v)))).collect();
         current.sort_by_key(|c| c.0);
         let ms: Vec<_> = ms.into_iter().enumerate().map(|(i, m)| (Position(i as u64 + 1), m)).collect();
-        apply_mutations(&current, &ms, &hash_mutations(suite, &ms))
+        apply_mutations(suite, EPOCH, &current, &ms, &hash_mutations(suite, &ms))
     }
 
+    /// The outcomes, leaf hashes left out (the reference test checks them).
     fn outcomes(a: &Applied) -> Vec<Outcome> {
-        a.outcomes.iter().map(|o| o.outcome.clone()).collect()
+        let versions_only = |o: &Outcome| match o {
+            Outcome::Applied { version, .. } => applied(version.0),
+            other => other.clone(),
+        };
+        a.outcomes.iter().map(|o| versions_only(&o.outcome)).collect()
+    }
+
+    fn applied(version: u64) -> Outcome {
+        Outcome::Applied { version: Version(version), leaf_hash: Hash::default() }
     }
 
     #[test]
@@ -351,14 +373,18 @@ mod tests {
         assert_eq!(
             outcomes(&a),
             vec![
-                Outcome::Applied { version: Version(1) },
-                Outcome::Applied { version: Version(2) },
+                applied(1),
+                applied(2),
                 Outcome::Rejected(RejectReason::VersionMismatch { expected: Version(1), current: Version(2) }),
-                Outcome::Applied { version: Version(3) },
+                applied(3),
             ]
         );
         assert_eq!(a.updates.len(), 1);
-        assert_eq!(a.updates[0].1, LeafValue::tombstone(Version(3)), "tombstone keeps the version");
+        // The tombstone keeps the version, and chains to version 2 (which chains to version 1).
+        let suite = HashSuite::Blake3;
+        let v1 = LeafValue::new(Version(1), EPOCH, Hash::default(), Some(b"a".to_vec()));
+        let v2 = LeafValue::new(Version(2), EPOCH, suite.value_commitment(&v1), Some(b"b".to_vec()));
+        assert_eq!(a.updates[0].1, LeafValue::new(Version(3), EPOCH, suite.value_commitment(&v2), None));
         assert_eq!((a.counts.mutations, a.counts.applied, a.counts.rejected, a.counts.duplicates), (4, 3, 1, 0));
     }
 
@@ -375,8 +401,8 @@ mod tests {
             outcomes(&a),
             vec![
                 Outcome::Rejected(RejectReason::VersionMismatch { expected: Version(0), current: Version(4) }),
-                Outcome::Applied { version: Version(5) },
-                Outcome::Applied { version: Version(6) },
+                applied(5),
+                applied(6),
                 Outcome::Rejected(RejectReason::NothingToDelete { current: Version(6) }),
             ]
         );
@@ -402,7 +428,8 @@ mod tests {
                 out.push(Outcome::Duplicate);
                 continue;
             }
-            let now = state.get(&index).map(KeyState::of).or_else(|| current.get(&index).copied().flatten());
+            let now =
+                state.get(&index).map(|l| KeyState::of(suite, l)).or_else(|| current.get(&index).copied().flatten());
             let version = now.map_or(Version(0), |v| v.version);
             if m.expected_version != version {
                 out.push(Outcome::Rejected(RejectReason::VersionMismatch {
@@ -412,8 +439,10 @@ mod tests {
             } else if m.value.is_none() && now.is_none_or(|v| !v.has_value) {
                 out.push(Outcome::Rejected(RejectReason::NothingToDelete { current: version }));
             } else {
-                state.insert(index, LeafValue { version: Version(version.0 + 1), value: m.value.clone() });
-                out.push(Outcome::Applied { version: Version(version.0 + 1) });
+                let previous = now.map_or(Hash::default(), |v| v.commitment);
+                let leaf = LeafValue::new(Version(version.0 + 1), EPOCH, previous, m.value.clone());
+                out.push(Outcome::Applied { version: leaf.version, leaf_hash: suite.leaf_hash_of(&index, &leaf) });
+                state.insert(index, leaf);
             }
         }
         (out, state)
@@ -427,7 +456,11 @@ mod tests {
         let key = |k: u64| format!("user{k}").into_bytes();
         // Some keys start as tombstones.
         let mut current: Vec<(Index, Option<KeyState>)> = (0..300u64)
-            .map(|k| (suite.index_of(&key(k)), Some(KeyState { version: Version(k % 3 + 1), has_value: k % 5 != 0 })))
+            .map(|k| {
+                let version = Version(k % 3 + 1);
+                let commitment = Hash([u8::try_from(k % 251).unwrap(); 32]);
+                (suite.index_of(&key(k)), Some(KeyState { version, has_value: k % 5 != 0, commitment }))
+            })
             .collect();
         current.sort_by_key(|c| c.0);
         let mut ms: Vec<Mutation> = Vec::new();
@@ -451,18 +484,23 @@ mod tests {
             .iter()
             .map(|&threads| {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-                pool.install(|| apply_mutations(&current, &ms, &hash_mutations(suite, &ms)))
+                pool.install(|| apply_mutations(suite, EPOCH, &current, &ms, &hash_mutations(suite, &ms)))
             })
             .collect();
         assert_eq!(applied[0], applied[1], "thread count changes nothing");
-        assert_eq!(outcomes(&applied[0]), expected);
+        let found: Vec<Outcome> = applied[0].outcomes.iter().map(|o| o.outcome.clone()).collect();
+        assert_eq!(found, expected, "outcomes and leaf hashes");
         let mut changed: Vec<(Index, LeafValue)> = state.into_iter().collect();
         changed.sort_by_key(|c| c.0);
         assert_eq!(applied[0].updates, changed, "each changed key's final value, ascending");
         for (update, &source) in applied[0].updates.iter().zip(&applied[0].update_sources) {
             let (_, m) = &ms[source as usize];
             assert_eq!((suite.index_of(&m.key), &m.value), (update.0, &update.1.value), "the source is its last write");
-            assert_eq!(applied[0].outcomes[source as usize].outcome, Outcome::Applied { version: update.1.version });
+            let leaf_hash = suite.leaf_hash_of(&update.0, &update.1);
+            assert_eq!(
+                applied[0].outcomes[source as usize].outcome,
+                Outcome::Applied { version: update.1.version, leaf_hash }
+            );
         }
         let c = applied[0].counts;
         assert!(

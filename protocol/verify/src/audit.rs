@@ -3,7 +3,7 @@
 //! from one epoch to the next, so any range of epochs can be audited in parallel once their heads
 //! are verified (a chain of heads, or each head's inclusion in a trusted checkpoint).
 
-use crate::apply::{KeyState, apply_mutations, touched_indexes};
+use crate::apply::{apply_mutations, touched_indexes};
 use crate::divergence::{Divergence, diverge};
 use crate::replay::{EpochRows, check_outcomes, first_divergence, read_epoch_rows};
 use bytes::Bytes;
@@ -43,10 +43,8 @@ pub fn audit_epoch(previous: &Head, head: &Head, archive: Bytes, proof: &EpochPr
     let olds = proof
         .leaves_before(&touched)
         .map_err(|e| diverge(epoch, None, "epoch proof: touched paths", "every touched key's path and no other", e))?;
-    let current: Vec<(Index, Option<KeyState>)> =
-        olds.iter().map(|(index, leaf)| (*index, leaf.as_ref().map(KeyState::of))).collect();
-    let applied = apply_mutations(&current, &mutations, &hashed);
-    first_divergence(check_outcomes(suite, epoch, &rows, &applied, &mutations))?;
+    let applied = apply_mutations(suite, epoch, &olds, &mutations, &hashed);
+    first_divergence(check_outcomes(epoch, &rows, &applied))?;
     check(applied.counts == head.counts, "counts", format!("{:?}", applied.counts), format!("{:?}", head.counts))?;
     // Every applied row's leaf hash was recomputed and matched: each key's final one is its last
     // applied row's.

@@ -15,6 +15,7 @@ mod apply;
 mod audit;
 mod divergence;
 mod heads;
+mod history;
 mod lookup;
 mod replay;
 mod state;
@@ -28,6 +29,9 @@ pub use apply::{
 pub use audit::{Audited, audit_epoch};
 pub use divergence::Divergence;
 pub use heads::{verify_genesis_head, verify_next_head};
+pub use history::{
+    HistoryError, HistoryPoint, HistoryVersion, VerifiedHistory, check_history, decode_versions, verify_history,
+};
 pub use lookup::{
     LookupError, Pinned, Verified, decode_hashes, decode_rollovers, verify_lookup, verify_lookup_in_view,
 };

@@ -9,7 +9,7 @@ use crate::wire::{LookupAnswer, RolloverProof};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use keyfold_core::{
-    Hash, Head, HeadError, LeafValue, LogError, MapRoot, Proof, Version, WitnessPolicy, log, peek_checkpoint,
+    Epoch, Hash, Head, HeadError, LeafValue, LogError, MapRoot, Proof, Version, WitnessPolicy, log, peek_checkpoint,
 };
 use thiserror::Error;
 
@@ -44,8 +44,14 @@ pub enum LookupError {
     EpochMismatch { answer: u64, head: u64 },
     #[error("the value is not base64")]
     ValueNotBase64,
-    #[error("the answer has a value at version 0 (version 0 means the key never existed)")]
+    #[error(
+        "the answer has a value, a version epoch or a previous version at version 0 (version 0 means the key never existed)"
+    )]
     ValueAtVersionZero,
+    #[error("the answer's version was applied by epoch {version_epoch}, which is not in 1..={epoch}")]
+    VersionEpoch { version_epoch: u64, epoch: u64 },
+    #[error("the answer has a version but not the previous version's commitment (`previous`)")]
+    MissingPrevious,
     #[error("the proof is not base64")]
     ProofNotBase64,
     #[error("undecodable proof: {0}")]
@@ -145,13 +151,20 @@ pub fn verify_lookup_in_view(
     Ok((Verified { head, leaf, cosigned, proof_bytes: proof_bytes.len() }, next))
 }
 
-/// The leaf the answer claims: none at version 0, a tombstone without a value.
+/// The leaf the answer claims: none at version 0, a tombstone without a value; a version from an
+/// epoch after the answer's, or without the previous version's commitment, is refused.
 fn claimed_leaf(answer: &LookupAnswer) -> Result<Option<LeafValue>, LookupError> {
     let value = answer.value.as_deref().map(|v| B64.decode(v)).transpose().map_err(|_| LookupError::ValueNotBase64)?;
-    Ok(match (answer.version, value) {
-        (0, None) => None,
-        (0, Some(_)) => return Err(LookupError::ValueAtVersionZero),
-        (v, None) => Some(LeafValue::tombstone(Version(v))),
-        (v, Some(bytes)) => Some(LeafValue::present(Version(v), bytes)),
-    })
+    if answer.version == 0 {
+        return match (value, &answer.previous, answer.version_epoch) {
+            (None, None, 0) => Ok(None),
+            _ => Err(LookupError::ValueAtVersionZero),
+        };
+    }
+    if answer.version_epoch == 0 || answer.version_epoch > answer.epoch {
+        return Err(LookupError::VersionEpoch { version_epoch: answer.version_epoch, epoch: answer.epoch });
+    }
+    let previous = answer.previous.as_deref().ok_or(LookupError::MissingPrevious)?;
+    let previous = decode_hashes(std::slice::from_ref(&previous.to_owned()))?[0];
+    Ok(Some(LeafValue::new(Version(answer.version), Epoch(answer.version_epoch), previous, value)))
 }

@@ -144,7 +144,7 @@ impl Replayer {
         let head = signed.head;
         let config = TreeConfig::new(head.suite, shard_bits).map_err(|e| ResumeError::Replica(e.to_string()))?;
         let map = Map::new(MemoryStore::new(config));
-        let states = key_states(&leaves);
+        let states = key_states(head.suite, &leaves);
         let replica = |e: TreeError| ResumeError::Replica(e.to_string());
         // Epoch 0 is the empty map (the replica's own epoch 0); any later epoch is one batch.
         let found = if head.epoch == Epoch(0) && leaves.is_empty() {
@@ -195,8 +195,8 @@ impl Replayer {
         let states = &self.states;
         let current: Vec<(Index, Option<KeyState>)> =
             touched_indexes(&hashed).into_par_iter().map(|index| (index, state_of(states, &index))).collect();
-        let applied = apply_mutations(&current, &mutations, &hashed);
-        first_divergence(check_outcomes(suite, epoch, &rows, &applied, &mutations))?;
+        let applied = apply_mutations(suite, epoch, &current, &mutations, &hashed);
+        first_divergence(check_outcomes(epoch, &rows, &applied))?;
         check(applied.counts == head.counts, "counts", format!("{:?}", applied.counts), format!("{:?}", head.counts))?;
         // From here the replica changes: until the root matches, it is not the verified epoch's.
         self.half_advanced = true;
@@ -240,8 +240,9 @@ impl Replayer {
             .iter()
             .map(|&i| rows[i as usize].leaf_hash.expect("an applied row's leaf hash was checked"))
             .collect();
+        let suite = self.previous.suite;
         let changed: Vec<(Index, KeyState)> =
-            applied.updates.iter().map(|(index, value)| (*index, KeyState::of(value))).collect();
+            applied.updates.par_iter().map(|(index, value)| (*index, KeyState::of(suite, value))).collect();
         let root = self
             .map
             .apply_hashed(applied.updates, leaf_hashes)
@@ -285,10 +286,12 @@ pub(crate) fn read_epoch_rows(head: &Head, archive: Bytes) -> Result<EpochRows, 
 }
 
 /// Every key's state, in the tables [`Replayer`] keeps.
-fn key_states(leaves: &[(Index, LeafValue)]) -> Vec<HashMap<Index, KeyState>> {
+fn key_states(suite: HashSuite, leaves: &[(Index, LeafValue)]) -> Vec<HashMap<Index, KeyState>> {
     let mut states: Vec<HashMap<Index, KeyState>> = (0..STATE_TABLES).map(|_| HashMap::new()).collect();
-    for (index, leaf) in leaves {
-        states[usize::from(index.0[0])].insert(*index, KeyState::of(leaf));
+    let each: Vec<(Index, KeyState)> =
+        leaves.par_iter().map(|(index, leaf)| (*index, KeyState::of(suite, leaf))).collect();
+    for (index, state) in each {
+        states[usize::from(index.0[0])].insert(index, state);
     }
     states
 }
@@ -317,18 +320,12 @@ fn check_ids(epoch: Epoch, rows: &[ArchiveRow], hashed: &[(MutationId, Index)]) 
 }
 
 /// The first row (in row order) whose archived outcome is not the one the rules give.
-pub(crate) fn check_outcomes(
-    suite: HashSuite,
-    epoch: Epoch,
-    rows: &[ArchiveRow],
-    applied: &Applied,
-    mutations: &[(Position, Mutation)],
-) -> Option<Divergence> {
-    rows.par_iter().zip(&applied.outcomes).zip(mutations).enumerate().with_min_len(1024).find_map_first(
-        |(i, ((row, outcome), (_, m)))| {
-            compare_outcome(suite, epoch, i, row, m.value.as_deref(), &outcome.outcome, &outcome.index).err()
-        },
-    )
+pub(crate) fn check_outcomes(epoch: Epoch, rows: &[ArchiveRow], applied: &Applied) -> Option<Divergence> {
+    rows.par_iter()
+        .zip(&applied.outcomes)
+        .enumerate()
+        .with_min_len(1024)
+        .find_map_first(|(i, (row, outcome))| compare_outcome(epoch, i, row, &outcome.outcome).err())
 }
 
 /// Key-state tables, by the first byte of the index.
@@ -354,16 +351,8 @@ fn mutation_of(epoch: Epoch, i: usize, row: &mut ArchiveRow) -> Result<(Position
     Ok((Position(row.position), m))
 }
 
-fn compare_outcome(
-    suite: HashSuite,
-    epoch: Epoch,
-    i: usize,
-    row: &ArchiveRow,
-    value: Option<&[u8]>,
-    outcome: &Outcome,
-    index: &Index,
-) -> Result<(), Divergence> {
-    let expected = OutcomeColumns::of(suite, outcome, index, value);
+fn compare_outcome(epoch: Epoch, i: usize, row: &ArchiveRow, outcome: &Outcome) -> Result<(), Divergence> {
+    let expected = OutcomeColumns::of(outcome);
     let at = |what: &str, expected: String, found: String| Err(diverge(epoch, Some(i), what, expected, found));
     if expected.outcome != row.outcome {
         return at("outcome", expected.outcome.as_str().into(), row.outcome.as_str().into());

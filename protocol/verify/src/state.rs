@@ -3,13 +3,15 @@
 //! Nothing read back is trusted: [`crate::Replayer::resume`] checks the checkpoint's signature, the
 //! log root against it and the rebuilt map root against its head.
 
-use keyfold_core::{Frontier, Hash, HeadError, Index, LeafValue, Version};
+use keyfold_core::{Epoch, Frontier, Hash, HeadError, Index, LeafValue, Version};
 use thiserror::Error;
 
 /// The first bytes of a state file: its format and version.
-pub const STATE_MAGIC: &[u8] = b"keyfold monitor state v2\n";
-/// The first bytes of a state file of format v1 (no key rollovers), still read.
-const STATE_MAGIC_V1: &[u8] = b"keyfold monitor state v1\n";
+pub const STATE_MAGIC: &[u8] = b"keyfold monitor state v3\n";
+/// The first bytes of state files of earlier formats: v1 (no key rollovers) and v2 (leaves without
+/// their version history). Their leaves cannot give a format 1 map root with version history
+/// (SPEC section 1.3): such a state is refused, and the monitor replays from genesis.
+const STATE_MAGIC_EARLIER: [&[u8]; 2] = [b"keyfold monitor state v1\n", b"keyfold monitor state v2\n"];
 
 /// What a monitor needs to resume where it stopped (see [`crate::Replayer::snapshot`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +31,7 @@ pub struct ReplicaState {
 /// another state), never from this one.
 #[derive(Debug, Error)]
 pub enum ResumeError {
-    #[error("not a keyfold monitor state (format v2): {0}")]
+    #[error("not a keyfold monitor state (format v3): {0}")]
     Format(String),
     #[error("the saved checkpoint does not verify with the pinned key and origin: {0}")]
     Checkpoint(#[from] HeadError),
@@ -54,7 +56,7 @@ pub enum ResumeError {
 impl ReplicaState {
     /// The state file's bytes (docs/SPEC.md appendix B).
     pub fn encode(&self) -> Vec<u8> {
-        let values: usize = self.leaves.iter().map(|(_, leaf)| leaf.value.as_ref().map_or(0, Vec::len) + 45).sum();
+        let values: usize = self.leaves.iter().map(|(_, leaf)| leaf.value.as_ref().map_or(0, Vec::len) + 85).sum();
         let mut out = Vec::with_capacity(STATE_MAGIC.len() + self.checkpoint.len() + 64 * 33 + values);
         out.extend_from_slice(STATE_MAGIC);
         put_note(&mut out, &self.checkpoint);
@@ -71,6 +73,8 @@ impl ReplicaState {
         for (index, leaf) in &self.leaves {
             out.extend_from_slice(&index.0);
             out.extend_from_slice(&leaf.version.0.to_be_bytes());
+            out.extend_from_slice(&leaf.epoch.0.to_be_bytes());
+            out.extend_from_slice(&leaf.previous.0);
             match &leaf.value {
                 None => out.push(0),
                 Some(value) => {
@@ -90,16 +94,21 @@ impl ReplicaState {
     pub fn decode(bytes: &[u8]) -> Result<ReplicaState, ResumeError> {
         let mut r = Reader { bytes, at: 0 };
         let magic = r.take(STATE_MAGIC.len())?;
-        if magic != STATE_MAGIC && magic != STATE_MAGIC_V1 {
+        if STATE_MAGIC_EARLIER.contains(&magic) {
+            return Err(ResumeError::Format(
+                "it was written by an earlier keyfold, before leaves committed to their version history; replay \
+                 from genesis (remove the state directory)"
+                    .into(),
+            ));
+        }
+        if magic != STATE_MAGIC {
             return Err(ResumeError::Format("it does not start with the state magic".into()));
         }
         let checkpoint = r.note()?;
         let mut rollovers = Vec::new();
-        if magic == STATE_MAGIC {
-            // At least 4 bytes per note: a count beyond the input's size fails at its first read.
-            for _ in 0..r.u32()? {
-                rollovers.push(r.note()?);
-            }
+        // At least 4 bytes per note: a count beyond the input's size fails at its first read.
+        for _ in 0..r.u32()? {
+            rollovers.push(r.note()?);
         }
         let size = r.u64()?;
         let peaks = (0..size.count_ones()).map(|_| r.hash()).collect::<Result<Vec<_>, _>>()?;
@@ -166,6 +175,8 @@ impl<'a> Reader<'a> {
     fn leaf(&mut self) -> Result<(Index, LeafValue), ResumeError> {
         let index = Index(self.array()?);
         let version = Version(self.u64()?);
+        let epoch = Epoch(self.u64()?);
+        let previous = self.hash()?;
         let value = match self.array::<1>()?[0] {
             0 => None,
             1 => {
@@ -174,7 +185,7 @@ impl<'a> Reader<'a> {
             }
             tag => return Err(ResumeError::Format(format!("value tag {tag} (0 or 1)"))),
         };
-        Ok((index, LeafValue { version, value }))
+        Ok((index, LeafValue::new(version, epoch, previous, value)))
     }
 }
 
@@ -209,13 +220,13 @@ mod tests {
     }
 
     #[test]
-    fn a_v1_state_reads_without_rollovers() {
-        let state = ReplicaState { rollovers: Vec::new(), ..sample() };
-        let v2 = state.encode();
-        let tail = &v2[STATE_MAGIC.len() + 4 + state.checkpoint.len() + 4..];
-        let v1 =
-            [STATE_MAGIC_V1, &v2[STATE_MAGIC.len()..STATE_MAGIC.len() + 4 + state.checkpoint.len()], tail].concat();
-        assert_eq!(ReplicaState::decode(&v1).unwrap(), state);
+    fn states_of_earlier_formats_are_refused_with_a_way_out() {
+        let bytes = sample().encode();
+        for magic in STATE_MAGIC_EARLIER {
+            let earlier = [magic, &bytes[STATE_MAGIC.len()..]].concat();
+            let e = ReplicaState::decode(&earlier).unwrap_err();
+            assert!(e.to_string().contains("replay from genesis"), "{e}");
+        }
     }
 
     #[test]
@@ -225,7 +236,7 @@ mod tests {
         let err = ReplicaState::decode(&state.encode()).unwrap_err();
         assert!(err.to_string().contains("out of order"), "{err}");
         let mut bytes = sample().encode();
-        let tag_at = bytes.len() - 1 - 32 - 8 - 1 - 4 - 2; // the first leaf's tag
+        let tag_at = bytes.len() - 1 - 81 - 4 - 2; // the first leaf's tag (the last leaf is 81 bytes)
         assert_eq!(bytes[tag_at], 1);
         bytes[tag_at] = 9;
         let err = ReplicaState::decode(&bytes).unwrap_err();

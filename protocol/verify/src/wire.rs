@@ -96,6 +96,13 @@ pub struct LookupAnswer {
     pub version: u64,
     /// Base64 of the value; null when absent or deleted.
     pub value: Option<String>,
+    /// The epoch that applied `version` (SPEC section 1.3); 0 when the key never existed.
+    #[serde(default)]
+    pub version_epoch: u64,
+    /// Base64 of the commitment of the version before `version` (SPEC section 1.3): 32 zero bytes
+    /// for version 1; absent when the key never existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
     /// Base64 of the canonical proof encoding (SPEC section 3.1).
     pub proof: String,
     /// The signed head of `epoch` (a checkpoint of size epoch + 1), whose map root the proof
@@ -141,17 +148,23 @@ pub struct CheckpointAnswer {
     pub rollovers: Vec<RolloverProof>,
 }
 
-/// One applied change of a key.
+/// One applied change of a key: a version of its history (SPEC section 1.3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct KeyVersionResponse {
+    /// The epoch that applied this version.
     pub epoch: u64,
     pub version: u64,
     /// The value was deleted at this version.
     pub deleted: bool,
+    /// Base64 of the value set at this version; absent when deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
 }
 
-/// `GET /v1/keys/{key}/history`: a page of a key's versions, oldest first.
+/// `GET /v1/keys/{key}/history`: a page of a key's versions, oldest first. On the last page,
+/// `lookup` is the key's lookup at the latest epoch: the listed versions (with those of earlier
+/// pages, after `after_version`) chain to the commitment its leaf binds (SPEC section 1.3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct HistoryResponse {
@@ -160,4 +173,8 @@ pub struct HistoryResponse {
     /// last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_after_version: Option<u64>,
+    /// The last page only: the key's value, proof and signed head at the epoch the listing is
+    /// complete through (with the query's `from`: the consistency proof from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookup: Option<LookupAnswer>,
 }

@@ -103,6 +103,10 @@ struct LeafVector {
     key: String,
     index: String,
     version: u64,
+    /// The epoch that applied `version`.
+    version_epoch: u64,
+    /// The commitment of the version before (hex; 32 zero bytes for version 1).
+    previous: String,
     value: Option<String>,
     tombstone: bool,
     leaf_hash: String,
@@ -354,6 +358,8 @@ fn state(dir: &Directory) -> Vec<LeafVector> {
                 key: hex::encode(&dir.keys[index]),
                 index: index.to_hex(),
                 version: leaf.version.0,
+                version_epoch: leaf.epoch.0,
+                previous: leaf.previous.to_hex(),
                 value: leaf.value.as_ref().map(hex::encode),
                 tombstone: leaf.value.is_none(),
                 leaf_hash: dir.suite.leaf_hash_of(index, &leaf).to_hex(),
@@ -379,12 +385,12 @@ fn run_epoch(dir: &mut Directory, cases: Vec<Case>) -> EpochVector {
     dir.next_position += 1; // the epoch's marker
     let hashed = hash_mutations(suite, &mutations);
     let current = read_touched(&dir.maps[0], &hashed, previous_epoch).unwrap();
-    let applied = apply_mutations(&current, &mutations, &hashed);
+    let applied = apply_mutations(suite, epoch, &current, &mutations, &hashed);
     for &source in &applied.update_sources {
         let key = &mutations[source as usize].1.key;
         dir.keys.insert(suite.index_of(key), key.clone());
     }
-    let rows = archive_rows(suite, mutations, &applied.outcomes);
+    let rows = archive_rows(mutations, &applied.outcomes);
     let archive = archive_digest(suite, &write_archive(&rows).unwrap());
     let mut updates = BTreeMap::new();
     for ((index, value), &source) in applied.updates.iter().zip(&applied.update_sources) {
@@ -510,11 +516,17 @@ fn epoch_vectors_match() {
 mod spec {
     use sha2::{Digest, Sha256};
 
-    /// BLAKE3: keyed by `derive_key("keyfold 2026-11 <domain> v1", "")`; SHA-256: `prefix || input`.
+    /// BLAKE3: keyed by `derive_key(context, "")`; SHA-256: `prefix || input`. A bare domain
+    /// name stands for the context `keyfold 2026-11 <domain> v1`.
     fn hash(suite: &str, domain: &str, prefix: u8, parts: &[&[u8]]) -> [u8; 32] {
         match suite {
             "blake3" => {
-                let key = blake3::derive_key(&format!("keyfold 2026-11 {domain} v1"), b"");
+                let context = if domain.starts_with("keyfold ") {
+                    domain.to_owned()
+                } else {
+                    format!("keyfold 2026-11 {domain} v1")
+                };
+                let key = blake3::derive_key(&context, b"");
                 let mut h = blake3::Hasher::new_keyed(&key);
                 for p in parts {
                     h.update(p);
@@ -555,12 +567,17 @@ mod spec {
         hash(suite, "key index", 0x10, &[key])
     }
 
-    pub fn leaf(suite: &str, index: &[u8; 32], version: u64, value: Option<&[u8]>) -> [u8; 32] {
-        let commitment = match value {
-            Some(v) => hash(suite, "value commitment", 0x11, &[&version.to_be_bytes(), &[0x01], v]),
-            None => hash(suite, "value commitment", 0x11, &[&version.to_be_bytes(), &[0x00]]),
-        };
-        hash(suite, "map leaf", 0x00, &[index, &commitment])
+    /// A version's commitment (SPEC section 1.3): the entry binds the previous version's
+    /// commitment, the epoch and the value; the commitment binds the version, the tag and the entry.
+    pub fn commitment(suite: &str, version: u64, epoch: u64, previous: &[u8; 32], value: Option<&[u8]>) -> [u8; 32] {
+        let (tag, bytes): (u8, &[u8]) = value.map_or((0x00, &[]), |v| (0x01, v));
+        let entry_context = "keyfold 2026-12 version entry v2";
+        let entry = hash(suite, entry_context, 0x15, &[previous, &epoch.to_be_bytes(), &[tag], bytes]);
+        hash(suite, "keyfold 2026-12 version commitment v2", 0x11, &[&version.to_be_bytes(), &[tag], &entry])
+    }
+
+    pub fn leaf(suite: &str, index: &[u8; 32], commitment: &[u8; 32]) -> [u8; 32] {
+        hash(suite, "map leaf", 0x00, &[index, commitment])
     }
 
     pub fn mutation_id(suite: &str, encoding: &[u8]) -> [u8; 32] {
@@ -660,11 +677,27 @@ fn stored_mutations_decode_to_their_fields_and_ids() {
     }
 }
 
-/// A key's state in the reference loop: its version and its value (hex; `None`: no value).
+/// A key's state in the reference loop: its version, the epoch that applied it, the commitment
+/// of the version before and its value (hex; `None`: no value).
 #[derive(Debug, Clone, PartialEq)]
 struct KeyNow {
     version: u64,
+    epoch: u64,
+    previous: [u8; 32],
     value: Option<String>,
+}
+
+impl KeyNow {
+    const NEVER_SET: KeyNow = KeyNow { version: 0, epoch: 0, previous: [0; 32], value: None };
+
+    /// Its commitment: what the next version chains to (32 zero bytes for a key never set).
+    fn commitment(&self, suite: &str) -> [u8; 32] {
+        if self.version == 0 {
+            return [0; 32];
+        }
+        let value = self.value.as_deref().map(unhex);
+        spec::commitment(suite, self.version, self.epoch, &self.previous, value.as_deref())
+    }
 }
 
 /// What the reference loop says of one mutation, and what it saw.
@@ -675,18 +708,21 @@ struct Judged {
     new_version: Option<u64>,
     /// The key's state when the mutation's turn came.
     before: KeyNow,
+    /// Its state after, when applied.
+    after: Option<KeyNow>,
     /// For a duplicate: the outcome of its first copy in the epoch.
     first_copy: Option<&'static str>,
 }
 
 /// SPEC section 5.4, rules 1 to 4 as written, one mutation after another; `state` (by key hex)
 /// is the current state and is updated in place.
-fn judge(state: &mut BTreeMap<String, KeyNow>, mutations: &[MutationVector]) -> Vec<Judged> {
+fn judge(suite: &str, epoch: u64, state: &mut BTreeMap<String, KeyNow>, mutations: &[MutationVector]) -> Vec<Judged> {
     let mut first_copies: BTreeMap<&str, &'static str> = BTreeMap::new();
     let mut out = Vec::new();
     for m in mutations {
-        let before = state.get(&m.key).cloned().unwrap_or(KeyNow { version: 0, value: None });
-        let mut j = Judged { outcome: "applied", reason: None, new_version: None, before, first_copy: None };
+        let before = state.get(&m.key).cloned().unwrap_or(KeyNow::NEVER_SET);
+        let mut j =
+            Judged { outcome: "applied", reason: None, new_version: None, before, after: None, first_copy: None };
         if let Some(&first) = first_copies.get(m.mutation_id.as_str()) {
             (j.outcome, j.first_copy) = ("duplicate", Some(first));
         } else if m.expected_version != j.before.version {
@@ -695,7 +731,10 @@ fn judge(state: &mut BTreeMap<String, KeyNow>, mutations: &[MutationVector]) -> 
             (j.outcome, j.reason) = ("rejected", Some("nothing_to_delete"));
         } else {
             j.new_version = Some(j.before.version + 1);
-            state.insert(m.key.clone(), KeyNow { version: j.before.version + 1, value: m.value.clone() });
+            let previous = j.before.commitment(suite);
+            let after = KeyNow { version: j.before.version + 1, epoch, previous, value: m.value.clone() };
+            state.insert(m.key.clone(), after.clone());
+            j.after = Some(after);
         }
         first_copies.entry(&m.mutation_id).or_insert(j.outcome);
         out.push(j);
@@ -707,21 +746,25 @@ fn index_of_key(suite: &str, key_hex: &str) -> [u8; 32] {
     spec::index(suite, &unhex(key_hex))
 }
 
-fn leaf_of(suite: &str, key_hex: &str, version: u64, value: Option<&str>) -> String {
-    let value = value.map(unhex);
-    hex::encode(spec::leaf(suite, &index_of_key(suite, key_hex), version, value.as_deref()))
+fn leaf_of(suite: &str, key_hex: &str, now: &KeyNow) -> String {
+    hex::encode(spec::leaf(suite, &index_of_key(suite, key_hex), &now.commitment(suite)))
 }
 
 /// The listing of the previous state is the reference state, ascending by index, with its leaves.
 fn check_state_listing(suite: &str, state: &BTreeMap<String, KeyNow>, listing: &[LeafVector]) {
     assert!(listing.windows(2).all(|w| w[0].index < w[1].index), "state_before ascends by index");
-    let listed: BTreeMap<String, KeyNow> =
-        listing.iter().map(|l| (l.key.clone(), KeyNow { version: l.version, value: l.value.clone() })).collect();
+    let now = |l: &LeafVector| KeyNow {
+        version: l.version,
+        epoch: l.version_epoch,
+        previous: unhex32(&l.previous),
+        value: l.value.clone(),
+    };
+    let listed: BTreeMap<String, KeyNow> = listing.iter().map(|l| (l.key.clone(), now(l))).collect();
     assert_eq!(&listed, state, "{suite}: state_before is the state the previous epochs left");
     for l in listing {
         assert_eq!(l.index, hex::encode(index_of_key(suite, &l.key)));
         assert_eq!(l.tombstone, l.value.is_none());
-        assert_eq!(l.leaf_hash, leaf_of(suite, &l.key, l.version, l.value.as_deref()));
+        assert_eq!(l.leaf_hash, leaf_of(suite, &l.key, &now(l)));
     }
 }
 
@@ -735,7 +778,7 @@ fn check_outcomes(suite: &str, e: &EpochVector, judged: &[Judged]) {
             (j.outcome, j.reason, j.new_version),
             "{at}"
         );
-        let leaf = j.new_version.map(|v| leaf_of(suite, &m.key, v, m.value.as_deref()));
+        let leaf = j.after.as_ref().map(|after| leaf_of(suite, &m.key, after));
         assert_eq!(o.leaf_hash, leaf, "{at}: leaf hash");
     }
     let count = |outcome: &str| judged.iter().filter(|j| j.outcome == outcome).count() as u64;
@@ -754,14 +797,12 @@ fn check_updates_and_root(suite: &str, e: &EpochVector, judged: &[Judged], state
         .into_iter()
         .map(|key| {
             let now = &state[key];
-            (hex::encode(index_of_key(suite, key)), leaf_of(suite, key, now.version, now.value.as_deref()))
+            (hex::encode(index_of_key(suite, key)), leaf_of(suite, key, now))
         })
         .collect();
     assert_eq!(e.updates, updates, "{suite} epoch {}: updates", e.epoch);
-    let mut leaves: Vec<([u8; 32], [u8; 32])> = state
-        .iter()
-        .map(|(key, now)| (index_of_key(suite, key), unhex32(&leaf_of(suite, key, now.version, now.value.as_deref()))))
-        .collect();
+    let mut leaves: Vec<([u8; 32], [u8; 32])> =
+        state.iter().map(|(key, now)| (index_of_key(suite, key), unhex32(&leaf_of(suite, key, now)))).collect();
     leaves.sort();
     assert_eq!(e.map_root, hex::encode(spec::root(suite, &leaves, 0)), "{suite} epoch {}: map root", e.epoch);
 }
@@ -774,7 +815,7 @@ fn stored_outcomes_follow_the_compare_and_set_rules() {
         let mut state = BTreeMap::new();
         for e in &s.epochs {
             check_state_listing(suite, &state, &e.state_before);
-            let judged = judge(&mut state, &e.mutations);
+            let judged = judge(suite, e.epoch, &mut state, &e.mutations);
             check_outcomes(suite, e, &judged);
             check_updates_and_root(suite, e, &judged, &state);
         }
@@ -1000,7 +1041,7 @@ fn stored_vectors_cover_every_case() {
         let (mut found, mut state) = (BTreeSet::new(), BTreeMap::new());
         let mut earlier: BTreeMap<String, &'static str> = BTreeMap::new();
         for e in &s.epochs {
-            let judged = judge(&mut state, &e.mutations);
+            let judged = judge(&s.suite, e.epoch, &mut state, &e.mutations);
             for (m, j) in e.mutations.iter().zip(&judged) {
                 found.extend(cases_of(m, j, earlier.get(&m.mutation_id).copied()));
             }

@@ -38,48 +38,49 @@ pub(crate) async fn lookup(
     ApiQuery(query): ApiQuery<LookupQuery>,
 ) -> Result<Json<LookupAnswer>, ApiError> {
     check_key(&api.limits, &key)?;
-    let job = Arc::clone(&api.directory);
     let served = Arc::clone(&api);
-    blocking(move || {
-        let (latest, latest_note) = job
-            .latest_head_note()
+    blocking(move || lookup_answer(&served, &key, query.epoch.map(Epoch), query.from).map(Json)).await
+}
+
+/// The lookup of `key` at `epoch` (default: the latest), with the proofs a client needs from the
+/// log size `from` it holds.
+fn lookup_answer(served: &Api, key: &str, epoch: Option<Epoch>, from: Option<u64>) -> Result<LookupAnswer, ApiError> {
+    let job = &served.directory;
+    let (latest, latest_note) =
+        job.latest_head_note().map_err(|e| served.storage(e))?.ok_or_else(|| ApiError::Internal("no head".into()))?;
+    let epoch = epoch.unwrap_or(latest);
+    let head = match epoch.cmp(&latest) {
+        std::cmp::Ordering::Equal => latest_note.clone(), // the common case: no second read
+        std::cmp::Ordering::Greater => {
+            return Err(ApiError::NotFound(format!("epoch {epoch} has no signed head yet; the latest is {latest}")));
+        }
+        std::cmp::Ordering::Less => job
+            .head_note(epoch)
             .map_err(|e| served.storage(e))?
-            .ok_or_else(|| ApiError::Internal("no head".into()))?;
-        let epoch = Epoch(query.epoch.unwrap_or(latest.0));
-        let head = match epoch.cmp(&latest) {
-            std::cmp::Ordering::Equal => latest_note.clone(), // the common case: no second read
-            std::cmp::Ordering::Greater => {
-                return Err(ApiError::NotFound(format!(
-                    "epoch {epoch} has no signed head yet; the latest is {latest}"
-                )));
-            }
-            std::cmp::Ordering::Less => job
-                .head_note(epoch)
-                .map_err(|e| served.storage(e))?
-                .ok_or_else(|| ApiError::NotFound(format!("no head for epoch {epoch}")))?,
-        };
-        let suite = job.suite();
-        let found = job.lookup(&suite.index_of(key.as_bytes()), epoch).map_err(|e| served.storage(e))?;
-        let size = latest.0 + 1;
-        let (checkpoint, head_inclusion) = if epoch < latest {
-            let proof = job.log_inclusion(epoch.0, size).map_err(|e| ApiError::Internal(e.to_string()))?;
-            (Some(served.served_note(latest, latest_note)?), Some(crate::log::encode_proof(&proof)))
-        } else {
-            (None, None)
-        };
-        Ok(Json(LookupAnswer {
-            checkpoint,
-            head_inclusion,
-            consistency: crate::log::consistency_from(&served, query.from, size),
-            rollovers: crate::log::rollovers_after(&served, query.from, size)?,
-            epoch: epoch.0,
-            version: found.value.as_ref().map_or(0, |v| v.version.0),
-            value: found.value.as_ref().and_then(|v| v.value.as_ref()).map(|v| B64.encode(v)),
-            proof: B64.encode(found.proof.encode()),
-            head: served.served_note(epoch, head)?,
-        }))
+            .ok_or_else(|| ApiError::NotFound(format!("no head for epoch {epoch}")))?,
+    };
+    let suite = job.suite();
+    let found = job.lookup(&suite.index_of(key.as_bytes()), epoch).map_err(|e| served.storage(e))?;
+    let size = latest.0 + 1;
+    let (checkpoint, head_inclusion) = if epoch < latest {
+        let proof = job.log_inclusion(epoch.0, size).map_err(|e| ApiError::Internal(e.to_string()))?;
+        (Some(served.served_note(latest, latest_note)?), Some(crate::log::encode_proof(&proof)))
+    } else {
+        (None, None)
+    };
+    Ok(LookupAnswer {
+        checkpoint,
+        head_inclusion,
+        consistency: crate::log::consistency_from(served, from, size),
+        rollovers: crate::log::rollovers_after(served, from, size)?,
+        epoch: epoch.0,
+        version: found.value.as_ref().map_or(0, |v| v.version.0),
+        value: found.value.as_ref().and_then(|v| v.value.as_ref()).map(|v| B64.encode(v)),
+        version_epoch: found.value.as_ref().map_or(0, |v| v.epoch.0),
+        previous: found.value.as_ref().map(|v| B64.encode(v.previous.0)),
+        proof: B64.encode(found.proof.encode()),
+        head: served.served_note(epoch, head)?,
     })
-    .await
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -92,16 +93,24 @@ pub(crate) struct HistoryQuery {
     /// A key's versions strictly increase in (epoch, queue position) order, so paging by version
     /// lists each exactly once, however many share an epoch.
     after_version: Option<u64>,
-    /// At most this many versions (default 100, at most 1000).
+    /// At most this many versions (default 100, at most 1000); a page also ends after 1 MiB of
+    /// values.
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// A log size the client already holds: the last page's lookup carries the consistency proof
+    /// from it to the latest checkpoint.
+    from: Option<u64>,
 }
 
 const HISTORY_LIMIT_DEFAULT: usize = 100;
 const HISTORY_LIMIT_MAX: usize = 1000;
+/// A page ends after the version that brings its values to this many bytes.
+const HISTORY_PAGE_BYTES: usize = 1 << 20;
 
-/// A key's versions with the epoch of each, oldest first, in pages of at most `limit` that
-/// follow each other by the version cursor `after_version`.
+/// A key's versions with the epoch and value of each, oldest first, in pages of at most `limit`
+/// that follow each other by the version cursor `after_version`. The last page carries the key's
+/// lookup at the epoch the listing is complete through, so the versions can be checked against
+/// the signed leaf (SPEC section 1.3).
 #[utoipa::path(get, path = "/v1/keys/{key}/history", tag = "keys",
     params(("key" = String, Path, description = "The key (user id)"), HistoryQuery),
     responses(
@@ -124,9 +133,19 @@ pub(crate) async fn key_history(
     let after =
         HistoryAfter { epoch: Epoch(query.after.unwrap_or(0)), version: Version(query.after_version.unwrap_or(0)) };
     let served = Arc::clone(&api);
-    let mut page = blocking(move || {
+    blocking(move || {
+        // The lookup first: the listing is cut at its epoch, and must reach it.
+        let lookup = lookup_answer(&served, &key, None, query.from)?;
+        let index = served.directory.suite().index_of(key.as_bytes());
+        let page = served
+            .directory
+            .key_history(&index, after, limit + 1)
+            .map_err(|e| served.storage(e))?
+            .ok_or_else(|| ApiError::NotFound("this server keeps no history index".into()))?;
         // A lagging index would give a page with versions missing, silently: say so instead.
-        if let Some((indexed, latest)) = served.directory.index_lag().map_err(|e| served.storage(e))? {
+        if let Some((indexed, latest)) = served.directory.index_lag().map_err(|e| served.storage(e))?
+            && indexed.0 < lookup.epoch
+        {
             return Err(ApiError::Unavailable {
                 retry_after_secs: served.retry_after_secs,
                 message: format!(
@@ -135,19 +154,26 @@ pub(crate) async fn key_history(
                 ),
             });
         }
-        let index = served.directory.suite().index_of(key.as_bytes());
-        served.directory.key_history(&index, after, limit + 1).map_err(|e| served.storage(e))
+        Ok(Json(history_page(page, limit, lookup)))
     })
-    .await?
-    .ok_or_else(|| ApiError::NotFound("this server keeps no history index".into()))?;
-    let mut next_after_version = None;
-    if page.len() > limit {
-        page.truncate(limit);
-        next_after_version = page.last().map(|v| v.version.0);
+    .await
+}
+
+/// A page of `listed` (up to `limit` + 1 versions from the index): the versions up to the
+/// lookup's epoch, at most `limit` of them and about [`HISTORY_PAGE_BYTES`] of values; the
+/// lookup only when nothing is left out.
+fn history_page(listed: Vec<keyfold_epoch::KeyVersion>, limit: usize, lookup: LookupAnswer) -> HistoryResponse {
+    let mut versions = Vec::new();
+    let (mut bytes, mut more) = (0, false);
+    for v in listed.into_iter().take_while(|v| v.epoch.0 <= lookup.epoch) {
+        if versions.len() == limit || (bytes >= HISTORY_PAGE_BYTES && !versions.is_empty()) {
+            more = true;
+            break;
+        }
+        bytes += v.value.as_ref().map_or(0, Vec::len);
+        let value = v.value.as_ref().map(|v| B64.encode(v));
+        versions.push(KeyVersionResponse { epoch: v.epoch.0, version: v.version.0, deleted: v.deleted(), value });
     }
-    let versions = page
-        .into_iter()
-        .map(|v| KeyVersionResponse { epoch: v.epoch.0, version: v.version.0, deleted: v.deleted })
-        .collect();
-    Ok(Json(HistoryResponse { versions, next_after_version }))
+    let next_after_version = more.then(|| versions.last().map(|v: &KeyVersionResponse| v.version)).flatten();
+    HistoryResponse { versions, next_after_version, lookup: (!more).then_some(lookup) }
 }

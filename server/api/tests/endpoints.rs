@@ -6,7 +6,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use http_body_util::BodyExt;
 use keyfold_api::{Api, router};
-use keyfold_core::{HashSuite, LeafValue, MapRoot, Proof, SigningKey, Version, verify_head_note};
+use keyfold_core::{Epoch, HashSuite, LeafValue, MapRoot, Proof, SigningKey, Version, verify_head_note};
 use keyfold_epoch::{EpochJob, MemoryHeadStore};
 use keyfold_ingest::{Limits, MemoryQueue};
 use keyfold_map::{Map, MemoryStore, TreeConfig};
@@ -98,7 +98,9 @@ async fn submit_epoch_lookup_and_verify_like_a_client() {
     assert_eq!(json(&body)["receipts"].as_array().unwrap().len(), 2);
     api.directory.run_epoch(2_000).unwrap();
 
-    for (key, expected) in [("alice", Some(LeafValue::present(Version(1), b"alice's key".to_vec()))), ("carol", None)] {
+    let first =
+        |value: &[u8]| LeafValue::new(Version(1), Epoch(1), keyfold_core::Hash::default(), Some(value.to_vec()));
+    for (key, expected) in [("alice", Some(first(b"alice's key"))), ("carol", None)] {
         let (status, _, body) = call(&api, get(&format!("/v1/keys/{key}"))).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let answer = json(&body);
@@ -399,6 +401,94 @@ async fn mutation_status_and_key_history() {
     assert!(none["versions"].as_array().unwrap().is_empty(), "a rejected mutation is no version");
     assert_eq!(call(&api, get("/v1/keys/alice/history?limit=0")).await.0, StatusCode::BAD_REQUEST);
     assert_eq!(call(&api, get("/v1/keys/alice/history?limit=5000")).await.0, StatusCode::BAD_REQUEST);
+}
+
+/// alice's versions 1 to 3 in epoch 1 (2 is overwritten within it), a delete (4) and 5 in epoch 2.
+async fn alice_in_five_versions(api: &Arc<TestApi>) {
+    let submit = |value: Option<&str>, expected: u64| {
+        let value = value.map_or("null".to_owned(), |v| format!("\"{}\"", B64.encode(v)));
+        let m = format!(r#"{{"key":"alice","value":{value},"expected_version":{expected}}}"#);
+        post("/v1/mutations", format!(r#"{{"mutations":[{m}]}}"#))
+    };
+    for (value, expected) in [(Some("pk1"), 0), (Some("evil"), 1), (Some("pk1"), 2)] {
+        assert_eq!(call(api, submit(value, expected)).await.0, StatusCode::ACCEPTED);
+    }
+    api.directory.run_epoch(2_000).unwrap();
+    for (value, expected) in [(None, 3), (Some("pk5"), 4)] {
+        assert_eq!(call(api, submit(value, expected)).await.0, StatusCode::ACCEPTED);
+    }
+    api.directory.run_epoch(3_000).unwrap();
+}
+
+/// The last page of a key's history carries the key's lookup, and the listed versions verify
+/// against its signed leaf (SPEC section 1.3): from the start, from a point verified before, and
+/// across pages. A version dropped, added, changed or moved to another epoch does not verify.
+#[tokio::test]
+async fn a_key_history_verifies_against_its_signed_leaf() {
+    use keyfold_verify::wire::HistoryResponse;
+    use keyfold_verify::{HistoryError, HistoryPoint, verify_history};
+    let api = api(1000, None);
+    alice_in_five_versions(&api).await;
+    let page = |uri: &str| {
+        let api = Arc::clone(&api);
+        let uri = uri.to_owned();
+        async move { serde_json::from_str::<HistoryResponse>(&call(&api, get(&uri)).await.2).unwrap() }
+    };
+    let pinned = keyfold_verify::Pinned {
+        origin: ORIGIN.into(),
+        public_key: api.directory.public_key(),
+        witnesses: keyfold_core::WitnessPolicy { witnesses: Vec::new(), required: 0 },
+    };
+    let check = |answer: &HistoryResponse, start: &HistoryPoint| {
+        verify_history(b"alice", start, Vec::new(), answer, &pinned, None).map(|(history, _)| history)
+    };
+    let answer = page("/v1/keys/alice/history").await;
+    let history = check(&answer, &HistoryPoint::START).unwrap();
+    let listed: Vec<(u64, u64, Option<&[u8]>)> =
+        history.versions.iter().map(|v| (v.version.0, v.epoch.0, v.value.as_deref())).collect();
+    let expected: [(u64, u64, Option<&[u8]>); 5] =
+        [(1, 1, Some(b"pk1")), (2, 1, Some(b"evil")), (3, 1, Some(b"pk1")), (4, 2, None), (5, 2, Some(b"pk5"))];
+    assert_eq!(listed, expected, "every version, the overwritten one too");
+    assert_eq!((history.end.version, history.lookup.head.epoch.0), (5, 2));
+
+    // A client that verified through version 3 asks for the rest only.
+    let through_3 = check(&page("/v1/keys/alice/history?limit=3").await, &HistoryPoint::START);
+    assert!(matches!(through_3, Err(HistoryError::NotLastPage)), "a page with more to come has no lookup");
+    let rest = page("/v1/keys/alice/history?after_version=3").await;
+    assert_eq!(rest.versions.len(), 2);
+    // The point after version 3, from the verified history's first three versions.
+    let mut point = HistoryPoint::START;
+    for v in &history.versions[..3] {
+        let this = LeafValue::new(v.version, v.epoch, point.commitment, v.value.clone());
+        let one = std::slice::from_ref(v);
+        point = keyfold_verify::check_history(HashSuite::Blake3, &point, one, Some(&this), Epoch(2)).unwrap();
+    }
+    assert_eq!(check(&rest, &point).unwrap().end, history.end, "the rest chains on from the verified point");
+    assert!(check(&rest, &HistoryPoint::START).is_err(), "but not from another point");
+
+    // Tampering: a dropped, an added, a changed and a moved version.
+    let mut dropped = answer.clone();
+    dropped.versions.remove(1);
+    assert!(matches!(check(&dropped, &HistoryPoint::START), Err(HistoryError::Gap { previous: 1, found: 3 })));
+    let mut renumbered = dropped.clone();
+    for (v, at) in (1..).zip(renumbered.versions.iter_mut()) {
+        at.version = v;
+    }
+    assert!(check(&renumbered, &HistoryPoint::START).is_err(), "the overwritten version cannot be hidden");
+    let mut added = answer.clone();
+    added.versions.push(keyfold_verify::wire::KeyVersionResponse {
+        epoch: 2,
+        version: 6,
+        deleted: false,
+        value: Some(B64.encode("pk6")),
+    });
+    assert!(matches!(check(&added, &HistoryPoint::START), Err(HistoryError::Chain { leaf_version: 5 })));
+    let mut changed = answer.clone();
+    changed.versions[1].value = Some(B64.encode("pk1"));
+    assert!(matches!(check(&changed, &HistoryPoint::START), Err(HistoryError::Chain { .. })));
+    let mut moved = answer.clone();
+    moved.versions[2].epoch = 2;
+    assert!(matches!(check(&moved, &HistoryPoint::START), Err(HistoryError::Chain { .. })));
 }
 
 /// A configured witness's verified cosignature is stored and served on the head (which still

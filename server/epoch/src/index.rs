@@ -26,13 +26,19 @@ pub struct OutcomeRecord {
     pub reason: Option<String>,
 }
 
-/// One applied change of a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One applied change of a key: a version of its history (SPEC section 1.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyVersion {
     pub epoch: Epoch,
     pub version: Version,
-    /// A tombstone: the value was deleted at this version.
-    pub deleted: bool,
+    /// The value set at this version; `None`: a tombstone (deleted at this version).
+    pub value: Option<Vec<u8>>,
+}
+
+impl KeyVersion {
+    pub fn deleted(&self) -> bool {
+        self.value.is_none()
+    }
 }
 
 /// The derived indexes. `record` takes epochs in order, each exactly once; re-recording the latest
@@ -88,12 +94,13 @@ pub fn outcome_of(row: &ArchiveRow, epoch: Epoch) -> OutcomeRecord {
 }
 
 /// The applied rows of `epoch` as `(index, change, queue position)`, in queue order: what a key
-/// history holds.
+/// history holds (the rows must still hold their values).
 pub fn applied(epoch: Epoch, rows: &[ArchiveRow]) -> impl Iterator<Item = (Index, KeyVersion, u64)> + '_ {
     rows.iter().filter(|r| r.outcome == ArchiveOutcome::Applied).filter_map(move |r| {
         let index = Index(r.key_index?.0);
         let version = Version(r.new_version?);
-        Some((index, KeyVersion { epoch, version, deleted: r.tombstone }, r.position))
+        debug_assert_eq!(r.tombstone, r.value.is_none(), "an applied row's value is kept for the history");
+        Some((index, KeyVersion { epoch, version, value: r.value.clone() }, r.position))
     })
 }
 
@@ -139,7 +146,7 @@ impl OutcomeIndex for MemoryOutcomeIndex {
         let Some(first) = after.first_epoch() else { return Ok(Vec::new()) };
         let from = (*index, first, 0);
         let to = (*index, Epoch(u64::MAX), u64::MAX);
-        let versions = inner.history.range(from..=to).map(|(_, v)| *v);
+        let versions = inner.history.range(from..=to).map(|(_, v)| v.clone());
         Ok(versions.skip_while(|v| v.version <= after.version).take(limit).collect())
     }
 }

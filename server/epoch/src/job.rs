@@ -9,7 +9,7 @@ use crate::rollover::JobKeys;
 use crate::schedule::epoch_time_ms;
 use crate::tile_files::TileFiles;
 use hashbrown::HashSet;
-use keyfold_archive::{ArchiveRow, read_archive_bytes, write_archive};
+use keyfold_archive::{ArchiveOutcome, ArchiveRow, read_archive_bytes, write_archive};
 use keyfold_core::{
     Epoch, Hash, Head, HeadCounts, Index, LogTree, MapRoot, Mutation, MutationId, SignedHead, SigningKey,
     verify_checkpoint_note,
@@ -637,9 +637,12 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         // The touched keys' values, and their epoch proof (SPEC section 3.2), in one walk.
         let touched = touched_indexes(&hashed);
         let (values, proof) = self.map.read_with_proof(&touched, previous_epoch)?;
-        let current: Vec<(keyfold_core::Index, Option<KeyState>)> =
-            touched.into_iter().zip(values).map(|(index, value)| (index, value.as_ref().map(KeyState::of))).collect();
-        let mut applied = apply_mutations(&current, mutations, &hashed);
+        let current: Vec<(keyfold_core::Index, Option<KeyState>)> = touched
+            .into_par_iter()
+            .zip(values)
+            .map(|(index, value)| (index, value.map(|v| KeyState::of(suite, &v))))
+            .collect();
+        let mut applied = apply_mutations(suite, previous_epoch.next(), &current, mutations, &hashed);
         for update in &mut applied.updates {
             update.1.value = None;
         }
@@ -647,7 +650,8 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
     }
 
     /// Step 3: every consumed mutation and its outcome, archived; returns the archive's digest and
-    /// the rows (without values, which move to `applied.updates` for the map).
+    /// the rows (applied rows with their values, for the history index; a copy of each changed
+    /// key's final value goes to `applied.updates` for the map).
     /// Recovery if the process dies right after: the re-run writes the same bytes again
     /// (deterministic) and signs the same digest; a re-run that cuts the epoch again (lower caps)
     /// overwrites it, which is safe as no head names it yet.
@@ -659,7 +663,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         proof: bytes::Bytes,
     ) -> Result<(Hash, Vec<ArchiveRow>), EpochError> {
         let suite = self.map.store().config().suite;
-        let mut rows = archive_rows(suite, mutations, &applied.outcomes);
+        let mut rows = archive_rows(mutations, &applied.outcomes);
         let bytes = bytes::Bytes::from(write_archive(&rows)?);
         // The digest (CPU) while the archive and the epoch proof beside it are written and
         // fsynced (mostly waiting on the disk). Same recovery for both: rewritten by the re-run.
@@ -670,11 +674,12 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         stored?;
         proven?;
         drop(bytes);
-        // The values move to the map's updates (the index needs none of them).
+        // The map's updates take a copy of each changed key's final value; the applied rows keep
+        // theirs for the history index (every version's value: SPEC section 1.3).
         for (update, &source) in applied.updates.iter_mut().zip(&applied.update_sources) {
-            update.1.value = rows[source as usize].value.take();
+            update.1.value.clone_from(&rows[source as usize].value);
         }
-        rows.par_iter_mut().for_each(|row| row.value = None);
+        rows.par_iter_mut().filter(|row| row.outcome != ArchiveOutcome::Applied).for_each(|row| row.value = None);
         Ok((archive, rows))
     }
 

@@ -134,9 +134,10 @@ fn a_tampered_proof_archive_or_previous_root_is_caught_and_located() {
     let mut tampered = honest.clone();
     let mut hidden = None;
     assert!(change_first(&mut tampered.tree, &mut |node| match node {
-        Pruned::Touched { index, leaf } => {
+        Pruned::Touched { index, version, has_value, entry } => {
             hidden = Some(*index);
-            *node = Pruned::Opaque(HashSuite::Blake3.leaf_hash_of(index, leaf));
+            let suite = HashSuite::Blake3;
+            *node = Pruned::Opaque(suite.leaf_hash(index, &suite.version_commitment(*version, *has_value, entry)));
             true
         }
         _ => false,
@@ -149,8 +150,19 @@ fn a_tampered_proof_archive_or_previous_root_is_caught_and_located() {
     // A changed old leaf (its version), which would change compare-and-set outcomes.
     let mut tampered = honest.clone();
     assert!(change_first(&mut tampered.tree, &mut |node| match node {
-        Pruned::Touched { leaf, .. } => {
-            leaf.version = Version(leaf.version.0 + 1);
+        Pruned::Touched { version, .. } => {
+            *version = Version(version.0 + 1);
+            true
+        }
+        _ => false,
+    }));
+    assert_eq!(audit(&tampered).what, "epoch proof: old map root");
+
+    // A changed old leaf history (its version entry), which would change the new versions' chain.
+    let mut tampered = honest.clone();
+    assert!(change_first(&mut tampered.tree, &mut |node| match node {
+        Pruned::Touched { entry, .. } => {
+            entry.0[0] ^= 1;
             true
         }
         _ => false,

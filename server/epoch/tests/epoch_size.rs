@@ -102,7 +102,7 @@ fn a_backlog_larger_than_the_cap_drains_over_several_epochs_like_an_uncapped_run
     // Epoch 3: keys 80..90, then the updates of keys written two epochs before, the last stale.
     assert!(matches!(reports[2].outcomes[19].outcome, Outcome::Rejected(_)), "the stale write, two epochs on");
     let updates = &reports[2].outcomes[10..19];
-    assert!(updates.iter().all(|o| matches!(o.outcome, Outcome::Applied { version: Version(2) })));
+    assert!(updates.iter().all(|o| matches!(o.outcome, Outcome::Applied { version: Version(2), .. })));
     // The markers the capped cuts left behind were skipped and removed: a heartbeat follows.
     let heartbeat = capped.run_epoch(T0 + 10_000).unwrap();
     assert_eq!(heartbeat.head.counts.mutations, 0);

@@ -158,7 +158,7 @@ fn chain_heartbeats_clock_safety_and_proofs() {
     }
     assert_eq!(heartbeat.head.counts.mutations, 0);
     assert_eq!(heartbeat.head.root, e1.head.root, "a heartbeat keeps the root");
-    assert!(matches!(e3.outcomes[0].outcome, Outcome::Applied { version: Version(2) }));
+    assert!(matches!(e3.outcomes[0].outcome, Outcome::Applied { version: Version(2), .. }));
     // Lookups prove against the signed roots.
     for (epoch, expected) in [(Epoch(1), Some(Some(b"a".to_vec()))), (Epoch(3), Some(None))] {
         let head = verify_head_note(&job.heads().get(epoch).unwrap().unwrap(), ORIGIN, &public).unwrap();

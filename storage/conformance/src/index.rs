@@ -81,8 +81,8 @@ fn check(index: &dyn OutcomeIndex) {
     assert_eq!(
         history,
         [
-            KeyVersion { epoch: Epoch(1), version: Version(1), deleted: false },
-            KeyVersion { epoch: Epoch(2), version: Version(2), deleted: true }
+            KeyVersion { epoch: Epoch(1), version: Version(1), value: Some(vec![1]) },
+            KeyVersion { epoch: Epoch(2), version: Version(2), value: None }
         ]
     );
     let after_epoch_1 = HistoryAfter { epoch: Epoch(1), version: Version(0) };

@@ -13,7 +13,10 @@ use std::path::Path;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const OUTCOMES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("outcomes");
-const HISTORY: TableDefinition<&[u8; 48], &[u8; 9]> = TableDefinition::new("history");
+/// `index (32) || epoch (8) || position (8)` -> `version (8) || tag (1) || value` (tag 0: a
+/// tombstone, nothing follows; 1: the value). Named `history_v2`: before values were kept, the
+/// table `history` held `version || deleted` only.
+const HISTORY: TableDefinition<&[u8; 48], &[u8]> = TableDefinition::new("history_v2");
 const KEY_THROUGH: &str = "indexed_through";
 
 const OUTCOME_APPLIED: u8 = 0;
@@ -131,20 +134,36 @@ impl OutcomeIndex for RedbOutcomeIndex {
         let mut out = Vec::new();
         for entry in table.range::<&[u8; 48]>(&from..=&to).map_err(io)?.take(limit) {
             let (k, v) = entry.map_err(io)?;
-            out.push(history_entry(k.value(), v.value()));
+            out.push(history_entry(k.value(), v.value())?);
         }
         Ok(out)
     }
 }
 
-type HistoryTable = redb::ReadOnlyTable<&'static [u8; 48], &'static [u8; 9]>;
+type HistoryTable = redb::ReadOnlyTable<&'static [u8; 48], &'static [u8]>;
 
-fn history_entry(k: &[u8; 48], v: &[u8; 9]) -> KeyVersion {
-    KeyVersion {
-        epoch: Epoch(u64::from_be_bytes(k[32..40].try_into().expect("8 bytes"))),
-        version: Version(u64::from_be_bytes(v[..8].try_into().expect("8 bytes"))),
-        deleted: v[8] == 1,
+fn encode_version(change: &KeyVersion) -> Vec<u8> {
+    let mut v = Vec::with_capacity(9 + change.value.as_ref().map_or(0, Vec::len));
+    v.extend_from_slice(&change.version.0.to_be_bytes());
+    match &change.value {
+        None => v.push(0),
+        Some(value) => {
+            v.push(1);
+            v.extend_from_slice(value);
+        }
     }
+    v
+}
+
+fn history_entry(k: &[u8; 48], v: &[u8]) -> Result<KeyVersion, EpochError> {
+    let corrupt = || EpochError::corrupt("undecodable history index record");
+    let version = Version(u64::from_be_bytes(v.get(..8).ok_or_else(corrupt)?.try_into().expect("8 bytes")));
+    let value = match (v.get(8), v.len()) {
+        (Some(0), 9) => None,
+        (Some(1), _) => Some(v[9..].to_vec()),
+        _ => return Err(corrupt()),
+    };
+    Ok(KeyVersion { epoch: Epoch(u64::from_be_bytes(k[32..40].try_into().expect("8 bytes"))), version, value })
 }
 
 /// The history key of `index` at `at` = epoch (high 64 bits) and queue position (low 64 bits).
@@ -170,7 +189,7 @@ fn first_above(table: &HistoryTable, index: &Index, from: u128, version: Version
             None => Ok(true),
             Some(entry) => {
                 let (k, v) = entry.map_err(io)?;
-                Ok(history_entry(k.value(), v.value()).version > version)
+                Ok(history_entry(k.value(), v.value())?.version > version)
             }
         }
     };
@@ -198,10 +217,7 @@ fn record_in(db: &Database, epoch: Epoch, rows: &[ArchiveRow]) -> Result<(), Epo
         }
         let mut history = txn.open_table(HISTORY).map_err(io)?;
         for (index, change, position) in applied(epoch, rows) {
-            let mut value = [0u8; 9];
-            value[..8].copy_from_slice(&change.version.0.to_be_bytes());
-            value[8] = u8::from(change.deleted);
-            history.insert(&history_key(&index, epoch, position), &value).map_err(io)?;
+            history.insert(&history_key(&index, epoch, position), encode_version(&change).as_slice()).map_err(io)?;
         }
         meta.insert(KEY_THROUGH, epoch.0).map_err(io)?;
     }
