@@ -564,6 +564,7 @@ const BENCH_ORIGIN: &str = "bench.keyfold.localhost";
 /// can replay what this benchmark produced.
 fn write_directory_files(dir: &Path, config: TreeConfig, groups: u16, key: &SigningKey) -> Result<(), CliError> {
     let dir_config = crate::directory::DirectoryConfig {
+        format: crate::directory::DATA_FORMAT,
         origin: BENCH_ORIGIN.into(),
         hash: config.suite.name().into(),
         shard_bits: config.shard_bits,

@@ -26,6 +26,10 @@ const CONFIG_FILE: &str = "keyfold.toml";
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryConfig {
+    /// The format of the records in the directory's stores ([`DATA_FORMAT`]). Absent in files
+    /// written before it existed: format 1, whose leaves do not commit to their history.
+    #[serde(default = "data_format_one")]
+    pub format: u32,
     pub origin: String,
     pub hash: String,
     pub shard_bits: u8,
@@ -46,6 +50,15 @@ pub struct DirectoryConfig {
     /// absent: `archives/` in the data directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archives: Option<String>,
+}
+
+/// The data format this keyfold reads and writes: 2 since a key's leaf commits to its whole
+/// version history (SPEC section 1.3: map leaf records with the epoch and previous commitment, the
+/// history index with values). A directory of another format is refused, never misread.
+pub const DATA_FORMAT: u32 = 2;
+
+fn data_format_one() -> u32 {
+    1
 }
 
 fn default_queue_max_bytes() -> u64 {
@@ -174,6 +187,15 @@ pub(crate) fn read_config(dir: &Path) -> Result<DirectoryConfig, CliError> {
     })?;
     let config: DirectoryConfig =
         toml::from_str(&text).map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
+    if config.format != DATA_FORMAT {
+        return Err(CliError::usage(format!(
+            "{}: data format {} (this keyfold reads format {DATA_FORMAT}: leaves that commit to their version \
+             history); serve this directory with the keyfold that created it, or start a new one with \
+             `keyfold init`",
+            path.display(),
+            config.format
+        )));
+    }
     if let Some(name) = config.zero_bound() {
         return Err(CliError::usage(format!("{}: {name} must be at least 1", path.display())));
     }
@@ -258,6 +280,7 @@ fn init_config(args: &InitArgs) -> Result<DirectoryConfig, CliError> {
         archives_path(location).map_err(|e| CliError::usage(format!("--archives: {e}")))?;
     }
     let config = DirectoryConfig {
+        format: DATA_FORMAT,
         origin: args.origin.clone(),
         hash: suite.name().into(),
         shard_bits: args.shards_bits,
@@ -372,7 +395,7 @@ mod tests {
     #[test]
     fn old_config_files_get_the_default_bounds() {
         let dir = tempfile::tempdir().unwrap();
-        let old = "origin = \"a.example\"\nhash = \"blake3\"\nshard_bits = 4\ngroups = 2\nqueue_max_depth = 500\n";
+        let old = "format = 2\norigin = \"a.example\"\nhash = \"blake3\"\nshard_bits = 4\ngroups = 2\nqueue_max_depth = 500\n";
         std::fs::write(dir.path().join(CONFIG_FILE), old).unwrap();
         let config = read_config(dir.path()).unwrap();
         assert_eq!(config.queue_max_depth, 500);

@@ -3,6 +3,8 @@
 //! panics on damaged files: a library that panics on them is caught and the file is named.
 //! * heads and archives: the full monitor replay from genesis (signatures, chain links, strictly
 //!   increasing times, archive digests, every outcome, every root);
+//! * the epoch proofs beside the archives: each audits from the heads around it and the archive
+//!   (SPEC section 3.2: old root, shape, outcomes, new root); epochs without one are listed;
 //! * the map: its root at every epoch is the signed root, and at the latest signed epoch every
 //!   key the archives name has a lookup proof that verifies against that root and gives the value
 //!   the replay computed;
@@ -22,7 +24,7 @@
 use crate::directory::read_config;
 use crate::error::CliError;
 use clap::Args;
-use keyfold_core::{Epoch, HashSuite, MapRoot, Witness, verify_cosignature, with_cosignatures};
+use keyfold_core::{Epoch, EpochProof, HashSuite, Head, MapRoot, Witness, verify_cosignature, with_cosignatures};
 use keyfold_core::{Index, MutationId};
 use keyfold_epoch::{
     ArchiveSink, HeadStore, KeyVersion, ObjectArchives, OutcomeIndex, OutcomeRecord, applied, outcome_of,
@@ -30,7 +32,7 @@ use keyfold_epoch::{
 use keyfold_ingest::{Entry, Position, Queue};
 use keyfold_map::{Map, TreeConfig, TreeStore, lookup_in};
 use keyfold_redb::{Layout, RedbCosignatures, RedbHeadStore, RedbOptions, RedbOutcomeIndex, RedbQueue, RedbStore};
-use keyfold_verify::Replayer;
+use keyfold_verify::{Replayer, audit_epoch};
 use rayon::prelude::*;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -80,6 +82,50 @@ struct Replayed {
     mutations: u64,
     /// What the index must hold for the epochs it says it indexed.
     index: ExpectedIndex,
+    /// Epochs whose stored epoch proof audits, epochs without one, and each problem found.
+    proofs: ProofsChecked,
+}
+
+/// The epoch proofs (SPEC section 3.2) stored beside the archives, each audited from the two
+/// heads around it and the archive.
+#[derive(Default)]
+struct ProofsChecked {
+    audited: u64,
+    missing: Vec<Epoch>,
+    problems: Vec<String>,
+}
+
+impl ProofsChecked {
+    /// Audits epoch `head`'s stored proof (if any) from `previous`, the head before it.
+    fn check(&mut self, archives: &ObjectArchives, previous: &Head, head: &Head, archive: bytes::Bytes) {
+        let epoch = head.epoch;
+        let proof = match ArchiveSink::get_proof(archives, epoch) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return self.missing.push(epoch),
+            Err(e) => return self.problems.push(format!("epoch {epoch}: reading its proof: {e}")),
+        };
+        let audited = EpochProof::decode(&proof)
+            .map_err(|e| e.to_string())
+            .and_then(|proof| audit_epoch(previous, head, archive, &proof).map_err(|d| d.to_string()));
+        match audited {
+            Ok(_) => self.audited += 1,
+            Err(e) => self.problems.push(format!("epoch {epoch}: its epoch proof does not audit: {e}")),
+        }
+    }
+
+    fn finding(&self) -> Finding {
+        if let Some(first) = self.problems.first() {
+            return Err(format!("{first} ({} epoch(s) with a bad proof)", self.problems.len()).into());
+        }
+        let missing = match (self.missing.first(), self.missing.last()) {
+            (Some(first), Some(last)) => format!(
+                "; {} epoch(s) have none (epochs {first}..={last}: signed before proofs were written)",
+                self.missing.len()
+            ),
+            _ => String::new(),
+        };
+        Ok(format!("the proofs of {} epoch(s) audit (old root, shape, outcomes, new root){missing}", self.audited))
+    }
 }
 
 /// The outcome of each mutation's latest appearance, and each key's applied changes in order, over
@@ -105,14 +151,17 @@ fn replay_all(
     };
     let mut replayer =
         Replayer::from_genesis(&note(Epoch(0))?, origin, public, shard_bits).map_err(|d| format!("divergence: {d}"))?;
-    let (mut keys, mut mutations) = (BTreeSet::new(), 0);
+    let (mut keys, mut mutations, mut proofs) = (BTreeSet::new(), 0, ProofsChecked::default());
     let mut index = ExpectedIndex { through: indexed_through.min(latest), ..ExpectedIndex::default() };
     for e in 1..=latest.0 {
         let epoch = Epoch(e);
         let archive = ArchiveSink::get(archives, epoch)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("epoch {epoch}: archive {} missing", archives.describe(epoch)))?;
-        let (head, rows) = replayer.replay_rows(&note(epoch)?, archive).map_err(|d| format!("divergence: {d}"))?;
+        let previous = replayer.head().clone();
+        let (head, rows) =
+            replayer.replay_rows(&note(epoch)?, archive.clone()).map_err(|d| format!("divergence: {d}"))?;
+        proofs.check(archives, &previous, &head, archive);
         mutations += head.counts.mutations;
         if epoch <= index.through {
             for row in &rows {
@@ -124,7 +173,7 @@ fn replay_all(
         }
         keys.extend(rows.into_iter().filter_map(|row| row.key));
     }
-    Ok(Replayed { replayer, keys, mutations, index })
+    Ok(Replayed { replayer, keys, mutations, index, proofs })
 }
 
 fn check_map(map: &Map<RedbStore>, heads: &RedbHeadStore, replayed: &Replayed) -> Finding {
@@ -471,6 +520,10 @@ fn check_stores(
         )
     });
     report(problems, "heads and archives", summary.map_err(Clone::clone));
+    match &replayed {
+        Ok(r) => report(problems, "epoch proofs", r.proofs.finding()),
+        Err(_) => println!("skip  epoch proofs: they are audited with the replayed heads, whose replay failed"),
+    }
     match &replayed {
         Ok(r) => {
             let finding = guarded("map", || check_map(&Map::new(store), &heads, r));

@@ -220,11 +220,7 @@ fn read_expected(path: &Path) -> Result<BTreeSet<Option<Vec<u8>>>, CliError> {
 /// The stored watch state, its checkpoint re-verified from the pinned key; `None` before the
 /// first check. A state for another key, or one that does not verify, is refused.
 fn load_state(path: &Path, key: &str, pinned: &Pinned) -> Result<Option<(View, HistoryPoint)>, CliError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(CliError::file(format!("reading --state {}: {e}", path.display()), &e)),
-    };
+    let Some(text) = crate::view_state::read_state(path)? else { return Ok(None) };
     let refused = |e: String| {
         CliError::verification(format!(
             "--state {} is not a watch state of {key:?} ({e}); move it away to start over",

@@ -1,5 +1,7 @@
-//! `keyfold monitor`: a witness. It follows a server's checkpoints, replays every epoch's archive
-//! (checking signatures, chain links, archive digests, outcomes and roots), and posts a
+//! `keyfold monitor`: a witness. It follows a server's checkpoints, audits every epoch from its
+//! epoch proof and archive (checking signatures, chain links, archive digests, the old root,
+//! outcomes and the new root; `--replay`: replays every archive into a replica of the map
+//! instead), and posts a
 //! cosignature (SPEC section 6.3) on the latest checkpoint once it has verified it. It never
 //! cosigns a head it could not verify: on a divergence it stops with the report and a non-zero
 //! exit.
@@ -17,9 +19,10 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::Args;
 use keyfold_core::{Epoch, Hash, SigningKey, cosign};
+use keyfold_core::{EpochProof, Head};
 use keyfold_epoch::{generate_key_files, load_signing_key};
 use keyfold_verify::wire::CheckpointAnswer;
-use keyfold_verify::{Replayer, ReplicaState, verify_latest};
+use keyfold_verify::{AuditState, Auditor, HeadChain, Replayer, ReplicaState, verify_latest};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -63,9 +66,48 @@ pub struct MonitorArgs {
     #[arg(long, default_value_t = 1_000)]
     save_every_epochs: u64,
     /// Save the state at most this many seconds after an unsaved epoch was verified (and always
-    /// at exit). Each save writes the whole replica (every key's value): this bounds the writes.
+    /// at exit). With --replay each save writes the whole replica (every key's value): this
+    /// bounds the writes.
     #[arg(long, default_value_t = 60)]
     save_interval_s: u64,
+    /// Replay every archive into a replica of the whole map instead of auditing each epoch from
+    /// its epoch proof (memory and state grow with the directory; needed for epochs signed
+    /// before epoch proofs were written). A state directory holds one kind of state.
+    #[arg(long)]
+    replay: bool,
+}
+
+/// What the monitor verifies epochs with: by default an [`Auditor`], which checks each epoch
+/// from its epoch proof (SPEC section 3.2) and holds only the last verified checkpoint; with
+/// `--replay` a [`Replayer`], which holds a replica of the whole map.
+enum Follower {
+    Audit(Box<Auditor>),
+    Replay(Box<Replayer>),
+}
+
+impl Follower {
+    /// The last verified head, its checkpoint, log and signer.
+    fn chain(&self) -> &HeadChain {
+        match self {
+            Follower::Audit(a) => a.chain(),
+            Follower::Replay(r) => r.chain(),
+        }
+    }
+
+    fn head(&self) -> &Head {
+        self.chain().head()
+    }
+
+    /// The state file's bytes (SPEC appendix B).
+    fn state_bytes(&self) -> Result<Vec<u8>, CliError> {
+        match self {
+            Follower::Audit(a) => Ok(a.snapshot().encode()),
+            Follower::Replay(r) => {
+                let state = r.snapshot().map_err(|e| CliError::store_in("reading the replica to save it", e))?;
+                Ok(state.encode())
+            }
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -108,13 +150,13 @@ pub fn monitor(args: &MonitorArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::usage(format!("--witness-name: {e}")))?;
     let witness = Witness { args, server: Published::new(&args.server)?, public, key, stop: stop_on_signal() };
     let store = args.state.as_deref().map(StateDir::open).transpose()?;
-    let (mut replayer, resumed) = witness.start(store.as_ref())?;
-    let first = if resumed { replayer.head().epoch.next() } else { Epoch(0) };
-    let mut saver = Saver::new(store.as_ref(), args, resumed.then(|| replayer.head().epoch));
-    let result = witness.follow(&mut replayer, &mut saver);
-    // Every epoch the replayer holds was verified, whatever stopped it (a replica that a failed
+    let (mut follower, resumed) = witness.start(store.as_ref())?;
+    let first = if resumed { follower.head().epoch.next() } else { Epoch(0) };
+    let mut saver = Saver::new(store.as_ref(), args, resumed.then(|| follower.head().epoch));
+    let result = witness.follow(&mut follower, &mut saver);
+    // Every epoch the follower holds was verified, whatever stopped it (a replica that a failed
     // replay left half-advanced refuses to be saved: `Replayer::snapshot`).
-    let saved = saver.save(&replayer);
+    let saved = saver.save(&follower);
     let cosigned = match (result, saved) {
         (Ok(cosigned), saved) => saved.map(|()| cosigned)?,
         (Err(e), Err(not_saved)) => {
@@ -123,17 +165,16 @@ pub fn monitor(args: &MonitorArgs) -> Result<(), CliError> {
         }
         (Err(e), Ok(())) => return Err(e),
     };
-    let last = replayer.head().epoch;
+    let last = follower.head().epoch;
     let verified = if last < first { format!("no epoch after {last}") } else { format!("epochs {first}..={last}") };
     println!("verified {verified} of {} and cosigned {cosigned} heads as {}", args.origin, args.witness_name);
     Ok(())
 }
 
 impl Witness<'_> {
-    /// The replayer to start from: the saved state when there is one (checked, never trusted:
-    /// [`Replayer::resume`]), else the server's genesis head.
-    fn start(&self, store: Option<&StateDir>) -> Result<(Replayer, bool), CliError> {
-        let shard_bits = self.server.shard_bits()?;
+    /// The follower to start from: the saved state when there is one (checked, never trusted:
+    /// [`Auditor::resume`], [`Replayer::resume`]), else the server's genesis head.
+    fn start(&self, store: Option<&StateDir>) -> Result<(Follower, bool), CliError> {
         let saved = match store {
             Some(store) => store.load()?.map(|bytes| (store, bytes)),
             None => None,
@@ -142,51 +183,66 @@ impl Witness<'_> {
             let refused = |e: keyfold_verify::ResumeError| {
                 let path = store.file().display().to_string();
                 CliError::verification(format!(
-                    "{path}: {e}; not resuming from it (move it away to replay from genesis)"
+                    "{path}: {e}; not resuming from it (move it away to verify from genesis)"
                 ))
             };
-            let state = ReplicaState::decode(&bytes).map_err(refused)?;
-            let replayer = Replayer::resume(state, &self.args.origin, &self.public, shard_bits).map_err(refused)?;
-            tracing::info!(state = %store.file().display(), "resuming at epoch {}", replayer.head().epoch);
-            return Ok((replayer, true));
+            let (origin, public) = (&self.args.origin, &self.public);
+            let follower = if self.args.replay {
+                let state = ReplicaState::decode(&bytes).map_err(refused)?;
+                let shard_bits = self.server.shard_bits()?;
+                Follower::Replay(Box::new(Replayer::resume(state, origin, public, shard_bits).map_err(refused)?))
+            } else {
+                let state = AuditState::decode(&bytes).map_err(refused)?;
+                Follower::Audit(Box::new(Auditor::resume(state, origin, public).map_err(refused)?))
+            };
+            tracing::info!(state = %store.file().display(), "resuming at epoch {}", follower.head().epoch);
+            return Ok((follower, true));
         }
         let genesis = self.server.text("/v1/heads/0")?;
-        let replayer = Replayer::from_genesis(&genesis, &self.args.origin, &self.public, shard_bits)
-            .map_err(|d| CliError::verification(format!("divergence, nothing cosigned: {d}")))?;
-        Ok((replayer, false))
+        let refused = |d| CliError::verification(format!("divergence, nothing cosigned: {d}"));
+        let follower = if self.args.replay {
+            let shard_bits = self.server.shard_bits()?;
+            let replayer = Replayer::from_genesis(&genesis, &self.args.origin, &self.public, shard_bits);
+            Follower::Replay(Box::new(replayer.map_err(refused)?))
+        } else {
+            Follower::Audit(Box::new(
+                Auditor::from_genesis(&genesis, &self.args.origin, &self.public).map_err(refused)?,
+            ))
+        };
+        Ok((follower, false))
     }
 
     /// Checks the latest checkpoint against the last verified one, replays up to it, and cosigns
     /// a checkpoint it verified in this run once the server still serves it as the latest (a
     /// cosignature says: this was the latest when I signed). Past epochs are never cosigned.
     /// Returns how many checkpoints it cosigned.
-    fn follow(&self, replayer: &mut Replayer, saver: &mut Saver<'_>) -> Result<u64, CliError> {
+    fn follow(&self, follower: &mut Follower, saver: &mut Saver<'_>) -> Result<u64, CliError> {
         let mut cosigned = 0;
-        let mut uncosigned = false; // the replayer's head was verified in this run, not cosigned yet
+        let mut uncosigned = false; // the follower's head was verified in this run, not cosigned yet
         loop {
-            let latest = self.check_latest(replayer)?;
-            if latest.size == replayer.log().size() {
+            let latest = self.check_latest(follower)?;
+            if latest.size == follower.chain().log().size() {
                 if uncosigned {
-                    self.cosign(replayer)?;
+                    self.cosign(follower)?;
                     (cosigned, uncosigned) = (cosigned + 1, false);
                 }
-                saver.due(replayer)?;
+                saver.due(follower)?;
                 if self.args.once || !self.pause() {
                     return Ok(cosigned);
                 }
                 continue;
             }
-            while replayer.log().size() < latest.size {
-                self.replay_next(replayer)?;
-                saver.due(replayer)?;
+            while follower.chain().log().size() < latest.size {
+                self.replay_next(follower)?;
+                saver.due(follower)?;
                 if self.stop.load(Ordering::SeqCst) {
                     return Ok(cosigned);
                 }
             }
             // The head replayed at the checked size must be the checked checkpoint itself.
-            if replayer.log().root() != latest.root {
+            if follower.chain().log().root() != latest.root {
                 let what = format!("same size {}, different roots", latest.size);
-                return Err(self.evidence(replayer.checkpoint_note(), &latest, &what));
+                return Err(self.evidence(follower.chain().checkpoint_note(), &latest, &what));
             }
             uncosigned = true;
         }
@@ -204,23 +260,33 @@ impl Witness<'_> {
         !self.stop.load(Ordering::SeqCst)
     }
 
-    /// Replays the epoch after the replayer's head.
-    fn replay_next(&self, replayer: &mut Replayer) -> Result<(), CliError> {
-        let epoch = replayer.head().epoch.next();
+    /// Verifies the epoch after the follower's head: audits it from its epoch proof, or replays
+    /// its archive.
+    fn replay_next(&self, follower: &mut Follower) -> Result<(), CliError> {
+        let epoch = follower.head().epoch.next();
         let note = self.server.text(&format!("/v1/heads/{}", epoch.0))?;
         let archive = self.server.bytes(&format!("/v1/epochs/{}/archive", epoch.0))?;
-        let head = replayer
-            .replay(&note, archive)
+        let verified = match follower {
+            Follower::Replay(replayer) => replayer.replay(&note, archive),
+            Follower::Audit(auditor) => {
+                let bytes = self.server.bytes(&format!("/v1/epochs/{}/proof", epoch.0))?;
+                EpochProof::decode(&bytes)
+                    .map_err(|e| auditor.undecodable(e))
+                    .and_then(|proof| auditor.audit(&note, archive, &proof))
+                    .map(|(head, _)| head)
+            }
+        };
+        let head = verified
             .map_err(|d| CliError::verification(format!("divergence at epoch {epoch}, not cosigned; stopping: {d}")))?;
         tracing::info!(epoch = head.epoch.0, mutations = head.counts.mutations, "verified");
         Ok(())
     }
 
-    /// Posts a cosignature of the replayer's checkpoint, with the current time.
-    fn cosign(&self, replayer: &Replayer) -> Result<(), CliError> {
-        let epoch = replayer.head().epoch;
+    /// Posts a cosignature of the follower's checkpoint, with the current time.
+    fn cosign(&self, follower: &Follower) -> Result<(), CliError> {
+        let epoch = follower.head().epoch;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-        let line = cosign(replayer.checkpoint_note(), &self.args.witness_name, &self.key, now)
+        let line = cosign(follower.chain().checkpoint_note(), &self.args.witness_name, &self.key, now)
             .map_err(|e| CliError::verification(format!("epoch {epoch}: cannot cosign the head: {e}")))?;
         let url = format!("{}/v1/heads/{}/cosignatures", self.server.base, epoch.0);
         let request = format!("POST {url}");
@@ -249,8 +315,8 @@ impl Witness<'_> {
     /// Fetches the latest checkpoint with a consistency proof from the verified size and checks
     /// it: a rollback (smaller size), another root at the same size or a proof that fails is a
     /// conflict between two signed checkpoints: the evidence is written and the monitor stops.
-    fn check_latest(&self, replayer: &Replayer) -> Result<Latest, CliError> {
-        let (size, root) = (replayer.log().size(), replayer.log().root());
+    fn check_latest(&self, follower: &Follower) -> Result<Latest, CliError> {
+        let (size, root) = (follower.chain().log().size(), follower.chain().log().root());
         let path = format!("/v1/checkpoint?from={size}");
         let request = format!("GET {}{path}", self.server.base);
         let body = self.server.text(&path)?;
@@ -258,7 +324,7 @@ impl Witness<'_> {
             .map_err(|e| CliError::verification(format!("{request}: not a checkpoint answer: {e}")))?;
         let rollovers = keyfold_verify::decode_rollovers(&answer.rollovers)
             .map_err(|e| CliError::verification(format!("{request}: {e}")))?;
-        let key = replayer.next_signer();
+        let key = follower.chain().next_signer();
         let (signed, _, _) = verify_latest(&self.args.origin, &key, size, &answer.checkpoint, &rollovers)
             .map_err(|e| CliError::verification(format!("{request}: the checkpoint does not verify: {e}")))?;
         let proof = answer.consistency.unwrap_or_default();
@@ -275,7 +341,7 @@ impl Witness<'_> {
                 .map(|e| format!("the consistency proof from size {size} to size {new_size} does not verify: {e}"))
         };
         match conflict {
-            Some(what) => Err(self.evidence(replayer.checkpoint_note(), &latest, &what)),
+            Some(what) => Err(self.evidence(follower.chain().checkpoint_note(), &latest, &what)),
             None => Ok(latest),
         }
     }
@@ -431,24 +497,23 @@ impl<'a> Saver<'a> {
     }
 
     /// Saves if enough epochs or time went by since the last save.
-    fn due(&mut self, replayer: &Replayer) -> Result<(), CliError> {
-        let epoch = replayer.head().epoch;
+    fn due(&mut self, follower: &Follower) -> Result<(), CliError> {
+        let epoch = follower.head().epoch;
         let unsaved = self.saved.map_or(epoch.0 + 1, |saved| epoch.0 - saved.0);
         if unsaved >= self.every_epochs || (unsaved > 0 && self.since.elapsed() >= self.interval) {
-            self.save(replayer)?;
+            self.save(follower)?;
         }
         Ok(())
     }
 
-    /// Saves the replayer's state unless it is the one saved last.
-    fn save(&mut self, replayer: &Replayer) -> Result<(), CliError> {
+    /// Saves the follower's state unless it is the one saved last.
+    fn save(&mut self, follower: &Follower) -> Result<(), CliError> {
         let Some(store) = self.store else { return Ok(()) };
-        let epoch = replayer.head().epoch;
+        let epoch = follower.head().epoch;
         if self.saved == Some(epoch) {
             return Ok(());
         }
-        let state = replayer.snapshot().map_err(|e| CliError::store_in("reading the replica to save it", e))?;
-        store.save(&state.encode())?;
+        store.save(&follower.state_bytes()?)?;
         (self.saved, self.since) = (Some(epoch), Instant::now());
         tracing::info!(epoch = epoch.0, state = %store.file().display(), "saved the replay state");
         Ok(())

@@ -13,11 +13,7 @@ use std::path::{Path, PathBuf};
 /// The file is the last verified checkpoint note; after a key rollover it is a JSON object
 /// `{"checkpoint": note, "rollovers": [announcing notes, oldest first]}` instead.
 pub fn load(path: &Path, origin: &str, public_key: &[u8; 32]) -> Result<Option<View>, CliError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(CliError::file(format!("reading --state {}: {e}", path.display()), &e)),
-    };
+    let Some(text) = read_state(path)? else { return Ok(None) };
     let refused = |e: String| {
         CliError::verification(format!(
             "--state {} does not hold a checkpoint of {origin:?} signed by the pinned key or a key it handed over \
@@ -32,6 +28,15 @@ pub fn load(path: &Path, origin: &str, public_key: &[u8; 32]) -> Result<Option<V
     View::restore(&stored.checkpoint, stored.rollovers, origin, public_key)
         .map(Some)
         .map_err(|e| refused(e.to_string()))
+}
+
+/// The text of the state file `path`; `None` if there is none yet.
+pub(crate) fn read_state(path: &Path) -> Result<Option<String>, CliError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(CliError::file(format!("reading --state {}: {e}", path.display()), &e)),
+    }
 }
 
 /// A view after a key rollover, as stored.

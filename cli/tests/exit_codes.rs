@@ -41,6 +41,20 @@ fn usage_and_configuration_errors_exit_2() {
     let refused = dir.path().join("refused");
     assert_exit(&["init", "--data", refused.to_str().unwrap(), "--queue-max-depth", "0"], 2, "--queue-max-depth must");
     assert!(!refused.exists(), "a refused init leaves no half-made directory");
+    // A directory an earlier keyfold made (its keyfold.toml names no data format: format 1,
+    // leaves without their history) is refused before any store is opened, never misread.
+    let old = dir.path().join("old");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyfold"))
+        .args(["init", "--data", old.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = std::fs::read_to_string(old.join("keyfold.toml")).unwrap();
+    assert!(config.starts_with("format = 2\n"), "{config}");
+    std::fs::write(old.join("keyfold.toml"), config.replace("format = 2\n", "")).unwrap();
+    for command in ["status", "serve", "verify", "fsck"] {
+        assert_exit(&[command, "--data", old.to_str().unwrap()], 2, "data format 1 (this keyfold reads format 2");
+    }
 }
 
 #[test]

@@ -175,9 +175,14 @@ fn a_changed_state_file_is_refused() {
     let server = start_with(&dir.path().join("data"), &["--witness", &spec]);
     let monitor = Monitor::of(&server, key);
     set(&server, "carol", "pk-carol-original", 0);
+    // A replay state (`--replay`) holds every key: a changed value is found at resume.
     let state = dir.path().join("state");
-    let state_arg = ["--state", state.to_str().unwrap()];
+    let state_arg = ["--state", state.to_str().unwrap(), "--replay"];
     let (code, stdout, stderr) = monitor.run(&server, &state_arg);
+    assert_eq!(code, 0, "{stdout} {stderr}");
+    let audit_state = dir.path().join("audit-state");
+    let audit_arg = ["--state", audit_state.to_str().unwrap()];
+    let (code, stdout, stderr) = monitor.run(&server, &audit_arg);
     assert_eq!(code, 0, "{stdout} {stderr}");
 
     let file = state.join("monitor.state");
@@ -192,6 +197,21 @@ fn a_changed_state_file_is_refused() {
     assert!(!stderr.contains("resuming at epoch"), "{stderr}");
     assert!(stderr.contains("monitor.state: the saved keys give the map root"), "{stderr}");
     assert!(stderr.contains("not resuming from it"), "{stderr}");
+
+    // An audit state (the default) holds the checkpoint and the log's right edge only: a changed
+    // peak is found at resume, and the kinds of state are not mixed up.
+    let file = audit_state.join("monitor.state");
+    let mut bytes = std::fs::read(&file).unwrap();
+    assert!(bytes.starts_with(b"keyfold audit state v1\n") && !bytes.windows(5).any(|w| w == b"pk-ca"));
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&file, bytes).unwrap();
+    let (code, stdout, stderr) = monitor.run(&server, &audit_arg);
+    assert_eq!(code, 1, "{stdout} {stderr}");
+    assert!(stderr.contains("the saved log of heads has size") && stderr.contains("not resuming"), "{stderr}");
+    let (code, _, stderr) = monitor.run(&server, &["--state", state.to_str().unwrap()]);
+    assert_eq!(code, 1, "a replay state is not an audit state: {stderr}");
+    assert!(stderr.contains("use --replay"), "{stderr}");
     assert!(!cosigned(&heads(&server, 2..=2)[0]), "nothing is cosigned from a refused state");
     stop(server);
 }

@@ -347,6 +347,20 @@ fn fsck_passes_a_healthy_directory_and_locates_damage() {
     assert!(ok, "{stdout} {stderr}");
     assert!(stdout.contains("no problems") && stdout.contains("proofs of all 390 keys verify"), "{stdout}");
     assert!(stdout.contains("skip  cosignatures: none stored"), "{stdout}");
+    assert!(stdout.contains("ok    epoch proofs: the proofs of 4 epoch(s) audit"), "{stdout}");
+
+    // Epoch proofs: a changed byte in one fails its audit, naming the epoch; one missing is listed.
+    let proof = data.join("archives").join("epoch-00000000000000000002.proof");
+    let good = std::fs::read(&proof).unwrap();
+    let mut bad = good.clone();
+    bad[good.len() - 40] ^= 0x01;
+    std::fs::write(&proof, &bad).unwrap();
+    let (ok, stdout, _) = keyfold(&["fsck", "--data", data_arg]);
+    assert!(!ok && stdout.contains("FAIL  epoch proofs: epoch 2: its epoch proof does not audit"), "{stdout}");
+    std::fs::remove_file(&proof).unwrap();
+    let (ok, stdout, _) = keyfold(&["fsck", "--data", data_arg]);
+    assert!(ok && stdout.contains("1 epoch(s) have none (epochs 2..=2"), "{stdout}");
+    std::fs::write(&proof, &good).unwrap();
 
     // Cosignatures: a witness's line verifies with the witness's key given and is counted, not
     // checked, without it; a line that is not of its epoch's head, or of an epoch without a head,

@@ -13,6 +13,8 @@
 
 mod apply;
 mod audit;
+mod auditor;
+mod chain;
 mod divergence;
 mod heads;
 mod history;
@@ -27,6 +29,8 @@ pub use apply::{
     hash_mutations, read_touched, touched_indexes,
 };
 pub use audit::{Audited, audit_epoch};
+pub use auditor::{AUDIT_STATE_MAGIC, AuditState, Auditor};
+pub use chain::HeadChain;
 pub use divergence::Divergence;
 pub use heads::{verify_genesis_head, verify_next_head};
 pub use history::{

@@ -3,37 +3,26 @@
 //! the map root, using nothing but the heads, the archives and the public key.
 
 use crate::apply::{Applied, KeyState, Outcome, OutcomeColumns, apply_mutations, hash_mutations, touched_indexes};
+use crate::chain::HeadChain;
 use crate::divergence::{Divergence, diverge};
-use crate::heads::{verify_genesis_head, verify_next_head};
 use crate::state::{ReplicaState, ResumeError};
 use bytes::Bytes;
 use hashbrown::HashMap;
 use keyfold_archive::{ArchiveRow, read_archive_bytes};
-use keyfold_core::{
-    Epoch, Frontier, Hash, HashSuite, Head, Index, LeafValue, Mutation, MutationId, Position, Version,
-    key_after_rollovers, peek_checkpoint, verify_checkpoint_note,
-};
+use keyfold_core::{Epoch, Hash, HashSuite, Head, Index, LeafValue, Mutation, MutationId, Position, Version};
 use keyfold_map::{Map, MemoryStore, TreeConfig, TreeError};
 use rayon::prelude::*;
 
 /// A monitor's replica of the map, advanced one verified epoch at a time.
 #[derive(Debug)]
 pub struct Replayer {
-    origin: String,
-    /// The key that signed `previous`: the pinned key until a key rollover (SPEC section 6.6).
-    public_key: [u8; 32],
-    /// The signed checkpoints that announced a key rollover, from genesis (or the resumed state's).
-    rollovers: Vec<String>,
+    /// The last verified head, its checkpoint, log and signer.
+    chain: HeadChain,
     map: Map<MemoryStore>,
     /// Every key's version and presence at the last verified epoch (what compare-and-set reads),
     /// so an epoch reads its touched keys here instead of walking the replica's tree to them. One
     /// table per first byte of the index, updated in parallel.
     states: Vec<HashMap<Index, KeyState>>,
-    previous: Head,
-    /// The log of heads through `previous` (its right edge: O(log n) hashes).
-    log: Frontier,
-    /// The signed checkpoint of `previous`, as it was served: what a saved state starts from.
-    note: String,
     /// The first head epoch the replica holds: 0 from genesis, E after [`Replayer::resume`] at E.
     resumed_at: Epoch,
     /// Head epoch minus replica epoch: 0 from genesis; E - 1 after a resume at E >= 1 (the
@@ -52,20 +41,13 @@ impl Replayer {
         public_key: &[u8; 32],
         shard_bits: u8,
     ) -> Result<Replayer, Divergence> {
-        let (head, log) = verify_genesis_head(note, origin, public_key, shard_bits)?;
-        let config = TreeConfig::new(head.suite, shard_bits)
+        let chain = HeadChain::genesis(note, origin, public_key, shard_bits)?;
+        let config = TreeConfig::new(chain.head().suite, shard_bits)
             .map_err(|e| diverge(Epoch(0), None, "config", "valid shard bits", e))?;
-        let map = Map::new(MemoryStore::new(config));
-        let rollovers = if head.next_key.is_some() { vec![note.to_owned()] } else { Vec::new() };
         Ok(Replayer {
-            origin: origin.to_owned(),
-            public_key: *public_key,
-            rollovers,
-            map,
+            chain,
+            map: Map::new(MemoryStore::new(config)),
             states: (0..STATE_TABLES).map(|_| HashMap::new()).collect(),
-            previous: head,
-            log,
-            note: note.to_owned(),
             resumed_at: Epoch(0),
             replica_base: 0,
             half_advanced: false,
@@ -81,22 +63,17 @@ impl Replayer {
     /// The replica's epoch that holds head epoch `epoch`: the same from genesis; `None` for an
     /// epoch before the one a resumed replayer started from, or not verified yet.
     pub fn replica_epoch(&self, epoch: Epoch) -> Option<Epoch> {
-        (self.resumed_at..=self.previous.epoch).contains(&epoch).then(|| Epoch(epoch.0 - self.replica_base))
+        (self.resumed_at..=self.chain.head().epoch).contains(&epoch).then(|| Epoch(epoch.0 - self.replica_base))
     }
 
     /// The last head verified.
     pub fn head(&self) -> &Head {
-        &self.previous
+        self.chain.head()
     }
 
-    /// The signed checkpoint of the last head verified, as it was served.
-    pub fn checkpoint_note(&self) -> &str {
-        &self.note
-    }
-
-    /// The log of heads through the last head verified.
-    pub fn log(&self) -> &Frontier {
-        &self.log
+    /// The last verified head, its checkpoint, log and signer.
+    pub fn chain(&self) -> &HeadChain {
+        &self.chain
     }
 
     /// Everything [`Replayer::resume`] needs to continue from the last verified epoch: its
@@ -108,7 +85,7 @@ impl Replayer {
         }
         let mut indexes: Vec<Index> = self.states.iter().flat_map(|table| table.keys().copied()).collect();
         indexes.par_sort_unstable();
-        let at = self.replica_epoch(self.previous.epoch).expect("the last verified epoch is in the replica");
+        let at = self.replica_epoch(self.head().epoch).expect("the last verified epoch is in the replica");
         let values = self.map.get_many(&indexes, at)?;
         let leaves = indexes
             .into_iter()
@@ -116,9 +93,9 @@ impl Replayer {
             .map(|(index, leaf)| leaf.map(|leaf| (index, leaf)).ok_or_else(|| missing_leaf(&index)))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(ReplicaState {
-            checkpoint: self.note.clone(),
-            rollovers: self.rollovers.clone(),
-            log: self.log.clone(),
+            checkpoint: self.chain.checkpoint_note().to_owned(),
+            rollovers: self.chain.rollovers().to_vec(),
+            log: self.chain.log().clone(),
             leaves,
         })
     }
@@ -133,15 +110,9 @@ impl Replayer {
         public_key: &[u8; 32],
         shard_bits: u8,
     ) -> Result<Replayer, ResumeError> {
-        let ReplicaState { checkpoint: note, rollovers, log, leaves } = state;
-        let epoch = Head::from_checkpoint(&peek_checkpoint(&note)?)?.epoch;
-        let public_key = key_after_rollovers(origin, public_key, &rollovers, epoch)?;
-        let signed = verify_checkpoint_note(&note, origin, &public_key)?;
-        let (size, root) = (signed.checkpoint.size, signed.checkpoint.root);
-        if log.size() != size || log.root() != root {
-            return Err(ResumeError::LogRoot { size, root, found_size: log.size(), found_root: log.root() });
-        }
-        let head = signed.head;
+        let ReplicaState { checkpoint, rollovers, log, leaves } = state;
+        let chain = HeadChain::resume(checkpoint, rollovers, log, origin, public_key)?;
+        let head = chain.head();
         let config = TreeConfig::new(head.suite, shard_bits).map_err(|e| ResumeError::Replica(e.to_string()))?;
         let map = Map::new(MemoryStore::new(config));
         let states = key_states(head.suite, &leaves);
@@ -157,21 +128,7 @@ impl Replayer {
         }
         let replica_base = head.epoch.0.saturating_sub(1);
         let resumed_at = head.epoch;
-        let origin = origin.to_owned();
-        let previous = head;
-        Ok(Replayer {
-            origin,
-            public_key,
-            rollovers,
-            map,
-            states,
-            previous,
-            log,
-            note,
-            resumed_at,
-            replica_base,
-            half_advanced: false,
-        })
+        Ok(Replayer { chain, map, states, resumed_at, replica_base, half_advanced: false })
     }
 
     /// Verifies the next epoch: its signed head and its archive.
@@ -183,10 +140,10 @@ impl Replayer {
     /// needs them does not decode the archive a second time.
     pub fn replay_rows(&mut self, note: &str, archive: Bytes) -> Result<(Head, Vec<ArchiveRow>), Divergence> {
         if self.half_advanced {
-            let epoch = self.previous.epoch.next();
+            let epoch = self.head().epoch.next();
             return Err(diverge(epoch, None, "replica", "the last verified epoch", "a replica past a divergence"));
         }
-        let (head, log) = self.check_head(note)?;
+        let (head, log) = self.chain.check_next(note)?;
         let (epoch, suite) = (head.epoch, head.suite);
         let check = |ok: bool, what: &str, expected: String, found: String| {
             if ok { Ok(()) } else { Err(diverge(epoch, None, what, expected, found)) }
@@ -203,32 +160,12 @@ impl Replayer {
         let root = self.advance(epoch, applied, &rows)?;
         check(root == head.root, "map root", root.to_hex(), head.root.to_hex())?;
         self.half_advanced = false;
-        self.public_key = self.next_signer();
-        if head.next_key.is_some() {
-            self.rollovers.push(note.to_owned());
-        }
-        self.previous = head.clone();
-        self.log = log;
-        note.clone_into(&mut self.note);
+        self.chain.advance(head.clone(), log, note);
         // The keys, values and signatures moved into the mutations go back into their rows.
         for (row, (_, m)) in rows.iter_mut().zip(mutations) {
             (row.key, row.value, row.owner_signature) = (Some(m.key), m.value, m.owner_signature);
         }
         Ok((head, rows))
-    }
-
-    /// The next head: signed by the key in effect for the origin (the pinned one, or the one the
-    /// last key rollover announced), numbered, hashed and chained after the last verified one,
-    /// and later in time.
-    fn check_head(&self, note: &str) -> Result<(Head, Frontier), Divergence> {
-        let mut log = self.log.clone();
-        let head = verify_next_head(&self.previous, &mut log, note, &self.origin, &self.next_signer())?;
-        Ok((head, log))
-    }
-
-    /// The key that signs the head after the last verified one.
-    pub fn next_signer(&self) -> [u8; 32] {
-        self.previous.next_key.map_or(self.public_key, |key| key.to_bytes())
     }
 
     /// Applies a verified epoch to the replica and the key states; returns the new root.
@@ -240,7 +177,7 @@ impl Replayer {
             .iter()
             .map(|&i| rows[i as usize].leaf_hash.expect("an applied row's leaf hash was checked"))
             .collect();
-        let suite = self.previous.suite;
+        let suite = self.head().suite;
         let changed: Vec<(Index, KeyState)> =
             applied.updates.par_iter().map(|(index, value)| (*index, KeyState::of(suite, value))).collect();
         let root = self

@@ -59,16 +59,7 @@ impl ReplicaState {
         let values: usize = self.leaves.iter().map(|(_, leaf)| leaf.value.as_ref().map_or(0, Vec::len) + 85).sum();
         let mut out = Vec::with_capacity(STATE_MAGIC.len() + self.checkpoint.len() + 64 * 33 + values);
         out.extend_from_slice(STATE_MAGIC);
-        put_note(&mut out, &self.checkpoint);
-        let rollovers = u32::try_from(self.rollovers.len()).expect("fewer than 2^32 key rollovers");
-        out.extend_from_slice(&rollovers.to_be_bytes());
-        for note in &self.rollovers {
-            put_note(&mut out, note);
-        }
-        out.extend_from_slice(&self.log.size().to_be_bytes());
-        for peak in self.log.peaks() {
-            out.extend_from_slice(&peak.0);
-        }
+        put_head_part(&mut out, &self.checkpoint, &self.rollovers, &self.log);
         out.extend_from_slice(&(self.leaves.len() as u64).to_be_bytes());
         for (index, leaf) in &self.leaves {
             out.extend_from_slice(&index.0);
@@ -104,15 +95,7 @@ impl ReplicaState {
         if magic != STATE_MAGIC {
             return Err(ResumeError::Format("it does not start with the state magic".into()));
         }
-        let checkpoint = r.note()?;
-        let mut rollovers = Vec::new();
-        // At least 4 bytes per note: a count beyond the input's size fails at its first read.
-        for _ in 0..r.u32()? {
-            rollovers.push(r.note()?);
-        }
-        let size = r.u64()?;
-        let peaks = (0..size.count_ones()).map(|_| r.hash()).collect::<Result<Vec<_>, _>>()?;
-        let log = Frontier::from_peaks(size, peaks).expect("one peak read per set bit");
+        let (checkpoint, rollovers, log) = r.head_part()?;
         let count = r.u64()?;
         let mut leaves: Vec<(Index, LeafValue)> = Vec::new();
         for _ in 0..count {
@@ -129,6 +112,28 @@ impl ReplicaState {
     }
 }
 
+/// The part a replay state and an audit state share: the checkpoint, the rollovers that lead to
+/// its signer, and the log of heads' right edge (SPEC appendix B).
+pub(crate) fn put_head_part(out: &mut Vec<u8>, checkpoint: &str, rollovers: &[String], log: &Frontier) {
+    put_note(out, checkpoint);
+    let count = u32::try_from(rollovers.len()).expect("fewer than 2^32 key rollovers");
+    out.extend_from_slice(&count.to_be_bytes());
+    for note in rollovers {
+        put_note(out, note);
+    }
+    out.extend_from_slice(&log.size().to_be_bytes());
+    for peak in log.peaks() {
+        out.extend_from_slice(&peak.0);
+    }
+}
+
+/// Reads [`put_head_part`]'s bytes at the start of `bytes`; also returns how many it used.
+pub(crate) fn read_head_part(bytes: &[u8]) -> Result<(String, Vec<String>, Frontier, usize), ResumeError> {
+    let mut r = Reader { bytes, at: 0 };
+    let (checkpoint, rollovers, log) = r.head_part()?;
+    Ok((checkpoint, rollovers, log, r.at))
+}
+
 /// A signed note: its length (u32, big-endian) and its bytes.
 fn put_note(out: &mut Vec<u8>, note: &str) {
     let len = u32::try_from(note.len()).expect("a checkpoint note is at most a few KiB");
@@ -143,6 +148,19 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    fn head_part(&mut self) -> Result<(String, Vec<String>, Frontier), ResumeError> {
+        let checkpoint = self.note()?;
+        let mut rollovers = Vec::new();
+        // At least 4 bytes per note: a count beyond the input's size fails at its first read.
+        for _ in 0..self.u32()? {
+            rollovers.push(self.note()?);
+        }
+        let size = self.u64()?;
+        let peaks = (0..size.count_ones()).map(|_| self.hash()).collect::<Result<Vec<_>, _>>()?;
+        let log = Frontier::from_peaks(size, peaks).expect("one peak read per set bit");
+        Ok((checkpoint, rollovers, log))
+    }
+
     fn note(&mut self) -> Result<String, ResumeError> {
         let len = self.u32()? as usize;
         String::from_utf8(self.take(len)?.to_vec()).map_err(|_| ResumeError::Format("a checkpoint is not UTF-8".into()))

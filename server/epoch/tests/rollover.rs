@@ -88,6 +88,6 @@ fn a_rollover_is_announced_handed_over_after_a_crash_and_replays_from_the_first_
         let archive = ArchiveSink::get(job.archives(), Epoch(e)).unwrap().unwrap();
         replayer.replay(&stored(&job, e), archive).unwrap();
     }
-    assert_eq!(replayer.next_signer(), next.to_bytes());
+    assert_eq!(replayer.chain().next_signer(), next.to_bytes());
     assert!(dir.path().join(KEY_HISTORY_FILE).exists());
 }
