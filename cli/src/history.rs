@@ -155,8 +155,14 @@ pub fn watch(args: &WatchArgs) -> Result<(), CliError> {
         Err(Fetched::Refused(e)) => return Err(CliError::verification(format!("REFUSED: {e}"))),
     };
     let unexpected: Vec<&HistoryVersion> = history.versions.iter().filter(|v| !expected.contains(&v.value)).collect();
-    // The verified history is stored whatever it holds: an unexpected version is reported once,
-    // with its evidence kept in a file, and the next check starts after it.
+    // The evidence first, then the state. Recovery if the process dies right after the evidence
+    // is written: the state still ends before the unexpected versions, so the next check reports
+    // them again (a second evidence file). After the state is written the next check starts
+    // after them: each is reported once, its evidence already on disk.
+    let evidence = match unexpected.is_empty() {
+        true => None,
+        false => Some(write_evidence(args, &unexpected, &pages)?),
+    };
     let state = WatchState {
         key: args.key.clone(),
         checkpoint: next.note.clone(),
@@ -165,6 +171,17 @@ pub fn watch(args: &WatchArgs) -> Result<(), CliError> {
     };
     let json = serde_json::to_string_pretty(&state).expect("strings serialize");
     crate::view_state::write_atomic(&args.state, json.as_bytes())?;
+    report_watch(args, &start, &history, &unexpected, evidence.as_deref())
+}
+
+/// What a check found: exit 0 when nothing unexpected is new, else 1 naming the evidence file.
+fn report_watch(
+    args: &WatchArgs,
+    start: &HistoryPoint,
+    history: &VerifiedHistory,
+    unexpected: &[&HistoryVersion],
+    evidence: Option<&Path>,
+) -> Result<(), CliError> {
     let head = &history.lookup.head;
     if history.versions.is_empty() {
         println!(
@@ -173,7 +190,7 @@ pub fn watch(args: &WatchArgs) -> Result<(), CliError> {
         );
         return Ok(());
     }
-    if unexpected.is_empty() {
+    let Some(path) = evidence else {
         println!(
             "ok: key {:?} versions {}..={} are all expected (history verified complete at epoch {})",
             args.key,
@@ -182,11 +199,10 @@ pub fn watch(args: &WatchArgs) -> Result<(), CliError> {
             head.epoch
         );
         return Ok(());
-    }
-    for v in &unexpected {
+    };
+    for v in unexpected {
         println!("UNEXPECTED: version {} (epoch {}): {}", v.version.0, v.epoch.0, describe(v.value.as_deref()));
     }
-    let path = write_evidence(args, &unexpected, &pages)?;
     Err(CliError::verification(format!(
         "{} version(s) of {:?} that --expect does not list; evidence written to {}",
         unexpected.len(),
