@@ -4,21 +4,14 @@
 
 mod common;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
-use common::{http, keyfold, latest_head, ok, start, stop, wait_until};
+use common::{http, keyfold, latest_head, ok, start, stop, submit_in_one_epoch};
 use std::net::SocketAddr;
 
 /// Submits `count` keys `prefix{i}` as new and waits for the epoch that applies them.
 fn submit(addr: SocketAddr, prefix: &str, count: usize) {
-    let before = latest_head(addr).0;
-    let mutations: Vec<String> = (0..count)
-        .map(|i| format!(r#"{{"key":"{prefix}{i}","value":"{}","expected_version":0}}"#, B64.encode(format!("v{i}"))))
-        .collect();
-    let (status, answer) =
-        http(addr, "POST", "/v1/mutations", &format!(r#"{{"mutations":[{}]}}"#, mutations.join(",")));
-    assert_eq!(status, 202, "{answer}");
-    wait_until("the epoch of the mutations", || (latest_head(addr).0 <= before).then(|| "not yet".to_owned()));
+    let keys: Vec<(String, String)> = (0..count).map(|i| (format!("{prefix}{i}"), format!("v{i}"))).collect();
+    let mutations: Vec<(&str, &str, u64)> = keys.iter().map(|(k, v)| (k.as_str(), v.as_str(), 0)).collect();
+    submit_in_one_epoch(addr, &mutations);
 }
 
 #[test]

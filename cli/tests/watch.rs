@@ -7,24 +7,16 @@ mod common;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use common::{http, keyfold, latest_head, ok, start, stop, wait_until};
+use common::{keyfold, ok, start, stop, submit_in_one_epoch};
 use std::net::SocketAddr;
 
 const ORIGIN: &str = "example.test/watched";
 
-/// Appends `mutations` of alice (value, expected version) in one request, so one epoch applies
-/// them all, and waits for that epoch.
+/// alice's `mutations` (value, expected version), in one epoch.
 fn submit_together(addr: SocketAddr, mutations: &[(&str, u64)]) {
-    let before = latest_head(addr).0;
-    let listed: Vec<String> = mutations
-        .iter()
-        .map(|(value, expected)| {
-            format!(r#"{{"key":"alice","value":"{}","expected_version":{expected}}}"#, B64.encode(value))
-        })
-        .collect();
-    let (status, answer) = http(addr, "POST", "/v1/mutations", &format!(r#"{{"mutations":[{}]}}"#, listed.join(",")));
-    assert_eq!(status, 202, "{answer}");
-    wait_until("the epoch of the mutations", || (latest_head(addr).0 <= before).then(|| "not yet".to_owned()));
+    let listed: Vec<(&str, &str, u64)> =
+        mutations.iter().map(|&(value, expected)| ("alice", value, expected)).collect();
+    submit_in_one_epoch(addr, &listed);
 }
 
 #[test]

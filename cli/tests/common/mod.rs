@@ -188,6 +188,23 @@ pub fn latest_head(addr: SocketAddr) -> (u64, String) {
     (keyfold_core::Checkpoint::parse(text).unwrap().size - 1, note)
 }
 
+/// Appends `mutations` (key, value, expected version) in one request, so one epoch applies them
+/// all, and waits for that epoch.
+pub fn submit_in_one_epoch(addr: SocketAddr, mutations: &[(&str, &str, u64)]) {
+    use base64::Engine;
+    let before = latest_head(addr).0;
+    let listed: Vec<String> = mutations
+        .iter()
+        .map(|(key, value, expected)| {
+            let value = base64::engine::general_purpose::STANDARD.encode(value);
+            format!(r#"{{"key":"{key}","value":"{value}","expected_version":{expected}}}"#)
+        })
+        .collect();
+    let (status, answer) = http(addr, "POST", "/v1/mutations", &format!(r#"{{"mutations":[{}]}}"#, listed.join(",")));
+    assert_eq!(status, 202, "{answer}");
+    wait_until("the epoch of the mutations", || (latest_head(addr).0 <= before).then(|| "not yet".to_owned()));
+}
+
 /// Runs one epoch with the operator trigger (`token`) and waits for its head; its epoch.
 pub fn trigger_epoch(addr: SocketAddr, token: &str) -> u64 {
     let before = latest_head(addr).0;

@@ -207,6 +207,13 @@ impl HashSuite {
         self.value_commitment_parts(leaf.version, leaf.epoch, &leaf.previous, leaf.value.as_deref())
     }
 
+    /// A leaf's version entry and its commitment, each hashed once (an epoch proof carries the
+    /// entry of a touched leaf; its parent's pointer checks the commitment).
+    pub fn entry_and_commitment(self, leaf: &LeafValue) -> (Hash, Hash) {
+        let entry = self.entry_hash(&leaf.previous, leaf.epoch, leaf.value.as_deref());
+        (entry, self.version_commitment(leaf.version, leaf.value.is_some(), &entry))
+    }
+
     /// [`HashSuite::value_commitment`] of borrowed parts (`value` `None`: a tombstone).
     pub fn value_commitment_parts(self, version: Version, epoch: Epoch, previous: &Hash, value: Option<&[u8]>) -> Hash {
         let entry = self.entry_hash(previous, epoch, value);

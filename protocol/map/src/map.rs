@@ -3,7 +3,9 @@
 use crate::error::TreeError;
 use crate::store::{Child, EpochBatch, NodeKey, Snapshot, TreeStore, check_leaf_read, check_node_read};
 use crate::update::{prepare_epoch, prepare_epoch_hashed};
-use keyfold_core::{Epoch, EpochProof, Hash, HashSuite, Index, LeafValue, MapRoot, Node, Proof, ProofWriter, Terminal};
+use keyfold_core::{
+    Epoch, EpochProof, Hash, HashSuite, Index, KeyState, LeafValue, MapRoot, Node, Proof, ProofWriter, Terminal,
+};
 
 /// The answer to a lookup: the key's value at an epoch (if any) and the proof of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,24 +79,25 @@ impl<S: TreeStore> Map<S> {
         Ok(out)
     }
 
-    /// The values of `indexes` (ascending, distinct: the keys an epoch touches) at `epoch`
-    /// (`None` where absent) and the encoding of their epoch proof against that map (SPEC
-    /// section 3.2), from one walk over their paths: every node read once and checked against its
-    /// parent like a lookup's, each other subtree written as its hash. What an epoch reads before
-    /// it applies its mutations, and what it publishes for auditors.
+    /// The states of `indexes` (ascending, distinct: the keys an epoch touches) at `epoch`
+    /// (version, whether a value, commitment; `None` where absent) and the encoding of their epoch
+    /// proof against that map (SPEC section 3.2), from one walk over their paths: every node read
+    /// once and checked against its parent like a lookup's, each other subtree written as its
+    /// hash, each leaf's commitment hashed once. What an epoch's compare-and-set reads, and what
+    /// it publishes for auditors.
     pub fn read_with_proof(
         &self,
         indexes: &[Index],
         epoch: Epoch,
-    ) -> Result<(Vec<Option<LeafValue>>, Vec<u8>), TreeError> {
+    ) -> Result<(Vec<Option<KeyState>>, Vec<u8>), TreeError> {
         if indexes.windows(2).any(|w| w[0] >= w[1]) {
             return Err(TreeError::corrupt("an epoch proof takes ascending, distinct indexes"));
         }
         let snapshot = self.store.snapshot(epoch)?;
-        let mut values = vec![None; indexes.len()];
+        let mut states = vec![None; indexes.len()];
         let mut out = ProofWriter::header(self.suite());
-        write_pruned(&snapshot, self.suite(), 0, snapshot.root()?, indexes, &mut values, &mut out)?;
-        Ok((values, out.bytes))
+        write_pruned(&snapshot, self.suite(), 0, snapshot.root()?, indexes, &mut states, &mut out)?;
+        Ok((states, out.bytes))
     }
 
     /// [`Map::read_with_proof`]'s proof, decoded.
@@ -170,18 +173,19 @@ fn read_children<T: Snapshot>(
     Ok(children)
 }
 
-/// The value of the leaf `child` (of `index`), checked against the hash `child` carries.
+/// The value of the leaf `child` (of `index`), checked against the hash `child` carries, with
+/// its version entry and commitment (hashed by the check).
 fn read_leaf<T: Snapshot>(
     snapshot: &T,
     suite: HashSuite,
     child: &Child,
     index: &Index,
-) -> Result<LeafValue, TreeError> {
-    let leaf = snapshot
-        .leaf(index, child.written)?
-        .ok_or_else(|| TreeError::corrupt(format!("leaf {} has no value record", index.to_hex())))?;
-    check_leaf_read(suite, child, &leaf)?;
-    Ok(leaf)
+) -> Result<(LeafValue, Hash, Hash), TreeError> {
+    let leaf = snapshot.leaf(index, child.written)?.ok_or_else(|| {
+        TreeError::corrupt(format!("leaf {} written by epoch {} has no value record", index.to_hex(), child.written.0))
+    })?;
+    let (entry, commitment) = check_leaf_read(suite, child, &leaf)?;
+    Ok((leaf, entry, commitment))
 }
 
 /// Values of sorted `indexes` under `child` (at `depth`), into `out` (same positions). Duplicate
@@ -204,7 +208,7 @@ fn get_sorted<T: Snapshot>(
             let lo = indexes.partition_point(|i| *i < index);
             let hi = indexes.partition_point(|i| *i <= index);
             if lo < hi {
-                out[lo..hi].fill(Some(read_leaf(snapshot, suite, &child, &index)?));
+                out[lo..hi].fill(Some(read_leaf(snapshot, suite, &child, &index)?.0));
             }
             Ok(())
         }
@@ -227,28 +231,28 @@ fn get_sorted<T: Snapshot>(
 }
 
 /// [`Map::read_with_proof`] for the subtree `child` at `depth` and the sorted `indexes` under it
-/// (their values go to `values`, same positions).
+/// (their states go to `states`, same positions).
 fn write_pruned<T: Snapshot>(
     snapshot: &T,
     suite: HashSuite,
     depth: usize,
     child: Child,
     indexes: &[Index],
-    values: &mut [Option<LeafValue>],
+    states: &mut [Option<KeyState>],
     out: &mut ProofWriter,
 ) -> Result<(), TreeError> {
     match child.node {
         Node::Empty => out.empty(),
         node if indexes.is_empty() => out.opaque(&node.hash(suite)),
         Node::Leaf { index, .. } => {
-            let leaf = read_leaf(snapshot, suite, &child, &index)?;
+            let (leaf, entry, commitment) = read_leaf(snapshot, suite, &child, &index)?;
             match indexes.binary_search(&index) {
                 Ok(at) => {
-                    let entry = suite.entry_hash(&leaf.previous, leaf.epoch, leaf.value.as_deref());
-                    out.touched(&index, leaf.version, leaf.value.is_some(), &entry);
-                    values[at] = Some(leaf);
+                    let (version, has_value) = (leaf.version, leaf.value.is_some());
+                    out.touched(&index, version, has_value, &entry);
+                    states[at] = Some(KeyState { version, has_value, commitment });
                 }
-                Err(_) => out.other_leaf(&index, &suite.value_commitment(&leaf)),
+                Err(_) => out.other_leaf(&index, &commitment),
             }
         }
         Node::Internal { .. } => {
@@ -256,16 +260,16 @@ fn write_pruned<T: Snapshot>(
             out.node();
             let split = indexes.partition_point(|i| !i.bit(depth));
             let (l, r) = indexes.split_at(split);
-            let (values_l, values_r) = values.split_at_mut(split);
+            let (states_l, states_r) = states.split_at_mut(split);
             if indexes.len() < 512 {
-                write_pruned(snapshot, suite, depth + 1, left, l, values_l, out)?;
-                return write_pruned(snapshot, suite, depth + 1, right, r, values_r, out);
+                write_pruned(snapshot, suite, depth + 1, left, l, states_l, out)?;
+                return write_pruned(snapshot, suite, depth + 1, right, r, states_r, out);
             }
             // The right subtree into its own buffer, appended after the left one (pre-order).
             let mut right_out = ProofWriter::default();
             let (a, b) = rayon::join(
-                || write_pruned(snapshot, suite, depth + 1, left, l, values_l, out),
-                || write_pruned(snapshot, suite, depth + 1, right, r, values_r, &mut right_out),
+                || write_pruned(snapshot, suite, depth + 1, left, l, states_l, out),
+                || write_pruned(snapshot, suite, depth + 1, right, r, states_r, &mut right_out),
             );
             a.and(b)?;
             out.bytes.extend_from_slice(&right_out.bytes);
@@ -279,25 +283,18 @@ fn write_pruned<T: Snapshot>(
 pub fn lookup_in<T: Snapshot>(snapshot: &T, suite: HashSuite, index: &Index) -> Result<Lookup, TreeError> {
     let mut child = snapshot.root()?;
     let mut siblings = Vec::new();
-    let read_leaf = |i: &Index, written: Epoch| {
-        snapshot.leaf(i, written)?.ok_or_else(|| {
-            TreeError::corrupt(format!("leaf {} written by epoch {} has no value record", i.to_hex(), written.0))
-        })
-    };
     loop {
         let depth = siblings.len();
         let terminal = match child.node {
             Node::Empty => Terminal::Empty,
             Node::Leaf { index: leaf_index, .. } if leaf_index == *index => {
-                let value = read_leaf(index, child.written)?;
-                check_leaf_read(suite, &child, &value)?;
+                let (value, _, _) = read_leaf(snapshot, suite, &child, index)?;
                 let proof = Proof::new(suite, snapshot.epoch(), *index, siblings, Terminal::Included);
                 return Ok(Lookup { value: Some(value), proof });
             }
             Node::Leaf { index: other, .. } => {
-                let value = read_leaf(&other, child.written)?;
-                check_leaf_read(suite, &child, &value)?;
-                Terminal::OtherLeaf { index: other, commitment: suite.value_commitment(&value) }
+                let (_, _, commitment) = read_leaf(snapshot, suite, &child, &other)?;
+                Terminal::OtherLeaf { index: other, commitment }
             }
             Node::Internal { .. } => {
                 let key = NodeKey::on_path(index, depth);

@@ -252,11 +252,13 @@ pub fn check_node_read(suite: HashSuite, key: &NodeKey, pointer: &Child, childre
     )))
 }
 
-/// Checks a leaf value read from storage against the leaf hash its parent holds.
-pub fn check_leaf_read(suite: HashSuite, pointer: &Child, value: &LeafValue) -> Result<(), TreeError> {
-    let Node::Leaf { index, hash } = pointer.node else { return Ok(()) };
-    if suite.leaf_hash_of(&index, value) == hash {
-        return Ok(());
+/// Checks a leaf value read from storage against the leaf hash its parent holds; returns the
+/// value's version entry and commitment, hashed on the way.
+pub fn check_leaf_read(suite: HashSuite, pointer: &Child, value: &LeafValue) -> Result<(Hash, Hash), TreeError> {
+    let (entry, commitment) = suite.entry_and_commitment(value);
+    let Node::Leaf { index, hash } = pointer.node else { return Ok((entry, commitment)) };
+    if suite.leaf_hash(&index, &commitment) == hash {
+        return Ok((entry, commitment));
     }
     Err(TreeError::corrupt(format!(
         "the value record of leaf {} written by epoch {} does not hash to its parent's pointer: the tree \

@@ -141,6 +141,9 @@ pub struct Applied {
     /// For each of `updates`, the mutation whose value it is (the key's last applied one), as a
     /// position in the epoch's list: its leaf hash is the update's.
     pub update_sources: Vec<u32>,
+    /// For each of `updates`, the key's state after the epoch (its commitment as the chain gave
+    /// it: what the next epoch's compare-and-set starts from, without hashing the leaf again).
+    pub update_states: Vec<KeyState>,
     pub counts: HeadCounts,
 }
 
@@ -220,6 +223,7 @@ pub fn apply_mutations(
     let changed = parts.iter().map(|p| p.updates.len()).sum();
     let mut updates = Vec::with_capacity(changed);
     let mut update_sources = Vec::with_capacity(changed);
+    let mut update_states = Vec::with_capacity(changed);
     for part in parts {
         for (i, outcome) in part.outcomes {
             outcome_of[i as usize] = outcome;
@@ -230,6 +234,7 @@ pub fn apply_mutations(
         // Buckets come in index order and each is sorted: the concatenation is sorted.
         updates.extend(part.updates);
         update_sources.extend(part.update_sources);
+        update_states.extend(part.update_states);
     }
     debug_assert!(updates.windows(2).all(|w| w[0].0 < w[1].0), "updates sorted, one per index");
     let outcomes = outcome_of
@@ -238,7 +243,7 @@ pub fn apply_mutations(
         .with_min_len(4096)
         .map(|(outcome, ((position, _), &(id, index)))| MutationOutcome { position: *position, id, index, outcome })
         .collect();
-    Applied { outcomes, updates, update_sources, counts }
+    Applied { outcomes, updates, update_sources, update_states, counts }
 }
 
 /// One bucket's outcomes (with the mutation each belongs to), sorted updates and counts.
@@ -247,6 +252,7 @@ struct BucketApplied {
     outcomes: Vec<(u32, Outcome)>,
     updates: Vec<(Index, LeafValue)>,
     update_sources: Vec<u32>,
+    update_states: Vec<KeyState>,
     counts: HeadCounts,
 }
 
@@ -267,6 +273,7 @@ impl Bucket<'_> {
             outcomes: Vec::with_capacity(members.len()),
             updates: Vec::new(),
             update_sources: Vec::new(),
+            update_states: Vec::new(),
             counts: HeadCounts::default(),
         };
         let mut cursor = 0;
@@ -325,6 +332,7 @@ impl Bucket<'_> {
             let value = self.mutations[i as usize].1.value.clone();
             out.updates.push((index, LeafValue::new(state.version, self.epoch, previous, value)));
             out.update_sources.push(i);
+            out.update_states.push(state);
         }
     }
 }
@@ -493,6 +501,8 @@ mod tests {
         let mut changed: Vec<(Index, LeafValue)> = state.into_iter().collect();
         changed.sort_by_key(|c| c.0);
         assert_eq!(applied[0].updates, changed, "each changed key's final value, ascending");
+        let states: Vec<KeyState> = changed.iter().map(|(_, leaf)| KeyState::of(suite, leaf)).collect();
+        assert_eq!(applied[0].update_states, states, "each changed key's state, its commitment chained");
         for (update, &source) in applied[0].updates.iter().zip(&applied[0].update_sources) {
             let (_, m) = &ms[source as usize];
             assert_eq!((suite.index_of(&m.key), &m.value), (update.0, &update.1.value), "the source is its last write");

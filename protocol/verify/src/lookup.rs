@@ -72,11 +72,12 @@ pub enum LookupError {
 
 /// Base64 hashes of a proof.
 pub fn decode_hashes(hashes: &[String]) -> Result<Vec<Hash>, LookupError> {
-    hashes
-        .iter()
-        .map(|h| B64.decode(h).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()).map(Hash))
-        .collect::<Option<Vec<_>>>()
-        .ok_or(LookupError::HashNotBase64)
+    hashes.iter().map(|h| decode_hash(h)).collect()
+}
+
+/// One base64 hash.
+fn decode_hash(text: &str) -> Result<Hash, LookupError> {
+    B64.decode(text).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()).map(Hash).ok_or(LookupError::HashNotBase64)
 }
 
 /// The key rollovers an answer lists, decoded.
@@ -164,7 +165,6 @@ fn claimed_leaf(answer: &LookupAnswer) -> Result<Option<LeafValue>, LookupError>
     if answer.version_epoch == 0 || answer.version_epoch > answer.epoch {
         return Err(LookupError::VersionEpoch { version_epoch: answer.version_epoch, epoch: answer.epoch });
     }
-    let previous = answer.previous.as_deref().ok_or(LookupError::MissingPrevious)?;
-    let previous = decode_hashes(std::slice::from_ref(&previous.to_owned()))?[0];
+    let previous = decode_hash(answer.previous.as_deref().ok_or(LookupError::MissingPrevious)?)?;
     Ok(Some(LeafValue::new(Version(answer.version), Epoch(answer.version_epoch), previous, value)))
 }

@@ -177,9 +177,8 @@ impl Replayer {
             .iter()
             .map(|&i| rows[i as usize].leaf_hash.expect("an applied row's leaf hash was checked"))
             .collect();
-        let suite = self.head().suite;
         let changed: Vec<(Index, KeyState)> =
-            applied.updates.par_iter().map(|(index, value)| (*index, KeyState::of(suite, value))).collect();
+            applied.updates.iter().map(|(index, _)| *index).zip(applied.update_states.iter().copied()).collect();
         let root = self
             .map
             .apply_hashed(applied.updates, leaf_hashes)

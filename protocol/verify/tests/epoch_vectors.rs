@@ -516,17 +516,11 @@ fn epoch_vectors_match() {
 mod spec {
     use sha2::{Digest, Sha256};
 
-    /// BLAKE3: keyed by `derive_key(context, "")`; SHA-256: `prefix || input`. A bare domain
-    /// name stands for the context `keyfold 2026-11 <domain> v1`.
-    fn hash(suite: &str, domain: &str, prefix: u8, parts: &[&[u8]]) -> [u8; 32] {
+    /// BLAKE3: keyed by `derive_key(context, "")` (SPEC section 1.1); SHA-256: `prefix || input`.
+    fn hash(suite: &str, context: &str, prefix: u8, parts: &[&[u8]]) -> [u8; 32] {
         match suite {
             "blake3" => {
-                let context = if domain.starts_with("keyfold ") {
-                    domain.to_owned()
-                } else {
-                    format!("keyfold 2026-11 {domain} v1")
-                };
-                let key = blake3::derive_key(&context, b"");
+                let key = blake3::derive_key(context, b"");
                 let mut h = blake3::Hasher::new_keyed(&key);
                 for p in parts {
                     h.update(p);
@@ -564,7 +558,7 @@ mod spec {
     }
 
     pub fn index(suite: &str, key: &[u8]) -> [u8; 32] {
-        hash(suite, "key index", 0x10, &[key])
+        hash(suite, "keyfold 2026-11 key index v1", 0x10, &[key])
     }
 
     /// A version's commitment (SPEC section 1.3): the entry binds the previous version's
@@ -577,28 +571,28 @@ mod spec {
     }
 
     pub fn leaf(suite: &str, index: &[u8; 32], commitment: &[u8; 32]) -> [u8; 32] {
-        hash(suite, "map leaf", 0x00, &[index, commitment])
+        hash(suite, "keyfold 2026-11 map leaf v1", 0x00, &[index, commitment])
     }
 
     pub fn mutation_id(suite: &str, encoding: &[u8]) -> [u8; 32] {
-        hash(suite, "mutation id", 0x12, &[encoding])
+        hash(suite, "keyfold 2026-11 mutation id v1", 0x12, &[encoding])
     }
 
     pub fn head(suite: &str, body: &str) -> [u8; 32] {
-        hash(suite, "head", 0x13, &[body.as_bytes()])
+        hash(suite, "keyfold 2026-11 head v1", 0x13, &[body.as_bytes()])
     }
 
     /// The compressed tree's root (SPEC section 2) of `(index, leaf hash)` ascending by index:
     /// empty, the one leaf, or `node(left, right)` split on bit `depth`.
     pub fn root(suite: &str, leaves: &[([u8; 32], [u8; 32])], depth: usize) -> [u8; 32] {
         match leaves {
-            [] => hash(suite, "map empty", 0x02, &[]),
+            [] => hash(suite, "keyfold 2026-11 map empty v1", 0x02, &[]),
             [(_, leaf)] => *leaf,
             _ => {
                 let bit = |i: &[u8; 32]| i[depth / 8] >> (7 - depth % 8) & 1 == 1;
                 let (left, right) = leaves.split_at(leaves.partition_point(|(i, _)| !bit(i)));
                 let (l, r) = (root(suite, left, depth + 1), root(suite, right, depth + 1));
-                hash(suite, "map node", 0x01, &[&l, &r])
+                hash(suite, "keyfold 2026-11 map node v1", 0x01, &[&l, &r])
             }
         }
     }

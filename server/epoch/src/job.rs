@@ -634,14 +634,10 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         let suite = self.map.store().config().suite;
         self.check_signed_root(previous_epoch, previous)?;
         let hashed = hash_mutations(suite, mutations);
-        // The touched keys' values, and their epoch proof (SPEC section 3.2), in one walk.
+        // The touched keys' states, and their epoch proof (SPEC section 3.2), in one walk.
         let touched = touched_indexes(&hashed);
-        let (values, proof) = self.map.read_with_proof(&touched, previous_epoch)?;
-        let current: Vec<(keyfold_core::Index, Option<KeyState>)> = touched
-            .into_par_iter()
-            .zip(values)
-            .map(|(index, value)| (index, value.map(|v| KeyState::of(suite, &v))))
-            .collect();
+        let (states, proof) = self.map.read_with_proof(&touched, previous_epoch)?;
+        let current: Vec<(keyfold_core::Index, Option<KeyState>)> = touched.into_iter().zip(states).collect();
         let mut applied = apply_mutations(suite, previous_epoch.next(), &current, mutations, &hashed);
         for update in &mut applied.updates {
             update.1.value = None;
