@@ -17,8 +17,9 @@ pub struct AuditArgs {
     #[command(flatten)]
     source: SourceArgs,
     /// The first epoch to audit (its head and every earlier one are still verified as a chain).
-    #[arg(long, default_value_t = 1)]
-    from: u64,
+    /// Default: 1, or the oldest epoch a directory with a retention window keeps.
+    #[arg(long)]
+    from: Option<u64>,
 }
 
 /// What the audit of a range found.
@@ -34,7 +35,10 @@ struct Totals {
 pub fn audit(args: &AuditArgs) -> Result<(), CliError> {
     let (source, origin, public, shard_bits) = open_source(&args.source)?;
     let latest = source.latest()?;
-    let from = args.from.max(1);
+    let from = match args.from {
+        Some(from) => from.max(1),
+        None => source.oldest_kept()?.0.max(1),
+    };
     if from > latest.0 {
         return Err(CliError::usage(format!("--from {from} is after the latest epoch {latest}")));
     }

@@ -11,7 +11,9 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use keyfold_benches::{prefill, updates_for, user_key, w1_ids};
 use keyfold_core::{HashSuite, Mutation, SigningKey, Version};
-use keyfold_epoch::{ArchiveSink, EpochJob, EpochLimits, HeadStore, MemoryArchives, MemoryHeadStore, ObjectArchives};
+use keyfold_epoch::{
+    ArchiveSink, EpochJob, EpochLimits, HeadStore, MemoryArchives, MemoryHeadStore, ObjectArchives, Retention,
+};
 use keyfold_ingest::{MemoryQueue, Queue};
 use keyfold_map::{Map, MemoryStore, TreeConfig, TreeError, TreeStore, lookup_in};
 use keyfold_redb::{Layout, RedbHeadStore, RedbOptions, RedbQueue, RedbQueueOptions, RedbStore};
@@ -89,6 +91,10 @@ pub struct BenchArgs {
     /// Time the map alone (the pure tree update, then its commit) instead of the epoch pipeline.
     #[arg(long)]
     tree_only: bool,
+    /// Keep only the last N epochs (a retention window, pipeline runs): after each epoch the map
+    /// is pruned and earlier archives and proofs deleted, as `serve --retain-epochs N` does.
+    #[arg(long)]
+    retain: Option<u64>,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -171,6 +177,10 @@ struct EpochSample {
     memory_growth_bytes: Option<u64>,
     /// `memory_growth_bytes / input_bytes`: the epoch's memory per byte of input.
     memory_ratio: Option<f64>,
+    /// After the epoch: bytes of the map store's files and of the whole data directory
+    /// (embedded pipeline runs).
+    tree_bytes: Option<u64>,
+    data_bytes: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -316,6 +326,8 @@ fn sample(epoch: u64, phases: &[(&'static str, Duration)], ingest: Option<Durati
         input_bytes: 0,
         memory_growth_bytes: None,
         memory_ratio: None,
+        tree_bytes: None,
+        data_bytes: None,
     }
 }
 
@@ -459,7 +471,7 @@ fn cores_used(cpu_before: Option<Duration>, wall: Instant) -> Option<f64> {
 
 // ---------------------------------------------------------------- the pipeline
 
-const PIPELINE_PHASES: [&str; 8] = ["ingest", "cut", "apply", "tree", "archive", "sign", "commit", "log"];
+const PIPELINE_PHASES: [&str; 9] = ["ingest", "cut", "apply", "tree", "archive", "sign", "commit", "log", "prune"];
 
 /// Seeded mutations with the versions the keys are at, so that every one applies.
 struct Workload {
@@ -489,10 +501,26 @@ impl Workload {
     }
 }
 
+/// Bytes on disk of the files under `path` (allocated blocks: redb grows its files sparsely, ahead
+/// of use, so their lengths overstate what they hold).
+fn bytes_under(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => bytes_under(&e.path()),
+            Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 fn run_pipeline<Q: Queue, S: TreeStore, H: HeadStore>(
     job: &EpochJob<Q, S, H>,
     plan: &Plan,
     args: &BenchArgs,
+    dir: Option<&Path>,
 ) -> Result<Measured, CliError> {
     let rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
     let mut workload = Workload { versions: Vec::new(), rng, value_bytes: args.value_bytes };
@@ -521,6 +549,8 @@ fn run_pipeline<Q: Queue, S: TreeStore, H: HeadStore>(
         s.memory_ratio = s.memory_growth_bytes.map(|g| g as f64 / report.input_bytes.max(1) as f64);
         s.applied = report.head.counts.applied;
         s.rejected = report.head.counts.rejected;
+        s.tree_bytes = dir.map(|d| bytes_under(&Layout::new(d).tree()));
+        s.data_bytes = dir.map(bytes_under);
         if s.rejected != 0 {
             return Err(CliError::verification(format!(
                 "epoch {}: the bench's mutations must all apply, {} were rejected",
@@ -562,18 +592,20 @@ const BENCH_ORIGIN: &str = "bench.keyfold.localhost";
 
 /// Leaves a complete directory behind (config and public key), so `keyfold verify --data DIR`
 /// can replay what this benchmark produced.
-fn write_directory_files(dir: &Path, config: TreeConfig, groups: u16, key: &SigningKey) -> Result<(), CliError> {
+fn write_directory_files(dir: &Path, config: TreeConfig, args: &BenchArgs, key: &SigningKey) -> Result<(), CliError> {
     let dir_config = crate::directory::DirectoryConfig {
         format: crate::directory::DATA_FORMAT,
         origin: BENCH_ORIGIN.into(),
         hash: config.suite.name().into(),
         shard_bits: config.shard_bits,
-        groups,
+        groups: args.groups,
         queue_max_depth: u64::MAX,
         queue_max_bytes: u64::MAX,
         epoch_max_mutations: u64::MAX,
         epoch_max_bytes: u64::MAX,
         archives: None,
+        retain_epochs: args.retain,
+        keep_archives: false,
     };
     let text = toml::to_string(&dir_config).map_err(|e| CliError::unavailable(format!("keyfold.toml: {e}")))?;
     write_file(&dir.join("keyfold.toml"), text)?;
@@ -602,7 +634,7 @@ fn bench_pipeline(args: &BenchArgs, plan: &Plan, config: TreeConfig, dir: &Path)
             )
             .map_err(CliError::store)?
             .with_limits(EpochLimits::UNLIMITED); // each measured epoch is the plan's size
-            run_pipeline(&job, plan, args)
+            run_pipeline(&with_retention(job, args)?, plan, args, None)
         }
         StoreKind::Embedded => {
             // The queue, map and heads only (no index or cosignatures: bench runs no server), at
@@ -615,15 +647,27 @@ fn bench_pipeline(args: &BenchArgs, plan: &Plan, config: TreeConfig, dir: &Path)
             let heads = RedbHeadStore::open(&layout.heads()).map_err(CliError::store)?;
             let archives: Arc<dyn ArchiveSink> =
                 Arc::new(ObjectArchives::local(&dir.join("archives")).map_err(CliError::store)?);
-            write_directory_files(dir, config, args.groups, &key)?;
+            write_directory_files(dir, config, args, &key)?;
             // The log of heads as tile files too, as `serve` writes them (part of the log phase).
             let tiles = keyfold_epoch::TileFiles::new(dir.join(crate::directory::LOG_DIR));
             let job = EpochJob::open(queue, Map::new(store), heads, archives, key, BENCH_ORIGIN, 1)
                 .and_then(|job| job.with_tile_files(tiles))
                 .map_err(CliError::store)?
                 .with_limits(EpochLimits::UNLIMITED); // each measured epoch is the plan's size
-            run_pipeline(&job, plan, args)
+            run_pipeline(&with_retention(job, args)?, plan, args, Some(dir))
         }
+    }
+}
+
+fn with_retention<Q: Queue, S: TreeStore, H: HeadStore>(
+    job: EpochJob<Q, S, H>,
+    args: &BenchArgs,
+) -> Result<EpochJob<Q, S, H>, CliError> {
+    match args.retain {
+        None => Ok(job),
+        Some(epochs) => job
+            .with_retention(Retention { epochs, keep_archives: false })
+            .map_err(|e| CliError::usage(format!("--retain: {e}"))),
     }
 }
 
@@ -688,6 +732,16 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The map store and the data directory after the first measured epoch, the 20th and the last.
+fn print_store_growth(epochs: &[EpochSample]) {
+    let mib = |b: Option<u64>| b.map_or("-".to_owned(), |b| format!("{:.1} MiB", b as f64 / f64::from(1 << 20)));
+    let mut shown: Vec<&EpochSample> = [epochs.first(), epochs.get(19), epochs.last()].into_iter().flatten().collect();
+    shown.dedup_by_key(|s| s.epoch);
+    for s in shown.into_iter().filter(|s| s.tree_bytes.is_some()) {
+        println!("after epoch {}: map store {}, data directory {}", s.epoch, mib(s.tree_bytes), mib(s.data_bytes));
+    }
+}
+
 fn summarise(args: &BenchArgs, plan: Plan, threads: usize, suite: HashSuite, m: Measured) -> Report {
     let names: Vec<&'static str> = m.epochs.first().map(|s| s.phases_ms.keys().copied().collect()).unwrap_or_default();
     let median_phases_ms: BTreeMap<&'static str, f64> = names
@@ -715,6 +769,7 @@ fn summarise(args: &BenchArgs, plan: Plan, threads: usize, suite: HashSuite, m: 
     if let Some(ratio) = max_memory_ratio {
         println!("largest epoch memory growth per input byte: {ratio:.2}x");
     }
+    print_store_growth(&m.epochs);
     Report {
         keyfold_version: env!("CARGO_PKG_VERSION"),
         mode: if args.tree_only { "tree-only" } else { "pipeline" },

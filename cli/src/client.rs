@@ -163,6 +163,14 @@ impl Published {
         Ok(info.shard_bits)
     }
 
+    /// The oldest epoch whose archive and proof the server keeps (its retention window; 0 when it
+    /// keeps every epoch). Untrusted: it only says where an audit can start.
+    pub(crate) fn oldest_kept(&self) -> Result<keyfold_core::Epoch, CliError> {
+        let info: DirectoryInfo = serde_json::from_str(&self.text("/v1/directory")?)
+            .map_err(|e| CliError::verification(format!("/v1/directory: {e}")))?;
+        Ok(keyfold_core::Epoch(info.oldest_epoch.unwrap_or(0)))
+    }
+
     /// The epoch of the latest head (only to know how far to fetch: each head is verified when
     /// it is replayed).
     pub(crate) fn latest_epoch(&self) -> Result<keyfold_core::Epoch, CliError> {

@@ -10,7 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::Args;
 use keyfold_core::HashSuite;
-use keyfold_epoch::{EpochJob, EpochLimits, HeadStore, ObjectArchives, generate_key_files};
+use keyfold_epoch::{EpochJob, EpochLimits, HeadStore, ObjectArchives, Retention, generate_key_files};
 use keyfold_ingest::Queue;
 use keyfold_map::{Map, TreeConfig};
 use keyfold_redb::{
@@ -50,6 +50,14 @@ pub struct DirectoryConfig {
     /// absent: `archives/` in the data directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archives: Option<String>,
+    /// The retention window: the map keeps the last this many epochs, and older archives and
+    /// epoch proofs are deleted (SPEC section 4.3). Absent: every epoch is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_epochs: Option<u64>,
+    /// With `retain_epochs`, leave the older archives and proofs where they are (for an object
+    /// store whose lifecycle rule deletes them) instead of deleting them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_archives: bool,
 }
 
 /// The data format this keyfold reads and writes: 2 since a key's leaf commits to its whole
@@ -84,9 +92,15 @@ impl DirectoryConfig {
         EpochLimits { max_mutations: self.epoch_max_mutations, max_bytes: self.epoch_max_bytes }
     }
 
+    /// The retention window, if one is configured.
+    pub fn retention(&self) -> Option<Retention> {
+        self.retain_epochs.map(|epochs| Retention { epochs, keep_archives: self.keep_archives })
+    }
+
     /// Every bound must let something through: the name of the first that is 0, if any.
     fn zero_bound(&self) -> Option<&'static str> {
         [
+            ("retain_epochs", self.retain_epochs.unwrap_or(1)),
             ("queue_max_depth", self.queue_max_depth),
             ("queue_max_bytes", self.queue_max_bytes),
             ("epoch_max_mutations", self.epoch_max_mutations),
@@ -157,6 +171,15 @@ pub struct InitArgs {
     /// instead of `archives/` in the data directory: another volume, or one a web server shares.
     #[arg(long)]
     archives: Option<String>,
+    /// Keep only the last N epochs: the map forgets earlier epochs (lookups at them are refused
+    /// with 410) and their archives and epoch proofs are deleted; heads, the log and key history
+    /// are kept whole. Default: keep every epoch. Set or change later in keyfold.toml.
+    #[arg(long)]
+    retain_epochs: Option<u64>,
+    /// With --retain-epochs, leave older archives and proofs in place (an object store's
+    /// lifecycle rule deletes them).
+    #[arg(long, requires = "retain_epochs")]
+    keep_archives: bool,
 }
 
 #[derive(Debug, Args)]
@@ -236,6 +259,10 @@ pub fn open_job(dir: &Path) -> Result<Opened, CliError> {
         .and_then(|job| job.with_tile_files(keyfold_epoch::TileFiles::new(dir.join(LOG_DIR))))
         .map_err(CliError::store)?
         .with_limits(config.epoch_limits());
+    let job = match config.retention() {
+        Some(retention) => job.with_retention(retention).map_err(|e| CliError::usage(format!("{CONFIG_FILE}: {e}")))?,
+        None => job,
+    };
     Ok(Opened { config, job, cosignatures: stores.cosignatures })
 }
 
@@ -255,6 +282,8 @@ pub fn init_if_empty(dir: &Path) -> Result<(), CliError> {
         epoch_max_mutations: EpochLimits::DEFAULT_MAX_MUTATIONS,
         epoch_max_bytes: EpochLimits::DEFAULT_MAX_BYTES,
         archives: None,
+        retain_epochs: None,
+        keep_archives: false,
     })
 }
 
@@ -290,6 +319,8 @@ fn init_config(args: &InitArgs) -> Result<DirectoryConfig, CliError> {
         epoch_max_mutations: args.epoch_max_mutations,
         epoch_max_bytes: args.epoch_max_bytes,
         archives: args.archives.clone(),
+        retain_epochs: args.retain_epochs,
+        keep_archives: args.keep_archives,
     };
     if let Some(name) = config.zero_bound() {
         return Err(CliError::usage(format!("--{} must be at least 1", name.replace('_', "-"))));

@@ -88,7 +88,12 @@ fn open_job(
     let job = EpochJob::open(queue, Map::new(store), heads, archives, key, &config.origin, now_ms())
         .and_then(|job| job.with_index(index))
         .map_err(CliError::store)?;
-    Ok(job.with_limits(config.epoch_limits()))
+    let job = job.with_limits(config.epoch_limits());
+    match config.retention() {
+        // Refused here (the FoundationDB store does not prune), not silently ignored.
+        Some(retention) => job.with_retention(retention).map_err(|e| CliError::usage(format!("keyfold.toml: {e}"))),
+        None => Ok(job),
+    }
 }
 
 /// Keeps the epoch-writer lease until `stop`.

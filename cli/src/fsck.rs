@@ -49,12 +49,12 @@ pub struct FsckArgs {
 }
 
 /// What a check found: a one-line summary, or the problem.
-type Finding = Result<String, Problem>;
+pub(crate) type Finding = Result<String, Problem>;
 
 /// What a check found wrong: a report line of `fsck`'s output. Every problem is a verification
 /// failure (exit 1, once every check has run).
 #[derive(Debug, Clone)]
-struct Problem(String);
+pub(crate) struct Problem(String);
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -321,7 +321,49 @@ fn check_cosignatures(stored: &RedbCosignatures, heads: &RedbHeadStore, witnesse
     Ok(summary)
 }
 
-fn report(problems: &mut Vec<String>, what: &str, finding: Finding) {
+/// The checks of a directory that keeps every epoch: the replay from genesis, then the map and
+/// the index against it.
+fn check_replayed(
+    config: &crate::directory::DirectoryConfig,
+    public: &[u8; 32],
+    (heads, archives, store): (&RedbHeadStore, &ObjectArchives, RedbStore),
+    index: Option<&RedbOutcomeIndex>,
+    indexed_through: Result<Epoch, Problem>,
+    problems: &mut Vec<String>,
+) {
+    let replayed = guarded("heads and archives", || {
+        let through = indexed_through.clone()?;
+        replay_all(heads, archives, &config.origin, public, config.shard_bits, through)
+    });
+    let summary = replayed.as_ref().map(|r| {
+        format!(
+            "epochs 0..={} replay: {} mutations; signatures, links, times, digests, outcomes and roots hold",
+            r.replayer.head().epoch,
+            r.mutations
+        )
+    });
+    report(problems, "heads and archives", summary.map_err(Clone::clone));
+    match &replayed {
+        Ok(r) => report(problems, "epoch proofs", r.proofs.finding()),
+        Err(_) => println!("skip  epoch proofs: they are audited with the replayed heads, whose replay failed"),
+    }
+    match &replayed {
+        Ok(r) => {
+            let finding = guarded("map", || check_map(&Map::new(store), heads, r));
+            report(problems, "map", finding);
+        }
+        Err(_) => println!("skip  map: it is checked against the replay, which failed"),
+    }
+    match (index, &replayed, &indexed_through) {
+        (Some(index), Ok(r), Ok(through)) => {
+            report(problems, "index", guarded("index", || check_index(index, *through, r)));
+        }
+        (None, _, _) => println!("skip  index: no index.redb (it is rebuilt from the archives at the next start)"),
+        _ => println!("skip  index: it is checked against the archives, whose replay failed"),
+    }
+}
+
+pub(crate) fn report(problems: &mut Vec<String>, what: &str, finding: Finding) {
     match finding {
         Ok(summary) => println!("ok    {what}: {summary}"),
         Err(problem) => {
@@ -354,7 +396,7 @@ fn held_elsewhere(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// A panic caught by [`guarded`], as a problem.
-struct Panicked(String);
+pub(crate) struct Panicked(String);
 
 impl From<Panicked> for Problem {
     fn from(p: Panicked) -> Problem {
@@ -370,7 +412,7 @@ impl From<Panicked> for CliError {
 
 /// Runs `f`, turning a panic (a library meeting bytes it did not expect, such as a redb page
 /// altered on disk) into a finding: fsck reports damage, it never dies of it.
-fn guarded<T, E: From<Panicked>>(what: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+pub(crate) fn guarded<T, E: From<Panicked>>(what: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(result) => result,
         Err(payload) => {
@@ -508,35 +550,21 @@ fn check_stores(
         Some(index) => guarded("index", || index.indexed_through().map_err(|e| Problem(e.to_string()))),
         None => Ok(Epoch(0)),
     };
-    let replayed = guarded("heads and archives", || {
-        let through = indexed_through.clone()?;
-        replay_all(&heads, &archives, &config.origin, public, config.shard_bits, through)
-    });
-    let summary = replayed.as_ref().map(|r| {
-        format!(
-            "epochs 0..={} replay: {} mutations; signatures, links, times, digests, outcomes and roots hold",
-            r.replayer.head().epoch,
-            r.mutations
-        )
-    });
-    report(problems, "heads and archives", summary.map_err(Clone::clone));
-    match &replayed {
-        Ok(r) => report(problems, "epoch proofs", r.proofs.finding()),
-        Err(_) => println!("skip  epoch proofs: they are audited with the replayed heads, whose replay failed"),
-    }
-    match &replayed {
-        Ok(r) => {
-            let finding = guarded("map", || check_map(&Map::new(store), &heads, r));
-            report(problems, "map", finding);
+    match store.oldest_epoch() {
+        // A retention window forgot the epochs before `oldest`: nothing to replay from genesis.
+        Ok(oldest) if oldest > Epoch(0) => {
+            let window = crate::fsck_window::Window {
+                config,
+                public,
+                heads: &heads,
+                archives: &archives,
+                oldest,
+                indexed_through: indexed_through.clone().unwrap_or(Epoch(0)),
+            };
+            crate::fsck_window::check_window(&window, store, index.as_ref(), problems);
         }
-        Err(_) => println!("skip  map: it is checked against the replay, which failed"),
-    }
-    match (&index, &replayed, &indexed_through) {
-        (Some(index), Ok(r), Ok(through)) => {
-            report(problems, "index", guarded("index", || check_index(index, *through, r)));
-        }
-        (None, _, _) => println!("skip  index: no index.redb (it is rebuilt from the archives at the next start)"),
-        _ => println!("skip  index: it is checked against the archives, whose replay failed"),
+        Ok(_) => check_replayed(config, public, (&heads, &archives, store), index.as_ref(), indexed_through, problems),
+        Err(e) => report(problems, "map", Err(format!("reading its oldest kept epoch: {e}").into())),
     }
     let queue_finding =
         guarded("queue", || check_queue(&queue, heads.cursor().map_err(|e| format!("the heads' cursor: {e}"))?));

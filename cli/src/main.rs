@@ -13,6 +13,7 @@ mod error;
 mod fdb_backend;
 mod first_head;
 mod fsck;
+mod fsck_window;
 mod heads;
 mod history;
 mod monitor;

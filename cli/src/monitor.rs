@@ -70,6 +70,12 @@ pub struct MonitorArgs {
     /// bounds the writes.
     #[arg(long, default_value_t = 60)]
     save_interval_s: u64,
+    /// Audit epochs from this one on; the heads before it are still verified as a chain (signature,
+    /// link, time, log), their transitions are not. For a directory with a retention window
+    /// (SPEC section 4.3), whose earlier archives and proofs are deleted: start at or after its
+    /// `oldest_epoch` (`/v1/directory`). Not with --replay, which needs every archive.
+    #[arg(long, conflicts_with = "replay")]
+    from: Option<u64>,
     /// Replay every archive into a replica of the whole map instead of auditing each epoch from
     /// its epoch proof (memory and state grow with the directory; needed for epochs signed
     /// before epoch proofs were written). A state directory holds one kind of state.
@@ -265,6 +271,15 @@ impl Witness<'_> {
     fn replay_next(&self, follower: &mut Follower) -> Result<(), CliError> {
         let epoch = follower.head().epoch.next();
         let note = self.server.text(&format!("/v1/heads/{}", epoch.0))?;
+        if let Follower::Audit(auditor) = follower
+            && epoch.0 < self.args.from.unwrap_or(0)
+        {
+            let head = auditor.skip(&note).map_err(|d| {
+                CliError::verification(format!("divergence at epoch {epoch}, not cosigned; stopping: {d}"))
+            })?;
+            tracing::info!(epoch = head.epoch.0, "head verified (before --from: not audited)");
+            return Ok(());
+        }
         let archive = self.server.bytes(&format!("/v1/epochs/{}/archive", epoch.0))?;
         let verified = match follower {
             Follower::Replay(replayer) => replayer.replay(&note, archive),

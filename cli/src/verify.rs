@@ -48,11 +48,29 @@ pub(crate) trait Source: Sync {
     fn archive(&self, epoch: Epoch) -> Result<bytes::Bytes, CliError>;
     /// The epoch proof (SPEC section 3.2) of `epoch`.
     fn proof(&self, epoch: Epoch) -> Result<bytes::Bytes, CliError>;
+    /// The oldest epoch whose archive and proof are kept (a retention window, SPEC section 4.3;
+    /// 0 when every epoch is kept).
+    fn oldest_kept(&self) -> Result<Epoch, CliError>;
 }
 
 struct DirSource {
     heads: RedbHeadStore,
     archives: ObjectArchives,
+    /// The map's oldest kept epoch when the directory has a retention window.
+    oldest: Option<Epoch>,
+}
+
+impl DirSource {
+    /// What a missing archive or proof means here.
+    fn missing(&self, what: String) -> CliError {
+        match self.oldest {
+            Some(oldest) => CliError::verification(format!(
+                "{what}: this directory keeps a retention window, and archives and proofs before epoch {oldest} are \
+                 deleted (audit the kept epochs: `keyfold audit --from {oldest}`)"
+            )),
+            None => CliError::verification(what),
+        }
+    }
 }
 
 impl Source for DirSource {
@@ -67,15 +85,19 @@ impl Source for DirSource {
     }
 
     fn archive(&self, epoch: Epoch) -> Result<bytes::Bytes, CliError> {
-        ArchiveSink::get(&self.archives, epoch).map_err(CliError::store)?.ok_or_else(|| {
-            CliError::verification(format!("epoch {epoch}: archive {} missing", self.archives.describe(epoch)))
-        })
+        ArchiveSink::get(&self.archives, epoch)
+            .map_err(CliError::store)?
+            .ok_or_else(|| self.missing(format!("epoch {epoch}: archive {} missing", self.archives.describe(epoch))))
     }
 
     fn proof(&self, epoch: Epoch) -> Result<bytes::Bytes, CliError> {
         ArchiveSink::get_proof(&self.archives, epoch)
             .map_err(CliError::store)?
-            .ok_or_else(|| CliError::verification(format!("epoch {epoch}: no epoch proof beside its archive")))
+            .ok_or_else(|| self.missing(format!("epoch {epoch}: no epoch proof beside its archive")))
+    }
+
+    fn oldest_kept(&self) -> Result<Epoch, CliError> {
+        Ok(self.oldest.unwrap_or(Epoch(0)))
     }
 }
 
@@ -95,6 +117,10 @@ impl Source for Published {
     fn proof(&self, epoch: Epoch) -> Result<bytes::Bytes, CliError> {
         self.bytes(&format!("/v1/epochs/{}/proof", epoch.0))
     }
+
+    fn oldest_kept(&self) -> Result<Epoch, CliError> {
+        Published::oldest_kept(self)
+    }
 }
 
 /// Epochs fetched ahead of the one replaying.
@@ -110,7 +136,11 @@ pub(crate) fn open_source(args: &SourceArgs) -> Result<Opened, CliError> {
             let public = keyfold_epoch::KeyFiles::new(dir).genesis_public().map_err(CliError::usage)?;
             let heads = RedbHeadStore::open(&Layout::new(dir).heads()).map_err(CliError::store)?;
             let archives = crate::directory::open_archives(dir, &config)?;
-            Ok((Box::new(DirSource { heads, archives }), config.origin, public, config.shard_bits))
+            let oldest = match config.retain_epochs {
+                Some(_) => Some(oldest_kept(dir, &config)?),
+                None => None,
+            };
+            Ok((Box::new(DirSource { heads, archives, oldest }), config.origin, public, config.shard_bits))
         }
         (None, Some(server)) => {
             let public = crate::client::pinned_key(args.public_key.as_deref().expect("clap requires it"))?;
@@ -121,6 +151,15 @@ pub(crate) fn open_source(args: &SourceArgs) -> Result<Opened, CliError> {
         }
         (None, None) => unreachable!("clap requires --data or --server"),
     }
+}
+
+/// The oldest epoch the map of the directory in `dir` keeps (its server stopped: the map's files
+/// are opened exclusively).
+fn oldest_kept(dir: &std::path::Path, config: &crate::directory::DirectoryConfig) -> Result<Epoch, CliError> {
+    let tree = crate::directory::tree_config(config)?;
+    let options = keyfold_redb::RedbOptions { groups: config.groups, ..keyfold_redb::RedbOptions::new(tree) };
+    let store = keyfold_redb::RedbStore::open(&Layout::new(dir).tree(), options).map_err(CliError::store)?;
+    keyfold_map::TreeStore::oldest_epoch(&store).map_err(CliError::store)
 }
 
 /// A divergence, any check that fails, is exit 1; a head or archive that cannot be fetched is 3

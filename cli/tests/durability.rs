@@ -122,6 +122,31 @@ fn sigkill_during_capped_multi_epoch_drains_loses_nothing_acknowledged() {
     assert!(capped_epochs > 0, "no epoch was cut short by the cap: the variant did not test multi-epoch drains");
 }
 
+/// The same with a retention window of 3 epochs (`keyfold init --retain-epochs 3 --keep-archives`):
+/// after every epoch the map forgets the epochs before the window and rebases shards, so kills
+/// land in the middle of prunes. The archives are kept (a lifecycle rule's job in production) so
+/// the exactly-once check can read every one; then `keyfold fsck` checks the pruned map: the
+/// kept roots are the signed ones and every record the latest root reaches hashes to it.
+#[test]
+fn sigkill_while_pruning_to_a_retention_window_loses_nothing_acknowledged() {
+    let kills: u32 = env_or("KEYFOLD_DURABILITY_KILLS", 30) / 2;
+    let seed: u64 = env_or("KEYFOLD_DURABILITY_SEED", 1) + 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let init = std::process::Command::new(env!("CARGO_BIN_EXE_keyfold"))
+        .args(["init", "--retain-epochs", "3", "--keep-archives", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "init: {}", String::from_utf8_lossy(&init.stderr));
+    sigkill_run(&data, kills, seed);
+    let fsck =
+        std::process::Command::new(env!("CARGO_BIN_EXE_keyfold")).args(["fsck", "--data"]).arg(&data).output().unwrap();
+    let report = String::from_utf8_lossy(&fsck.stdout);
+    assert!(fsck.status.success(), "fsck failed: {report} {}", String::from_utf8_lossy(&fsck.stderr));
+    assert!(report.contains("the epoch proofs of epochs"), "fsck did not take the retention window's path: {report}");
+}
+
 /// The log of heads never forked across the kills: every checkpoint served is one of the log of
 /// the stored heads (same size, same root, so consistent with every later one), and the tile files
 /// on disk give the latest checkpoint's root.

@@ -16,17 +16,7 @@ const WITNESS: &str = "witness.test";
 
 /// A witness key pair in `dir` and its `--witness` spec for the server.
 fn witness_key(dir: &Path) -> (PathBuf, String) {
-    let private = dir.join("witness.key");
-    let out = Command::new(env!("CARGO_BIN_EXE_keyfold"))
-        .args(["keygen", "--private"])
-        .arg(&private)
-        .arg("--public")
-        .arg(dir.join("witness.pub"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let public = String::from_utf8(out.stdout).unwrap().trim().rsplit(' ').next().unwrap().to_owned();
-    (private, format!("{WITNESS}={public}"))
+    common::witness_key(dir, WITNESS)
 }
 
 /// The latest epoch the server signed.

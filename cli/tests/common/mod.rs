@@ -219,3 +219,18 @@ pub fn witness_size(addr: SocketAddr, origin: &str) -> Option<u64> {
     let (status, note) = http(addr, "GET", &format!("/checkpoint/{origin}"), "");
     (status == 200).then(|| keyfold_core::Checkpoint::parse(keyfold_core::split_note(&note).unwrap().0).unwrap().size)
 }
+
+/// A witness key pair (`keyfold keygen`) in `dir` and its `--witness NAME=KEY` spec for a server.
+pub fn witness_key(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
+    let private = dir.join("witness.key");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyfold"))
+        .args(["keygen", "--private"])
+        .arg(&private)
+        .arg("--public")
+        .arg(dir.join("witness.pub"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let public = String::from_utf8(out.stdout).unwrap().trim().rsplit(' ').next().unwrap().to_owned();
+    (private, format!("{name}={public}"))
+}

@@ -7,6 +7,12 @@ use thiserror::Error;
 pub enum TreeError {
     #[error("epoch {requested} is not available: the latest committed epoch is {latest}")]
     EpochNotCommitted { requested: Epoch, latest: Epoch },
+    /// Retention forgot the epoch: only roots from `oldest` on are kept.
+    #[error("epoch {requested} is outside the retention window: the oldest epoch kept is {oldest}")]
+    EpochPruned { requested: Epoch, oldest: Epoch },
+    /// The store cannot prune (retention is configured for a backend that does not implement it).
+    #[error("this store does not implement retention: {0}")]
+    PruneUnsupported(&'static str),
     /// The compare-and-set on the epoch refused the commit (the map is not at `expected` - 1).
     #[error("cannot commit epoch {got}: the next epoch must be {expected}")]
     NonSequentialEpoch { expected: Epoch, got: Epoch },

@@ -235,26 +235,198 @@ pub fn encode_leaf_page(leaves: &[&(Index, LeafValue)]) -> Vec<u8> {
 
 /// Finds `index` in a leaf page.
 pub fn find_in_leaf_page(page: &[u8], index: &Index) -> Result<Option<LeafValue>, TreeError> {
+    let (entries, header) = leaf_directory(page, PAGE_LEAF_ENTRY_LEN)?;
+    match search(entries, PAGE_LEAF_ENTRY_LEN, &index.0) {
+        Some(entry) => leaf_at(page, header, &entry[32..]).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Every entry of a node page, in page order.
+pub fn decode_node_page(page: &[u8]) -> Result<Vec<(NodeKey, Children)>, TreeError> {
+    if !page.len().is_multiple_of(PAGE_NODE_LEN) {
+        return Err(corrupt("node page"));
+    }
+    page.chunks_exact(PAGE_NODE_LEN)
+        .map(|entry| Ok((decode_position(&entry[..33])?, decode_pair(&entry[33..])?)))
+        .collect()
+}
+
+fn decode_position(bytes: &[u8]) -> Result<NodeKey, TreeError> {
+    let prefix = Index(bytes[1..33].try_into().expect("32 bytes"));
+    Ok(NodeKey { depth: bytes[0], prefix })
+}
+
+fn decode_pair(bytes: &[u8]) -> Result<Children, TreeError> {
+    Ok([decode_child_fixed(&bytes[..CHILD_FIXED_LEN])?, decode_child_fixed(&bytes[CHILD_FIXED_LEN..])?])
+}
+
+/// Every entry of a leaf page, in page order.
+pub fn decode_leaf_page(page: &[u8]) -> Result<Vec<(Index, LeafValue)>, TreeError> {
+    let (entries, header) = leaf_directory(page, PAGE_LEAF_ENTRY_LEN)?;
+    entries
+        .chunks_exact(PAGE_LEAF_ENTRY_LEN)
+        .map(|entry| Ok((Index(entry[..32].try_into().expect("32")), leaf_at(page, header, &entry[32..])?)))
+        .collect()
+}
+
+/// A leaf page's directory (`count` entries of `entry_len` bytes after the 4-byte count) and
+/// the offset of its values.
+fn leaf_directory(page: &[u8], entry_len: usize) -> Result<(&[u8], usize), TreeError> {
     let count = u32::from_be_bytes(page.get(..4).ok_or_else(|| corrupt("leaf page"))?.try_into().expect("4")) as usize;
-    let header = count.checked_mul(PAGE_LEAF_ENTRY_LEN).and_then(|n| n.checked_add(4)).filter(|h| *h <= page.len());
+    let header = count.checked_mul(entry_len).and_then(|n| n.checked_add(4)).filter(|h| *h <= page.len());
     let header = header.ok_or_else(|| corrupt("leaf page"))?;
-    let entries = &page[4..header];
-    let (mut lo, mut hi) = (0, count);
+    Ok((&page[4..header], header))
+}
+
+/// Binary search of `entries` (fixed width `len`, sorted by their leading bytes) for the entry
+/// that starts with `wanted`.
+fn search<'a>(entries: &'a [u8], len: usize, wanted: &[u8]) -> Option<&'a [u8]> {
+    let (mut lo, mut hi) = (0, entries.len() / len);
     while lo < hi {
         let mid = (lo + hi) / 2;
-        let entry = &entries[mid * PAGE_LEAF_ENTRY_LEN..(mid + 1) * PAGE_LEAF_ENTRY_LEN];
-        match entry[..32].cmp(&index.0[..]) {
+        let entry = &entries[mid * len..(mid + 1) * len];
+        match entry[..wanted.len()].cmp(wanted) {
             std::cmp::Ordering::Less => lo = mid + 1,
             std::cmp::Ordering::Greater => hi = mid,
-            std::cmp::Ordering::Equal => {
-                let offset = u32::from_be_bytes(entry[32..36].try_into().expect("4")) as usize;
-                let len = u32::from_be_bytes(entry[36..40].try_into().expect("4")) as usize;
-                let value = offset.checked_add(header).and_then(|s| page.get(s..s.checked_add(len)?));
-                return decode_leaf(value.ok_or_else(|| corrupt("leaf page"))?).map(Some);
-            }
+            std::cmp::Ordering::Equal => return Some(entry),
         }
     }
-    Ok(None)
+    None
+}
+
+/// The value a directory entry's `offset (4) || length (4)` names.
+fn leaf_at(page: &[u8], header: usize, span: &[u8]) -> Result<LeafValue, TreeError> {
+    let offset = u32::from_be_bytes(span[..4].try_into().expect("4")) as usize;
+    let len = u32::from_be_bytes(span[4..8].try_into().expect("4")) as usize;
+    let value = offset.checked_add(header).and_then(|s| page.get(s..s.checked_add(len)?));
+    decode_leaf(value.ok_or_else(|| corrupt("leaf page"))?)
+}
+
+/// An interior node in a shard's base (SPEC appendix A.1): the node and the epoch whose records
+/// held it when the base was made.
+pub type BaseNode = (NodeKey, Epoch, Children);
+/// A leaf value in a shard's base, with the epoch that wrote it.
+pub type BaseLeaf = (Index, Epoch, LeafValue);
+
+/// Bytes of one interior node in a base page: depth, prefix, written, left and right child.
+pub const BASE_NODE_LEN: usize = 41 + 2 * CHILD_FIXED_LEN;
+/// Interior nodes per base page (21 x 187 bytes fit 4 KiB).
+pub const BASE_NODES_PER_PAGE: usize = 21;
+/// Bytes of one entry in a base leaf page's directory: index, written, value offset and length.
+const BASE_LEAF_ENTRY_LEN: usize = 48;
+/// Leaf values per base page: 30 entries of 32-byte values (48 + 81 bytes each) and the key fit one
+/// 4 KiB storage page, where 32 would spill into an 8 KiB one.
+pub const BASE_LEAVES_PER_PAGE: usize = 30;
+
+/// A shard's base nodes (sorted by position, one per position) as base pages, each with its
+/// first position.
+pub fn encode_base_node_pages(nodes: &[BaseNode]) -> Vec<([u8; 33], Vec<u8>)> {
+    debug_assert!(nodes.windows(2).all(|w| w[0].0 < w[1].0), "base nodes sorted, one per position");
+    nodes
+        .chunks(BASE_NODES_PER_PAGE)
+        .map(|chunk| {
+            let mut page = vec![0u8; chunk.len() * BASE_NODE_LEN];
+            for ((key, written, children), entry) in chunk.iter().zip(page.chunks_exact_mut(BASE_NODE_LEN)) {
+                entry[..33].copy_from_slice(&node_position(key));
+                entry[33..41].copy_from_slice(&written.0.to_be_bytes());
+                encode_child_fixed(&children[0], &mut entry[41..41 + CHILD_FIXED_LEN]);
+                encode_child_fixed(&children[1], &mut entry[41 + CHILD_FIXED_LEN..]);
+            }
+            (node_position(&chunk[0].0), page)
+        })
+        .collect()
+}
+
+/// Every entry of a base node page.
+pub fn decode_base_node_page(page: &[u8]) -> Result<Vec<BaseNode>, TreeError> {
+    if !page.len().is_multiple_of(BASE_NODE_LEN) {
+        return Err(corrupt("base node page"));
+    }
+    page.chunks_exact(BASE_NODE_LEN)
+        .map(|e| {
+            Ok((
+                decode_position(&e[..33])?,
+                Epoch(u64::from_be_bytes(e[33..41].try_into().expect("8"))),
+                decode_pair(&e[41..])?,
+            ))
+        })
+        .collect()
+}
+
+/// Finds `key` in a base node page: the node and the epoch that wrote it.
+pub fn find_in_base_node_page(page: &[u8], key: &NodeKey) -> Result<Option<(Epoch, Children)>, TreeError> {
+    if !page.len().is_multiple_of(BASE_NODE_LEN) {
+        return Err(corrupt("base node page"));
+    }
+    match search(page, BASE_NODE_LEN, &node_position(key)) {
+        Some(e) => Ok(Some((Epoch(u64::from_be_bytes(e[33..41].try_into().expect("8"))), decode_pair(&e[41..])?))),
+        None => Ok(None),
+    }
+}
+
+/// A shard's base leaves (sorted by index) as base leaf pages of at most [`BASE_LEAVES_PER_PAGE`]:
+/// `count (4)`, then entries `index (32) || written (8) || offset (4) || length (4)`, then values.
+pub fn encode_base_leaf_pages(leaves: &[BaseLeaf]) -> Vec<([u8; 32], Vec<u8>)> {
+    debug_assert!(leaves.windows(2).all(|w| w[0].0 < w[1].0), "base leaves sorted, one per index");
+    leaves
+        .chunks(BASE_LEAVES_PER_PAGE)
+        .map(|chunk| {
+            let mut data = Vec::new();
+            let mut out = Vec::with_capacity(4 + chunk.len() * (BASE_LEAF_ENTRY_LEN + 48));
+            out.extend_from_slice(&u32::try_from(chunk.len()).expect("leaf count fits u32").to_be_bytes());
+            for (index, written, leaf) in chunk {
+                let start = data.len();
+                encode_leaf(leaf, &mut data);
+                out.extend_from_slice(&index.0);
+                out.extend_from_slice(&written.0.to_be_bytes());
+                out.extend_from_slice(&u32::try_from(start).expect("page under 4 GiB").to_be_bytes());
+                out.extend_from_slice(&u32::try_from(data.len() - start).expect("value under 4 GiB").to_be_bytes());
+            }
+            out.extend_from_slice(&data);
+            (chunk[0].0.0, out)
+        })
+        .collect()
+}
+
+/// Every entry of a base leaf page.
+pub fn decode_base_leaf_page(page: &[u8]) -> Result<Vec<BaseLeaf>, TreeError> {
+    let (entries, header) = leaf_directory(page, BASE_LEAF_ENTRY_LEN)?;
+    entries
+        .chunks_exact(BASE_LEAF_ENTRY_LEN)
+        .map(|e| {
+            let written = Epoch(u64::from_be_bytes(e[32..40].try_into().expect("8")));
+            Ok((Index(e[..32].try_into().expect("32")), written, leaf_at(page, header, &e[40..])?))
+        })
+        .collect()
+}
+
+/// Finds `index` in a base leaf page: the value and the epoch that wrote it.
+pub fn find_in_base_leaf_page(page: &[u8], index: &Index) -> Result<Option<(Epoch, LeafValue)>, TreeError> {
+    let (entries, header) = leaf_directory(page, BASE_LEAF_ENTRY_LEN)?;
+    match search(entries, BASE_LEAF_ENTRY_LEN, &index.0) {
+        Some(e) => {
+            Ok(Some((Epoch(u64::from_be_bytes(e[32..40].try_into().expect("8"))), leaf_at(page, header, &e[40..])?)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// `shard (4) | first (N)`: the key of a base page (one base per shard, so no epoch).
+pub fn base_page_key<const N: usize>(shard: u32, first: &[u8; N]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + N);
+    out.extend_from_slice(&shard.to_be_bytes());
+    out.extend_from_slice(first);
+    out
+}
+
+/// Merges a base with the records of later epochs into the base at the newest of them: per
+/// position, the record of the latest epoch (positions are never removed from the tree, so this
+/// is exactly the tree's records at that epoch).
+pub fn merge_latest<K: Ord, V>(mut records: Vec<(K, Epoch, V)>) -> Vec<(K, Epoch, V)> {
+    records.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    records.dedup_by(|later, kept| later.0 == kept.0);
+    records
 }
 
 /// `epoch (8) | shard (4) | first (N)`: the key of a page; `first` is the page's first position
@@ -353,5 +525,39 @@ mod tests {
         }
         assert_eq!(find_in_leaf_page(page, &Index([200; 32])).unwrap(), None);
         assert!(find_in_leaf_page(&page[..30], &Index([1; 32])).is_err(), "truncated page");
+        assert_eq!(decode_leaf_page(page).unwrap(), leaves);
+    }
+
+    #[test]
+    fn base_pages_keep_each_records_epoch_and_merging_keeps_the_latest() {
+        let child = Child { node: Node::Internal { hash: Hash([5; 32]) }, written: Epoch(9) };
+        let nodes: Vec<BaseNode> = (0..45u8)
+            .map(|i| (NodeKey { depth: 8 + i % 5, prefix: Index([i; 32]) }, Epoch(u64::from(i)), [child, Child::EMPTY]))
+            .collect();
+        let mut sorted = nodes.clone();
+        sorted.sort_by_key(|n| n.0);
+        let pages = encode_base_node_pages(&sorted);
+        assert_eq!(pages.len(), 45usize.div_ceil(BASE_NODES_PER_PAGE));
+        let decoded: Vec<BaseNode> = pages.iter().flat_map(|(_, p)| decode_base_node_page(p).unwrap()).collect();
+        assert_eq!(decoded, sorted);
+        for (key, written, children) in &sorted {
+            let (_, page) = pages.iter().rev().find(|(first, _)| *first <= node_page_position(key)).unwrap();
+            assert_eq!(find_in_base_node_page(page, key).unwrap(), Some((*written, *children)));
+        }
+        let leaves: Vec<BaseLeaf> = (0..70u8)
+            .map(|i| (Index([i; 32]), Epoch(u64::from(i) + 1), LeafValue::present(Version(2), vec![i; 32])))
+            .collect();
+        let pages = encode_base_leaf_pages(&leaves);
+        assert_eq!(pages.len(), 70usize.div_ceil(BASE_LEAVES_PER_PAGE));
+        assert!(pages.iter().all(|(_, p)| p.len() + 36 < 4096), "a base leaf page of 32-byte values fits 4 KiB");
+        let decoded: Vec<BaseLeaf> = pages.iter().flat_map(|(_, p)| decode_base_leaf_page(p).unwrap()).collect();
+        assert_eq!(decoded, leaves);
+        assert_eq!(
+            find_in_base_leaf_page(&pages[1].1, &Index([31; 32])).unwrap(),
+            Some((Epoch(32), leaves[31].2.clone()))
+        );
+        let merged =
+            merge_latest(vec![(1u8, Epoch(3), "a"), (2, Epoch(1), "b"), (1, Epoch(5), "c"), (1, Epoch(4), "d")]);
+        assert_eq!(merged, vec![(1, Epoch(5), "c"), (2, Epoch(1), "b")]);
     }
 }

@@ -20,7 +20,7 @@ pub use error::TreeError;
 pub use map::{Lookup, Map, lookup_in};
 pub use memory::MemoryStore;
 pub use store::{
-    Child, Children, EpochBatch, NodeKey, ShardUpdate, Snapshot, TreeConfig, TreeStore, check_leaf_read,
+    Child, Children, EpochBatch, NodeKey, PruneReport, ShardUpdate, Snapshot, TreeConfig, TreeStore, check_leaf_read,
     check_node_read,
 };
 pub use update::{HashedLeaf, prepare_epoch, prepare_epoch_hashed, update_shard};

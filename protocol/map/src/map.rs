@@ -43,6 +43,14 @@ impl<S: TreeStore> Map<S> {
         Ok(MapRoot { epoch, hash: snapshot.root()?.node.hash(self.store.config().suite) })
     }
 
+    /// Reads every record the tree of `epoch` reaches, each checked against its parent's pointer
+    /// from the root down (so the records hash to the root), and each leaf at a position on its
+    /// own index's path; returns the number of leaves (`keyfold fsck`).
+    pub fn check_all(&self, epoch: Epoch) -> Result<u64, TreeError> {
+        let snapshot = self.store.snapshot(epoch)?;
+        check_subtree(&snapshot, self.suite(), 0, Index([0; 32]), snapshot.root()?)
+    }
+
     /// The batch that the next epoch would write for `updates` (one final value per index). Pure:
     /// reads the latest committed epoch, writes nothing.
     pub fn prepare(&self, updates: Vec<(Index, LeafValue)>) -> Result<EpochBatch, TreeError> {
@@ -226,6 +234,40 @@ fn get_sorted<T: Snapshot>(
                 || get_sorted(snapshot, suite, depth + 1, right, r, out_right),
             );
             a.and(b)
+        }
+    }
+}
+
+/// [`Map::check_all`] below `child`, the subtree at `depth` whose path is `prefix`.
+fn check_subtree<T: Snapshot>(
+    snapshot: &T,
+    suite: HashSuite,
+    depth: usize,
+    prefix: Index,
+    child: Child,
+) -> Result<u64, TreeError> {
+    match child.node {
+        Node::Empty => Ok(0),
+        Node::Leaf { index, .. } if index.prefix(depth) != prefix => {
+            Err(TreeError::corrupt(format!("leaf {} sits at depth {depth} off its own path", index.to_hex())))
+        }
+        Node::Leaf { index, .. } => read_leaf(snapshot, suite, &child, &index).map(|_| 1),
+        Node::Internal { .. } => {
+            let [left, right] = read_children(snapshot, suite, depth, &child, &prefix)?;
+            let mut right_prefix = prefix;
+            right_prefix.0[depth / 8] |= 0x80 >> (depth % 8);
+            let (a, b) = if depth < 12 {
+                rayon::join(
+                    || check_subtree(snapshot, suite, depth + 1, prefix, left),
+                    || check_subtree(snapshot, suite, depth + 1, right_prefix, right),
+                )
+            } else {
+                (
+                    check_subtree(snapshot, suite, depth + 1, prefix, left),
+                    check_subtree(snapshot, suite, depth + 1, right_prefix, right),
+                )
+            };
+            Ok(a? + b?)
         }
     }
 }

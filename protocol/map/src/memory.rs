@@ -1,7 +1,8 @@
 //! The in-memory store: the reference for the conformance suite and the "tree only" benchmarks.
 
 use crate::error::TreeError;
-use crate::store::{Child, Children, EpochBatch, NodeKey, Snapshot, TreeConfig, TreeStore};
+use crate::format::merge_latest;
+use crate::store::{Child, Children, EpochBatch, NodeKey, PruneReport, Snapshot, TreeConfig, TreeStore};
 use hashbrown::{DefaultHashBuilder, HashTable};
 use keyfold_core::{Epoch, Index, LeafValue};
 use rayon::prelude::*;
@@ -55,16 +56,60 @@ impl Records {
     }
 }
 
-/// One shard's records (or those above the shards), by epoch: `epochs[e - 1]` holds epoch `e`'s.
+/// One shard's records (or those above the shards), by epoch: `epochs[e - 1]` holds epoch `e`'s
+/// (emptied once pruned into the base).
 #[derive(Debug, Default)]
 struct Partition {
     epochs: Vec<Records>,
+    /// After a prune at epoch B: the partition's records of the tree at B, each with the epoch
+    /// that wrote it (one per position).
+    base: Base,
+}
+
+#[derive(Debug, Default)]
+struct Base {
+    nodes: Vec<(NodeKey, (Epoch, Children))>,
+    node_at: HashTable<u32>,
+    leaves: Vec<(Index, (Epoch, LeafValue))>,
+    leaf_at: HashTable<u32>,
 }
 
 impl Partition {
     fn at(&self, written: Epoch) -> Option<&Records> {
         let e = usize::try_from(written.0).ok()?;
         self.epochs.get(e.checked_sub(1)?)
+    }
+
+    fn node(&self, hasher: &DefaultHashBuilder, key: &NodeKey, written: Epoch) -> Option<Children> {
+        let fresh = self.at(written).and_then(|r| find(hasher, &r.node_at, &r.nodes, key)).copied();
+        let base = || find(hasher, &self.base.node_at, &self.base.nodes, key).filter(|(w, _)| *w == written);
+        fresh.or_else(|| base().map(|(_, c)| *c))
+    }
+
+    fn leaf(&self, hasher: &DefaultHashBuilder, index: &Index, written: Epoch) -> Option<LeafValue> {
+        if let Some(value) = self.at(written).and_then(|r| find(hasher, &r.leaf_at, &r.leaves, index)) {
+            return Some(value.clone());
+        }
+        let base = find(hasher, &self.base.leaf_at, &self.base.leaves, index);
+        base.filter(|(w, _)| *w == written).map(|(_, v)| v.clone())
+    }
+
+    /// Moves the records of epochs `<= keep_from` into the base of the tree at `keep_from`.
+    fn rebase(&mut self, hasher: &DefaultHashBuilder, keep_from: Epoch) {
+        let old = std::mem::take(&mut self.base);
+        let mut nodes: Vec<(NodeKey, Epoch, Children)> = old.nodes.into_iter().map(|(k, (e, c))| (k, e, c)).collect();
+        let mut leaves: Vec<(Index, Epoch, LeafValue)> = old.leaves.into_iter().map(|(i, (e, v))| (i, e, v)).collect();
+        let through = usize::try_from(keep_from.0).expect("epoch fits usize").min(self.epochs.len());
+        for (at, records) in self.epochs[..through].iter_mut().enumerate() {
+            let written = Epoch(at as u64 + 1);
+            let Records { nodes: n, leaves: l, .. } = std::mem::take(records);
+            nodes.extend(n.into_iter().map(|(k, c)| (k, written, c)));
+            leaves.extend(l.into_iter().map(|(i, v)| (i, written, v)));
+        }
+        let nodes: Vec<_> = merge_latest(nodes).into_iter().map(|(k, e, c)| (k, (e, c))).collect();
+        let leaves: Vec<_> = merge_latest(leaves).into_iter().map(|(i, e, v)| (i, (e, v))).collect();
+        let (node_at, leaf_at) = (positions(hasher, &nodes), positions(hasher, &leaves));
+        self.base = Base { nodes, node_at, leaves, leaf_at };
     }
 }
 
@@ -76,6 +121,8 @@ struct Inner {
     partitions: Vec<Partition>,
     /// Hashes keys for every table.
     hasher: DefaultHashBuilder,
+    /// The oldest epoch kept (roots before it are refused).
+    oldest: Epoch,
 }
 
 impl Inner {
@@ -96,7 +143,12 @@ impl MemoryStore {
         let partitions = (0..=config.shard_count()).map(|_| Partition::default()).collect();
         MemoryStore {
             config,
-            inner: RwLock::new(Inner { roots: vec![Child::EMPTY], partitions, hasher: DefaultHashBuilder::default() }),
+            inner: RwLock::new(Inner {
+                roots: vec![Child::EMPTY],
+                partitions,
+                hasher: DefaultHashBuilder::default(),
+                oldest: Epoch(0),
+            }),
         }
     }
 
@@ -128,14 +180,12 @@ impl Snapshot for MemorySnapshot<'_> {
 
     fn node(&self, key: &NodeKey, written: Epoch) -> Result<Option<Children>, TreeError> {
         let partition = &self.inner.partitions[self.inner.partition_of_node(self.shard_bits, key)];
-        let hasher = &self.inner.hasher;
-        Ok(partition.at(written).and_then(|r| find(hasher, &r.node_at, &r.nodes, key)).copied())
+        Ok(partition.node(&self.inner.hasher, key, written))
     }
 
     fn leaf(&self, index: &Index, written: Epoch) -> Result<Option<LeafValue>, TreeError> {
         let partition = &self.inner.partitions[index.shard(self.shard_bits).0 as usize];
-        let hasher = &self.inner.hasher;
-        Ok(partition.at(written).and_then(|r| find(hasher, &r.leaf_at, &r.leaves, index)).cloned())
+        Ok(partition.leaf(&self.inner.hasher, index, written))
     }
 }
 
@@ -156,11 +206,32 @@ impl TreeStore for MemoryStore {
         if at > latest {
             return Err(TreeError::EpochNotCommitted { requested: at, latest });
         }
+        if at < inner.oldest {
+            return Err(TreeError::EpochPruned { requested: at, oldest: inner.oldest });
+        }
         Ok(MemorySnapshot { epoch: at, shard_bits: self.config.shard_bits, inner })
     }
 
     fn commit(&self, batch: &EpochBatch) -> Result<(), TreeError> {
         self.commit_owned(batch.clone())
+    }
+
+    fn oldest_epoch(&self) -> Result<Epoch, TreeError> {
+        Ok(self.read().oldest)
+    }
+
+    /// Rebases every partition at once (the records are in memory already).
+    fn prune(&self, keep_from: Epoch) -> Result<PruneReport, TreeError> {
+        let mut inner = self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let keep_from = keep_from.min(latest(&inner));
+        if keep_from <= inner.oldest {
+            return Ok(PruneReport { oldest: inner.oldest, ..PruneReport::default() });
+        }
+        let Inner { partitions, hasher, .. } = &mut *inner;
+        partitions.par_iter_mut().for_each(|p| p.rebase(hasher, keep_from));
+        inner.oldest = keep_from;
+        let rebased = u32::try_from(inner.partitions.len()).expect("at most 2^16 + 1 partitions");
+        Ok(PruneReport { oldest: keep_from, shards_rebased: rebased, ..PruneReport::default() })
     }
 
     /// Moves the records into the tables (leaf values are not copied).

@@ -222,11 +222,39 @@ pub trait TreeStore: Send + Sync {
     /// Makes `batch` visible atomically; `batch.epoch` must be latest + 1. Records a previous,
     /// interrupted attempt at the same epoch left behind are discarded first.
     fn commit(&self, batch: &EpochBatch) -> Result<(), TreeError>;
+    /// The oldest epoch whose root is kept: 0 unless [`TreeStore::prune`] forgot earlier ones.
+    fn oldest_epoch(&self) -> Result<Epoch, TreeError> {
+        Ok(Epoch(0))
+    }
+    /// Retention (SPEC appendix A.1): forgets every root before `keep_from` (snapshots of them are
+    /// refused with [`TreeError::EpochPruned`]) and deletes records that no kept root reaches,
+    /// rewriting each shard's live records of epochs `<= keep_from` as one *base* of the tree at
+    /// `keep_from`. A store may spread that work over calls (the report says how many shards still
+    /// wait); every kept epoch reads exactly as before. `keep_from` is clamped to the latest epoch
+    /// and never moves back.
+    fn prune(&self, keep_from: Epoch) -> Result<PruneReport, TreeError> {
+        let _ = keep_from;
+        Err(TreeError::PruneUnsupported("run without a retention window"))
+    }
     /// [`TreeStore::commit`] of a batch the caller no longer needs: a store that keeps records in
     /// memory moves them instead of copying.
     fn commit_owned(&self, batch: EpochBatch) -> Result<(), TreeError> {
         self.commit(&batch)
     }
+}
+
+/// What one [`TreeStore::prune`] call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// The oldest epoch kept after the call.
+    pub oldest: Epoch,
+    /// Shards whose base was rewritten at `oldest` in this call.
+    pub shards_rebased: u32,
+    /// Shards whose base is still older than `oldest` (left for later calls).
+    pub shards_pending: u32,
+    /// Bytes of records deleted and written.
+    pub bytes_deleted: u64,
+    pub bytes_written: u64,
 }
 
 /// Checks a record read from storage against the pointer its parent holds: an interior node's

@@ -35,6 +35,14 @@ pub struct DirectoryInfo {
     /// The C2SP tlog-tiles prefix of the log of heads (`<prefix>/tile/...`), relative to the
     /// server root unless absolute.
     pub tiles_url: String,
+    /// The retention window (SPEC section 4.3): the directory keeps the map of its last this
+    /// many epochs, and (unless it leaves them to a lifecycle rule) their archives and proofs.
+    /// Absent: every epoch is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_epochs: Option<u64>,
+    /// With `retain_epochs`: the oldest epoch whose map (lookups) is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_epoch: Option<u64>,
 }
 
 /// A receipt: the mutation id and where it waits, its queue position (embedded queue) or its

@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keyfold_core::{Epoch, Hash};
-use keyfold_epoch::{ArchiveCheck, Directory, verify_archive};
+use keyfold_epoch::{ArchiveCheck, Directory, EpochError, verify_archive};
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -151,9 +151,15 @@ fn parse_range(headers: &HeaderMap, len: u64) -> Result<Option<Range<u64>>, ()> 
 async fn signed_digest(api: &Arc<Api>, epoch: u64) -> Result<Hash, ApiError> {
     let served = Arc::clone(api);
     let retry = api.retry_after_secs;
-    let note = blocking(move || served.directory.head_note(Epoch(epoch)).map_err(|e| ApiError::from_storage(e, retry)))
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("epoch {epoch} has no signed head")))?;
+    let note = blocking(move || {
+        let note = served.directory.head_note(Epoch(epoch)).map_err(|e| ApiError::from_storage(e, retry))?;
+        if note.is_some() {
+            check_retained(&*served.directory, Epoch(epoch)).map_err(|e| ApiError::from_storage(e, retry))??;
+        }
+        Ok(note)
+    })
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("epoch {epoch} has no signed head")))?;
     let head = api.directory.verify_stored_head(Epoch(epoch), &note).map_err(|e| {
         ApiError::ServerFault("head_corrupt", format!("the stored head of epoch {epoch} does not verify: {e}"))
     })?;
@@ -163,6 +169,21 @@ async fn signed_digest(api: &Arc<Api>, epoch: u64) -> Result<Hash, ApiError> {
         )));
     }
     Ok(head.archive)
+}
+
+/// 410 for an epoch whose archive and proof the retention window deleted (SPEC section 4.3).
+fn check_retained(directory: &dyn Directory, epoch: Epoch) -> Result<Result<(), ApiError>, EpochError> {
+    let Some(retention) = directory.retention() else { return Ok(Ok(())) };
+    let oldest = directory.oldest_epoch()?;
+    if retention.keep_archives || epoch >= oldest {
+        return Ok(Ok(()));
+    }
+    Ok(Err(ApiError::Gone(format!(
+        "epoch {epoch} is outside this directory's retention window (it keeps the last {} epochs; the oldest kept \
+         is {oldest}): its archive and epoch proof were deleted; audit from epoch {oldest} on (keyfold audit or \
+         keyfold monitor --from {oldest})",
+        retention.epochs
+    ))))
 }
 
 /// Checks `epoch`'s archive against `digest` once (streaming); returns its size in bytes. A
@@ -254,6 +275,7 @@ fn streamed(job: Arc<dyn Directory>, epoch: u64, range: Range<u64>, permit: Owne
         (status = 416, description = "Unsatisfiable range", body = ErrorBody),
         (status = 500, description = "The archive of a signed head is missing (`archive_missing`) or does not \
             match its signed digest (`archive_corrupt`): a server fault", body = ErrorBody),
+        (status = 410, description = "Deleted by the directory's retention window", body = ErrorBody),
         (status = 503, description = "Too many archive downloads at once, or storage unavailable", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
@@ -318,6 +340,7 @@ pub(crate) async fn archive(
         (status = 400, description = "Not an epoch number", body = ErrorBody),
         (status = 404, description = "No signed head for that epoch, the genesis epoch, or an epoch signed \
             before epoch proofs were written", body = ErrorBody),
+        (status = 410, description = "Deleted by the directory's retention window", body = ErrorBody),
         (status = 503, description = "Too many downloads at once, or storage unavailable", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]

@@ -16,6 +16,9 @@ pub enum ApiError {
     Unauthorized(String),
     Forbidden(String),
     NotFound(String),
+    /// What was asked for is outside the directory's retention window (SPEC section 4.3): gone for
+    /// good, not a fault.
+    Gone(String),
     /// The route exists; the method does not (the response carries `Allow`).
     MethodNotAllowed(String),
     /// The request conflicts with stored state (a code and a message).
@@ -54,6 +57,11 @@ impl ApiError {
     /// A storage error while answering a read: retryable ones (I/O) are 503 with `Retry-After`,
     /// the others 500.
     pub(crate) fn from_storage(e: EpochError, retry_after_secs: u64) -> ApiError {
+        if let EpochError::Tree(keyfold_map::TreeError::EpochPruned { requested, oldest }) = e {
+            return ApiError::Gone(format!(
+                "epoch {requested} is outside this directory's retention window: the oldest epoch kept is {oldest}"
+            ));
+        }
         if e.is_retryable() {
             tracing::warn!(error = %e, "storage unavailable answering a request");
             ApiError::Unavailable {
@@ -95,6 +103,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Gone(_) => (StatusCode::GONE, "gone"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict(code, _) => (StatusCode::CONFLICT, code),
             ApiError::RangeNotSatisfiable(_) => (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable"),
@@ -113,6 +122,7 @@ impl ApiError {
             | ApiError::Unauthorized(m)
             | ApiError::Forbidden(m)
             | ApiError::NotFound(m)
+            | ApiError::Gone(m)
             | ApiError::MethodNotAllowed(m)
             | ApiError::Conflict(_, m)
             | ApiError::RangeNotSatisfiable(m)

@@ -29,6 +29,7 @@ pub(crate) struct LookupQuery {
         (status = 200, description = "Value, proof and signed head", body = LookupAnswer),
         (status = 400, description = "Bad key, path or query", body = ErrorBody),
         (status = 404, description = "No such epoch yet", body = ErrorBody),
+        (status = 410, description = "The epoch is outside the directory's retention window", body = ErrorBody),
         (status = 503, description = "Storage unavailable", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]

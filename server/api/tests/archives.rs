@@ -76,6 +76,9 @@ impl ArchiveSink for CountingArchives {
     fn get_proof(&self, epoch: Epoch) -> Result<Option<Bytes>, EpochError> {
         self.inner.get_proof(epoch)
     }
+    fn delete(&self, epoch: Epoch) -> Result<(), EpochError> {
+        self.inner.delete(epoch)
+    }
 }
 
 /// A server whose epoch 1 has an archive of about 3 MB (values that do not compress).

@@ -28,6 +28,8 @@ pub trait ArchiveSink: Send + Sync + std::fmt::Debug {
     fn put_proof(&self, epoch: Epoch, bytes: Bytes) -> Result<(), EpochError>;
     /// `epoch`'s epoch proof; `None` when there is none (epoch 0).
     fn get_proof(&self, epoch: Epoch) -> Result<Option<Bytes>, EpochError>;
+    /// Deletes `epoch`'s proof, then its archive (retention); either may already be gone.
+    fn delete(&self, epoch: Epoch) -> Result<(), EpochError>;
 }
 
 /// What [`verify_archive`] found.
@@ -205,9 +207,21 @@ impl ArchiveSink for ObjectArchives {
         });
         fetched.map_err(|e| EpochError::io(format!("reading the proof of epoch {epoch} from {}: {e}", self.location)))
     }
+
+    fn delete(&self, epoch: Epoch) -> Result<(), EpochError> {
+        self.delete_object(self.prefix.clone().join(proof_name(epoch)), "proof", epoch)?;
+        self.delete_object(self.path(epoch), "archive", epoch)
+    }
 }
 
 impl ObjectArchives {
+    fn delete_object(&self, path: ObjectPath, what: &str, epoch: Epoch) -> Result<(), EpochError> {
+        match self.block_on(self.store.delete(&path)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(EpochError::io(format!("deleting the {what} of epoch {epoch} from {}: {e}", self.location))),
+        }
+    }
+
     fn read_error(&self, epoch: Epoch, e: &object_store::Error) -> EpochError {
         EpochError::io(format!("reading the archive of epoch {epoch} from {}: {e}", self.location))
     }
@@ -251,6 +265,12 @@ impl ArchiveSink for MemoryArchives {
 
     fn get_proof(&self, epoch: Epoch) -> Result<Option<Bytes>, EpochError> {
         Ok(self.proofs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&epoch.0).cloned())
+    }
+
+    fn delete(&self, epoch: Epoch) -> Result<(), EpochError> {
+        self.proofs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&epoch.0);
+        self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&epoch.0);
+        Ok(())
     }
 }
 

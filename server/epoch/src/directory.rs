@@ -5,7 +5,7 @@ use crate::archives::ArchiveSink;
 use crate::error::EpochError;
 use crate::heads::HeadStore;
 use crate::index::{HistoryAfter, KeyVersion};
-use crate::job::{EpochJob, EpochReport, MutationStatus};
+use crate::job::{EpochJob, EpochReport, MutationStatus, Retention};
 use keyfold_core::{Epoch, Hash, HashSuite, Index, LogError, Mutation, MutationId};
 use keyfold_ingest::{Queue, QueueError, Receipt};
 use keyfold_map::{Lookup, TreeStore};
@@ -49,6 +49,9 @@ pub trait Directory: Send + Sync {
     /// The key at `index` at a committed `epoch`, with its inclusion or absence proof.
     fn lookup(&self, index: &Index, epoch: Epoch) -> Result<Lookup, EpochError>;
     fn archives(&self) -> &dyn ArchiveSink;
+    /// The retention window, if any, and the oldest epoch whose map is kept (0: every epoch).
+    fn retention(&self) -> Option<Retention>;
+    fn oldest_epoch(&self) -> Result<Epoch, EpochError>;
     /// Runs the next epoch now.
     fn run_epoch(&self, now_ms: u64) -> Result<EpochReport, EpochError>;
 }
@@ -125,6 +128,14 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> Directory for EpochJob<Q, S, H> {
 
     fn lookup(&self, index: &Index, epoch: Epoch) -> Result<Lookup, EpochError> {
         Ok(self.map().lookup(index, epoch)?)
+    }
+
+    fn retention(&self) -> Option<Retention> {
+        EpochJob::retention(self)
+    }
+
+    fn oldest_epoch(&self) -> Result<Epoch, EpochError> {
+        EpochJob::oldest_epoch(self)
     }
 
     fn archives(&self) -> &dyn ArchiveSink {

@@ -15,7 +15,7 @@ use keyfold_core::{
     verify_checkpoint_note,
 };
 use keyfold_ingest::{Entry, Marker, Position, Queue, QueueError, Receipt, mutation_bytes};
-use keyfold_map::{Map, TreeStore};
+use keyfold_map::{Map, PruneReport, TreeError, TreeStore};
 use keyfold_verify::{
     Applied, KeyState, MutationOutcome, apply_mutations, archive_rows, hash_mutations, touched_indexes,
 };
@@ -103,11 +103,13 @@ pub struct PhaseTimings {
     pub commit: Duration,
     /// Appending the head to the log of heads (the checkpoint's root, then the stored hashes).
     pub log: Duration,
+    /// Retention, after the epoch is published: the map's prune and the archives' deletion.
+    pub prune: Duration,
 }
 
 impl PhaseTimings {
     /// Each phase with its name, in pipeline order (metrics labels, benchmark reports).
-    pub fn named(&self) -> [(&'static str, Duration); 7] {
+    pub fn named(&self) -> [(&'static str, Duration); 8] {
         [
             ("cut", self.cut),
             ("apply", self.apply),
@@ -116,6 +118,7 @@ impl PhaseTimings {
             ("sign", self.sign),
             ("commit", self.commit),
             ("log", self.log),
+            ("prune", self.prune),
         ]
     }
 }
@@ -137,6 +140,18 @@ pub struct EpochReport {
     /// The cut stopped at a cap of [`EpochLimits`]: mutations are left for the next epoch.
     pub capped: bool,
     pub timings: PhaseTimings,
+    /// What retention did after the epoch (`None` without a retention window).
+    pub pruned: Option<PruneReport>,
+}
+
+/// A retention window: the map keeps the roots (and the records they reach) of the last `epochs`
+/// epochs, and archives and epoch proofs before the oldest kept root are deleted unless
+/// `keep_archives` (left to, say, an object store's lifecycle rule). Heads, the log of heads and
+/// the outcome and history index are kept whole (SPEC section 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub epochs: u64,
+    pub keep_archives: bool,
 }
 
 /// Where a mutation is, by id.
@@ -178,6 +193,7 @@ pub struct EpochJob<Q: Queue, S: TreeStore, H: HeadStore> {
     tiles_behind: std::sync::atomic::AtomicBool,
     /// The epochs whose heads announced a key rollover, ascending (derived from the heads).
     rollovers: RwLock<Vec<Epoch>>,
+    retention: Option<Retention>,
 }
 
 impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
@@ -210,6 +226,7 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
             tiles: None,
             tiles_behind: std::sync::atomic::AtomicBool::new(false),
             rollovers: RwLock::new(Vec::new()),
+            retention: None,
         };
         if job.heads.latest()?.is_none() {
             job.write_genesis(now_ms)?;
@@ -245,6 +262,28 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
 
     pub fn limits(&self) -> EpochLimits {
         self.limits
+    }
+
+    /// Keeps only a window of epochs (applied after every epoch). A window of 0 epochs is refused,
+    /// and so is a store that cannot prune (FoundationDB).
+    pub fn with_retention(mut self, retention: Retention) -> Result<Self, EpochError> {
+        if retention.epochs == 0 {
+            return Err(
+                TreeError::InvalidConfig("retain_epochs is 0: keep at least the latest epoch (1)".into()).into()
+            );
+        }
+        self.map.store().prune(Epoch(0))?; // refused here, not after the first epoch, if unsupported
+        self.retention = Some(retention);
+        Ok(self)
+    }
+
+    pub fn retention(&self) -> Option<Retention> {
+        self.retention
+    }
+
+    /// The oldest epoch whose map is kept (0 without retention).
+    pub fn oldest_epoch(&self) -> Result<Epoch, EpochError> {
+        Ok(self.map.store().oldest_epoch()?)
     }
 
     /// The ids of the mutations waiting in the queue (one pass over it at start, in bounded
@@ -616,9 +655,56 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         self.index_published(epoch, &rows, &applied.outcomes)?;
         tiles?;
         handed_over?;
-        let through = marker.through;
-        let outcomes = applied.outcomes;
-        Ok(Some(EpochReport { head, note, outcomes, marker: marker_position, through, input_bytes, capped, timings }))
+
+        // 9. Retention: the map forgets epochs before the window, then their archives go.
+        let t = Instant::now();
+        let pruned = self.retain(epoch)?;
+        timings.prune = t.elapsed();
+        let (through, outcomes) = (marker.through, applied.outcomes);
+        Ok(Some(EpochReport {
+            head,
+            note,
+            outcomes,
+            marker: marker_position,
+            through,
+            input_bytes,
+            capped,
+            timings,
+            pruned,
+        }))
+    }
+
+    /// Step 9: prunes the map to the window ending at `latest`, then deletes the archives and
+    /// proofs before its oldest root. A failure is returned (and retried by the next epoch's step 9,
+    /// which prunes to a window that includes this one's).
+    fn retain(&self, latest: Epoch) -> Result<Option<PruneReport>, EpochError> {
+        let Some(retention) = self.retention else { return Ok(None) };
+        let keep_from = Epoch(latest.0.saturating_sub(retention.epochs - 1));
+        let report = self.map.store().prune(keep_from)?;
+        if !retention.keep_archives {
+            self.delete_archives_before(report.oldest)?;
+        }
+        Ok(Some(report))
+    }
+
+    /// Deletes the archives and proofs of the epochs before `oldest` that the index has recorded
+    /// (it is caught up from archives), oldest first, so what is left below `oldest` is always one
+    /// run ending there: found by walking down to the first epoch without an archive.
+    /// Recovery if the process dies after any deletion: the next call finds the rest of the run.
+    fn delete_archives_before(&self, oldest: Epoch) -> Result<(), EpochError> {
+        let indexed = match &self.index {
+            Some(index) => index.indexed_through()?.0.saturating_add(1),
+            None => u64::MAX,
+        };
+        let end = oldest.0.min(indexed);
+        let mut start = end;
+        while start > 1 && self.archives.size(Epoch(start - 1))?.is_some() {
+            start -= 1;
+        }
+        for e in start..end {
+            self.archives.delete(Epoch(e))?;
+        }
+        Ok(())
     }
 
     /// Step 2: the compare-and-set outcomes of `mutations` against the values of `previous_epoch`,

@@ -32,7 +32,7 @@ pub use heads::{HeadStore, MemoryHeadStore, check_next};
 pub use index::{
     HistoryAfter, KeyVersion, MemoryOutcomeIndex, OutcomeIndex, OutcomeRecord, applied, check_index_order, outcome_of,
 };
-pub use job::{EpochJob, EpochLimits, EpochReport, MutationStatus, PhaseTimings};
+pub use job::{EpochJob, EpochLimits, EpochReport, MutationStatus, PhaseTimings, Retention};
 pub use keys::{generate_key_files, load_public_key, load_signing_key};
 pub use rollover::{JobKeys, KEY_HISTORY_FILE, KeyFiles, NEXT_KEY_FILE, PUBLIC_KEY_FILE, SIGNING_KEY_FILE};
 pub use schedule::{

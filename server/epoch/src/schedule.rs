@@ -311,6 +311,17 @@ fn log_report(report: &EpochReport) {
         commit_ms = t.commit.as_secs_f64() * 1e3,
         "epoch signed"
     );
+    if let Some(pruned) = &report.pruned {
+        tracing::info!(
+            oldest_kept = pruned.oldest.0,
+            shards_rebased = pruned.shards_rebased,
+            shards_pending = pruned.shards_pending,
+            bytes_deleted = pruned.bytes_deleted,
+            bytes_written = pruned.bytes_written,
+            prune_ms = t.prune.as_secs_f64() * 1e3,
+            "retention window applied"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -59,6 +59,9 @@ impl ArchiveSink for FullDiskArchives {
     fn get_proof(&self, epoch: Epoch) -> Result<Option<bytes::Bytes>, EpochError> {
         self.inner.get_proof(epoch)
     }
+    fn delete(&self, epoch: Epoch) -> Result<(), EpochError> {
+        self.inner.delete(epoch)
+    }
 }
 
 /// Where a fault is injected.

@@ -4,6 +4,7 @@
 //! FoundationDB's network starts once per process).
 //!
 //! * [`tree`], for [`keyfold_map::TreeStore`], against a reference map.
+//! * [`retention`], for [`keyfold_map::TreeStore::prune`] (memory and redb).
 //! * [`queue`], for [`keyfold_ingest::Queue`].
 //! * [`heads`], for [`keyfold_epoch::HeadStore`].
 //! * [`index`], for [`keyfold_epoch::OutcomeIndex`].
@@ -16,6 +17,7 @@ pub mod cosignatures;
 pub mod heads;
 pub mod index;
 pub mod queue;
+pub mod retention;
 pub mod tree;
 
 /// A suite's cases as `#[test]` functions (`$module::$case($make)`), from its one list.

@@ -39,11 +39,11 @@ macro_rules! tree_conformance_tests {
     };
 }
 
-fn config(suite: HashSuite, shard_bits: u8) -> TreeConfig {
+pub(crate) fn config(suite: HashSuite, shard_bits: u8) -> TreeConfig {
     TreeConfig::new(suite, shard_bits).expect("valid config")
 }
 
-fn key(i: u64) -> Vec<u8> {
+pub(crate) fn key(i: u64) -> Vec<u8> {
     format!("user{i:012}@example.com").into_bytes()
 }
 
@@ -82,6 +82,11 @@ impl Reference {
 
 /// Checks root, values and proofs of `probes` at every committed epoch against the reference.
 pub fn check_all_epochs<S: TreeStore>(map: &Map<S>, reference: &Reference, probes: &[Index]) {
+    check_epochs_from(map, reference, probes, Epoch(0));
+}
+
+/// As [`check_all_epochs`], for the epochs from `first` on.
+pub fn check_epochs_from<S: TreeStore>(map: &Map<S>, reference: &Reference, probes: &[Index], first: Epoch) {
     let suite = map.store().config().suite;
     let latest = map.latest_epoch().expect("latest epoch");
     assert_eq!(
@@ -89,7 +94,7 @@ pub fn check_all_epochs<S: TreeStore>(map: &Map<S>, reference: &Reference, probe
         reference.epochs.len(),
         "store and reference disagree on the epoch count"
     );
-    for e in 0..=latest.0 {
+    for e in first.0..=latest.0 {
         let epoch = Epoch(e);
         let root = map.root(epoch).expect("root");
         assert_eq!(root, reference.root(epoch), "root of epoch {e} differs from the reference");
@@ -165,25 +170,31 @@ pub fn random_epochs_match_reference<S: TreeStore>(make: fn(TreeConfig) -> S) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let universe = 300u64;
         for _ in 0..12 {
-            let count = rng.random_range(0..80);
-            let mut updates = BTreeMap::new();
-            for _ in 0..count {
-                let k = rng.random_range(0..universe);
-                let version = Version(rng.random_range(1..5));
-                let value = if rng.random_bool(0.2) {
-                    LeafValue::tombstone(version)
-                } else {
-                    LeafValue::present(version, rng.random::<[u8; 8]>().to_vec())
-                };
-                updates.insert(suite.index_of(&key(k)), value);
-            }
-            let updates: Vec<_> = updates.into_iter().collect();
-            reference.push(&updates);
-            map.apply(updates).unwrap_or_else(|e| panic!("seed {seed}: apply failed: {e}"));
+            random_epoch(&map, &mut reference, &mut rng, universe);
         }
         let probes: Vec<Index> = (0..universe + 20).step_by(7).map(|k| suite.index_of(&key(k))).collect();
         check_all_epochs(&map, &reference, &probes);
     }
+}
+
+/// Applies one epoch of random inserts, updates and tombstones of keys `0..universe`.
+pub fn random_epoch<S: TreeStore>(map: &Map<S>, reference: &mut Reference, rng: &mut ChaCha8Rng, universe: u64) {
+    let suite = map.store().config().suite;
+    let count = rng.random_range(0..80);
+    let mut updates = BTreeMap::new();
+    for _ in 0..count {
+        let k = rng.random_range(0..universe);
+        let version = Version(rng.random_range(1..5));
+        let value = if rng.random_bool(0.2) {
+            LeafValue::tombstone(version)
+        } else {
+            LeafValue::present(version, rng.random::<[u8; 8]>().to_vec())
+        };
+        updates.insert(suite.index_of(&key(k)), value);
+    }
+    let updates: Vec<_> = updates.into_iter().collect();
+    reference.push(&updates);
+    map.apply(updates).unwrap_or_else(|e| panic!("apply failed: {e}"));
 }
 
 pub fn shard_bits_do_not_change_roots<S: TreeStore>(make: fn(TreeConfig) -> S) {

@@ -8,6 +8,14 @@ mod tree {
     keyfold_conformance::tree_conformance_tests!(make);
 }
 
+mod retention {
+    use keyfold_map::{MemoryStore, TreeConfig};
+    fn make(config: TreeConfig) -> MemoryStore {
+        MemoryStore::new(config)
+    }
+    keyfold_conformance::retention_conformance_tests!(make);
+}
+
 mod queue {
     use keyfold_core::HashSuite;
     use keyfold_ingest::MemoryQueue;

@@ -14,14 +14,16 @@
 //! the record count ~20x (redb pays per record more than per byte), while staying small enough that
 //! reading one node reads about one storage page however old the store is (see ARCHITECTURE.md).
 
+use crate::prune::{BASE_LEAVES, BASE_NODES, BASES, REBASE_SPREAD, decode_top_base, prune_group, prune_meta};
 use crate::reopen::{Opener, ReopeningDb, file_opener};
 use keyfold_core::{Epoch, HashSuite, Index, LeafValue, StorageError};
 use keyfold_map::TreeError;
 use keyfold_map::format::{
-    decode_child, decode_children, encode_child, encode_children, encode_leaf_pages, encode_node_pages,
-    find_in_leaf_page, find_in_node_page, node_key, node_page_position, page_key,
+    base_page_key, decode_child, decode_children, encode_child, encode_children, encode_leaf_pages, encode_node_pages,
+    find_in_base_leaf_page, find_in_base_node_page, find_in_leaf_page, find_in_node_page, node_key, node_page_position,
+    page_key,
 };
-use keyfold_map::{Child, Children, EpochBatch, NodeKey, Snapshot, TreeConfig, TreeStore};
+use keyfold_map::{Child, Children, EpochBatch, NodeKey, PruneReport, Snapshot, TreeConfig, TreeStore};
 use rayon::prelude::*;
 use redb::{Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
@@ -29,13 +31,16 @@ use std::sync::{Arc, Mutex};
 
 type BytesTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
 
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const ROOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("roots");
-const NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("nodes");
-const LEAVES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("leaves");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const ROOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("roots");
+pub(crate) const NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("nodes");
+pub(crate) const LEAVES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("leaves");
+/// `meta.redb`: the nodes above the shards of the tree at the oldest kept epoch (retention).
+pub(crate) const TOP_BASE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("top_base");
 
 const KEY_CONFIG: &str = "config";
 const KEY_LATEST: &str = "latest_epoch";
+pub(crate) const KEY_OLDEST: &str = "oldest_epoch";
 
 /// How to open or create a [`RedbStore`].
 #[derive(Debug, Clone, Copy)]
@@ -74,7 +79,7 @@ pub struct RedbStore {
     commit_lock: Mutex<()>,
 }
 
-fn io(e: impl Into<redb::Error>) -> TreeError {
+pub(crate) fn io(e: impl Into<redb::Error>) -> TreeError {
     TreeError::io(e.into())
 }
 
@@ -282,8 +287,13 @@ pub struct RedbSnapshot<'a> {
     epoch: Epoch,
     root: Child,
     top_nodes: BytesTable,
+    top_base: Option<BytesTable>,
     group_nodes: Vec<Option<BytesTable>>,
     group_leaves: Vec<Option<BytesTable>>,
+    base_nodes: Vec<Option<BytesTable>>,
+    base_leaves: Vec<Option<BytesTable>>,
+    /// Each shard's base epoch (retention): a record written at or before it is in the base.
+    bases: Vec<Epoch>,
 }
 
 impl std::fmt::Debug for RedbSnapshot<'_> {
@@ -314,10 +324,31 @@ fn find_in_pages<const N: usize, T>(
     position: &[u8; N],
     find: impl FnOnce(&[u8]) -> Result<Option<T>, TreeError>,
 ) -> Result<Option<T>, TreeError> {
+    find_last_page(table, &page_key(written, shard, &[0u8; 0]), &page_key(written, shard, position), find)
+}
+
+/// Searches a shard's base page that may hold `position` (retention), for the record `written`
+/// wrote: a base holds one record per position, of the epoch that wrote it.
+fn find_in_base<const N: usize, T>(
+    table: Option<&BytesTable>,
+    written: Epoch,
+    shard: u32,
+    position: &[u8; N],
+    find: impl FnOnce(&[u8]) -> Result<Option<(Epoch, T)>, TreeError>,
+) -> Result<Option<T>, TreeError> {
+    let found = find_last_page(table, &base_page_key(shard, &[0u8; 0]), &base_page_key(shard, position), find)?;
+    Ok(found.filter(|(w, _)| *w == written).map(|(_, record)| record))
+}
+
+/// The last page keyed in `lo..=hi`, searched with `find`.
+fn find_last_page<T>(
+    table: Option<&BytesTable>,
+    lo: &[u8],
+    hi: &[u8],
+    find: impl FnOnce(&[u8]) -> Result<Option<T>, TreeError>,
+) -> Result<Option<T>, TreeError> {
     let Some(table) = table else { return Ok(None) };
-    let lo = page_key(written, shard, &[0u8; 0]);
-    let hi = page_key(written, shard, position);
-    let mut range = table.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(io)?;
+    let mut range = table.range::<&[u8]>(lo..=hi).map_err(io)?;
     match range.next_back() {
         Some(entry) => find(entry.map_err(io)?.1.value()),
         None => Ok(None),
@@ -334,18 +365,34 @@ impl Snapshot for RedbSnapshot<'_> {
     }
 
     fn node(&self, key: &NodeKey, written: Epoch) -> Result<Option<Children>, TreeError> {
+        let position = node_page_position(key);
         if key.depth < self.store.config.shard_bits {
-            return find(Some(&self.top_nodes), &node_key(key, written), |b| decode_children(b).map(Some));
+            let found = find(Some(&self.top_nodes), &node_key(key, written), |b| decode_children(b).map(Some))?;
+            if found.is_some() {
+                return Ok(found);
+            }
+            let base = find(self.top_base.as_ref(), &position, |v| decode_top_base(&position, v).map(Some))?;
+            return Ok(base.filter(|(_, w, _)| *w == written).map(|(_, _, children)| children));
         }
         let shard = key.prefix.shard(self.store.config.shard_bits).0;
-        let table = self.group_nodes[self.store.group_of(&key.prefix)].as_ref();
-        find_in_pages(table, written, shard, &node_page_position(key), |page| find_in_node_page(page, key))
+        let group = self.store.group_of(&key.prefix);
+        if written <= self.bases[shard as usize] {
+            let base = self.base_nodes[group].as_ref();
+            return find_in_base(base, written, shard, &position, |p| find_in_base_node_page(p, key));
+        }
+        find_in_pages(self.group_nodes[group].as_ref(), written, shard, &position, |page| find_in_node_page(page, key))
     }
 
     fn leaf(&self, index: &Index, written: Epoch) -> Result<Option<LeafValue>, TreeError> {
         let shard = index.shard(self.store.config.shard_bits).0;
-        let table = self.group_leaves[self.store.group_of(index)].as_ref();
-        find_in_pages(table, written, shard, &index.0, |page| find_in_leaf_page(page, index))
+        let group = self.store.group_of(index);
+        if written <= self.bases[shard as usize] {
+            let base = self.base_leaves[group].as_ref();
+            return find_in_base(base, written, shard, &index.0, |p| find_in_base_leaf_page(p, index));
+        }
+        find_in_pages(self.group_leaves[group].as_ref(), written, shard, &index.0, |page| {
+            find_in_leaf_page(page, index)
+        })
     }
 }
 
@@ -378,22 +425,113 @@ impl TreeStore for RedbStore {
         if at > latest {
             return Err(TreeError::EpochNotCommitted { requested: at, latest });
         }
+        let oldest = read_oldest(&meta)?;
+        if at < oldest {
+            return Err(TreeError::EpochPruned { requested: at, oldest });
+        }
         let root_bytes = meta.open_table(ROOTS).map_err(io)?.get(at.0).map_err(io)?.map(|v| v.value().to_vec());
         let root = decode_child(&root_bytes.ok_or_else(|| TreeError::corrupt(format!("no root for epoch {}", at.0)))?)?;
         let top_nodes = meta.open_table(NODES).map_err(io)?;
-        let mut group_nodes = Vec::with_capacity(self.groups.len());
-        let mut group_leaves = Vec::with_capacity(self.groups.len());
+        let top_base = open_read_table(&meta, TOP_BASE)?;
+        let groups = self.groups.len();
+        let (mut group_nodes, mut group_leaves) = (Vec::with_capacity(groups), Vec::with_capacity(groups));
+        let (mut base_nodes, mut base_leaves) = (Vec::with_capacity(groups), Vec::with_capacity(groups));
+        let mut bases = vec![Epoch(0); self.config.shard_count()];
         for db in &self.groups {
             let txn = db.get().map_err(io)?.begin_read().map_err(io)?;
+            // A prune that ran since `meta` was read may have rebased shards past `at`.
+            let base_max = read_bases(&txn, &mut bases)?;
+            if at < base_max {
+                return Err(TreeError::EpochPruned { requested: at, oldest: base_max });
+            }
             group_nodes.push(open_read_table(&txn, NODES)?);
             group_leaves.push(open_read_table(&txn, LEAVES)?);
+            base_nodes.push(open_read_table(&txn, BASE_NODES)?);
+            base_leaves.push(open_read_table(&txn, BASE_LEAVES)?);
         }
-        Ok(RedbSnapshot { store: self, epoch: at, root, top_nodes, group_nodes, group_leaves })
+        Ok(RedbSnapshot {
+            store: self,
+            epoch: at,
+            root,
+            top_nodes,
+            top_base,
+            group_nodes,
+            group_leaves,
+            base_nodes,
+            base_leaves,
+            bases,
+        })
     }
 
     fn commit(&self, batch: &EpochBatch) -> Result<(), TreeError> {
         self.commit_with_fault(batch, CommitFault::None)
     }
+
+    fn oldest_epoch(&self) -> Result<Epoch, TreeError> {
+        read_oldest(&self.meta.get().map_err(io)?.begin_read().map_err(io)?)
+    }
+
+    fn prune(&self, keep_from: Epoch) -> Result<PruneReport, TreeError> {
+        let _guard = self.commit_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let keep_from = keep_from.min(self.latest_epoch()?).max(self.oldest_epoch()?);
+        let mut bytes = crate::prune::Bytes::default();
+        if keep_from > self.oldest_epoch()? {
+            // Step 1: meta.redb forgets the roots before `keep_from` and rebases the top nodes.
+            // Recovery if the process dies right after: snapshots before `keep_from` are refused;
+            // the group records only they reached wait for their shard's rebase (step 2, which
+            // any later prune continues: it rebases every shard whose base is older).
+            bytes = on_failure(&self.meta, |meta| prune_meta(meta, keep_from))?;
+        }
+        // Step 2: each group file rebases its most out-of-date shards, in one durable transaction.
+        // Recovery if the process dies right after a group's commit: its shards read from their
+        // new base; a crash before it leaves the group as it was, and the next prune redoes it.
+        let (groups, shards) = (self.groups.len(), self.config.shard_count());
+        let limit = shards.div_ceil(REBASE_SPREAD).div_ceil(groups);
+        let done = self
+            .groups
+            .par_iter()
+            .enumerate()
+            .map(|(g, db)| {
+                let mine = (g..shards).step_by(groups).map(|s| u32::try_from(s).expect("shard ids fit u32"));
+                on_failure(db, |d| prune_group(d, mine, keep_from, limit))
+            })
+            .collect::<Result<Vec<_>, TreeError>>()?;
+        let mut report = PruneReport { oldest: keep_from, ..PruneReport::default() };
+        report.bytes_deleted = bytes.deleted;
+        report.bytes_written = bytes.written;
+        for g in done {
+            report.shards_rebased += g.rebased;
+            report.shards_pending += g.pending;
+            report.bytes_deleted += g.bytes.deleted;
+            report.bytes_written += g.bytes.written;
+        }
+        Ok(report)
+    }
+}
+
+fn read_oldest(txn: &ReadTransaction) -> Result<Epoch, TreeError> {
+    let t = txn.open_table(META).map_err(io)?;
+    let Some(v) = t.get(KEY_OLDEST).map_err(io)? else { return Ok(Epoch(0)) };
+    let bytes: [u8; 8] = v.value().try_into().map_err(|_| TreeError::corrupt("oldest epoch record length"))?;
+    Ok(Epoch(u64::from_be_bytes(bytes)))
+}
+
+/// Reads a group's shard bases into `bases` (by shard) and returns the newest.
+fn read_bases(txn: &ReadTransaction, bases: &mut [Epoch]) -> Result<Epoch, TreeError> {
+    let table = match txn.open_table(BASES) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Epoch(0)),
+        Err(e) => return Err(io(e)),
+    };
+    let mut newest = Epoch(0);
+    for entry in table.iter().map_err(io)? {
+        let (shard, base) = entry.map_err(io)?;
+        let slot =
+            bases.get_mut(shard.value() as usize).ok_or_else(|| TreeError::corrupt("base of an unknown shard"))?;
+        *slot = Epoch(base.value());
+        newest = newest.max(*slot);
+    }
+    Ok(newest)
 }
 
 fn read_latest(txn: &ReadTransaction) -> Result<Epoch, TreeError> {

@@ -15,6 +15,16 @@ mod tree {
     keyfold_conformance::tree_conformance_tests!(make);
 }
 
+mod retention {
+    use keyfold_map::TreeConfig;
+    use keyfold_redb::{RedbOptions, RedbStore};
+    fn make(config: TreeConfig) -> RedbStore {
+        RedbStore::open(&super::dir(), RedbOptions { cache_size_bytes: 16 << 20, ..RedbOptions::new(config) })
+            .expect("open")
+    }
+    keyfold_conformance::retention_conformance_tests!(make);
+}
+
 mod queue {
     use keyfold_core::HashSuite;
     use keyfold_redb::{RedbQueue, RedbQueueOptions};
