@@ -27,7 +27,7 @@ use keyfold_map::{Child, Children, EpochBatch, NodeKey, PruneReport, Snapshot, T
 use rayon::prelude::*;
 use redb::{Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 type BytesTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
 
@@ -77,6 +77,16 @@ pub struct RedbStore {
     meta: ReopeningDb,
     groups: Vec<ReopeningDb>,
     commit_lock: Mutex<()>,
+    /// Each shard's base epoch (retention), as last read from the group files: at open and after
+    /// each prune. Snapshots share it instead of reading the tables per snapshot.
+    bases: RwLock<Arc<Bases>>,
+}
+
+/// Each shard's base epoch, and the newest of them.
+#[derive(Debug, Default)]
+struct Bases {
+    by_shard: Vec<Epoch>,
+    newest: Epoch,
 }
 
 pub(crate) fn io(e: impl Into<redb::Error>) -> TreeError {
@@ -118,7 +128,25 @@ impl RedbStore {
             Self::read_config(&*meta.get().map_err(io)?, &options)?
         };
         let groups = (0..groups).map(|g| open(dir.join(format!("group-{g:03}.redb")))).collect::<Result<_, _>>()?;
-        Ok(RedbStore { config, dir: dir.to_path_buf(), meta, groups, commit_lock: Mutex::new(()) })
+        let bases = RwLock::new(Arc::new(Bases::default()));
+        let store = RedbStore { config, dir: dir.to_path_buf(), meta, groups, commit_lock: Mutex::new(()), bases };
+        store.reload_bases()?;
+        Ok(store)
+    }
+
+    /// Reads every shard's base epoch from the group files into the shared cache.
+    fn reload_bases(&self) -> Result<(), TreeError> {
+        let mut bases = Bases { by_shard: vec![Epoch(0); self.config.shard_count()], newest: Epoch(0) };
+        for db in &self.groups {
+            let txn = db.get().map_err(io)?.begin_read().map_err(io)?;
+            bases.newest = bases.newest.max(read_bases(&txn, &mut bases.by_shard)?);
+        }
+        *self.bases.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(bases);
+        Ok(())
+    }
+
+    fn current_bases(&self) -> Arc<Bases> {
+        Arc::clone(&self.bases.read().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     pub fn dir(&self) -> &Path {
@@ -293,7 +321,7 @@ pub struct RedbSnapshot<'a> {
     base_nodes: Vec<Option<BytesTable>>,
     base_leaves: Vec<Option<BytesTable>>,
     /// Each shard's base epoch (retention): a record written at or before it is in the base.
-    bases: Vec<Epoch>,
+    bases: Arc<Bases>,
 }
 
 impl std::fmt::Debug for RedbSnapshot<'_> {
@@ -355,6 +383,36 @@ fn find_last_page<T>(
     }
 }
 
+type Probe<'a, T> = &'a dyn Fn() -> Result<Option<T>, TreeError>;
+
+impl RedbSnapshot<'_> {
+    /// A record written by `written` in `shard`: from the shard's base if `written` is at or before
+    /// the base epoch, else from that epoch's pages. The cached bases may lag or lead this
+    /// snapshot's read of a group file around a prune, so a miss tries the other place; a record
+    /// in neither, in a snapshot older than the newest base, was pruned after it opened.
+    fn locate<T>(
+        &self,
+        shard: u32,
+        written: Epoch,
+        base: Probe<'_, T>,
+        pages: Probe<'_, T>,
+    ) -> Result<Option<T>, TreeError> {
+        let in_base = written <= self.bases.by_shard[shard as usize];
+        let (first, second) = if in_base { (base, pages) } else { (pages, base) };
+        if let Some(found) = first()? {
+            return Ok(Some(found));
+        }
+        if let Some(found) = second()? {
+            return Ok(Some(found));
+        }
+        let newest = self.store.current_bases().newest;
+        if self.epoch < newest {
+            return Err(TreeError::EpochPruned { requested: self.epoch, oldest: newest });
+        }
+        Ok(None)
+    }
+}
+
 impl Snapshot for RedbSnapshot<'_> {
     fn epoch(&self) -> Epoch {
         self.epoch
@@ -376,23 +434,27 @@ impl Snapshot for RedbSnapshot<'_> {
         }
         let shard = key.prefix.shard(self.store.config.shard_bits).0;
         let group = self.store.group_of(&key.prefix);
-        if written <= self.bases[shard as usize] {
-            let base = self.base_nodes[group].as_ref();
-            return find_in_base(base, written, shard, &position, |p| find_in_base_node_page(p, key));
-        }
-        find_in_pages(self.group_nodes[group].as_ref(), written, shard, &position, |page| find_in_node_page(page, key))
+        let base = || {
+            let table = self.base_nodes[group].as_ref();
+            find_in_base(table, written, shard, &position, |p| find_in_base_node_page(p, key))
+        };
+        let pages = || {
+            find_in_pages(self.group_nodes[group].as_ref(), written, shard, &position, |p| find_in_node_page(p, key))
+        };
+        self.locate(shard, written, &base, &pages)
     }
 
     fn leaf(&self, index: &Index, written: Epoch) -> Result<Option<LeafValue>, TreeError> {
         let shard = index.shard(self.store.config.shard_bits).0;
         let group = self.store.group_of(index);
-        if written <= self.bases[shard as usize] {
-            let base = self.base_leaves[group].as_ref();
-            return find_in_base(base, written, shard, &index.0, |p| find_in_base_leaf_page(p, index));
-        }
-        find_in_pages(self.group_leaves[group].as_ref(), written, shard, &index.0, |page| {
-            find_in_leaf_page(page, index)
-        })
+        let base = || {
+            let table = self.base_leaves[group].as_ref();
+            find_in_base(table, written, shard, &index.0, |p| find_in_base_leaf_page(p, index))
+        };
+        let pages = || {
+            find_in_pages(self.group_leaves[group].as_ref(), written, shard, &index.0, |p| find_in_leaf_page(p, index))
+        };
+        self.locate(shard, written, &base, &pages)
     }
 }
 
@@ -436,14 +498,12 @@ impl TreeStore for RedbStore {
         let groups = self.groups.len();
         let (mut group_nodes, mut group_leaves) = (Vec::with_capacity(groups), Vec::with_capacity(groups));
         let (mut base_nodes, mut base_leaves) = (Vec::with_capacity(groups), Vec::with_capacity(groups));
-        let mut bases = vec![Epoch(0); self.config.shard_count()];
+        let bases = self.current_bases();
+        if at < bases.newest {
+            return Err(TreeError::EpochPruned { requested: at, oldest: bases.newest });
+        }
         for db in &self.groups {
             let txn = db.get().map_err(io)?.begin_read().map_err(io)?;
-            // A prune that ran since `meta` was read may have rebased shards past `at`.
-            let base_max = read_bases(&txn, &mut bases)?;
-            if at < base_max {
-                return Err(TreeError::EpochPruned { requested: at, oldest: base_max });
-            }
             group_nodes.push(open_read_table(&txn, NODES)?);
             group_leaves.push(open_read_table(&txn, LEAVES)?);
             base_nodes.push(open_read_table(&txn, BASE_NODES)?);
@@ -496,6 +556,7 @@ impl TreeStore for RedbStore {
                 on_failure(db, |d| prune_group(d, mine, keep_from, limit))
             })
             .collect::<Result<Vec<_>, TreeError>>()?;
+        self.reload_bases()?;
         let mut report = PruneReport { oldest: keep_from, ..PruneReport::default() };
         report.bytes_deleted = bytes.deleted;
         report.bytes_written = bytes.written;
