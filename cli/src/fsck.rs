@@ -229,19 +229,27 @@ fn check_key<A: keyfold_map::Snapshot, B: keyfold_map::Snapshot>(
     Ok(())
 }
 
+/// Every mutation's outcome in `expected` is the one the index holds for it.
+pub(crate) fn check_indexed_outcomes(
+    index: &RedbOutcomeIndex,
+    expected: &HashMap<MutationId, OutcomeRecord>,
+) -> Result<(), Problem> {
+    expected.par_iter().try_for_each(|(id, want)| -> Result<(), Problem> {
+        match index.outcome(id) {
+            Ok(Some(found)) if &found == want => Ok(()),
+            Ok(found) => Err(format!("mutation {}: indexed as {found:?}, archived as {want:?}", id.0.to_hex()).into()),
+            Err(e) => Err(format!("mutation {}: {e}", id.0.to_hex()).into()),
+        }
+    })
+}
+
 fn check_index(index: &RedbOutcomeIndex, indexed_through: Epoch, replayed: &Replayed) -> Finding {
     let signed = replayed.replayer.head().epoch;
     if indexed_through > signed {
         return Err(format!("the index is at epoch {indexed_through} but the heads only at {signed}").into());
     }
     let expected = &replayed.index;
-    expected.outcomes.par_iter().try_for_each(|(id, want)| -> Result<(), Problem> {
-        match index.outcome(id) {
-            Ok(Some(found)) if &found == want => Ok(()),
-            Ok(found) => Err(format!("mutation {}: indexed as {found:?}, archived as {want:?}", id.0.to_hex()).into()),
-            Err(e) => Err(format!("mutation {}: {e}", id.0.to_hex()).into()),
-        }
-    })?;
+    check_indexed_outcomes(index, &expected.outcomes)?;
     expected.histories.par_iter().try_for_each(|(key_index, want)| -> Result<(), Problem> {
         let found = index
             .history(key_index, keyfold_epoch::HistoryAfter::default(), want.len() + 1)

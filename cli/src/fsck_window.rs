@@ -9,7 +9,7 @@
 
 use crate::fsck::{Finding, Problem, guarded, report};
 use keyfold_core::{Epoch, EpochProof, Head, MutationId};
-use keyfold_epoch::{ArchiveSink, HeadStore, ObjectArchives, OutcomeIndex, OutcomeRecord, outcome_of};
+use keyfold_epoch::{ArchiveSink, HeadStore, ObjectArchives, OutcomeRecord, outcome_of};
 use keyfold_map::Map;
 use keyfold_redb::{RedbHeadStore, RedbOutcomeIndex, RedbStore};
 use keyfold_verify::{audit_epoch, verify_genesis_head, verify_next_head};
@@ -147,13 +147,7 @@ fn check_outcomes(index: &RedbOutcomeIndex, w: &Window<'_>, audited: &Audited) -
     if w.indexed_through > signed {
         return Err(format!("the index is at epoch {} but the heads only at {signed}", w.indexed_through).into());
     }
-    audited.outcomes.par_iter().try_for_each(|(id, want)| -> Result<(), Problem> {
-        match index.outcome(id) {
-            Ok(Some(found)) if &found == want => Ok(()),
-            Ok(found) => Err(format!("mutation {}: indexed as {found:?}, archived as {want:?}", id.0.to_hex()).into()),
-            Err(e) => Err(format!("mutation {}: {e}", id.0.to_hex()).into()),
-        }
-    })?;
+    crate::fsck::check_indexed_outcomes(index, &audited.outcomes)?;
     Ok(format!(
         "through epoch {}: the outcomes of the {} mutations of the kept epochs are the archived ones (earlier epochs' \
          archives are outside the retention window)",

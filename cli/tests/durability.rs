@@ -103,6 +103,20 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     sigkill_run(&dir.path().join("data"), kills, seed);
 }
 
+/// `keyfold init` of `dir/data` with `settings`.
+fn init(dir: &std::path::Path, settings: &[&str]) -> std::path::PathBuf {
+    let data = dir.join("data");
+    let init = std::process::Command::new(env!("CARGO_BIN_EXE_keyfold"))
+        .arg("init")
+        .args(settings)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "init: {}", String::from_utf8_lossy(&init.stderr));
+    data
+}
+
 /// The same with epochs capped at 100 mutations (`keyfold init --epoch-max-mutations 100`): the
 /// clients outrun the epochs, so the backlog drains over many epochs and kills land in the middle
 /// of those drains (after a capped cut, between the epochs of one backlog).
@@ -111,13 +125,7 @@ fn sigkill_during_capped_multi_epoch_drains_loses_nothing_acknowledged() {
     let kills: u32 = env_or("KEYFOLD_DURABILITY_KILLS", 30) / 2;
     let seed: u64 = env_or("KEYFOLD_DURABILITY_SEED", 1) + 1000;
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let init = std::process::Command::new(env!("CARGO_BIN_EXE_keyfold"))
-        .args(["init", "--epoch-max-mutations", "100", "--data"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "init: {}", String::from_utf8_lossy(&init.stderr));
+    let data = init(dir.path(), &["--epoch-max-mutations", "100"]);
     let capped_epochs = sigkill_run(&data, kills, seed);
     assert!(capped_epochs > 0, "no epoch was cut short by the cap: the variant did not test multi-epoch drains");
 }
@@ -132,13 +140,7 @@ fn sigkill_while_pruning_to_a_retention_window_loses_nothing_acknowledged() {
     let kills: u32 = env_or("KEYFOLD_DURABILITY_KILLS", 30) / 2;
     let seed: u64 = env_or("KEYFOLD_DURABILITY_SEED", 1) + 2000;
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let init = std::process::Command::new(env!("CARGO_BIN_EXE_keyfold"))
-        .args(["init", "--retain-epochs", "3", "--keep-archives", "--data"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "init: {}", String::from_utf8_lossy(&init.stderr));
+    let data = init(dir.path(), &["--retain-epochs", "3", "--keep-archives"]);
     sigkill_run(&data, kills, seed);
     let fsck =
         std::process::Command::new(env!("CARGO_BIN_EXE_keyfold")).args(["fsck", "--data"]).arg(&data).output().unwrap();
