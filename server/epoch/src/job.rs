@@ -380,15 +380,27 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
             match fresh {
                 Some((epoch, rows)) if epoch == next => index.record(epoch, rows)?,
                 _ => {
-                    let bytes = self.archives.get(next)?.ok_or_else(|| {
-                        EpochError::corrupt(format!("epoch {next} has a signed head but no archive to index"))
-                    })?;
+                    let bytes = self.archives.get(next)?.ok_or_else(|| self.no_archive_to_index(next))?;
                     index.record(next, &read_archive_bytes(bytes)?)?;
                 }
             }
             next = next.next();
         }
         Ok(())
+    }
+
+    /// Why the index cannot be caught up at `epoch`: its archive is gone, deleted by a retention
+    /// window (the index then cannot be rebuilt for it) or lost.
+    fn no_archive_to_index(&self, epoch: Epoch) -> EpochError {
+        let pruned = self.retention.is_some_and(|r| !r.keep_archives)
+            && self.map.store().oldest_epoch().is_ok_and(|oldest| epoch < oldest);
+        if pruned {
+            return EpochError::corrupt(format!(
+                "the index needs epoch {epoch}'s archive, which the retention window deleted: an index cannot be \
+                 rebuilt for deleted epochs; restore index.redb from a backup (or its copy before it was removed)"
+            ));
+        }
+        EpochError::corrupt(format!("epoch {epoch} has a signed head but no archive to index"))
     }
 
     pub fn queue(&self) -> &Q {

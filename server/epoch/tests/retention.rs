@@ -137,3 +137,12 @@ fn a_reopened_durable_job_prunes_on_and_every_kept_epoch_reads_as_signed() {
     let files = std::fs::read_dir(dir.path().join("archives")).unwrap().count();
     assert_eq!(files, 4, "the archives and proofs of epochs 11 and 12 only");
 }
+
+#[test]
+fn a_new_index_over_deleted_archives_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    run(&durable_job(dir.path()), 1..=5);
+    let refused = durable_job(dir.path()).with_index(Arc::new(MemoryOutcomeIndex::default()));
+    let message = refused.err().expect("epoch 1's archive is gone").to_string();
+    assert!(message.contains("retention window deleted"), "{message}");
+}
