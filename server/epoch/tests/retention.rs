@@ -143,6 +143,7 @@ fn a_new_index_over_deleted_archives_is_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     run(&durable_job(dir.path()), 1..=5);
     let refused = durable_job(dir.path()).with_index(Arc::new(MemoryOutcomeIndex::default()));
-    let message = refused.err().expect("epoch 1's archive is gone").to_string();
+    let Err(error) = refused else { panic!("epoch 1's archive is gone: the index cannot be rebuilt") };
+    let message = error.to_string();
     assert!(message.contains("retention window deleted"), "{message}");
 }
