@@ -34,8 +34,8 @@ pub enum Pruned {
     /// The subtree's only leaf, where touched paths end: a touched key and its state before (its
     /// version, whether it holds a value, and its version entry: SPEC section 1.3).
     Touched { index: Index, version: Version, has_value: bool, entry: Hash },
-    /// Two or more leaves, on a touched path.
-    Node(Box<Pruned>, Box<Pruned>),
+    /// Two or more leaves, on a touched path: the left and the right subtree (one allocation).
+    Node(Box<[Pruned; 2]>),
 }
 
 /// Why an epoch proof cannot be decoded or does not fit the epoch it is for. Every variant names
@@ -114,12 +114,12 @@ fn merge(suite: HashSuite, depth: usize, entries: &[(Proof, Option<LeafValue>)])
     let (left, right) = entries.split_at(split);
     let side = |group: &[(Proof, Option<LeafValue>)], other: &[(Proof, Option<LeafValue>)]| {
         if !group.is_empty() {
-            return merge(suite, depth + 1, group).map(Box::new);
+            return merge(suite, depth + 1, group);
         }
         let sibling = other[0].0.siblings[depth];
-        Ok(Box::new(if sibling == suite.empty_hash() { Pruned::Empty } else { Pruned::Opaque(sibling) }))
+        Ok(if sibling == suite.empty_hash() { Pruned::Empty } else { Pruned::Opaque(sibling) })
     };
-    Ok(Pruned::Node(side(left, right)?, side(right, left)?))
+    Ok(Pruned::Node(Box::new([side(left, right)?, side(right, left)?])))
 }
 
 /// Where the paths of `entries` end together: an empty subtree, or one leaf (the proof of its
@@ -172,7 +172,8 @@ impl Pruned {
                 let commitment = suite.version_commitment(*version, *has_value, entry);
                 Node::Leaf { index: *index, hash: suite.leaf_hash(index, &commitment) }
             }
-            Pruned::Node(left, right) => {
+            Pruned::Node(children) => {
+                let [left, right] = &**children;
                 let (l, r) = both(depth, || left.node(suite, depth + 1), || right.node(suite, depth + 1));
                 combine(suite, &l, &r)
             }
@@ -218,7 +219,8 @@ impl Pruned {
                 out.extend(touched.iter().map(|t| (*t, (t == index).then_some(state))));
                 Ok(())
             }
-            Pruned::Node(left, right) => {
+            Pruned::Node(children) => {
+                let [left, right] = &**children;
                 check_compressed(suite, depth, left, right)?;
                 let split = touched.partition_point(|index| !index.bit(depth));
                 left.walk(suite, depth + 1, &touched[..split], out)?;
@@ -249,7 +251,8 @@ impl Pruned {
             Pruned::Touched { index, version, has_value, entry } => {
                 Ok(with(index, suite.leaf_hash(index, &suite.version_commitment(*version, *has_value, entry))))
             }
-            Pruned::Node(left, right) => {
+            Pruned::Node(children) => {
+                let [left, right] = &**children;
                 let split = updates.partition_point(|(index, _)| !index.bit(depth));
                 let (l, r) = both(
                     depth,
@@ -358,10 +361,10 @@ fn encode_node(node: &Pruned, out: &mut ProofWriter) {
         Pruned::Opaque(hash) => out.opaque(hash),
         Pruned::OtherLeaf { index, commitment } => out.other_leaf(index, commitment),
         Pruned::Touched { index, version, has_value, entry } => out.touched(index, *version, *has_value, entry),
-        Pruned::Node(left, right) => {
+        Pruned::Node(children) => {
             out.node();
-            encode_node(left, out);
-            encode_node(right, out);
+            encode_node(&children[0], out);
+            encode_node(&children[1], out);
         }
     }
 }
@@ -382,7 +385,8 @@ fn decode_node(r: &mut Reader<'_>, depth: usize) -> Result<Pruned, EpochProofErr
             Pruned::Touched { index, version, has_value, entry: Hash(r.array()?) }
         }
         TAG_NODE if depth < 256 => {
-            Pruned::Node(Box::new(decode_node(r, depth + 1)?), Box::new(decode_node(r, depth + 1)?))
+            let left = decode_node(r, depth + 1)?;
+            Pruned::Node(Box::new([left, decode_node(r, depth + 1)?]))
         }
         TAG_NODE => return Err(EpochProofError::Decode("a path deeper than 256 levels".into())),
         tag => return Err(EpochProofError::Decode(format!("unknown node tag {tag} at byte {}", r.at - 1))),

@@ -107,7 +107,10 @@ fn change_first(tree: &mut Pruned, pick: &mut impl FnMut(&mut Pruned) -> bool) -
         return true;
     }
     match tree {
-        Pruned::Node(left, right) => change_first(left, pick) || change_first(right, pick),
+        Pruned::Node(children) => {
+            let [left, right] = &mut **children;
+            change_first(left, pick) || change_first(right, pick)
+        }
         _ => false,
     }
 }
