@@ -8,7 +8,7 @@ use crate::error::CliError;
 use crate::verify::{SourceArgs, open_source};
 use clap::Args;
 use keyfold_core::{Epoch, EpochProof, Head};
-use keyfold_verify::{audit_epoch, verify_genesis_head, verify_next_head};
+use keyfold_verify::{Divergence, audit_epoch, verify_genesis_head, verify_next_head};
 use rayon::prelude::*;
 use std::time::Instant;
 
@@ -30,6 +30,30 @@ struct Totals {
     proof_bytes: u64,
 }
 
+/// Every head from genesis to `latest` verified as a chain (signatures under the key in effect, key
+/// rollovers, links, times, the log of heads); returns those of epochs `from - 1..=latest` (a few
+/// hundred bytes each), the pairs an audit of epochs `from..=latest` needs.
+pub(crate) fn verified_heads<E: From<Divergence>>(
+    note: impl Fn(Epoch) -> Result<String, E>,
+    latest: Epoch,
+    from: u64,
+    (origin, public, shard_bits): (&str, &[u8; 32], u8),
+) -> Result<Vec<Head>, E> {
+    let (mut head, mut log) = verify_genesis_head(&note(Epoch(0))?, origin, public, shard_bits)?;
+    let mut key = head.next_key.map_or(*public, |next| next.to_bytes());
+    let mut kept = Vec::new();
+    for e in 1..=latest.0 {
+        if e >= from {
+            kept.push(head.clone());
+        }
+        let next = verify_next_head(&head, &mut log, &note(Epoch(e))?, origin, &key)?;
+        key = next.next_key.map_or(key, |k| k.to_bytes());
+        head = next;
+    }
+    kept.push(head);
+    Ok(kept)
+}
+
 /// Exit 1 on the first epoch whose audit fails (naming the row, key index or root), 3 when a head,
 /// archive or proof cannot be fetched.
 pub fn audit(args: &AuditArgs) -> Result<(), CliError> {
@@ -43,19 +67,8 @@ pub fn audit(args: &AuditArgs) -> Result<(), CliError> {
         return Err(CliError::usage(format!("--from {from} is after the latest epoch {latest}")));
     }
     let started = Instant::now();
-    // Every head from genesis, verified as a chain; kept from `from - 1` on (a few hundred bytes each).
-    let mut heads: Vec<Head> = Vec::new();
-    let (mut head, mut log) = verify_genesis_head(&source.head(Epoch(0))?, &origin, &public, shard_bits)?;
-    let mut key = head.next_key.map_or(public, |next| next.to_bytes());
-    for e in 1..=latest.0 {
-        if e >= from {
-            heads.push(head.clone());
-        }
-        let next = verify_next_head(&head, &mut log, &source.head(Epoch(e))?, &origin, &key)?;
-        key = next.next_key.map_or(key, |k| k.to_bytes());
-        head = next;
-    }
-    heads.push(head);
+    let origin_key = (origin.as_str(), &public, shard_bits);
+    let heads = verified_heads(|epoch| source.head(epoch), latest, from, origin_key)?;
     let chained = started.elapsed();
     let source = &*source;
     let totals = heads

@@ -68,6 +68,12 @@ impl From<String> for Problem {
     }
 }
 
+impl From<keyfold_verify::Divergence> for Problem {
+    fn from(d: keyfold_verify::Divergence) -> Problem {
+        Problem(format!("divergence: {d}"))
+    }
+}
+
 impl From<&str> for Problem {
     fn from(line: &str) -> Problem {
         Problem(line.to_owned())

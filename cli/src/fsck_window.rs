@@ -12,7 +12,7 @@ use keyfold_core::{Epoch, EpochProof, Head, MutationId};
 use keyfold_epoch::{ArchiveSink, HeadStore, ObjectArchives, OutcomeRecord, outcome_of};
 use keyfold_map::Map;
 use keyfold_redb::{RedbHeadStore, RedbOutcomeIndex, RedbStore};
-use keyfold_verify::{audit_epoch, verify_genesis_head, verify_next_head};
+use keyfold_verify::audit_epoch;
 use rayon::prelude::*;
 use std::collections::HashMap;
 
@@ -68,25 +68,13 @@ pub(crate) fn check_window(
 
 fn audit_kept(w: &Window<'_>) -> Result<Audited, Problem> {
     let (latest, _) = w.heads.latest().map_err(|e| e.to_string())?.ok_or("no head at all, not even genesis")?;
-    let note = |epoch: Epoch| {
-        w.heads.get(epoch).map_err(|e| e.to_string())?.ok_or_else(|| format!("epoch {epoch}: head missing"))
+    let note = |epoch: Epoch| -> Result<String, Problem> {
+        let note = w.heads.get(epoch).map_err(|e| e.to_string())?;
+        Ok(note.ok_or_else(|| format!("epoch {epoch}: head missing"))?)
     };
-    let origin = &w.config.origin;
-    let (mut head, mut log) = verify_genesis_head(&note(Epoch(0))?, origin, w.public, w.config.shard_bits)
-        .map_err(|d| format!("divergence: {d}"))?;
-    let mut key = head.next_key.map_or(*w.public, |next| next.to_bytes());
-    let first = w.oldest.0.max(1);
-    let mut kept = Vec::new();
-    for e in 1..=latest.0 {
-        if e >= first {
-            kept.push(head.clone());
-        }
-        let next = verify_next_head(&head, &mut log, &note(Epoch(e))?, origin, &key)
-            .map_err(|d| format!("divergence: {d}"))?;
-        key = next.next_key.map_or(key, |k| k.to_bytes());
-        head = next;
-    }
-    kept.push(head.clone());
+    let origin_key = (w.config.origin.as_str(), w.public, w.config.shard_bits);
+    let kept = crate::audit::verified_heads(note, latest, w.oldest.0.max(1), origin_key)?;
+    let head = kept.last().expect("the latest head").clone();
     let audits: Vec<(u64, Vec<(MutationId, OutcomeRecord)>)> =
         kept.par_windows(2).map(|pair| audit_one(w, &pair[0], &pair[1])).collect::<Result<_, Problem>>()?;
     let mut outcomes = HashMap::new();

@@ -32,6 +32,10 @@ macro_rules! stop_at {
     };
 }
 
+/// What publishing a head leaves to report once the epoch is indexed: writing the log's tile
+/// files, and handing over to a rotated key.
+type AfterPublish = (Result<(), EpochError>, Result<(), EpochError>);
+
 /// The caps on what one epoch consumes, so that an epoch's memory is bounded whatever the
 /// backlog: the cut takes mutations in queue order until either cap, and the rest waits for the
 /// next epoch. An epoch always takes at least one mutation (a single one larger than `max_bytes`
@@ -638,29 +642,10 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
         let (head, note) = self.signed_head(&previous, (root.hash, archive), &marker, applied.counts, &mut timings)?;
         stop_at!(crash, CrashPoint::AfterSign);
 
-        // 6. Head and cursor, atomically, with a compare-and-set on the epoch.
-        // Recovery if the process dies right after: the epoch is complete and published; the next
-        // `open` removes the consumed queue entries (step 7).
-        // If it dies before: no head for `epoch` exists; the re-run finds the same marker (the
-        // queue's last), consumes the same mutations (cursor, through] and finds the map already
-        // at `epoch` (checked, not rewritten), and signs the same bytes (ed25519 signatures are
-        // deterministic). The cursor is `through`: mutations after it (before or after the
-        // marker) wait for the next epoch.
-        let t = Instant::now();
-        self.heads.commit(epoch, &note, marker.through)?;
-        timings.commit = t.elapsed();
-        let tiles = self.append_to_log(&head, &note, &mut timings);
-        stop_at!(crash, CrashPoint::AfterHeadWrite);
-        let handed_over = self.hand_over_after(&head);
-
-        // 7. Drop what this epoch consumed from the queue: positions up to `through`, which may
-        // include markers of earlier epochs; this epoch's own marker is after `through` and goes
-        // with a later epoch's removal (that epoch skips it as an earlier epoch's marker).
-        // Recovery if the process dies right after: nothing to do. If it dies before: `open` does it.
-        let t = Instant::now();
-        self.queue.remove_through(marker.through)?;
-        timings.commit += t.elapsed();
-        stop_at!(crash, CrashPoint::AfterCursorAdvance);
+        // 6-7. Publish: head and cursor, the log, then the queue's consumed entries.
+        let Some((tiles, handed_over)) = self.publish_head(&head, &note, marker.through, &mut timings, crash)? else {
+            return Ok(None);
+        };
 
         // 8. Derived data: outcomes and key histories indexed, then no longer pending; then a
         // failure to write the tile files (step 6) is reported.
@@ -684,6 +669,44 @@ impl<Q: Queue, S: TreeStore, H: HeadStore> EpochJob<Q, S, H> {
             timings,
             pruned,
         }))
+    }
+
+    /// Steps 6 and 7 of [`EpochJob::run`]; `None` when it stopped at `crash` (tests only). Returns
+    /// the results of writing the tile files and of a key hand-over, reported after indexing.
+    fn publish_head(
+        &self,
+        head: &Head,
+        note: &str,
+        through: Position,
+        timings: &mut PhaseTimings,
+        crash: Option<CrashPoint>,
+    ) -> Result<Option<AfterPublish>, EpochError> {
+        let epoch = head.epoch;
+        // 6. Head and cursor, atomically, with a compare-and-set on the epoch.
+        // Recovery if the process dies right after: the epoch is complete and published; the next
+        // `open` removes the consumed queue entries (step 7).
+        // If it dies before: no head for `epoch` exists; the re-run finds the same marker (the
+        // queue's last), consumes the same mutations (cursor, through] and finds the map already
+        // at `epoch` (checked, not rewritten), and signs the same bytes (ed25519 signatures are
+        // deterministic). The cursor is `through`: mutations after it (before or after the
+        // marker) wait for the next epoch.
+        let t = Instant::now();
+        self.heads.commit(epoch, note, through)?;
+        timings.commit = t.elapsed();
+        let tiles = self.append_to_log(head, note, timings);
+        stop_at!(crash, CrashPoint::AfterHeadWrite);
+        let handed_over = self.hand_over_after(head);
+
+        // 7. Drop what this epoch consumed from the queue: positions up to `through`, which may
+        // include markers of earlier epochs; this epoch's own marker is after `through` and goes
+        // with a later epoch's removal (that epoch skips it as an earlier epoch's marker).
+        // Recovery if the process dies right after: nothing to do. If it dies before: `open` does it.
+        let t = Instant::now();
+        self.queue.remove_through(through)?;
+        timings.commit += t.elapsed();
+        stop_at!(crash, CrashPoint::AfterCursorAdvance);
+
+        Ok(Some((tiles, handed_over)))
     }
 
     /// Step 9: prunes the map to the window ending at `latest`, then deletes the archives and
