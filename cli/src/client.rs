@@ -46,6 +46,10 @@ pub struct LookupArgs {
     /// the key's signed leaf (each version's commitment chains to the one before: SPEC 1.3).
     #[arg(long)]
     pub(crate) history: bool,
+    /// With --history: only the versions applied after epoch E, verified as all of them from the
+    /// key's signed leaf at E (an epoch inside the directory's retention window).
+    #[arg(long, value_name = "E", requires = "history")]
+    pub(crate) since: Option<u64>,
     #[command(flatten)]
     pub(crate) trust: Trust,
     /// Keep this client's view of the log of heads in FILE (the last verified checkpoint): each

@@ -15,27 +15,54 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-/// The pages of a key's history after `start`, verified on the last one: the versions and the
+/// Where a fetched history starts.
+#[derive(Debug, Clone, Copy)]
+enum Since {
+    /// After a point verified before (the start of the key: [`HistoryPoint::START`]).
+    Point(HistoryPoint),
+    /// After an epoch: from the key's signed leaf at it.
+    Epoch(u64),
+}
+
+/// The pages of a key's history after `since`, verified on the last one: the versions and the
 /// new view, and every page as served (the evidence a report carries).
 fn fetch_verified(
     server: &str,
     key: &str,
-    start: &HistoryPoint,
+    since: Since,
     pinned: &Pinned,
     view: Option<&View>,
 ) -> Result<(VerifiedHistory, View, Vec<HistoryResponse>), Fetched> {
     let mut pages: Vec<HistoryResponse> = Vec::new();
     let mut earlier = Vec::new();
-    let mut after = start.version;
+    let mut after = match since {
+        Since::Point(start) => start.version,
+        Since::Epoch(_) => 0,
+    };
     loop {
         let mut url = key_url(server, key, &["history"])?;
         url.query_pairs_mut().append_pair("after_version", &after.to_string());
+        if let Since::Epoch(epoch) = since {
+            url.query_pairs_mut().append_pair("after", &epoch.to_string());
+        }
         if let Some(view) = view {
             url.query_pairs_mut().append_pair("from", &view.size().to_string());
         }
         let page: HistoryResponse = get_json(url)?;
         if page.lookup.is_some() {
-            let verified = keyfold_verify::verify_history(key.as_bytes(), start, earlier, &page, pinned, view);
+            let verified = match since {
+                Since::Point(start) => {
+                    keyfold_verify::verify_history(key.as_bytes(), &start, earlier, &page, pinned, view)
+                }
+                Since::Epoch(epoch) => keyfold_verify::verify_history_since(
+                    key.as_bytes(),
+                    keyfold_core::Epoch(epoch),
+                    earlier,
+                    &page,
+                    pinned,
+                    view,
+                ),
+            };
             pages.push(page);
             let (history, next) = verified.map_err(Fetched::Refused)?;
             return Ok((history, next, pages));
@@ -64,11 +91,14 @@ impl From<CliError> for Fetched {
 
 /// `keyfold lookup KEY --history`.
 pub fn lookup_history(args: &LookupArgs, pinned: &Pinned, view: Option<View>) -> Result<(), CliError> {
-    let fetched = fetch_verified(&args.server, &args.key, &HistoryPoint::START, pinned, view.as_ref());
+    let since = args.since.map_or(Since::Point(HistoryPoint::START), Since::Epoch);
+    let fetched = fetch_verified(&args.server, &args.key, since, pinned, view.as_ref());
     let (history, next, _) = match fetched {
         Ok(done) => done,
         Err(Fetched::Failed(e)) => return Err(e),
-        Err(Fetched::Refused(HistoryError::Lookup(LookupError::View(e)))) => {
+        Err(Fetched::Refused(
+            HistoryError::Lookup(LookupError::View(e)) | HistoryError::Start { error: LookupError::View(e), .. },
+        )) => {
             return Err(crate::client::view_refused(e, args));
         }
         Err(Fetched::Refused(e)) => return Err(CliError::verification(format!("REFUSED: {e}"))),
@@ -79,9 +109,17 @@ pub fn lookup_history(args: &LookupArgs, pinned: &Pinned, view: Option<View>) ->
         println!("version  {:>6}  epoch {:>8}  {}", v.version.0, v.epoch.0, describe(v.value.as_deref()));
     }
     let head = &history.lookup.head;
+    let what = match args.since {
+        None => "the key's complete history".to_owned(),
+        Some(epoch) => format!(
+            "every version of the key applied after epoch {epoch}: they chain from its signed leaf at epoch {epoch} \
+             (version {})",
+            history.start.version
+        ),
+    };
     println!(
-        "verified: these {} version(s) are the key's complete history: their commitments chain to its leaf in the \
-         map of epoch {} (root {}), whose head is signed by the pinned key for origin {:?}",
+        "verified: these {} version(s) are {what}: their commitments chain to its leaf in the map of epoch {} (root \
+         {}), whose head is signed by the pinned key for origin {:?}",
         history.versions.len(),
         head.epoch,
         head.root.to_hex(),
@@ -146,14 +184,15 @@ pub fn watch(args: &WatchArgs) -> Result<(), CliError> {
         Some((view, start)) => (Some(view), start),
         None => (None, HistoryPoint::START),
     };
-    let (history, next, pages) = match fetch_verified(&args.server, &args.key, &start, &pinned, view.as_ref()) {
-        Ok(done) => done,
-        Err(Fetched::Failed(e)) => return Err(e),
-        Err(Fetched::Refused(HistoryError::Lookup(LookupError::View(e)))) => {
-            return Err(crate::view_state::report(e, &args.state, args.evidence.as_deref()));
-        }
-        Err(Fetched::Refused(e)) => return Err(CliError::verification(format!("REFUSED: {e}"))),
-    };
+    let (history, next, pages) =
+        match fetch_verified(&args.server, &args.key, Since::Point(start), &pinned, view.as_ref()) {
+            Ok(done) => done,
+            Err(Fetched::Failed(e)) => return Err(e),
+            Err(Fetched::Refused(HistoryError::Lookup(LookupError::View(e)))) => {
+                return Err(crate::view_state::report(e, &args.state, args.evidence.as_deref()));
+            }
+            Err(Fetched::Refused(e)) => return Err(CliError::verification(format!("REFUSED: {e}"))),
+        };
     let unexpected: Vec<&HistoryVersion> = history.versions.iter().filter(|v| !expected.contains(&v.value)).collect();
     // The evidence first, then the state. Recovery if the process dies right after the evidence
     // is written: the state still ends before the unexpected versions, so the next check reports

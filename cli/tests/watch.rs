@@ -64,6 +64,17 @@ fn the_owner_sees_a_version_set_and_overwritten_within_one_epoch() {
         assert!(history.contains(line), "{line:?} in {history}");
     }
     assert!(history.contains("verified: these 3 version(s) are the key's complete history"), "{history}");
+    // Only what changed after epoch 1, verified from alice's signed leaf at epoch 1.
+    let since = ok(&[&["lookup"], &trust[..], &["--history", "--since", "1", "alice"]].concat());
+    assert!(!since.contains("epoch        1  \"pk-A\""), "{since}");
+    assert!(since.contains("version       2  epoch        2  \"evil\""), "{since}");
+    assert!(
+        since.contains(
+            "these 2 version(s) are every version of the key applied after epoch 1: they chain from its \
+             signed leaf at epoch 1 (version 1)"
+        ),
+        "{since}"
+    );
 
     // A state for another key is refused, not overwritten.
     let other = keyfold(

@@ -45,6 +45,9 @@ impl HistoryPoint {
 pub struct VerifiedHistory {
     /// The lookup the versions chain to (its head, leaf and witnesses).
     pub lookup: Verified,
+    /// Where the versions start: the point the client gave, or the key at the epoch they are
+    /// listed after.
+    pub start: HistoryPoint,
     /// The versions after the starting point, oldest first.
     pub versions: Vec<HistoryVersion>,
     /// Where the history ends: the key's current version.
@@ -77,6 +80,14 @@ pub enum HistoryError {
     Chain { leaf_version: u64 },
     #[error("the key has no leaf at the signed head but {0} version(s) are listed")]
     Absent(usize),
+    #[error("the answer lists versions after epoch {epoch} but not the key's lookup at that epoch (`start`)")]
+    MissingStart { epoch: u64 },
+    #[error("the starting lookup is for epoch {found}, not the epoch {expected} the versions are listed after")]
+    StartEpoch { expected: u64, found: u64 },
+    #[error("the starting lookup at epoch {epoch}: {error}")]
+    Start { epoch: u64, error: LookupError },
+    #[error("version {version} is from epoch {epoch}, not after the epoch {after} the versions are listed after")]
+    NotAfter { version: u64, epoch: u64, after: u64 },
 }
 
 /// Checks that `versions`, after `start`, are exactly the history that `leaf` (the key's leaf at a
@@ -148,7 +159,54 @@ pub fn verify_history(
     versions.extend(decode_versions(&answer.versions)?);
     let head = &verified.head;
     let end = check_history(head.suite, start, &versions, verified.leaf.as_ref(), head.epoch)?;
-    Ok((VerifiedHistory { lookup: verified, versions, end }, next))
+    Ok((VerifiedHistory { lookup: verified, start: *start, versions, end }, next))
+}
+
+/// Checks the last page of `GET /v1/keys/{key}/history?after=<epoch>` for `key`: its lookup as
+/// [`verify_history`] does, then its `start`, the key's lookup at `epoch` proven into the same
+/// latest checkpoint (a different root for that size is a fork), whose leaf is where `earlier`
+/// and the page's versions must begin. Accepted, they are the key's complete history after
+/// `epoch`: every version applied by a later epoch, none left out. An `epoch` at or after the
+/// lookup's needs no `start` and lists nothing.
+pub fn verify_history_since(
+    key: &[u8],
+    epoch: Epoch,
+    earlier: Vec<HistoryVersion>,
+    answer: &HistoryResponse,
+    pinned: &Pinned,
+    view: Option<&View>,
+) -> Result<(VerifiedHistory, View), HistoryError> {
+    let lookup = answer.lookup.as_ref().ok_or(HistoryError::NotLastPage)?;
+    let (verified, next) = verify_lookup_in_view(key, lookup, pinned, view)?;
+    let suite = verified.head.suite;
+    let start = if epoch >= verified.head.epoch {
+        point_of(suite, verified.leaf.as_ref())
+    } else {
+        let start = answer.start.as_ref().ok_or(HistoryError::MissingStart { epoch: epoch.0 })?;
+        let (at, _) = verify_lookup_in_view(key, start, pinned, Some(&next))
+            .map_err(|error| HistoryError::Start { epoch: epoch.0, error })?;
+        if at.head.epoch != epoch {
+            return Err(HistoryError::StartEpoch { expected: epoch.0, found: at.head.epoch.0 });
+        }
+        point_of(suite, at.leaf.as_ref())
+    };
+    let mut versions = earlier;
+    versions.extend(decode_versions(&answer.versions)?);
+    if let Some(v) = versions.iter().find(|v| v.epoch <= epoch) {
+        return Err(HistoryError::NotAfter { version: v.version.0, epoch: v.epoch.0, after: epoch.0 });
+    }
+    let end = check_history(suite, &start, &versions, verified.leaf.as_ref(), verified.head.epoch)?;
+    Ok((VerifiedHistory { lookup: verified, start, versions, end }, next))
+}
+
+/// Where a history stands at `leaf` (none: before the key's first version).
+fn point_of(suite: HashSuite, leaf: Option<&LeafValue>) -> HistoryPoint {
+    leaf.map_or(HistoryPoint::START, |leaf| HistoryPoint {
+        version: leaf.version.0,
+        epoch: leaf.epoch.0,
+        has_value: leaf.value.is_some(),
+        commitment: suite.value_commitment(leaf),
+    })
 }
 
 mod hash_base64 {

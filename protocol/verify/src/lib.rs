@@ -35,6 +35,7 @@ pub use divergence::Divergence;
 pub use heads::{verify_genesis_head, verify_next_head};
 pub use history::{
     HistoryError, HistoryPoint, HistoryVersion, VerifiedHistory, check_history, decode_versions, verify_history,
+    verify_history_since,
 };
 pub use lookup::{
     LookupError, Pinned, Verified, decode_hashes, decode_rollovers, verify_lookup, verify_lookup_in_view,

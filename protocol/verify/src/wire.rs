@@ -185,4 +185,9 @@ pub struct HistoryResponse {
     /// complete through (with the query's `from`: the consistency proof from it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lookup: Option<LookupAnswer>,
+    /// With `after=E` for an epoch E before `lookup`'s, the last page only: the key's lookup at
+    /// epoch E, proven into the same latest checkpoint as `lookup`. Its leaf is where the listed
+    /// versions start, so they are checked as the key's complete history after epoch E.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<LookupAnswer>,
 }

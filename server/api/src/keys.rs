@@ -46,9 +46,25 @@ pub(crate) async fn lookup(
 /// The lookup of `key` at `epoch` (default: the latest), with the proofs a client needs from the
 /// log size `from` it holds.
 fn lookup_answer(served: &Api, key: &str, epoch: Option<Epoch>, from: Option<u64>) -> Result<LookupAnswer, ApiError> {
-    let job = &served.directory;
-    let (latest, latest_note) =
-        job.latest_head_note().map_err(|e| served.storage(e))?.ok_or_else(|| ApiError::Internal("no head".into()))?;
+    lookup_answer_in(served, key, epoch, from, &latest_of(served)?)
+}
+
+/// The latest epoch and its signed head note.
+fn latest_of(served: &Api) -> Result<(Epoch, String), ApiError> {
+    let latest = served.directory.latest_head_note().map_err(|e| served.storage(e))?;
+    latest.ok_or_else(|| ApiError::Internal("no head".into()))
+}
+
+/// [`lookup_answer`] proven into the log of `latest` (an epoch and its head note), so that two
+/// answers of one response share their latest checkpoint.
+fn lookup_answer_in(
+    served: &Api,
+    key: &str,
+    epoch: Option<Epoch>,
+    from: Option<u64>,
+    (latest, latest_note): &(Epoch, String),
+) -> Result<LookupAnswer, ApiError> {
+    let (job, latest) = (&served.directory, *latest);
     let epoch = epoch.unwrap_or(latest);
     let head = match epoch.cmp(&latest) {
         std::cmp::Ordering::Equal => latest_note.clone(), // the common case: no second read
@@ -65,7 +81,7 @@ fn lookup_answer(served: &Api, key: &str, epoch: Option<Epoch>, from: Option<u64
     let size = latest.0 + 1;
     let (checkpoint, head_inclusion) = if epoch < latest {
         let proof = job.log_inclusion(epoch.0, size).map_err(|e| ApiError::Internal(e.to_string()))?;
-        (Some(served.served_note(latest, latest_note)?), Some(crate::log::encode_proof(&proof)))
+        (Some(served.served_note(latest, latest_note.clone())?), Some(crate::log::encode_proof(&proof)))
     } else {
         (None, None)
     };
@@ -88,7 +104,8 @@ fn lookup_answer(served: &Api, key: &str, epoch: Option<Epoch>, from: Option<u64
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct HistoryQuery {
-    /// Only versions from epochs after this one.
+    /// Only versions from epochs after this one. The last page then carries `start`, the key's
+    /// lookup at this epoch, so the listing verifies as the key's complete history after it.
     after: Option<u64>,
     /// Only versions above this one: the page cursor, `next_after_version` of the previous page.
     /// A key's versions strictly increase in (epoch, queue position) order, so paging by version
@@ -118,6 +135,7 @@ const HISTORY_PAGE_BYTES: usize = 1 << 20;
         (status = 200, description = "A page of versions", body = HistoryResponse),
         (status = 400, description = "Bad key, path or query", body = ErrorBody),
         (status = 404, description = "This server keeps no history index", body = ErrorBody),
+        (status = 410, description = "`after` is an epoch outside the directory's retention window", body = ErrorBody),
         (status = 503, description = "Storage unavailable, or the history index is catching up with the signed \
             epochs: retry", body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
@@ -136,7 +154,8 @@ pub(crate) async fn key_history(
     let served = Arc::clone(&api);
     blocking(move || {
         // The lookup first: the listing is cut at its epoch, and must reach it.
-        let lookup = lookup_answer(&served, &key, None, query.from)?;
+        let latest = latest_of(&served)?;
+        let lookup = lookup_answer_in(&served, &key, None, query.from, &latest)?;
         let index = served.directory.suite().index_of(key.as_bytes());
         let page = served
             .directory
@@ -155,7 +174,14 @@ pub(crate) async fn key_history(
                 ),
             });
         }
-        Ok(Json(history_page(page, limit, lookup)))
+        let mut answer = history_page(page, limit, lookup);
+        // Where a listing after an epoch starts: the key at that epoch, in the same checkpoint
+        // (from its own size, so no consistency proof or rollover is repeated).
+        if let Some(after) = query.after.filter(|&after| after < latest.0.0 && answer.lookup.is_some()) {
+            let at = Some(Epoch(after));
+            answer.start = Some(lookup_answer_in(&served, &key, at, Some(latest.0.0 + 1), &latest)?);
+        }
+        Ok(Json(answer))
     })
     .await
 }
@@ -176,5 +202,5 @@ fn history_page(listed: Vec<keyfold_epoch::KeyVersion>, limit: usize, lookup: Lo
         versions.push(KeyVersionResponse { epoch: v.epoch.0, version: v.version.0, deleted: v.deleted(), value });
     }
     let next_after_version = more.then(|| versions.last().map(|v: &KeyVersionResponse| v.version)).flatten();
-    HistoryResponse { versions, next_after_version, lookup: (!more).then_some(lookup) }
+    HistoryResponse { versions, next_after_version, lookup: (!more).then_some(lookup), start: None }
 }

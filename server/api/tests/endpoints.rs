@@ -491,6 +491,65 @@ async fn a_key_history_verifies_against_its_signed_leaf() {
     assert!(matches!(check(&moved, &HistoryPoint::START), Err(HistoryError::Chain { .. })));
 }
 
+/// A listing after an epoch carries the key's lookup at that epoch in the same checkpoint, so it
+/// verifies as every version applied after it (SPEC section 3.3): a version dropped from the
+/// front, one from that epoch or before, a start at another epoch or none at all are refused.
+#[tokio::test]
+async fn a_key_history_after_an_epoch_verifies_from_the_key_at_that_epoch() {
+    use keyfold_verify::wire::HistoryResponse;
+    use keyfold_verify::{HistoryError, verify_history_since};
+    let api = api(1000, None);
+    alice_in_five_versions(&api).await;
+    let page = |uri: &str| {
+        let api = Arc::clone(&api);
+        let uri = uri.to_owned();
+        async move { serde_json::from_str::<HistoryResponse>(&call(&api, get(&uri)).await.2).unwrap() }
+    };
+    let pinned = keyfold_verify::Pinned {
+        origin: ORIGIN.into(),
+        public_key: api.directory.public_key(),
+        witnesses: keyfold_core::WitnessPolicy { witnesses: Vec::new(), required: 0 },
+    };
+    let check = |answer: &HistoryResponse, after: u64| {
+        verify_history_since(b"alice", Epoch(after), Vec::new(), answer, &pinned, None).map(|(history, _)| history)
+    };
+    let after_1 = page("/v1/keys/alice/history?after=1").await;
+    assert_eq!(after_1.start.as_ref().map(|s| (s.epoch, s.version)), Some((1, 3)), "alice at epoch 1");
+    let history = check(&after_1, 1).unwrap();
+    let listed: Vec<u64> = history.versions.iter().map(|v| v.version.0).collect();
+    assert_eq!((listed, history.start.version, history.end.version), (vec![4, 5], 3, 5));
+    let all = check(&page("/v1/keys/alice/history?after=0").await, 0).unwrap();
+    assert_eq!((all.versions.len(), all.start.version), (5, 0), "after epoch 0: everything, from nothing");
+    let latest = page("/v1/keys/alice/history?after=2").await;
+    assert!(latest.start.is_none() && latest.versions.is_empty());
+    assert_eq!(check(&latest, 2).unwrap().end.version, 5, "nothing after the latest epoch");
+    // Paged: the start comes with the last page.
+    let first = page("/v1/keys/alice/history?after=1&limit=1").await;
+    assert!(first.start.is_none() && first.lookup.is_none());
+    let last = page("/v1/keys/alice/history?after=1&after_version=4").await;
+    let earlier = keyfold_verify::decode_versions(&first.versions).unwrap();
+    let paged = verify_history_since(b"alice", Epoch(1), earlier, &last, &pinned, None).unwrap().0;
+    assert_eq!(paged.versions, history.versions);
+
+    let mut dropped = after_1.clone();
+    dropped.versions.remove(0);
+    assert!(matches!(check(&dropped, 1), Err(HistoryError::Gap { previous: 3, found: 5 })));
+    let mut early = after_1.clone();
+    early.versions[0].epoch = 1;
+    assert!(matches!(check(&early, 1), Err(HistoryError::NotAfter { version: 4, epoch: 1, after: 1 })));
+    let mut no_start = after_1.clone();
+    no_start.start = None;
+    assert!(matches!(check(&no_start, 1), Err(HistoryError::MissingStart { epoch: 1 })));
+    assert!(matches!(check(&after_1, 0), Err(HistoryError::StartEpoch { expected: 0, found: 1 })));
+    let mut later_start = after_1.clone();
+    later_start.start = page("/v1/keys/alice/history?after=0").await.start;
+    assert!(matches!(check(&later_start, 1), Err(HistoryError::StartEpoch { expected: 1, found: 0 })));
+    // The start's leaf is signed: a different version there breaks its proof.
+    let mut moved = after_1.clone();
+    moved.start.as_mut().unwrap().version = 2;
+    assert!(matches!(check(&moved, 1), Err(HistoryError::Start { epoch: 1, .. })));
+}
+
 /// A configured witness's verified cosignature is stored and served on the head (which still
 /// verifies); unknown witnesses, forged or misplaced lines are refused with 4xx.
 #[tokio::test]
