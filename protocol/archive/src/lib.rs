@@ -345,16 +345,44 @@ const PREALLOCATE_BYTES_PER_ROW: usize = 16;
 const DECODED_AHEAD: usize = 2;
 
 fn read_archive_unguarded(bytes: bytes::Bytes) -> Result<Vec<ArchiveRow>, ArchiveError> {
+    let (mut rows, reserve) = (Vec::new(), std::cell::Cell::new(0));
+    let on_size = |declared: usize, size: usize| reserve.set(declared.min(size / PREALLOCATE_BYTES_PER_ROW));
+    read_batches_unguarded(bytes, on_size, |_, batch| {
+        rows.reserve(reserve.take());
+        rows.extend(batch);
+        Ok::<(), ArchiveError>(())
+    })?;
+    Ok(rows)
+}
+
+/// [`read_archive_bytes`] a record batch at a time: `on_batch` gets the archive's row number of
+/// each batch's first row and its rows, in order, and may stop the read with an error. Memory is
+/// a few batches, whatever the archive's size: what an auditor of a large epoch reads with. The
+/// same checks as [`read_archive_bytes`] (positions strictly increase across batches too).
+pub fn read_archive_batches<E: From<ArchiveError>>(
+    bytes: bytes::Bytes,
+    mut on_batch: impl FnMut(usize, Vec<ArchiveRow>) -> Result<(), E>,
+) -> Result<(), E> {
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        read_batches_unguarded(bytes, |_, _| {}, &mut on_batch)
+    }));
+    read.unwrap_or_else(|panic| Err(E::from(malformed(panic.as_ref()))))
+}
+
+fn read_batches_unguarded<E: From<ArchiveError>>(
+    bytes: bytes::Bytes,
+    on_size: impl FnOnce(usize, usize),
+    mut on_batch: impl FnMut(usize, Vec<ArchiveRow>) -> Result<(), E>,
+) -> Result<(), E> {
     // The reader would allocate whatever the footer declares: check it first (see `footer`).
     footer::check(&bytes).map_err(ArchiveError::Footer)?;
     let size = bytes.len();
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(ArchiveError::from)?;
     if builder.schema().fields() != schema().fields() {
-        return Err(ArchiveError::Schema(format!("found {:?}", builder.schema().fields())));
+        return Err(ArchiveError::Schema(format!("found {:?}", builder.schema().fields())).into());
     }
-    let declared = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
-    let mut rows = Vec::with_capacity(declared.min(size / PREALLOCATE_BYTES_PER_ROW));
-    let reader = builder.with_batch_size(READ_BATCH_ROWS).build()?;
+    on_size(usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0), size);
+    let reader = builder.with_batch_size(READ_BATCH_ROWS).build().map_err(ArchiveError::from)?;
     // Decoding is sequential, converting rows is parallel: the next batches decode on a thread of
     // their own while the pool converts this one. A panic of the reader on that thread comes
     // back as a batch that failed.
@@ -372,23 +400,26 @@ fn read_archive_unguarded(bytes: bytes::Bytes) -> Result<Vec<ArchiveRow>, Archiv
                 let _ = decoded.send(Err(malformed(panic.as_ref())));
             }
         });
+        let (mut first, mut last_position) = (0, None);
         for batch in batches {
             let batch = batch?;
             let columns = Columns::of(&batch)?;
-            let first = rows.len();
             // Rows convert independently, in parallel; the first error in row order is reported.
             let converted: Vec<Result<ArchiveRow, ArchiveError>> =
                 (0..batch.num_rows()).into_par_iter().with_min_len(1024).map(|i| columns.row(i, first + i)).collect();
-            for row in converted {
-                rows.push(row?);
+            let rows = converted.into_iter().collect::<Result<Vec<_>, _>>()?;
+            let positions = last_position.into_iter().chain(rows.iter().map(|r| r.position));
+            if let Some(w) = positions.clone().zip(positions.skip(1)).position(|(a, b)| a >= b) {
+                let row = first + w + usize::from(last_position.is_none());
+                return Err(ArchiveError::Row { row, message: "positions are not strictly increasing".into() }.into());
             }
+            last_position = rows.last().map(|r| r.position).or(last_position);
+            let count = rows.len();
+            on_batch(first, rows)?;
+            first += count;
         }
-        Ok::<(), ArchiveError>(())
-    })?;
-    if let Some(w) = rows.windows(2).position(|w| w[0].position >= w[1].position) {
-        return Err(ArchiveError::Row { row: w + 1, message: "positions are not strictly increasing".into() });
-    }
-    Ok(rows)
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -90,8 +90,56 @@ impl EpochProof {
             };
         }
         let mut out = Vec::with_capacity(touched.len());
-        self.tree.walk(self.suite, 0, touched, &mut out)?;
+        self.tree.walk(self.suite, 0, touched, &mut Some(&mut out))?;
         Ok(out)
+    }
+
+    /// [`EpochProof::leaves_before`]'s check alone, without collecting the states (an auditor of
+    /// a large epoch reads each touched key's state with [`EpochProof::state_before`]).
+    pub fn check_paths(&self, touched: &[Index]) -> Result<(), EpochProofError> {
+        match self.tree {
+            Pruned::Empty | Pruned::Opaque(_) if touched.is_empty() => Ok(()),
+            _ if touched.is_empty() => Err(shape("the epoch touched no key but the proof expands the map")),
+            _ => self.tree.walk(self.suite, 0, touched, &mut None),
+        }
+    }
+
+    /// The state before the epoch of the key at `index` (`None`: absent), found where its path
+    /// ends in the proof: what [`EpochProof::leaves_before`] gives it once
+    /// [`EpochProof::check_paths`] accepts the touched keys. A path into an opaque subtree, or
+    /// ending at its own leaf given as another key's, is an error.
+    pub fn state_before(&self, index: &Index) -> Result<Option<KeyState>, EpochProofError> {
+        let (mut node, mut depth) = (&self.tree, 0);
+        loop {
+            match node {
+                Pruned::Empty => return Ok(None),
+                Pruned::Opaque(_) => {
+                    return Err(shape(format!(
+                        "the path of touched index {} enters an opaque subtree at depth {depth}",
+                        index.to_hex()
+                    )));
+                }
+                Pruned::OtherLeaf { index: other, .. } if other == index => {
+                    return Err(shape(format!(
+                        "the other leaf {} at depth {depth} is touched or off the path",
+                        index.to_hex()
+                    )));
+                }
+                Pruned::OtherLeaf { .. } => return Ok(None),
+                Pruned::Touched { index: own, version, has_value, entry } => {
+                    let commitment = self.suite.version_commitment(*version, *has_value, entry);
+                    let state = KeyState { version: *version, has_value: *has_value, commitment };
+                    return Ok((own == index).then_some(state));
+                }
+                Pruned::Node(children) if depth < 256 => {
+                    node = &children[usize::from(index.bit(depth))];
+                    depth += 1;
+                }
+                Pruned::Node(_) => {
+                    return Err(shape(format!("the path of index {} goes deeper than 256 levels", index.to_hex())));
+                }
+            }
+        }
     }
 
     /// The map root after the epoch: the tree with `updates` (a touched key's new leaf hash,
@@ -186,14 +234,16 @@ impl Pruned {
         suite: HashSuite,
         depth: usize,
         touched: &[Index],
-        out: &mut Vec<(Index, Option<KeyState>)>,
+        out: &mut Option<&mut Vec<(Index, Option<KeyState>)>>,
     ) -> Result<(), EpochProofError> {
         let on_path = |index: &Index| index.common_prefix_len(&touched[0]) >= depth;
         match self {
             Pruned::Empty | Pruned::Opaque(_) if touched.is_empty() => Ok(()),
             _ if touched.is_empty() => Err(shape(format!("a subtree at depth {depth} lies on no touched key's path"))),
             Pruned::Empty => {
-                out.extend(touched.iter().map(|index| (*index, None)));
+                if let Some(out) = out {
+                    out.extend(touched.iter().map(|index| (*index, None)));
+                }
                 Ok(())
             }
             Pruned::Opaque(_) => Err(shape(format!(
@@ -204,7 +254,9 @@ impl Pruned {
                 Err(shape(format!("the other leaf {} at depth {depth} is touched or off the path", index.to_hex())))
             }
             Pruned::OtherLeaf { .. } => {
-                out.extend(touched.iter().map(|index| (*index, None)));
+                if let Some(out) = out {
+                    out.extend(touched.iter().map(|index| (*index, None)));
+                }
                 Ok(())
             }
             Pruned::Touched { index, version, has_value, entry } => {
@@ -214,9 +266,11 @@ impl Pruned {
                         index.to_hex()
                     )));
                 }
-                let commitment = suite.version_commitment(*version, *has_value, entry);
-                let state = KeyState { version: *version, has_value: *has_value, commitment };
-                out.extend(touched.iter().map(|t| (*t, (t == index).then_some(state))));
+                if let Some(out) = out {
+                    let commitment = suite.version_commitment(*version, *has_value, entry);
+                    let state = KeyState { version: *version, has_value: *has_value, commitment };
+                    out.extend(touched.iter().map(|t| (*t, (t == index).then_some(state))));
+                }
                 Ok(())
             }
             Pruned::Node(children) => {

@@ -302,30 +302,16 @@ impl Bucket<'_> {
                 Some(seen) => !seen.insert(id),
                 None => group[..j].iter().any(|&(_, k)| self.hashed[k as usize].0 == id),
             };
+            let previous = state.commitment;
             let outcome = if duplicate {
-                out.counts.duplicates += 1;
                 Outcome::Duplicate
-            } else if m.expected_version != state.version {
-                out.counts.rejected += 1;
-                let current = state.version;
-                Outcome::Rejected(RejectReason::VersionMismatch { expected: m.expected_version, current })
-            } else if m.value.is_none() && !state.has_value {
-                out.counts.rejected += 1;
-                Outcome::Rejected(RejectReason::NothingToDelete { current: state.version })
             } else {
-                // Rule 4: the new version chains to the commitment of the one before (SPEC 1.3).
-                let previous = state.commitment;
-                let version = Version(state.version.0.checked_add(1).expect("version overflow"));
-                let entry = self.suite.entry_hash(&previous, self.epoch, m.value.as_deref());
-                state = KeyState {
-                    version,
-                    has_value: m.value.is_some(),
-                    commitment: self.suite.version_commitment(version, m.value.is_some(), &entry),
-                };
-                last_applied = Some((i, previous));
-                out.counts.applied += 1;
-                Outcome::Applied { version, leaf_hash: self.suite.leaf_hash(&index, &state.commitment) }
+                compare_and_set(self.suite, self.epoch, &index, &mut state, m)
             };
+            if matches!(outcome, Outcome::Applied { .. }) {
+                last_applied = Some((i, previous));
+            }
+            out.counts.add(&outcome);
             out.outcomes.push((i, outcome));
         }
         if let Some((i, previous)) = last_applied {
@@ -333,6 +319,48 @@ impl Bucket<'_> {
             out.updates.push((index, LeafValue::new(state.version, self.epoch, previous, value)));
             out.update_sources.push(i);
             out.update_states.push(state);
+        }
+    }
+}
+
+/// Rules 2 to 4 of SPEC section 5.4 for a mutation of the key at `index` that is not a
+/// duplicate, against the key's `state`, which an applied mutation advances: a new version that
+/// chains to the commitment of the one before (SPEC section 1.3).
+pub(crate) fn compare_and_set(
+    suite: HashSuite,
+    epoch: Epoch,
+    index: &Index,
+    state: &mut KeyState,
+    m: &Mutation,
+) -> Outcome {
+    if m.expected_version != state.version {
+        let current = state.version;
+        return Outcome::Rejected(RejectReason::VersionMismatch { expected: m.expected_version, current });
+    }
+    if m.value.is_none() && !state.has_value {
+        return Outcome::Rejected(RejectReason::NothingToDelete { current: state.version });
+    }
+    let version = Version(state.version.0.checked_add(1).expect("version overflow"));
+    let entry = suite.entry_hash(&state.commitment, epoch, m.value.as_deref());
+    *state = KeyState {
+        version,
+        has_value: m.value.is_some(),
+        commitment: suite.version_commitment(version, m.value.is_some(), &entry),
+    };
+    Outcome::Applied { version, leaf_hash: suite.leaf_hash(index, &state.commitment) }
+}
+
+/// Head counts by outcome.
+pub(crate) trait CountOutcome {
+    fn add(&mut self, outcome: &Outcome);
+}
+
+impl CountOutcome for HeadCounts {
+    fn add(&mut self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Applied { .. } => self.applied += 1,
+            Outcome::Rejected(_) => self.rejected += 1,
+            Outcome::Duplicate => self.duplicates += 1,
         }
     }
 }

@@ -2,12 +2,24 @@
 //! before, the epoch's verified head, its archive and its epoch proof alone. No state is carried
 //! from one epoch to the next, so any range of epochs can be audited in parallel once their heads
 //! are verified (a chain of heads, or each head's inclusion in a trusted checkpoint).
+//!
+//! The archive is read twice, a record batch at a time, never whole: the first pass checks each
+//! row's mutation id and key index and keeps only (index, row, id), from which the touched keys
+//! and the exact duplicates follow; the second applies each row's compare-and-set to its key's
+//! state, which starts from where the key's path ends in the proof, and checks its outcome. What
+//! is held is one state per touched key in a dense array, never the rows: memory grows with the
+//! keys an epoch touches, not with its values or the directory.
 
-use crate::apply::{apply_mutations, touched_indexes};
+use crate::apply::{CountOutcome, Outcome, compare_and_set};
 use crate::divergence::{Divergence, diverge};
-use crate::replay::{EpochRows, check_outcomes, first_divergence, read_epoch_rows};
+use crate::replay::{compare_outcome, mutation_of};
 use bytes::Bytes;
-use keyfold_core::{EpochProof, Hash, Head, Index};
+use hashbrown::HashSet;
+use keyfold_archive::{ArchiveError, ArchiveRow, read_archive_batches};
+use keyfold_core::{
+    Epoch, EpochProof, Hash, HashSuite, Head, HeadCounts, Index, KeyState, Mutation, MutationId, Version,
+};
+use rayon::prelude::*;
 
 /// What an audit of one epoch checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +37,18 @@ pub struct Audited {
 /// the proof holds; the counts; and the new root, from the applied leaves in the proof's tree,
 /// equal to `head`'s. A failure names the row, key index or root at fault.
 pub fn audit_epoch(previous: &Head, head: &Head, archive: Bytes, proof: &EpochProof) -> Result<Audited, Divergence> {
+    audit_epoch_holding(previous, head, archive, proof, AUDIT_HOLD_BYTES)
+}
+
+/// [`audit_epoch`], holding the rows of an archive of up to `hold_bytes` between the two passes
+/// over it instead of reading it twice (0: always twice, the least memory).
+pub fn audit_epoch_holding(
+    previous: &Head,
+    head: &Head,
+    archive: Bytes,
+    proof: &EpochProof,
+    hold_bytes: usize,
+) -> Result<Audited, Divergence> {
     let (epoch, suite) = (head.epoch, head.suite);
     let check = |ok: bool, what: &str, expected: String, found: String| {
         if ok { Ok(()) } else { Err(diverge(epoch, None, what, expected, found)) }
@@ -36,27 +60,245 @@ pub fn audit_epoch(previous: &Head, head: &Head, archive: Bytes, proof: &EpochPr
         previous.epoch.to_string(),
     )?;
     check(proof.suite == suite, "epoch proof suite", suite.name().into(), proof.suite.name().into())?;
-    let (old_root, read) = rayon::join(|| proof.root_before(), || read_epoch_rows(head, archive));
-    let EpochRows { rows, mutations, hashed } = read?;
+    let (old_root, digest) = rayon::join(|| proof.root_before(), || suite.archive_digest(&archive));
+    check(digest == head.archive, "archive digest", head.archive.to_hex(), digest.to_hex())?;
     check(old_root == previous.root, "epoch proof: old map root", previous.root.to_hex(), old_root.to_hex())?;
-    let touched = touched_indexes(&hashed);
-    let olds = proof
-        .leaves_before(&touched)
-        .map_err(|e| diverge(epoch, None, "epoch proof: touched paths", "every touched key's path and no other", e))?;
-    let applied = apply_mutations(suite, epoch, &olds, &mutations, &hashed);
-    first_divergence(check_outcomes(epoch, &rows, &applied))?;
-    check(applied.counts == head.counts, "counts", format!("{:?}", applied.counts), format!("{:?}", head.counts))?;
-    // Every applied row's leaf hash was recomputed and matched: each key's final one is its last
-    // applied row's.
-    let updates: Vec<(Index, Hash)> = applied
-        .updates
-        .iter()
-        .zip(&applied.update_sources)
-        .map(|((index, _), &i)| (*index, rows[i as usize].leaf_hash.expect("an applied row's leaf hash was checked")))
+    let paths = |e| diverge(epoch, None, "epoch proof: touched paths", "every touched key's path and no other", e);
+    // A small archive's rows are held between the passes instead of read twice.
+    let mut held = (archive.len() <= hold_bytes).then(Vec::new);
+    let keys = read_keys(epoch, suite, archive.clone(), held.as_mut())?;
+    proof.check_paths(&keys.touched).map_err(paths)?;
+    // After the check, every touched key's path ends inside the proof (the first error is
+    // reported in no particular order; none is expected).
+    let mut states: Vec<(KeyState, bool)> = keys
+        .touched
+        .par_iter()
+        .map(|index| proof.state_before(index).map(|state| (state.unwrap_or(ABSENT), false)))
+        .collect::<Result<_, _>>()
+        .map_err(paths)?;
+    let mut counts = HeadCounts { mutations: keys.rows as u64, ..HeadCounts::default() };
+    let applying = Applying { suite, epoch, touched: &keys.touched, duplicates: &keys.duplicates };
+    match held {
+        Some(batches) => {
+            for (first, rows) in batches {
+                applying.batch(&mut states, first, rows, &mut counts)?;
+            }
+        }
+        None => read_rows(epoch, archive, |first, rows| {
+            let checked = rows
+                .into_iter()
+                .enumerate()
+                .map(|(i, mut row)| mutation_of(epoch, first + i, &mut row).map(|(_, m)| (row, m)))
+                .collect::<Result<Vec<_>, _>>()?;
+            applying.batch(&mut states, first, checked, &mut counts)
+        })?,
+    }
+    check(counts == head.counts, "counts", format!("{counts:?}"), format!("{:?}", head.counts))?;
+    let updates: Vec<(Index, Hash)> = keys
+        .touched
+        .par_iter()
+        .zip(&states)
+        .filter(|(_, (_, changed))| *changed)
+        .map(|(index, (state, _))| (*index, suite.leaf_hash(index, &state.commitment)))
         .collect();
+    drop(states);
     let new_root = proof
         .root_after(&updates)
         .map_err(|e| diverge(epoch, None, "epoch proof: new leaves", "paths for every changed key", e))?;
     check(new_root == head.root, "map root", head.root.to_hex(), new_root.to_hex())?;
-    Ok(Audited { mutations: mutations.len() as u64, touched: touched.len() as u64 })
+    Ok(Audited { mutations: counts.mutations, touched: keys.touched.len() as u64 })
+}
+
+/// Archives up to this size have their rows held between the two passes of [`audit_epoch`] (a
+/// few times the file's size in memory); larger ones are read twice, so that memory follows the
+/// touched keys only.
+pub const AUDIT_HOLD_BYTES: usize = 16 << 20;
+
+/// A row with its mutation (key, value and signature moved out of the row).
+type Checked = (ArchiveRow, Mutation);
+
+/// Checked rows from the archive's row number `.0` on.
+type Batch = (usize, Vec<Checked>);
+
+/// A key's state before its first version.
+const ABSENT: KeyState = KeyState { version: Version(0), has_value: false, commitment: Hash([0; 32]) };
+
+/// What the first pass over an archive found.
+struct Keys {
+    rows: usize,
+    /// Every touched index, ascending, once each.
+    touched: Vec<Index>,
+    /// The rows that repeat an earlier row's mutation id (same id, same key): applied once.
+    duplicates: HashSet<u32>,
+}
+
+/// Why reading the archive stopped.
+enum Stop {
+    Archive(ArchiveError),
+    Diverged(Divergence),
+}
+
+impl From<ArchiveError> for Stop {
+    fn from(e: ArchiveError) -> Stop {
+        Stop::Archive(e)
+    }
+}
+
+/// The archive's rows, a batch at a time, to `on_batch` (its first row's number and its rows).
+fn read_rows(
+    epoch: Epoch,
+    archive: Bytes,
+    mut on_batch: impl FnMut(usize, Vec<ArchiveRow>) -> Result<(), Divergence>,
+) -> Result<(), Divergence> {
+    read_archive_batches(archive, |first, rows| on_batch(first, rows).map_err(Stop::Diverged)).map_err(
+        |stop| match stop {
+            Stop::Diverged(d) => d,
+            Stop::Archive(e) => diverge(epoch, None, "archive", "a format 1 archive", e),
+        },
+    )
+}
+
+/// The first pass: each row's mutation, id and key index checked against its columns; the
+/// touched keys and the duplicate rows.
+/// With `held`, the checked rows (each with its mutation) are kept there for the second pass.
+fn read_keys(
+    epoch: Epoch,
+    suite: HashSuite,
+    archive: Bytes,
+    mut held: Option<&mut Vec<Batch>>,
+) -> Result<Keys, Divergence> {
+    let mut seen: Vec<(Index, u32, MutationId)> = Vec::new();
+    read_rows(epoch, archive, |first, rows| {
+        let checked: Vec<Result<(Index, u32, MutationId, Checked), Divergence>> = rows
+            .into_par_iter()
+            .enumerate()
+            .with_min_len(512)
+            .map_init(Vec::new, |buffer, (i, mut row)| {
+                let at = first + i;
+                let (_, mutation) = mutation_of(epoch, at, &mut row)?;
+                let (id, index) = (mutation.id_with(suite, buffer), suite.index_of(&mutation.key));
+                let wrong =
+                    |what: &str, expected: String, found: String| diverge(epoch, Some(at), what, expected, found);
+                if id.0 != row.mutation_id {
+                    return Err(wrong("mutation id", id.to_hex(), row.mutation_id.to_hex()));
+                }
+                if row.key_index != Some(Hash(index.0)) {
+                    let found = row.key_index.map_or("null".into(), |h| h.to_hex());
+                    return Err(wrong("key index", index.to_hex(), found));
+                }
+                let number = u32::try_from(at).expect("an epoch holds fewer than 2^32 mutations");
+                Ok((index, number, id, (row, mutation)))
+            })
+            .collect();
+        let mut batch = Vec::with_capacity(if held.is_some() { checked.len() } else { 0 });
+        for c in checked {
+            let (index, row, id, checked) = c?;
+            seen.push((index, row, id));
+            if held.is_some() {
+                batch.push(checked);
+            }
+        }
+        if let Some(held) = held.as_deref_mut() {
+            held.push((first, batch));
+        }
+        Ok(())
+    })?;
+    let rows = seen.len();
+    seen.par_sort_unstable_by_key(|(index, row, _)| (*index, *row));
+    let mut touched = Vec::new();
+    let mut duplicates = HashSet::new();
+    for group in seen.chunk_by(|a, b| a.0 == b.0) {
+        touched.push(group[0].0);
+        if group.len() > 1 {
+            let mut ids = HashSet::with_capacity(group.len());
+            duplicates.extend(group.iter().filter(|(_, _, id)| !ids.insert(*id)).map(|(_, row, _)| *row));
+        }
+    }
+    Ok(Keys { rows, touched, duplicates })
+}
+
+/// The second pass's inputs: the touched keys (ascending) and the duplicate rows.
+struct Applying<'a> {
+    suite: HashSuite,
+    epoch: Epoch,
+    touched: &'a [Index],
+    duplicates: &'a HashSet<u32>,
+}
+
+/// Key-state tables by the first byte of the index: a batch's rows apply table by table, in
+/// parallel (a key's rows always meet the same table, in queue order).
+const TABLES: usize = 256;
+
+impl Applying<'_> {
+    /// Applies the rows `first..` of the archive to `states` (one per touched key, with whether an
+    /// applied mutation changed it); the first divergence in row order.
+    fn batch(
+        &self,
+        states: &mut [(KeyState, bool)],
+        first: usize,
+        rows: Vec<Checked>,
+        counts: &mut HeadCounts,
+    ) -> Result<(), Divergence> {
+        let mut members: Vec<Vec<(u32, Checked)>> = (0..TABLES).map(|_| Vec::new()).collect();
+        for (i, row) in (0u32..).zip(rows) {
+            let table = row.0.key_index.map_or(0, |index| usize::from(index.0[0]));
+            members[table].push((i, row));
+        }
+        // The touched keys and their states, cut at the same first bytes.
+        let mut tables = Vec::with_capacity(TABLES);
+        let (mut rest, mut done) = (&mut *states, 0);
+        for b in 0..TABLES {
+            let end = self.touched.partition_point(|index| usize::from(index.0[0]) <= b);
+            let (these, after) = rest.split_at_mut(end - done);
+            tables.push((&self.touched[done..end], these));
+            (rest, done) = (after, end);
+        }
+        let applied: Vec<Result<HeadCounts, (usize, Divergence)>> = tables
+            .into_par_iter()
+            .zip(members)
+            .map(|((touched, states), members)| self.table(touched, states, first, members))
+            .collect();
+        // The first divergence in row order, whichever table met it.
+        let mut failed: Option<(usize, Divergence)> = None;
+        for result in applied {
+            match result {
+                Ok(c) => {
+                    counts.applied += c.applied;
+                    counts.rejected += c.rejected;
+                    counts.duplicates += c.duplicates;
+                }
+                Err((row, d)) if failed.as_ref().is_none_or(|(at, _)| row < *at) => failed = Some((row, d)),
+                Err(_) => {}
+            }
+        }
+        failed.map_or(Ok(()), |(_, d)| Err(d))
+    }
+
+    /// Applies one table's rows of a batch (queue order) to its keys' states.
+    fn table(
+        &self,
+        touched: &[Index],
+        states: &mut [(KeyState, bool)],
+        first: usize,
+        members: Vec<(u32, Checked)>,
+    ) -> Result<HeadCounts, (usize, Divergence)> {
+        let (suite, epoch) = (self.suite, self.epoch);
+        let mut counts = HeadCounts::default();
+        for (i, (row, mutation)) in members {
+            let at = first + i as usize;
+            // The first pass checked the key index column against the key.
+            let index = Index(row.key_index.expect("checked by the first pass").0);
+            let Ok(k) = touched.binary_search(&index) else {
+                return Err((at, diverge(epoch, Some(at), "key index", "a key of the first pass", index.to_hex())));
+            };
+            let duplicate = self.duplicates.contains(&u32::try_from(at).expect("checked by the first pass"));
+            let (state, changed) = &mut states[k];
+            let outcome =
+                if duplicate { Outcome::Duplicate } else { compare_and_set(suite, epoch, &index, state, &mutation) };
+            *changed |= matches!(outcome, Outcome::Applied { .. });
+            counts.add(&outcome);
+            compare_outcome(epoch, at, &row, &outcome).map_err(|d| (at, d))?;
+        }
+        Ok(counts)
+    }
 }

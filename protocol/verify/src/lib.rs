@@ -28,7 +28,7 @@ pub use apply::{
     Applied, KeyState, MutationOutcome, Outcome, OutcomeColumns, RejectReason, apply_mutations, archive_rows,
     hash_mutations, read_touched, touched_indexes,
 };
-pub use audit::{Audited, audit_epoch};
+pub use audit::{AUDIT_HOLD_BYTES, Audited, audit_epoch, audit_epoch_holding};
 pub use auditor::{AUDIT_STATE_MAGIC, AuditState, Auditor};
 pub use chain::HeadChain;
 pub use divergence::Divergence;

@@ -272,7 +272,7 @@ fn state_of(states: &[HashMap<Index, KeyState>], index: &Index) -> Option<KeySta
 }
 
 /// The mutation an archive row records; its key, value and signature move out of the row.
-fn mutation_of(epoch: Epoch, i: usize, row: &mut ArchiveRow) -> Result<(Position, Mutation), Divergence> {
+pub(crate) fn mutation_of(epoch: Epoch, i: usize, row: &mut ArchiveRow) -> Result<(Position, Mutation), Divergence> {
     let at = |what: &str, expected: String, found: String| diverge(epoch, Some(i), what, expected, found);
     if row.tombstone != row.value.is_none() {
         return Err(at("tombstone flag", format!("{}", row.value.is_none()), format!("{}", row.tombstone)));
@@ -287,7 +287,7 @@ fn mutation_of(epoch: Epoch, i: usize, row: &mut ArchiveRow) -> Result<(Position
     Ok((Position(row.position), m))
 }
 
-fn compare_outcome(epoch: Epoch, i: usize, row: &ArchiveRow, outcome: &Outcome) -> Result<(), Divergence> {
+pub(crate) fn compare_outcome(epoch: Epoch, i: usize, row: &ArchiveRow, outcome: &Outcome) -> Result<(), Divergence> {
     let expected = OutcomeColumns::of(outcome);
     let at = |what: &str, expected: String, found: String| Err(diverge(epoch, Some(i), what, expected, found));
     if expected.outcome != row.outcome {

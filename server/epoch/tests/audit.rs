@@ -10,7 +10,7 @@ use keyfold_core::{
 use keyfold_epoch::{EpochJob, HeadStore, MemoryArchives, MemoryHeadStore};
 use keyfold_ingest::{MemoryQueue, Queue};
 use keyfold_map::{Map, MemoryStore, TreeConfig};
-use keyfold_verify::audit_epoch;
+use keyfold_verify::{AUDIT_HOLD_BYTES, Audited, Divergence, audit_epoch_holding};
 use std::sync::Arc;
 
 const ORIGIN: &str = "audit.test/keyfold";
@@ -88,6 +88,15 @@ fn proof(job: &Job, epoch: u64) -> EpochProof {
     job.map().epoch_proof(&touched(&archive(job, epoch)), Epoch(epoch - 1)).unwrap()
 }
 
+/// Both ways of reading an archive: read twice, and held between the passes.
+const HOLDS: [usize; 2] = [0, AUDIT_HOLD_BYTES];
+
+fn audit_epoch(previous: &Head, head: &Head, archive: bytes::Bytes, proof: &EpochProof) -> Result<Audited, Divergence> {
+    let [twice, held] = HOLDS.map(|hold| audit_epoch_holding(previous, head, archive.clone(), proof, hold));
+    assert_eq!(twice, held, "both ways of reading find the same");
+    held
+}
+
 #[test]
 fn every_honest_epoch_audits_from_its_proof_alone() {
     let job = history();
@@ -95,9 +104,12 @@ fn every_honest_epoch_audits_from_its_proof_alone() {
         let proof = proof(&job, epoch);
         let bytes = proof.encode();
         assert_eq!(EpochProof::decode(&bytes).unwrap(), proof, "epoch {epoch}: the encoding round-trips");
-        let audited = audit_epoch(&head(&job, epoch - 1), &head(&job, epoch), archive(&job, epoch).into(), &proof)
-            .unwrap_or_else(|d| panic!("epoch {epoch}: {d}"));
-        assert_eq!(audited.touched, touched(&archive(&job, epoch)).len() as u64);
+        for hold in HOLDS {
+            let (previous, signed) = (head(&job, epoch - 1), head(&job, epoch));
+            let audited = audit_epoch_holding(&previous, &signed, archive(&job, epoch).into(), &proof, hold)
+                .unwrap_or_else(|d| panic!("epoch {epoch}, hold {hold}: {d}"));
+            assert_eq!(audited.touched, touched(&archive(&job, epoch)).len() as u64);
+        }
     }
 }
 
@@ -196,4 +208,22 @@ fn a_lying_outcome_is_caught_at_its_row() {
     let forged = Head { archive: HashSuite::Blake3.archive_digest(&lying), ..signed };
     let d = audit_epoch(&previous, &forged, lying.into(), &honest).unwrap_err();
     assert_eq!(d.row, Some(stale), "{d}");
+
+    // Epoch 1's exact duplicate archived as a rejection, and a first mutation as a duplicate.
+    let (previous, signed, bytes) = (head(&job, 0), head(&job, 1), archive(&job, 1));
+    let honest = proof(&job, 1);
+    let rows = read_archive(&bytes).unwrap();
+    let duplicate = rows.iter().position(|r| r.outcome == ArchiveOutcome::Duplicate).unwrap();
+    let mut lies = rows.clone();
+    lies[duplicate].outcome = ArchiveOutcome::Rejected;
+    lies[duplicate].reason = Some("version_mismatch".into());
+    let mut claimed = rows;
+    claimed[0].outcome = ArchiveOutcome::Duplicate;
+    (claimed[0].new_version, claimed[0].leaf_hash) = (None, None);
+    for (lying, row) in [(lies, duplicate), (claimed, 0)] {
+        let lying = write_archive(&lying).unwrap();
+        let forged = Head { archive: HashSuite::Blake3.archive_digest(&lying), ..signed.clone() };
+        let d = audit_epoch(&previous, &forged, lying.into(), &honest).unwrap_err();
+        assert_eq!((d.row, d.what.as_str()), (Some(row), "outcome"), "{d}");
+    }
 }
