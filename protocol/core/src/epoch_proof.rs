@@ -90,55 +90,21 @@ impl EpochProof {
             };
         }
         let mut out = Vec::with_capacity(touched.len());
-        self.tree.walk(self.suite, 0, touched, &mut Some(&mut out))?;
+        self.tree.walk(self.suite, 0, touched, &mut |index, state| out.push((index, state)))?;
         Ok(out)
     }
 
-    /// [`EpochProof::leaves_before`]'s check alone, without collecting the states (an auditor of
-    /// a large epoch reads each touched key's state with [`EpochProof::state_before`]).
-    pub fn check_paths(&self, touched: &[Index]) -> Result<(), EpochProofError> {
+    /// [`EpochProof::leaves_before`] handing each touched key's state to `each`, ascending by
+    /// index, instead of collecting them (an auditor of a large epoch keeps them its own way).
+    pub fn for_each_leaf_before(
+        &self,
+        touched: &[Index],
+        each: &mut dyn FnMut(Index, Option<KeyState>),
+    ) -> Result<(), EpochProofError> {
         match self.tree {
             Pruned::Empty | Pruned::Opaque(_) if touched.is_empty() => Ok(()),
             _ if touched.is_empty() => Err(shape("the epoch touched no key but the proof expands the map")),
-            _ => self.tree.walk(self.suite, 0, touched, &mut None),
-        }
-    }
-
-    /// The state before the epoch of the key at `index` (`None`: absent), found where its path
-    /// ends in the proof: what [`EpochProof::leaves_before`] gives it once
-    /// [`EpochProof::check_paths`] accepts the touched keys. A path into an opaque subtree, or
-    /// ending at its own leaf given as another key's, is an error.
-    pub fn state_before(&self, index: &Index) -> Result<Option<KeyState>, EpochProofError> {
-        let (mut node, mut depth) = (&self.tree, 0);
-        loop {
-            match node {
-                Pruned::Empty => return Ok(None),
-                Pruned::Opaque(_) => {
-                    return Err(shape(format!(
-                        "the path of touched index {} enters an opaque subtree at depth {depth}",
-                        index.to_hex()
-                    )));
-                }
-                Pruned::OtherLeaf { index: other, .. } if other == index => {
-                    return Err(shape(format!(
-                        "the other leaf {} at depth {depth} is touched or off the path",
-                        index.to_hex()
-                    )));
-                }
-                Pruned::OtherLeaf { .. } => return Ok(None),
-                Pruned::Touched { index: own, version, has_value, entry } => {
-                    let commitment = self.suite.version_commitment(*version, *has_value, entry);
-                    let state = KeyState { version: *version, has_value: *has_value, commitment };
-                    return Ok((own == index).then_some(state));
-                }
-                Pruned::Node(children) if depth < 256 => {
-                    node = &children[usize::from(index.bit(depth))];
-                    depth += 1;
-                }
-                Pruned::Node(_) => {
-                    return Err(shape(format!("the path of index {} goes deeper than 256 levels", index.to_hex())));
-                }
-            }
+            _ => self.tree.walk(self.suite, 0, touched, each),
         }
     }
 
@@ -234,16 +200,14 @@ impl Pruned {
         suite: HashSuite,
         depth: usize,
         touched: &[Index],
-        out: &mut Option<&mut Vec<(Index, Option<KeyState>)>>,
+        out: &mut dyn FnMut(Index, Option<KeyState>),
     ) -> Result<(), EpochProofError> {
         let on_path = |index: &Index| index.common_prefix_len(&touched[0]) >= depth;
         match self {
             Pruned::Empty | Pruned::Opaque(_) if touched.is_empty() => Ok(()),
             _ if touched.is_empty() => Err(shape(format!("a subtree at depth {depth} lies on no touched key's path"))),
             Pruned::Empty => {
-                if let Some(out) = out {
-                    out.extend(touched.iter().map(|index| (*index, None)));
-                }
+                touched.iter().for_each(|index| out(*index, None));
                 Ok(())
             }
             Pruned::Opaque(_) => Err(shape(format!(
@@ -254,9 +218,7 @@ impl Pruned {
                 Err(shape(format!("the other leaf {} at depth {depth} is touched or off the path", index.to_hex())))
             }
             Pruned::OtherLeaf { .. } => {
-                if let Some(out) = out {
-                    out.extend(touched.iter().map(|index| (*index, None)));
-                }
+                touched.iter().for_each(|index| out(*index, None));
                 Ok(())
             }
             Pruned::Touched { index, version, has_value, entry } => {
@@ -266,11 +228,9 @@ impl Pruned {
                         index.to_hex()
                     )));
                 }
-                if let Some(out) = out {
-                    let commitment = suite.version_commitment(*version, *has_value, entry);
-                    let state = KeyState { version: *version, has_value: *has_value, commitment };
-                    out.extend(touched.iter().map(|t| (*t, (t == index).then_some(state))));
-                }
+                let commitment = suite.version_commitment(*version, *has_value, entry);
+                let state = KeyState { version: *version, has_value: *has_value, commitment };
+                touched.iter().for_each(|t| out(*t, (t == index).then_some(state)));
                 Ok(())
             }
             Pruned::Node(children) => {

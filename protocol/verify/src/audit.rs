@@ -67,15 +67,10 @@ pub fn audit_epoch_holding(
     // A small archive's rows are held between the passes instead of read twice.
     let mut held = (archive.len() <= hold_bytes).then(Vec::new);
     let keys = read_keys(epoch, suite, archive.clone(), held.as_mut())?;
-    proof.check_paths(&keys.touched).map_err(paths)?;
-    // After the check, every touched key's path ends inside the proof (the first error is
-    // reported in no particular order; none is expected).
-    let mut states: Vec<(KeyState, bool)> = keys
-        .touched
-        .par_iter()
-        .map(|index| proof.state_before(index).map(|state| (state.unwrap_or(ABSENT), false)))
-        .collect::<Result<_, _>>()
-        .map_err(paths)?;
+    // One walk of the proof checks its shape and gives every touched key's state, in order.
+    let mut states: Vec<(KeyState, bool)> = Vec::with_capacity(keys.touched.len());
+    let mut each = |_, state: Option<KeyState>| states.push((state.unwrap_or(ABSENT), false));
+    proof.for_each_leaf_before(&keys.touched, &mut each).map_err(paths)?;
     let mut counts = HeadCounts { mutations: keys.rows as u64, ..HeadCounts::default() };
     let applying = Applying { suite, epoch, touched: &keys.touched, duplicates: &keys.duplicates };
     match held {
