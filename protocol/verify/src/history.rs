@@ -153,10 +153,7 @@ pub fn verify_history(
     pinned: &Pinned,
     view: Option<&View>,
 ) -> Result<(VerifiedHistory, View), HistoryError> {
-    let lookup = answer.lookup.as_ref().ok_or(HistoryError::NotLastPage)?;
-    let (verified, next) = verify_lookup_in_view(key, lookup, pinned, view)?;
-    let mut versions = earlier;
-    versions.extend(decode_versions(&answer.versions)?);
+    let (verified, next, versions) = last_page(key, earlier, answer, pinned, view)?;
     let head = &verified.head;
     let end = check_history(head.suite, start, &versions, verified.leaf.as_ref(), head.epoch)?;
     Ok((VerifiedHistory { lookup: verified, start: *start, versions, end }, next))
@@ -176,8 +173,7 @@ pub fn verify_history_since(
     pinned: &Pinned,
     view: Option<&View>,
 ) -> Result<(VerifiedHistory, View), HistoryError> {
-    let lookup = answer.lookup.as_ref().ok_or(HistoryError::NotLastPage)?;
-    let (verified, next) = verify_lookup_in_view(key, lookup, pinned, view)?;
+    let (verified, next, versions) = last_page(key, earlier, answer, pinned, view)?;
     let suite = verified.head.suite;
     let start = if epoch >= verified.head.epoch {
         point_of(suite, verified.leaf.as_ref())
@@ -190,13 +186,27 @@ pub fn verify_history_since(
         }
         point_of(suite, at.leaf.as_ref())
     };
-    let mut versions = earlier;
-    versions.extend(decode_versions(&answer.versions)?);
     if let Some(v) = versions.iter().find(|v| v.epoch <= epoch) {
         return Err(HistoryError::NotAfter { version: v.version.0, epoch: v.epoch.0, after: epoch.0 });
     }
     let end = check_history(suite, &start, &versions, verified.leaf.as_ref(), verified.head.epoch)?;
     Ok((VerifiedHistory { lookup: verified, start, versions, end }, next))
+}
+
+/// A last page's lookup verified in `view` (with the new view), and the versions listed:
+/// `earlier` (from previous pages), then the page's.
+fn last_page(
+    key: &[u8],
+    earlier: Vec<HistoryVersion>,
+    answer: &HistoryResponse,
+    pinned: &Pinned,
+    view: Option<&View>,
+) -> Result<(Verified, View, Vec<HistoryVersion>), HistoryError> {
+    let lookup = answer.lookup.as_ref().ok_or(HistoryError::NotLastPage)?;
+    let (verified, next) = verify_lookup_in_view(key, lookup, pinned, view)?;
+    let mut versions = earlier;
+    versions.extend(decode_versions(&answer.versions)?);
+    Ok((verified, next, versions))
 }
 
 /// Where a history stands at `leaf` (none: before the key's first version).

@@ -196,13 +196,13 @@ impl Replayer {
 /// An epoch's archive rows, checked against the head's digest, with the mutations they record
 /// (keys, values and signatures moved out of the rows) and each mutation's id and index, checked
 /// against the row's.
-pub(crate) struct EpochRows {
-    pub rows: Vec<ArchiveRow>,
-    pub mutations: Vec<(Position, Mutation)>,
-    pub hashed: Vec<(MutationId, Index)>,
+struct EpochRows {
+    rows: Vec<ArchiveRow>,
+    mutations: Vec<(Position, Mutation)>,
+    hashed: Vec<(MutationId, Index)>,
 }
 
-pub(crate) fn read_epoch_rows(head: &Head, archive: Bytes) -> Result<EpochRows, Divergence> {
+fn read_epoch_rows(head: &Head, archive: Bytes) -> Result<EpochRows, Divergence> {
     let (epoch, suite) = (head.epoch, head.suite);
     // The digest while the archive decodes (a bad digest is reported whatever the decoding
     // found; the decoder is hardened against any bytes, see `read_archive`).
@@ -237,7 +237,7 @@ fn missing_leaf(index: &Index) -> TreeError {
     TreeError::corrupt(format!("the replica has no leaf for key index {}", index.to_hex()))
 }
 
-pub(crate) fn first_divergence(found: Option<Divergence>) -> Result<(), Divergence> {
+fn first_divergence(found: Option<Divergence>) -> Result<(), Divergence> {
     found.map_or(Ok(()), Err)
 }
 
@@ -256,7 +256,7 @@ fn check_ids(epoch: Epoch, rows: &[ArchiveRow], hashed: &[(MutationId, Index)]) 
 }
 
 /// The first row (in row order) whose archived outcome is not the one the rules give.
-pub(crate) fn check_outcomes(epoch: Epoch, rows: &[ArchiveRow], applied: &Applied) -> Option<Divergence> {
+fn check_outcomes(epoch: Epoch, rows: &[ArchiveRow], applied: &Applied) -> Option<Divergence> {
     rows.par_iter()
         .zip(&applied.outcomes)
         .enumerate()

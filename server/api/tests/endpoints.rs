@@ -420,6 +420,20 @@ async fn alice_in_five_versions(api: &Arc<TestApi>) {
     api.directory.run_epoch(3_000).unwrap();
 }
 
+/// A history page, as served.
+async fn history_page(api: &Arc<TestApi>, uri: &str) -> keyfold_verify::wire::HistoryResponse {
+    serde_json::from_str(&call(api, get(uri)).await.2).unwrap()
+}
+
+/// A client that pins the test directory's origin and key, with no witness policy.
+fn pinned_by(api: &TestApi) -> keyfold_verify::Pinned {
+    keyfold_verify::Pinned {
+        origin: ORIGIN.into(),
+        public_key: api.directory.public_key(),
+        witnesses: keyfold_core::WitnessPolicy { witnesses: Vec::new(), required: 0 },
+    }
+}
+
 /// The last page of a key's history carries the key's lookup, and the listed versions verify
 /// against its signed leaf (SPEC section 1.3): from the start, from a point verified before, and
 /// across pages. A version dropped, added, changed or moved to another epoch does not verify.
@@ -429,20 +443,11 @@ async fn a_key_history_verifies_against_its_signed_leaf() {
     use keyfold_verify::{HistoryError, HistoryPoint, verify_history};
     let api = api(1000, None);
     alice_in_five_versions(&api).await;
-    let page = |uri: &str| {
-        let api = Arc::clone(&api);
-        let uri = uri.to_owned();
-        async move { serde_json::from_str::<HistoryResponse>(&call(&api, get(&uri)).await.2).unwrap() }
-    };
-    let pinned = keyfold_verify::Pinned {
-        origin: ORIGIN.into(),
-        public_key: api.directory.public_key(),
-        witnesses: keyfold_core::WitnessPolicy { witnesses: Vec::new(), required: 0 },
-    };
+    let pinned = pinned_by(&api);
     let check = |answer: &HistoryResponse, start: &HistoryPoint| {
         verify_history(b"alice", start, Vec::new(), answer, &pinned, None).map(|(history, _)| history)
     };
-    let answer = page("/v1/keys/alice/history").await;
+    let answer = history_page(&api, "/v1/keys/alice/history").await;
     let history = check(&answer, &HistoryPoint::START).unwrap();
     let listed: Vec<(u64, u64, Option<&[u8]>)> =
         history.versions.iter().map(|v| (v.version.0, v.epoch.0, v.value.as_deref())).collect();
@@ -452,9 +457,9 @@ async fn a_key_history_verifies_against_its_signed_leaf() {
     assert_eq!((history.end.version, history.lookup.head.epoch.0), (5, 2));
 
     // A client that verified through version 3 asks for the rest only.
-    let through_3 = check(&page("/v1/keys/alice/history?limit=3").await, &HistoryPoint::START);
+    let through_3 = check(&history_page(&api, "/v1/keys/alice/history?limit=3").await, &HistoryPoint::START);
     assert!(matches!(through_3, Err(HistoryError::NotLastPage)), "a page with more to come has no lookup");
-    let rest = page("/v1/keys/alice/history?after_version=3").await;
+    let rest = history_page(&api, "/v1/keys/alice/history?after_version=3").await;
     assert_eq!(rest.versions.len(), 2);
     // The point after version 3, from the verified history's first three versions.
     let mut point = HistoryPoint::START;
@@ -500,33 +505,24 @@ async fn a_key_history_after_an_epoch_verifies_from_the_key_at_that_epoch() {
     use keyfold_verify::{HistoryError, verify_history_since};
     let api = api(1000, None);
     alice_in_five_versions(&api).await;
-    let page = |uri: &str| {
-        let api = Arc::clone(&api);
-        let uri = uri.to_owned();
-        async move { serde_json::from_str::<HistoryResponse>(&call(&api, get(&uri)).await.2).unwrap() }
-    };
-    let pinned = keyfold_verify::Pinned {
-        origin: ORIGIN.into(),
-        public_key: api.directory.public_key(),
-        witnesses: keyfold_core::WitnessPolicy { witnesses: Vec::new(), required: 0 },
-    };
+    let pinned = pinned_by(&api);
     let check = |answer: &HistoryResponse, after: u64| {
         verify_history_since(b"alice", Epoch(after), Vec::new(), answer, &pinned, None).map(|(history, _)| history)
     };
-    let after_1 = page("/v1/keys/alice/history?after=1").await;
+    let after_1 = history_page(&api, "/v1/keys/alice/history?after=1").await;
     assert_eq!(after_1.start.as_ref().map(|s| (s.epoch, s.version)), Some((1, 3)), "alice at epoch 1");
     let history = check(&after_1, 1).unwrap();
     let listed: Vec<u64> = history.versions.iter().map(|v| v.version.0).collect();
     assert_eq!((listed, history.start.version, history.end.version), (vec![4, 5], 3, 5));
-    let all = check(&page("/v1/keys/alice/history?after=0").await, 0).unwrap();
+    let all = check(&history_page(&api, "/v1/keys/alice/history?after=0").await, 0).unwrap();
     assert_eq!((all.versions.len(), all.start.version), (5, 0), "after epoch 0: everything, from nothing");
-    let latest = page("/v1/keys/alice/history?after=2").await;
+    let latest = history_page(&api, "/v1/keys/alice/history?after=2").await;
     assert!(latest.start.is_none() && latest.versions.is_empty());
     assert_eq!(check(&latest, 2).unwrap().end.version, 5, "nothing after the latest epoch");
     // Paged: the start comes with the last page.
-    let first = page("/v1/keys/alice/history?after=1&limit=1").await;
+    let first = history_page(&api, "/v1/keys/alice/history?after=1&limit=1").await;
     assert!(first.start.is_none() && first.lookup.is_none());
-    let last = page("/v1/keys/alice/history?after=1&after_version=4").await;
+    let last = history_page(&api, "/v1/keys/alice/history?after=1&after_version=4").await;
     let earlier = keyfold_verify::decode_versions(&first.versions).unwrap();
     let paged = verify_history_since(b"alice", Epoch(1), earlier, &last, &pinned, None).unwrap().0;
     assert_eq!(paged.versions, history.versions);
@@ -542,7 +538,7 @@ async fn a_key_history_after_an_epoch_verifies_from_the_key_at_that_epoch() {
     assert!(matches!(check(&no_start, 1), Err(HistoryError::MissingStart { epoch: 1 })));
     assert!(matches!(check(&after_1, 0), Err(HistoryError::StartEpoch { expected: 0, found: 1 })));
     let mut later_start = after_1.clone();
-    later_start.start = page("/v1/keys/alice/history?after=0").await.start;
+    later_start.start = history_page(&api, "/v1/keys/alice/history?after=0").await.start;
     assert!(matches!(check(&later_start, 1), Err(HistoryError::StartEpoch { expected: 1, found: 0 })));
     // The start's leaf is signed: a different version there breaks its proof.
     let mut moved = after_1.clone();
