@@ -7,7 +7,7 @@
 use crate::error::CliError;
 use crate::verify::{SourceArgs, open_source};
 use clap::Args;
-use keyfold_core::{Epoch, EpochProof, Head};
+use keyfold_core::{Epoch, FlatEpochProof, Head};
 use keyfold_verify::{Divergence, audit_epoch, verify_genesis_head, verify_next_head};
 use rayon::prelude::*;
 use std::time::Instant;
@@ -76,7 +76,7 @@ pub fn audit(args: &AuditArgs) -> Result<(), CliError> {
         .map(|pair| {
             let epoch = pair[1].epoch;
             let bytes = source.proof(epoch)?;
-            let proof = EpochProof::decode(&bytes)
+            let proof = FlatEpochProof::decode(&bytes)
                 .map_err(|e| CliError::verification(format!("epoch {epoch}: the epoch proof: {e}")))?;
             let audited = audit_epoch(&pair[0], &pair[1], source.archive(epoch)?, &proof)?;
             Ok::<_, CliError>(Totals {

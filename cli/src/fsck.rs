@@ -24,7 +24,7 @@
 use crate::directory::read_config;
 use crate::error::CliError;
 use clap::Args;
-use keyfold_core::{Epoch, EpochProof, HashSuite, Head, MapRoot, Witness, verify_cosignature, with_cosignatures};
+use keyfold_core::{Epoch, FlatEpochProof, HashSuite, Head, MapRoot, Witness, verify_cosignature, with_cosignatures};
 use keyfold_core::{Index, MutationId};
 use keyfold_epoch::{
     ArchiveSink, HeadStore, KeyVersion, ObjectArchives, OutcomeIndex, OutcomeRecord, applied, outcome_of,
@@ -110,7 +110,7 @@ impl ProofsChecked {
             Ok(None) => return self.missing.push(epoch),
             Err(e) => return self.problems.push(format!("epoch {epoch}: reading its proof: {e}")),
         };
-        let audited = EpochProof::decode(&proof)
+        let audited = FlatEpochProof::decode(&proof)
             .map_err(|e| e.to_string())
             .and_then(|proof| audit_epoch(previous, head, archive, &proof).map_err(|d| d.to_string()));
         match audited {

@@ -8,7 +8,7 @@
 //! * the outcome index: every mutation of every kept, indexed epoch has its archived outcome.
 
 use crate::fsck::{Finding, Problem, guarded, report};
-use keyfold_core::{Epoch, EpochProof, Head, MutationId};
+use keyfold_core::{Epoch, FlatEpochProof, Head, MutationId};
 use keyfold_epoch::{ArchiveSink, HeadStore, ObjectArchives, OutcomeRecord, outcome_of};
 use keyfold_map::Map;
 use keyfold_redb::{RedbHeadStore, RedbOutcomeIndex, RedbStore};
@@ -95,7 +95,7 @@ fn audit_one(w: &Window<'_>, previous: &Head, head: &Head) -> Result<(u64, Vec<(
     let proof = ArchiveSink::get_proof(w.archives, epoch)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("epoch {epoch}: its epoch proof is missing inside the retention window"))?;
-    let proof = EpochProof::decode(&proof).map_err(|e| format!("epoch {epoch}: the epoch proof: {e}"))?;
+    let proof = FlatEpochProof::decode(&proof).map_err(|e| format!("epoch {epoch}: the epoch proof: {e}"))?;
     let audited = audit_epoch(previous, head, archive.clone(), &proof).map_err(|d| format!("epoch {epoch}: {d}"))?;
     if epoch > w.indexed_through {
         return Ok((audited.mutations, Vec::new()));

@@ -19,7 +19,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::Args;
 use keyfold_core::{Epoch, Hash, SigningKey, cosign};
-use keyfold_core::{EpochProof, Head};
+use keyfold_core::{FlatEpochProof, Head};
 use keyfold_epoch::{generate_key_files, load_signing_key};
 use keyfold_verify::wire::CheckpointAnswer;
 use keyfold_verify::{AuditState, Auditor, HeadChain, Replayer, ReplicaState, verify_latest};
@@ -285,7 +285,7 @@ impl Witness<'_> {
             Follower::Replay(replayer) => replayer.replay(&note, archive),
             Follower::Audit(auditor) => {
                 let bytes = self.server.bytes(&format!("/v1/epochs/{}/proof", epoch.0))?;
-                EpochProof::decode(&bytes)
+                FlatEpochProof::decode(&bytes)
                     .map_err(|e| auditor.undecodable(e))
                     .and_then(|proof| auditor.audit(&note, archive, &proof))
                     .map(|(head, _)| head)

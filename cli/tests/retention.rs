@@ -23,9 +23,17 @@ fn a_retention_window_is_served_audited_monitored_and_checked() {
         submit_in_one_epoch(server.addr, &[("alice@example.com", value.as_str(), round)]);
     }
     let latest = latest_head(server.addr).0;
-    let info = json(&http(server.addr, "GET", "/v1/directory", "").1);
-    assert_eq!(info["retain_epochs"], 2);
-    let oldest = info["oldest_epoch"].as_u64().unwrap();
+    // The window moves after the head is published (pruning follows publication): wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (oldest, info) = loop {
+        let info = json(&http(server.addr, "GET", "/v1/directory", "").1);
+        assert_eq!(info["retain_epochs"], 2);
+        let oldest = info["oldest_epoch"].as_u64().unwrap();
+        if oldest == latest - 1 || std::time::Instant::now() > deadline {
+            break (oldest, info);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     assert_eq!(oldest, latest - 1, "the last 2 epochs are kept");
 
     let (status, body) = http(server.addr, "GET", &format!("/v1/keys/alice@example.com?epoch={}", oldest - 1), "");

@@ -11,6 +11,9 @@ use crate::tree::{Node, combine, subtree};
 use crate::types::{Hash, Index, KeyState, LeafValue, Version};
 use thiserror::Error;
 
+mod flat;
+pub use flat::{FlatEpochProof, TouchedPaths};
+
 /// The only epoch proof encoding version this crate produces and accepts.
 pub const EPOCH_PROOF_FORMAT_V1: u8 = 1;
 /// Depths above this are hashed in parallel (both children of a node at a time).
@@ -355,16 +358,9 @@ impl EpochProof {
     /// truncated, trailing bytes) is refused. Allocates no more than the input's size.
     pub fn decode(bytes: &[u8]) -> Result<EpochProof, EpochProofError> {
         let mut r = Reader { bytes, at: 0 };
-        let format = r.u8()?;
-        if format != EPOCH_PROOF_FORMAT_V1 {
-            return Err(EpochProofError::Decode(format!("unsupported format {format} (this verifier knows 1)")));
-        }
-        let id = r.u8()?;
-        let suite = HashSuite::from_id(id).ok_or_else(|| EpochProofError::Decode(format!("unknown suite id {id}")))?;
+        let suite = r.header()?;
         let tree = decode_node(&mut r, 0)?;
-        if r.at != bytes.len() {
-            return Err(EpochProofError::Decode(format!("{} bytes after the tree", bytes.len() - r.at)));
-        }
+        r.end()?;
         Ok(EpochProof { suite, tree })
     }
 }
@@ -389,22 +385,20 @@ fn decode_node(r: &mut Reader<'_>, depth: usize) -> Result<Pruned, EpochProofErr
         TAG_OPAQUE => Pruned::Opaque(Hash(r.array()?)),
         TAG_OTHER_LEAF => Pruned::OtherLeaf { index: Index(r.array()?), commitment: Hash(r.array()?) },
         TAG_TOUCHED => {
-            let index = Index(r.array()?);
-            let version = Version(u64::from_be_bytes(r.array()?));
-            let has_value = match r.u8()? {
-                0 => false,
-                1 => true,
-                tag => return Err(EpochProofError::Decode(format!("unknown value tag {tag}"))),
-            };
-            Pruned::Touched { index, version, has_value, entry: Hash(r.array()?) }
+            let (index, version, has_value, entry) = r.touched()?;
+            Pruned::Touched { index, version, has_value, entry }
         }
         TAG_NODE if depth < 256 => {
             let left = decode_node(r, depth + 1)?;
             Pruned::Node(Box::new([left, decode_node(r, depth + 1)?]))
         }
-        TAG_NODE => return Err(EpochProofError::Decode("a path deeper than 256 levels".into())),
-        tag => return Err(EpochProofError::Decode(format!("unknown node tag {tag} at byte {}", r.at - 1))),
+        TAG_NODE => return Err(too_deep()),
+        tag => return Err(r.unknown(tag)),
     })
+}
+
+fn too_deep() -> EpochProofError {
+    EpochProofError::Decode("a path deeper than 256 levels".into())
 }
 
 /// A cursor over the encoding; a read past the end is a decode error.
@@ -428,6 +422,41 @@ impl<'a> Reader<'a> {
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], EpochProofError> {
         Ok(self.take(N)?.try_into().expect("took N bytes"))
+    }
+
+    /// The format and suite header.
+    fn header(&mut self) -> Result<HashSuite, EpochProofError> {
+        let format = self.u8()?;
+        if format != EPOCH_PROOF_FORMAT_V1 {
+            return Err(EpochProofError::Decode(format!("unsupported format {format} (this verifier knows 1)")));
+        }
+        let id = self.u8()?;
+        HashSuite::from_id(id).ok_or_else(|| EpochProofError::Decode(format!("unknown suite id {id}")))
+    }
+
+    /// A touched leaf's fields after its tag: index, version, value tag and version entry.
+    fn touched(&mut self) -> Result<(Index, Version, bool, Hash), EpochProofError> {
+        let index = Index(self.array()?);
+        let version = Version(u64::from_be_bytes(self.array()?));
+        let has_value = match self.u8()? {
+            0 => false,
+            1 => true,
+            tag => return Err(EpochProofError::Decode(format!("unknown value tag {tag}"))),
+        };
+        Ok((index, version, has_value, Hash(self.array()?)))
+    }
+
+    /// The error for the tag just read.
+    fn unknown(&self, tag: u8) -> EpochProofError {
+        EpochProofError::Decode(format!("unknown node tag {tag} at byte {}", self.at - 1))
+    }
+
+    /// Nothing may follow the tree.
+    fn end(&self) -> Result<(), EpochProofError> {
+        match self.bytes.len() - self.at {
+            0 => Ok(()),
+            left => Err(EpochProofError::Decode(format!("{left} bytes after the tree"))),
+        }
     }
 }
 

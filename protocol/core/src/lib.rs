@@ -42,7 +42,9 @@ pub use cosignature::{
     parse_cosignature_vkey, verify_cosignature, with_cosignatures,
 };
 pub use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
-pub use epoch_proof::{EPOCH_PROOF_FORMAT_V1, EpochProof, EpochProofError, ProofWriter, Pruned};
+pub use epoch_proof::{
+    EPOCH_PROOF_FORMAT_V1, EpochProof, EpochProofError, FlatEpochProof, ProofWriter, Pruned, TouchedPaths,
+};
 pub use error::{DecodeError, ProofError, StorageError};
 pub use hash::{ArchiveDigester, HashSuite};
 pub use head::{

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use hashbrown::HashSet;
 use keyfold_archive::{ArchiveError, ArchiveRow, read_archive_batches};
 use keyfold_core::{
-    Epoch, EpochProof, Hash, HashSuite, Head, HeadCounts, Index, KeyState, Mutation, MutationId, Version,
+    Epoch, FlatEpochProof, Hash, HashSuite, Head, HeadCounts, Index, KeyState, Mutation, MutationId, Version,
 };
 use rayon::prelude::*;
 
@@ -36,7 +36,12 @@ pub struct Audited {
 /// touched keys' paths and nothing else; every compare-and-set outcome against the old leaves
 /// the proof holds; the counts; and the new root, from the applied leaves in the proof's tree,
 /// equal to `head`'s. A failure names the row, key index or root at fault.
-pub fn audit_epoch(previous: &Head, head: &Head, archive: Bytes, proof: &EpochProof) -> Result<Audited, Divergence> {
+pub fn audit_epoch(
+    previous: &Head,
+    head: &Head,
+    archive: Bytes,
+    proof: &FlatEpochProof,
+) -> Result<Audited, Divergence> {
     audit_epoch_holding(previous, head, archive, proof, AUDIT_HOLD_BYTES)
 }
 
@@ -46,7 +51,7 @@ pub fn audit_epoch_holding(
     previous: &Head,
     head: &Head,
     archive: Bytes,
-    proof: &EpochProof,
+    proof: &FlatEpochProof,
     hold_bytes: usize,
 ) -> Result<Audited, Divergence> {
     let (epoch, suite) = (head.epoch, head.suite);
@@ -59,7 +64,7 @@ pub fn audit_epoch_holding(
         format!("epoch {}", epoch.0.wrapping_sub(1)),
         previous.epoch.to_string(),
     )?;
-    check(proof.suite == suite, "epoch proof suite", suite.name().into(), proof.suite.name().into())?;
+    check(proof.suite() == suite, "epoch proof suite", suite.name().into(), proof.suite().name().into())?;
     let (old_root, digest) = rayon::join(|| proof.root_before(), || suite.archive_digest(&archive));
     check(digest == head.archive, "archive digest", head.archive.to_hex(), digest.to_hex())?;
     check(old_root == previous.root, "epoch proof: old map root", previous.root.to_hex(), old_root.to_hex())?;
@@ -70,7 +75,7 @@ pub fn audit_epoch_holding(
     // One walk of the proof checks its shape and gives every touched key's state, in order.
     let mut states: Vec<(KeyState, bool)> = Vec::with_capacity(keys.touched.len());
     let mut each = |_, state: Option<KeyState>| states.push((state.unwrap_or(ABSENT), false));
-    proof.for_each_leaf_before(&keys.touched, &mut each).map_err(paths)?;
+    let touched_paths = proof.leaves_before(&keys.touched, &mut each).map_err(paths)?;
     let mut counts = HeadCounts { mutations: keys.rows as u64, ..HeadCounts::default() };
     let applying = Applying { suite, epoch, touched: &keys.touched, duplicates: &keys.duplicates };
     match held {
@@ -89,19 +94,9 @@ pub fn audit_epoch_holding(
         })?,
     }
     check(counts == head.counts, "counts", format!("{counts:?}"), format!("{:?}", head.counts))?;
-    // Each changed key's leaf hash again (its last applied row's was checked): keeping 32 more
-    // bytes per touched key instead would cost more memory than the hash costs time.
-    let updates: Vec<(Index, Hash)> = keys
-        .touched
-        .par_iter()
-        .zip(&states)
-        .filter(|(_, (_, changed))| *changed)
-        .map(|(index, (state, _))| (*index, suite.leaf_hash(index, &state.commitment)))
-        .collect();
+    let new_leaves = new_leaves(suite, &keys.touched, &states);
     drop(states);
-    let new_root = proof
-        .root_after(&updates)
-        .map_err(|e| diverge(epoch, None, "epoch proof: new leaves", "paths for every changed key", e))?;
+    let new_root = proof.root_after(&keys.touched, &touched_paths, &new_leaves);
     check(new_root == head.root, "map root", head.root.to_hex(), new_root.to_hex())?;
     Ok(Audited { mutations: counts.mutations, touched: keys.touched.len() as u64 })
 }
@@ -201,6 +196,7 @@ fn read_keys(
         Ok(())
     })?;
     let rows = seen.len();
+    // In place (a stable sort would allocate half the list again): each key's rows in row order.
     seen.par_sort_unstable_by_key(|(index, row, _)| (*index, *row));
     let mut touched = Vec::new();
     let mut duplicates = HashSet::new();
@@ -222,9 +218,11 @@ struct Applying<'a> {
     duplicates: &'a HashSet<u32>,
 }
 
-/// Key-state tables by the first byte of the index: a batch's rows apply table by table, in
-/// parallel (a key's rows always meet the same table, in queue order).
+/// Key-state tables by the first bits of the index: a batch's rows apply table by table, in
+/// parallel (a key's rows always meet the same table, in queue order). At most this many.
 const TABLES: usize = 256;
+/// Rows per table a batch aims at (fewer tables for small batches: each costs a task and a list).
+const ROWS_PER_TABLE: usize = 1024;
 
 impl Applying<'_> {
     /// Applies the rows `first..` of the archive to `states` (one per touched key, with whether an
@@ -236,16 +234,19 @@ impl Applying<'_> {
         rows: Vec<Checked>,
         counts: &mut HeadCounts,
     ) -> Result<(), Divergence> {
-        let mut members: Vec<Vec<(u32, Checked)>> = (0..TABLES).map(|_| Vec::new()).collect();
+        let tables_count = (rows.len() / ROWS_PER_TABLE).clamp(1, TABLES).next_power_of_two();
+        let shift = 8 - tables_count.trailing_zeros();
+        let table_of = |index: &Index| usize::from(index.0[0]) >> shift;
+        let mut members: Vec<Vec<(u32, Checked)>> = (0..tables_count).map(|_| Vec::new()).collect();
         for (i, row) in (0u32..).zip(rows) {
-            let table = row.0.key_index.map_or(0, |index| usize::from(index.0[0]));
+            let table = row.0.key_index.map_or(0, |index| table_of(&Index(index.0)));
             members[table].push((i, row));
         }
-        // The touched keys and their states, cut at the same first bytes.
-        let mut tables = Vec::with_capacity(TABLES);
+        // The touched keys and their states, cut at the same first bits.
+        let mut tables = Vec::with_capacity(tables_count);
         let (mut rest, mut done) = (&mut *states, 0);
-        for b in 0..TABLES {
-            let end = self.touched.partition_point(|index| usize::from(index.0[0]) <= b);
+        for b in 0..tables_count {
+            let end = self.touched.partition_point(|index| table_of(index) <= b);
             let (these, after) = rest.split_at_mut(end - done);
             tables.push((&self.touched[done..end], these));
             (rest, done) = (after, end);
@@ -298,4 +299,30 @@ impl Applying<'_> {
         }
         Ok(counts)
     }
+}
+
+/// Each touched key's new leaf hash, `None` for a key no applied mutation changed. Hashed again
+/// (its last applied row's was checked): keeping 32 more bytes per touched key instead would cost
+/// more memory than the hash costs time. Many at a time, through the suite's multi-input path.
+fn new_leaves(suite: HashSuite, touched: &[Index], states: &[(KeyState, bool)]) -> Vec<Option<Hash>> {
+    const CHUNK: usize = 2048;
+    (touched.par_chunks(CHUNK).zip(states.par_chunks(CHUNK)))
+        .flat_map_iter(|(touched, states)| {
+            let inputs: Vec<[u8; 64]> = (touched.iter().zip(states))
+                .filter(|(_, (_, changed))| *changed)
+                .map(|(index, (state, _))| {
+                    let mut input = [0u8; 64];
+                    input[..32].copy_from_slice(&index.0);
+                    input[32..].copy_from_slice(&state.commitment.0);
+                    input
+                })
+                .collect();
+            let mut hashes = Vec::with_capacity(inputs.len());
+            suite.leaf_hashes(&inputs, &mut hashes);
+            let mut hashes = hashes.into_iter();
+            let leaves: Vec<Option<Hash>> =
+                states.iter().map(|(_, changed)| changed.then(|| hashes.next().expect("one per change"))).collect();
+            leaves
+        })
+        .collect()
 }

@@ -8,7 +8,7 @@ use crate::chain::HeadChain;
 use crate::divergence::{Divergence, diverge};
 use crate::state::ResumeError;
 use bytes::Bytes;
-use keyfold_core::{EpochProof, Frontier, Head};
+use keyfold_core::{FlatEpochProof, Frontier, Head};
 
 /// The first bytes of an auditor's state file.
 pub const AUDIT_STATE_MAGIC: &[u8] = b"keyfold audit state v1\n";
@@ -45,7 +45,7 @@ impl Auditor {
 
     /// Verifies the next epoch: its signed head (signature, number, link, time, log) and its
     /// transition, audited from `proof` and `archive` against the last verified head.
-    pub fn audit(&mut self, note: &str, archive: Bytes, proof: &EpochProof) -> Result<(Head, Audited), Divergence> {
+    pub fn audit(&mut self, note: &str, archive: Bytes, proof: &FlatEpochProof) -> Result<(Head, Audited), Divergence> {
         let (head, log) = self.chain.check_next(note)?;
         let audited = audit_epoch(self.chain.head(), &head, archive, proof)?;
         self.chain.advance(head.clone(), log, note);

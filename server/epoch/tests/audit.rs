@@ -5,7 +5,7 @@
 
 use keyfold_archive::{ArchiveOutcome, read_archive, write_archive};
 use keyfold_core::{
-    Epoch, EpochProof, HashSuite, Head, Index, Mutation, Pruned, SigningKey, Version, verify_head_note,
+    Epoch, EpochProof, FlatEpochProof, HashSuite, Head, Index, Mutation, Pruned, SigningKey, Version, verify_head_note,
 };
 use keyfold_epoch::{EpochJob, HeadStore, MemoryArchives, MemoryHeadStore};
 use keyfold_ingest::{MemoryQueue, Queue};
@@ -92,7 +92,8 @@ fn proof(job: &Job, epoch: u64) -> EpochProof {
 const HOLDS: [usize; 2] = [0, AUDIT_HOLD_BYTES];
 
 fn audit_epoch(previous: &Head, head: &Head, archive: bytes::Bytes, proof: &EpochProof) -> Result<Audited, Divergence> {
-    let [twice, held] = HOLDS.map(|hold| audit_epoch_holding(previous, head, archive.clone(), proof, hold));
+    let flat = FlatEpochProof::from(proof);
+    let [twice, held] = HOLDS.map(|hold| audit_epoch_holding(previous, head, archive.clone(), &flat, hold));
     assert_eq!(twice, held, "both ways of reading find the same");
     held
 }
@@ -106,7 +107,8 @@ fn every_honest_epoch_audits_from_its_proof_alone() {
         assert_eq!(EpochProof::decode(&bytes).unwrap(), proof, "epoch {epoch}: the encoding round-trips");
         for hold in HOLDS {
             let (previous, signed) = (head(&job, epoch - 1), head(&job, epoch));
-            let audited = audit_epoch_holding(&previous, &signed, archive(&job, epoch).into(), &proof, hold)
+            let flat = FlatEpochProof::decode(&bytes).unwrap();
+            let audited = audit_epoch_holding(&previous, &signed, archive(&job, epoch).into(), &flat, hold)
                 .unwrap_or_else(|d| panic!("epoch {epoch}, hold {hold}: {d}"));
             assert_eq!(audited.touched, touched(&archive(&job, epoch)).len() as u64);
         }

@@ -3,7 +3,7 @@
 //! oldest kept root are deleted (or kept with `keep_archives`), and the kept epochs still audit
 //! from their proofs; a durable job reopened on the same files keeps pruning where it stopped.
 
-use keyfold_core::{Epoch, EpochProof, HashSuite, Head, Mutation, SigningKey, Version};
+use keyfold_core::{Epoch, FlatEpochProof, HashSuite, Head, Mutation, SigningKey, Version};
 use keyfold_epoch::{
     EpochError, EpochJob, HeadStore, MemoryArchives, MemoryHeadStore, MemoryOutcomeIndex, ObjectArchives, Retention,
 };
@@ -79,7 +79,7 @@ fn the_window_keeps_the_last_epochs_and_deletes_older_archives() {
     }
     for e in 5..=7u64 {
         let archive = job.archives().get(Epoch(e)).unwrap().expect("kept archive");
-        let proof = EpochProof::decode(&job.archives().get_proof(Epoch(e)).unwrap().expect("kept proof")).unwrap();
+        let proof = FlatEpochProof::decode(&job.archives().get_proof(Epoch(e)).unwrap().expect("kept proof")).unwrap();
         keyfold_verify::audit_epoch(&head(&job, e - 1), &head(&job, e), archive, &proof).unwrap();
     }
     // History and mutation status are kept whole (the index).
