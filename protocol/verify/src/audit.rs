@@ -72,10 +72,10 @@ pub fn audit_epoch_holding(
     // A small archive's rows are held between the passes instead of read twice.
     let mut held = (archive.len() <= hold_bytes).then(Vec::new);
     let keys = read_keys(epoch, suite, archive.clone(), held.as_mut())?;
-    // One walk of the proof checks its shape and gives every touched key's state, in order.
-    let mut states: Vec<(KeyState, bool)> = Vec::with_capacity(keys.touched.len());
-    let mut each = |_, state: Option<KeyState>| states.push((state.unwrap_or(ABSENT), false));
-    let touched_paths = proof.leaves_before(&keys.touched, &mut each).map_err(paths)?;
+    // One pass over the proof checks its shape and gives the state of every touched key it
+    // holds a leaf of (the others were absent).
+    let mut states: Vec<(KeyState, bool)> = vec![(ABSENT, false); keys.touched.len()];
+    let touched_paths = proof.leaves_before(&keys.touched, &mut |k, state| states[k].0 = state).map_err(paths)?;
     let mut counts = HeadCounts { mutations: keys.rows as u64, ..HeadCounts::default() };
     let applying = Applying { suite, epoch, touched: &keys.touched, duplicates: &keys.duplicates };
     match held {

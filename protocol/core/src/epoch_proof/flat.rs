@@ -106,37 +106,57 @@ pub struct TouchedPaths {
     starts: Vec<u32>,
 }
 
-/// One depth's entries and terminals while decoding, in pre-order, and how many nodes it has.
-#[derive(Default)]
-struct Level {
-    entries: Vec<Entry>,
-    nodes: u32,
-    opaque: Vec<Hash>,
-    others: Vec<(Index, Hash)>,
-    touched: Vec<TouchedLeaf>,
+/// An entry as the encoding gives it.
+enum Item {
+    Empty,
+    Opaque(Hash),
+    Other(Index, Hash),
+    Touched(TouchedLeaf),
+    Node,
 }
 
-/// The levels while decoding; each entry's `b` is its position in its own level's array until
-/// [`FlatEpochProof::lay_out`] puts the levels one after the other.
-#[derive(Default)]
-struct Levels(Vec<Level>);
-
-impl Levels {
-    fn at(&mut self, depth: usize) -> &mut Level {
-        if self.0.len() <= depth {
-            self.0.resize_with(depth + 1, Level::default);
+/// Reads the subtree at `depth` in pre-order, handing each entry to `visit`; refuses what
+/// [`EpochProof::decode`] refuses.
+fn parse(r: &mut Reader<'_>, depth: usize, visit: &mut impl FnMut(usize, Item)) -> Result<(), EpochProofError> {
+    let item = match r.u8()? {
+        TAG_EMPTY => Item::Empty,
+        TAG_OPAQUE => Item::Opaque(Hash(r.array()?)),
+        TAG_OTHER_LEAF => Item::Other(Index(r.array()?), Hash(r.array()?)),
+        TAG_TOUCHED => {
+            let (index, version, has_value, entry) = r.touched()?;
+            Item::Touched(TouchedLeaf { index, version, has_value, entry })
         }
-        &mut self.0[depth]
-    }
+        TAG_NODE if depth < 256 => {
+            visit(depth, Item::Node);
+            parse(r, depth + 1, visit)?;
+            return parse(r, depth + 1, visit);
+        }
+        TAG_NODE => return Err(too_deep()),
+        tag => return Err(r.unknown(tag)),
+    };
+    visit(depth, item);
+    Ok(())
+}
+
+/// Per depth: where the next entry, node rank and terminal of each kind go.
+#[derive(Clone, Default)]
+struct Cursor {
+    entry: usize,
+    node: u32,
+    opaque: usize,
+    other: usize,
+    touched: usize,
 }
 
 fn position(n: usize) -> u32 {
     u32::try_from(n).expect("fewer entries than encoded bytes, checked under 4 GiB")
 }
 
-fn push<T>(list: &mut Vec<T>, item: T) -> u32 {
-    list.push(item);
-    position(list.len() - 1)
+/// Writes `item` at `*at` and moves `at` on; returns where it went.
+fn put<T>(list: &mut [T], at: &mut usize, item: T) -> u32 {
+    list[*at] = item;
+    *at += 1;
+    position(*at - 1)
 }
 
 fn pair(a: &[u8; 32], b: &[u8; 32]) -> [u8; 64] {
@@ -218,10 +238,27 @@ impl FlatEpochProof {
             touched_hashes: Vec::new(),
             terminals: 0,
         };
-        let mut levels = Levels::default();
-        proof.decode_entry(&mut r, &mut levels, 0)?;
+        // Two passes: the first counts each depth's entries and terminals, the second writes
+        // each entry where the level order puts it.
+        let mut counts: Vec<Cursor> = Vec::new();
+        parse(&mut r, 0, &mut |depth, item| {
+            if counts.len() <= depth {
+                counts.resize(depth + 1, Cursor::default());
+            }
+            let count = &mut counts[depth];
+            count.entry += 1;
+            match item {
+                Item::Opaque(_) => count.opaque += 1,
+                Item::Other(..) => count.other += 1,
+                Item::Touched(_) => count.touched += 1,
+                Item::Empty | Item::Node => {}
+            }
+        })?;
         r.end()?;
-        proof.lay_out(levels);
+        let mut r = Reader { bytes, at: 0 };
+        r.header()?;
+        let mut cursors = proof.lay_out(&counts);
+        parse(&mut r, 0, &mut |depth, item| proof.place(&mut cursors[depth], item))?;
         proof.hash_leaves();
         Ok(proof)
     }
@@ -230,57 +267,51 @@ impl FlatEpochProof {
         self.suite
     }
 
-    fn decode_entry(&mut self, r: &mut Reader<'_>, levels: &mut Levels, depth: usize) -> Result<(), EpochProofError> {
-        let level = levels.at(depth);
-        let (kind, slot) = match r.u8()? {
-            TAG_EMPTY => (Kind::Empty, 0),
-            TAG_OPAQUE => (Kind::Opaque, push(&mut level.opaque, Hash(r.array()?))),
-            TAG_OTHER_LEAF => {
-                let (index, commitment) = (Index(r.array()?), Hash(r.array()?));
-                (Kind::Other, push(&mut level.others, (index, commitment)))
-            }
-            TAG_TOUCHED => {
-                let (index, version, has_value, entry) = r.touched()?;
-                (Kind::Touched, push(&mut level.touched, TouchedLeaf { index, version, has_value, entry }))
-            }
-            TAG_NODE if depth < 256 => {
-                level.entries.push(Entry { kind: Kind::Node, a: level.nodes, b: 0 });
-                level.nodes += 1;
-                self.decode_entry(r, levels, depth + 1)?;
-                return self.decode_entry(r, levels, depth + 1);
-            }
-            TAG_NODE => return Err(too_deep()),
-            tag => return Err(r.unknown(tag)),
-        };
-        level.entries.push(Entry { kind, a: position(self.terminals), b: slot });
-        self.terminals += 1;
-        Ok(())
+    /// Sizes the arrays for `counts` (per depth) and returns where each depth's part starts.
+    fn lay_out(&mut self, counts: &[Cursor]) -> Vec<Cursor> {
+        let mut at = Cursor::default();
+        let starts: Vec<Cursor> = counts
+            .iter()
+            .map(|count| {
+                let start = at.clone();
+                at.entry += count.entry;
+                at.opaque += count.opaque;
+                at.other += count.other;
+                at.touched += count.touched;
+                self.level_starts.push(at.entry);
+                start
+            })
+            .collect();
+        let blank = TouchedLeaf { index: Index([0; 32]), version: Version(0), has_value: false, entry: Hash([0; 32]) };
+        self.entries = vec![Entry { kind: Kind::Empty, a: 0, b: 0 }; at.entry];
+        self.opaque = vec![Hash([0; 32]); at.opaque];
+        self.others = vec![(Index([0; 32]), Hash([0; 32])); at.other];
+        self.touched = vec![blank; at.touched];
+        starts
     }
 
-    /// The levels one after the other, shallowest first, each kind of terminal in the same
-    /// order as the entries (a root reads each array once, in order).
-    fn lay_out(&mut self, levels: Levels) {
-        let total = |size: fn(&Level) -> usize| levels.0.iter().map(size).sum::<usize>();
-        self.entries.reserve_exact(total(|level| level.entries.len()));
-        self.opaque.reserve_exact(total(|level| level.opaque.len()));
-        self.others.reserve_exact(total(|level| level.others.len()));
-        self.touched.reserve_exact(total(|level| level.touched.len()));
-        for level in levels.0 {
-            let offsets = [self.opaque.len(), self.others.len(), self.touched.len()].map(position);
-            self.entries.extend(level.entries.into_iter().map(|mut e| {
-                e.b += match e.kind {
-                    Kind::Opaque => offsets[0],
-                    Kind::Other => offsets[1],
-                    Kind::Touched => offsets[2],
-                    Kind::Empty | Kind::Node => 0,
-                };
-                e
-            }));
-            self.level_starts.push(self.entries.len());
-            self.opaque.extend(level.opaque);
-            self.others.extend(level.others);
-            self.touched.extend(level.touched);
+    /// Writes the next entry of a depth at that depth's `cursor`.
+    fn place(&mut self, cursor: &mut Cursor, item: Item) {
+        let (kind, a, b) = match item {
+            Item::Node => {
+                cursor.node += 1;
+                (Kind::Node, cursor.node - 1, 0)
+            }
+            Item::Empty => (Kind::Empty, position(self.terminals), 0),
+            Item::Opaque(hash) => {
+                (Kind::Opaque, position(self.terminals), put(&mut self.opaque, &mut cursor.opaque, hash))
+            }
+            Item::Other(index, commitment) => {
+                (Kind::Other, position(self.terminals), put(&mut self.others, &mut cursor.other, (index, commitment)))
+            }
+            Item::Touched(leaf) => {
+                (Kind::Touched, position(self.terminals), put(&mut self.touched, &mut cursor.touched, leaf))
+            }
+        };
+        if kind != Kind::Node {
+            self.terminals += 1;
         }
+        put(&mut self.entries, &mut cursor.entry, Entry { kind, a, b });
     }
 
     /// Every touched leaf's version commitment, and every leaf's hash, as before the epoch.
@@ -367,86 +398,93 @@ impl FlatEpochProof {
     }
 
     /// [`EpochProof::for_each_leaf_before`]: checks that the proof is exactly the union of the
-    /// paths of `touched` (ascending, one per index), hands each touched key's state before the
-    /// epoch to `each` in order (`None`: absent), and returns where each path ends.
+    /// paths of `touched` (ascending, one per index), hands `each` the position in `touched` and
+    /// the state before the epoch of every touched key the proof holds a leaf of (the others
+    /// were absent), and returns where each path ends. A level at a time, from the root, each
+    /// entry with the touched keys whose paths pass through it.
     pub fn leaves_before(
         &self,
         touched: &[Index],
-        each: &mut dyn FnMut(Index, Option<KeyState>),
+        each: &mut dyn FnMut(usize, KeyState),
     ) -> Result<TouchedPaths, EpochProofError> {
         let mut starts = vec![0u32; self.terminals + 1];
         match self.entries[0].kind {
             Kind::Empty | Kind::Opaque if touched.is_empty() => {}
             _ if touched.is_empty() => return Err(shape("the epoch touched no key but the proof expands the map")),
-            _ => self.walk((0, 0), touched, (0, touched.len()), each, &mut starts)?,
+            _ => {
+                let mut spans = vec![(0, touched.len())];
+                for depth in 0..=self.deepest() {
+                    let mut below = Vec::with_capacity(2 * spans.len());
+                    for (e, &span) in self.level(depth).iter().zip(&spans) {
+                        if e.kind == Kind::Node {
+                            let (lo, hi) = span;
+                            if lo == hi {
+                                return Err(shape(format!("a subtree at depth {depth} lies on no touched key's path")));
+                            }
+                            self.check_compressed(depth, 2 * e.a as usize)?;
+                            let split = lo + touched[lo..hi].partition_point(|index| !index.bit(depth));
+                            below.extend([(lo, split), (split, hi)]);
+                        } else {
+                            starts[e.a as usize] = position(span.0);
+                            self.check_terminal(e, depth, touched, span, each)?;
+                        }
+                    }
+                    spans = below;
+                }
+            }
         }
         starts[self.terminals] = position(touched.len());
         Ok(TouchedPaths { starts })
     }
 
-    /// [`FlatEpochProof::leaves_before`] for the subtree of entry `k` of level `depth`, whose
-    /// touched keys are `touched[lo..hi]`.
-    fn walk(
+    /// A terminal at `depth` whose touched keys are `touched[lo..hi]`: a touched path may end in
+    /// an empty subtree or at another key's leaf, and a touched key's own leaf must be one of
+    /// them; an opaque subtree holds none.
+    fn check_terminal(
         &self,
-        (depth, k): (usize, usize),
+        e: &Entry,
+        depth: usize,
         touched: &[Index],
         (lo, hi): (usize, usize),
-        each: &mut dyn FnMut(Index, Option<KeyState>),
-        starts: &mut [u32],
+        each: &mut dyn FnMut(usize, KeyState),
     ) -> Result<(), EpochProofError> {
-        let (e, span) = (self.level(depth)[k], &touched[lo..hi]);
-        if e.kind != Kind::Node {
-            starts[e.a as usize] = position(lo);
-        }
+        let span = &touched[lo..hi];
+        let b = e.b as usize;
         match e.kind {
             Kind::Empty | Kind::Opaque if span.is_empty() => Ok(()),
             _ if span.is_empty() => Err(shape(format!("a subtree at depth {depth} lies on no touched key's path"))),
-            Kind::Empty => {
-                span.iter().for_each(|index| each(*index, None));
-                Ok(())
-            }
+            Kind::Empty => Ok(()),
             Kind::Opaque => Err(shape(format!(
                 "the path of touched index {} enters an opaque subtree at depth {depth}",
                 span[0].to_hex()
             ))),
             Kind::Other => {
-                let index = self.others[e.b as usize].0;
+                let index = self.others[b].0;
                 if span.binary_search(&index).is_ok() || index.common_prefix_len(&span[0]) < depth {
                     return Err(shape(format!(
                         "the other leaf {} at depth {depth} is touched or off the path",
                         index.to_hex()
                     )));
                 }
-                span.iter().for_each(|index| each(*index, None));
                 Ok(())
             }
-            Kind::Touched => self.walk_touched(e, depth, span, each),
-            Kind::Node => {
-                let left = 2 * e.a as usize;
-                self.check_compressed(depth, left)?;
-                let split = lo + span.partition_point(|index| !index.bit(depth));
-                self.walk((depth + 1, left), touched, (lo, split), each, starts)?;
-                self.walk((depth + 1, left + 1), touched, (split, hi), each, starts)
+            Kind::Touched => {
+                let leaf = self.touched[b];
+                let found = span.binary_search(&leaf.index);
+                match found {
+                    Ok(k) if leaf.index.common_prefix_len(&span[0]) >= depth => {
+                        let commitment = self.touched_commitments[b];
+                        each(lo + k, KeyState { version: leaf.version, has_value: leaf.has_value, commitment });
+                        Ok(())
+                    }
+                    _ => Err(shape(format!(
+                        "the leaf of {} at depth {depth} is untouched or off the path",
+                        leaf.index.to_hex()
+                    ))),
+                }
             }
+            Kind::Node => unreachable!("a node is not a terminal"),
         }
-    }
-
-    /// A touched leaf where the paths of `span` end: its key must be one of them.
-    fn walk_touched(
-        &self,
-        e: Entry,
-        depth: usize,
-        span: &[Index],
-        each: &mut dyn FnMut(Index, Option<KeyState>),
-    ) -> Result<(), EpochProofError> {
-        let (leaf, commitment) = (self.touched[e.b as usize], self.touched_commitments[e.b as usize]);
-        if span.binary_search(&leaf.index).is_err() || leaf.index.common_prefix_len(&span[0]) < depth {
-            let index = leaf.index.to_hex();
-            return Err(shape(format!("the leaf of {index} at depth {depth} is untouched or off the path")));
-        }
-        let state = KeyState { version: leaf.version, has_value: leaf.has_value, commitment };
-        span.iter().for_each(|t| each(*t, (*t == leaf.index).then_some(state)));
-        Ok(())
     }
 
     /// A node is expanded only where the map has two or more leaves below it: never two empty
