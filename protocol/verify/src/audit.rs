@@ -80,17 +80,15 @@ pub fn audit_epoch_holding(
     let applying = Applying { suite, epoch, touched: &keys.touched, duplicates: &keys.duplicates };
     match held {
         Some(batches) => {
-            for (first, rows) in batches {
-                applying.batch(&mut states, first, rows, &mut counts)?;
+            for (first, rows, mutations) in batches {
+                applying.batch(&mut states, first, (&rows, &mutations), &mut counts)?;
             }
         }
-        None => read_rows(epoch, archive, |first, rows| {
-            let checked = rows
-                .into_iter()
-                .enumerate()
-                .map(|(i, mut row)| mutation_of(epoch, first + i, &mut row).map(|(_, m)| (row, m)))
+        None => read_rows(epoch, archive, |first, mut rows| {
+            let mutations = (rows.iter_mut().enumerate())
+                .map(|(i, row)| mutation_of(epoch, first + i, row).map(|(_, m)| m))
                 .collect::<Result<Vec<_>, _>>()?;
-            applying.batch(&mut states, first, checked, &mut counts)
+            applying.batch(&mut states, first, (&rows, &mutations), &mut counts)
         })?,
     }
     check(counts == head.counts, "counts", format!("{counts:?}"), format!("{:?}", head.counts))?;
@@ -106,11 +104,9 @@ pub fn audit_epoch_holding(
 /// touched keys only.
 pub const AUDIT_HOLD_BYTES: usize = 16 << 20;
 
-/// A row with its mutation (key, value and signature moved out of the row).
-type Checked = (ArchiveRow, Mutation);
-
-/// Checked rows from the archive's row number `.0` on.
-type Batch = (usize, Vec<Checked>);
+/// Checked rows from the archive's row number `.0` on, each with its mutation (key, value and
+/// signature moved out of the row).
+type Batch = (usize, Vec<ArchiveRow>, Vec<Mutation>);
 
 /// A key's state before its first version.
 const ABSENT: KeyState = KeyState { version: Version(0), has_value: false, commitment: Hash([0; 32]) };
@@ -160,14 +156,14 @@ fn read_keys(
     mut held: Option<&mut Vec<Batch>>,
 ) -> Result<Keys, Divergence> {
     let mut seen: Vec<(Index, u32, MutationId)> = Vec::new();
-    read_rows(epoch, archive, |first, rows| {
-        let checked: Vec<Result<(Index, u32, MutationId, Checked), Divergence>> = rows
-            .into_par_iter()
+    read_rows(epoch, archive, |first, mut rows| {
+        let checked: Vec<Result<(Index, u32, MutationId, Mutation), Divergence>> = rows
+            .par_iter_mut()
             .enumerate()
             .with_min_len(512)
-            .map_init(Vec::new, |buffer, (i, mut row)| {
+            .map_init(Vec::new, |buffer, (i, row)| {
                 let at = first + i;
-                let (_, mutation) = mutation_of(epoch, at, &mut row)?;
+                let (_, mutation) = mutation_of(epoch, at, row)?;
                 let (id, index) = (mutation.id_with(suite, buffer), suite.index_of(&mutation.key));
                 let wrong =
                     |what: &str, expected: String, found: String| diverge(epoch, Some(at), what, expected, found);
@@ -179,19 +175,19 @@ fn read_keys(
                     return Err(wrong("key index", index.to_hex(), found));
                 }
                 let number = u32::try_from(at).expect("an epoch holds fewer than 2^32 mutations");
-                Ok((index, number, id, (row, mutation)))
+                Ok((index, number, id, mutation))
             })
             .collect();
-        let mut batch = Vec::with_capacity(if held.is_some() { checked.len() } else { 0 });
+        let mut mutations = Vec::with_capacity(if held.is_some() { checked.len() } else { 0 });
         for c in checked {
-            let (index, row, id, checked) = c?;
+            let (index, row, id, mutation) = c?;
             seen.push((index, row, id));
             if held.is_some() {
-                batch.push(checked);
+                mutations.push(mutation);
             }
         }
         if let Some(held) = held.as_deref_mut() {
-            held.push((first, batch));
+            held.push((first, rows, mutations));
         }
         Ok(())
     })?;
@@ -231,16 +227,17 @@ impl Applying<'_> {
         &self,
         states: &mut [(KeyState, bool)],
         first: usize,
-        rows: Vec<Checked>,
+        rows: (&[ArchiveRow], &[Mutation]),
         counts: &mut HeadCounts,
     ) -> Result<(), Divergence> {
-        let tables_count = (rows.len() / ROWS_PER_TABLE).clamp(1, TABLES).next_power_of_two();
+        let tables_count = (rows.0.len() / ROWS_PER_TABLE).clamp(1, TABLES).next_power_of_two();
         let shift = 8 - tables_count.trailing_zeros();
         let table_of = |index: &Index| usize::from(index.0[0]) >> shift;
-        let mut members: Vec<Vec<(u32, Checked)>> = (0..tables_count).map(|_| Vec::new()).collect();
-        for (i, row) in (0u32..).zip(rows) {
-            let table = row.0.key_index.map_or(0, |index| table_of(&Index(index.0)));
-            members[table].push((i, row));
+        // Each table's rows by number: the rows stay where they are.
+        let mut members: Vec<Vec<u32>> = (0..tables_count).map(|_| Vec::new()).collect();
+        for (i, row) in (0u32..).zip(rows.0) {
+            let table = row.key_index.map_or(0, |index| table_of(&Index(index.0)));
+            members[table].push(i);
         }
         // The touched keys and their states, cut at the same first bits.
         let mut tables = Vec::with_capacity(tables_count);
@@ -254,7 +251,7 @@ impl Applying<'_> {
         let applied: Vec<Result<HeadCounts, (usize, Divergence)>> = tables
             .into_par_iter()
             .zip(members)
-            .map(|((touched, states), members)| self.table(touched, states, first, members))
+            .map(|((touched, states), members)| self.table(touched, states, first, rows, &members))
             .collect();
         // The first divergence in row order, whichever table met it.
         let mut failed: Option<(usize, Divergence)> = None;
@@ -278,11 +275,13 @@ impl Applying<'_> {
         touched: &[Index],
         states: &mut [(KeyState, bool)],
         first: usize,
-        members: Vec<(u32, Checked)>,
+        (rows, mutations): (&[ArchiveRow], &[Mutation]),
+        members: &[u32],
     ) -> Result<HeadCounts, (usize, Divergence)> {
         let (suite, epoch) = (self.suite, self.epoch);
         let mut counts = HeadCounts::default();
-        for (i, (row, mutation)) in members {
+        for &i in members {
+            let (row, mutation) = (&rows[i as usize], &mutations[i as usize]);
             let at = first + i as usize;
             // The first pass checked the key index column against the key.
             let index = Index(row.key_index.expect("checked by the first pass").0);
@@ -292,10 +291,10 @@ impl Applying<'_> {
             let duplicate = self.duplicates.contains(&u32::try_from(at).expect("checked by the first pass"));
             let (state, changed) = &mut states[k];
             let outcome =
-                if duplicate { Outcome::Duplicate } else { compare_and_set(suite, epoch, &index, state, &mutation) };
+                if duplicate { Outcome::Duplicate } else { compare_and_set(suite, epoch, &index, state, mutation) };
             *changed |= matches!(outcome, Outcome::Applied { .. });
             counts.add(&outcome);
-            compare_outcome(epoch, at, &row, &outcome).map_err(|d| (at, d))?;
+            compare_outcome(epoch, at, row, &outcome).map_err(|d| (at, d))?;
         }
         Ok(counts)
     }
